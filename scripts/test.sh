@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need on a fresh Debian/Ubuntu
+# machine (Mosquitto; Home Assistant into tests/ha/venv from PyPI), then runs the Rust tests
+# (unit, fixtures, shared samples, real-Mosquitto integration) and the real-Home-Assistant
+# end-to-end test.
+#   scripts/test.sh            everything
+#   SKIP_HA=1 scripts/test.sh  without the Home Assistant end-to-end test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[test] %s\n' "$*"; }
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ ${#need[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    log "installing ${need[*]}"
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
+        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+# Mosquitto must not be running as a system service on 1883 for the tests' sake; the tests
+# start their own brokers on free ports, so a running service is harmless.
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+    log "cargo nextest run"
+    cargo nextest run --all-targets --no-fail-fast
+else
+    log "cargo test"
+    cargo test --all-targets --no-fail-fast
+fi
+
+if [ "${SKIP_HA:-0}" != 1 ]; then
+    log "Home Assistant end-to-end test"
+    cargo build --bin camqtt
+    CAMQTT_BIN="$PWD/target/debug/camqtt" tests/ha/run.sh
+fi

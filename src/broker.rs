@@ -1,0 +1,89 @@
+//! Embedded MQTT broker (rumqttd), started when no broker URL is configured so that one
+//! command runs the whole bridge on a fresh machine. Mosquitto (or the Home Assistant
+//! add-on) is the normal path; this is the zero-setup default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why the embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The address is already taken (another broker is probably running there).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The binary was built without the `broker` feature.
+    #[error("this build has no embedded broker (cargo feature `broker`); configure --mqtt-url")]
+    NotBuilt,
+    /// The broker did not come up.
+    #[error("embedded broker did not start listening on {0}")]
+    NotListening(SocketAddr),
+}
+
+/// Start the embedded broker on `addr` in its own threads; returns once it accepts connections.
+///
+/// rumqttd has no shutdown API: the broker lives until the process exits. Retained messages are
+/// kept in memory only; the bridge re-publishes discovery and states whenever it connects.
+#[cfg(feature = "broker")]
+pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
+    // Probe first so that a taken port gives a clear error instead of a panic in a broker thread.
+    drop(
+        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?,
+    );
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: max_payload.saturating_mul(4).max(100 * 1024 * 1024),
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([(
+            "camqtt".to_string(),
+            rumqttd::ServerSettings {
+                name: "camqtt-embedded".to_string(),
+                listen: addr,
+                tls: None,
+                next_connection_delay_ms: 1,
+                connections: rumqttd::ConnectionSettings {
+                    connection_timeout_ms: 60_000,
+                    max_payload_size: max_payload,
+                    max_inflight_count: 500,
+                    auth: None,
+                    external_auth: None,
+                    dynamic_filters: true,
+                },
+            },
+        )])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(error) = broker.start() {
+                tracing::error!(%error, "embedded broker stopped");
+            }
+        })
+        .map_err(|source| BrokerError::Bind { addr, source })?;
+    for _ in 0..100 {
+        // A bare TCP probe makes rumqttd log an error, so probe by trying to bind instead.
+        if std::net::TcpListener::bind(addr).is_err() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+/// Without the `broker` feature there is nothing to start.
+#[cfg(not(feature = "broker"))]
+pub async fn start(_addr: SocketAddr, _max_payload: usize) -> Result<(), BrokerError> {
+    Err(BrokerError::NotBuilt)
+}

@@ -1,0 +1,560 @@
+//! The whole configuration: a TOML file, overridden by environment variables and the command
+//! line (both handled by clap in `main.rs`, applied with [`Overrides`]).
+//!
+//! Parsing is strict (`deny_unknown_fields`); [`Config::validate`] collects every semantic
+//! problem instead of stopping at the first, and [`load_str`] reports each with its line.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::Category;
+
+/// Default receiver address of the Viewtron source.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:5002";
+/// Default address of the embedded broker.
+pub const DEFAULT_EMBEDDED_BROKER: &str = "127.0.0.1:1883";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Broker connection and topic root.
+    pub mqtt: MqttSection,
+    /// Home Assistant discovery.
+    pub homeassistant: HomeAssistantSection,
+    /// Image topics.
+    pub images: ImagesSection,
+    /// The Viewtron / TVT HTTP push receiver.
+    pub viewtron: ViewtronSection,
+    /// Per-category settings, keyed by category name (`lpr`, `intrusion`, ...).
+    pub categories: BTreeMap<String, CategorySection>,
+    /// Friendly names and ids per device.
+    pub devices: Vec<DeviceSection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mqtt: MqttSection::default(),
+            homeassistant: HomeAssistantSection::default(),
+            images: ImagesSection::default(),
+            viewtron: ViewtronSection::default(),
+            categories: BTreeMap::new(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// `mqtt://[user:pass@]host[:port]`. Empty: start the embedded broker.
+    pub url: Option<String>,
+    /// Client id; must be unique per bridge instance. Default: `camqtt-<hostname>-<random>`.
+    pub client_id: Option<String>,
+    /// Root of every topic the bridge publishes.
+    pub base_topic: String,
+    /// MQTT keep-alive in seconds.
+    pub keep_alive: u64,
+    /// Largest MQTT packet in bytes (JPEGs are large; rumqttc's default of 10 KiB is not).
+    pub max_packet_size: usize,
+    /// Where the embedded broker listens when no `url` is given.
+    pub embedded_listen: SocketAddr,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            url: None,
+            client_id: None,
+            base_topic: "camera".into(),
+            keep_alive: 30,
+            max_packet_size: 64 * 1024 * 1024,
+            embedded_listen: DEFAULT_EMBEDDED_BROKER.parse().expect("valid constant"),
+        }
+    }
+}
+
+/// `[homeassistant]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantSection {
+    /// Publish discovery at all.
+    pub enabled: bool,
+    /// Discovery prefix configured in Home Assistant's MQTT integration.
+    pub discovery_prefix: String,
+    /// Home Assistant's birth/will topic. Default: `<discovery_prefix>/status`.
+    pub status_topic: Option<String>,
+    /// `device` (one config per device, HA 2024.11+) or `legacy` (one config per entity).
+    pub discovery: DiscoveryMode,
+}
+
+impl Default for HomeAssistantSection {
+    fn default() -> Self {
+        HomeAssistantSection {
+            enabled: true,
+            discovery_prefix: "homeassistant".into(),
+            status_topic: None,
+            discovery: DiscoveryMode::Device,
+        }
+    }
+}
+
+/// Discovery style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// `homeassistant/device/<id>/config`.
+    Device,
+    /// `homeassistant/<platform>/<id>/<key>/config`.
+    Legacy,
+}
+
+/// `[images]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesSection {
+    /// Retain `camera/<category>/image`.
+    pub retain_category: bool,
+    /// Retain `camera/<device>/<category>/image|target`.
+    pub retain_device: bool,
+    /// Also publish images as JSON with base64 (`…/image_json`).
+    pub json_base64: bool,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        ImagesSection { retain_category: false, retain_device: true, json_base64: false }
+    }
+}
+
+/// `[viewtron]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewtronSection {
+    /// Run the receiver.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest accepted body in bytes.
+    pub body_limit: usize,
+    /// Seconds allowed to send a request's headers.
+    pub header_timeout: f64,
+    /// Seconds allowed for a whole request (headers and body).
+    pub request_timeout: f64,
+    /// Seconds a persistent connection may stay idle (must outlive the longest heartbeat).
+    pub idle_timeout: f64,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Seconds without any post after which a device is marked offline.
+    pub offline_after: f64,
+    /// Minimum seconds between two published traject summaries of one device.
+    pub traject_interval: f64,
+    /// Largest part of a body copied to `bridge/unparsed`.
+    pub unparsed_body_cap: usize,
+}
+
+impl Default for ViewtronSection {
+    fn default() -> Self {
+        ViewtronSection {
+            enabled: true,
+            listen: DEFAULT_LISTEN.parse().expect("valid constant"),
+            body_limit: 16 * 1024 * 1024,
+            header_timeout: 30.0,
+            request_timeout: 120.0,
+            idle_timeout: 300.0,
+            max_connections: 512,
+            offline_after: 300.0,
+            traject_interval: 1.0,
+            unparsed_body_cap: 4096,
+        }
+    }
+}
+
+/// `[categories.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CategorySection {
+    /// Publish this category at all.
+    pub enabled: bool,
+    /// Seconds after the last detection before the binary sensor turns off.
+    pub off_delay: Option<f64>,
+}
+
+impl Default for CategorySection {
+    fn default() -> Self {
+        CategorySection { enabled: true, off_delay: None }
+    }
+}
+
+/// `[[devices]]`: matches a device and gives it an id, a name and an area.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSection {
+    /// Match by MAC (any case, `:` or `-`).
+    pub mac: Option<String>,
+    /// Match by serial number.
+    pub serial: Option<String>,
+    /// Match by TCP peer address.
+    pub peer: Option<IpAddr>,
+    /// Together with a match above: only this NVR channel.
+    pub channel: Option<u32>,
+    /// Topic id to use instead of the derived one (`[a-z0-9_-]`).
+    pub id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Home Assistant suggested area.
+    pub area: Option<String>,
+}
+
+/// Values from the command line / environment that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--mqtt-url`
+    pub mqtt_url: Option<String>,
+    /// `--base-topic`
+    pub base_topic: Option<String>,
+    /// `--discovery-prefix`
+    pub discovery_prefix: Option<String>,
+    /// `--client-id`
+    pub client_id: Option<String>,
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the offending key (`devices[1].mac`).
+    pub path: String,
+    /// 1-based line, when it could be located.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file has problems.
+    #[error("{} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Read and validate a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    load_str(&src)
+}
+
+/// Parse and validate configuration text; every problem carries its line where possible.
+pub fn load_str(src: &str) -> Result<Config, ConfigError> {
+    let (_, syntax) = toml::de::DeTable::parse_recoverable(src);
+    if !syntax.is_empty() {
+        return Err(ConfigError::Invalid(
+            syntax
+                .iter()
+                .map(|e| Problem {
+                    path: "(syntax)".into(),
+                    line: e.span().map(|s| line_of(src, s.start)),
+                    message: e.message().trim().to_string(),
+                })
+                .collect(),
+        ));
+    }
+    let config: Config = toml::from_str(src).map_err(|e| {
+        ConfigError::Invalid(vec![Problem {
+            path: "(structure)".into(),
+            line: e.span().map(|s| line_of(src, s.start)),
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let mut problems = config.validate();
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    for p in &mut problems {
+        p.line = locate(src, &p.path);
+    }
+    Err(ConfigError::Invalid(problems))
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// Find the line of a dotted path like `devices[1].mac` or `categories.lpr.off_delay`.
+fn locate(src: &str, path: &str) -> Option<usize> {
+    let parsed = toml::de::DeTable::parse(src).ok()?;
+    let mut span = parsed.span();
+    let mut table = Some(parsed.get_ref());
+    let mut value: Option<&toml::de::DeValue<'_>> = None;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let current = match (table, value) {
+            (Some(t), _) => t,
+            (None, Some(toml::de::DeValue::Table(t))) => t,
+            _ => break,
+        };
+        let Some((k, v)) = current.iter().find(|(k, _)| k.get_ref().as_ref() == key) else {
+            break;
+        };
+        span = k.span();
+        let mut v = v;
+        if let (Some(i), toml::de::DeValue::Array(items)) = (index, v.get_ref()) {
+            match items.get(i) {
+                Some(item) => {
+                    span = item.span();
+                    v = item;
+                }
+                None => break,
+            }
+        }
+        table = None;
+        value = Some(v.get_ref());
+    }
+    Some(line_of(src, span.start))
+}
+
+impl Config {
+    /// Apply command-line / environment overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(listen) = o.listen {
+            self.viewtron.listen = listen;
+        }
+        if let Some(url) = &o.mqtt_url {
+            self.mqtt.url = (!url.trim().is_empty()).then(|| url.clone());
+        }
+        if let Some(t) = &o.base_topic {
+            self.mqtt.base_topic = t.clone();
+        }
+        if let Some(p) = &o.discovery_prefix {
+            self.homeassistant.discovery_prefix = p.clone();
+        }
+        if let Some(id) = &o.client_id {
+            self.mqtt.client_id = Some(id.clone());
+        }
+    }
+
+    /// Every semantic problem, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |path: String, message: String| {
+            problems.push(Problem { path, line: None, message })
+        };
+        for (name, value) in [
+            ("mqtt.base_topic", &self.mqtt.base_topic),
+            ("homeassistant.discovery_prefix", &self.homeassistant.discovery_prefix),
+        ] {
+            if let Err(m) = check_topic_root(value) {
+                bad(name.into(), m);
+            }
+        }
+        if let Some(t) = &self.homeassistant.status_topic {
+            if t.is_empty() || t.contains(['+', '#', '\0']) {
+                bad("homeassistant.status_topic".into(), "must be a topic without wildcards".into());
+            }
+        }
+        if let Some(url) = &self.mqtt.url {
+            if let Err(e) = crate::sinks::mqtt::config::BrokerAddr::from_url(url) {
+                bad("mqtt.url".into(), e.to_string());
+            }
+        }
+        if let Some(id) = &self.mqtt.client_id {
+            if id.is_empty() || id.len() > 128 {
+                bad("mqtt.client_id".into(), "must be 1..=128 characters".into());
+            }
+        }
+        if self.mqtt.max_packet_size < 64 * 1024 {
+            bad("mqtt.max_packet_size".into(), "must be at least 65536 (camera JPEGs are large)".into());
+        }
+        if self.mqtt.keep_alive < 5 {
+            bad("mqtt.keep_alive".into(), "must be at least 5 seconds".into());
+        }
+        let v = &self.viewtron;
+        if v.body_limit < 1024 {
+            bad("viewtron.body_limit".into(), "must be at least 1024 bytes".into());
+        }
+        for (name, secs, min) in [
+            ("viewtron.header_timeout", v.header_timeout, 0.1),
+            ("viewtron.request_timeout", v.request_timeout, 0.1),
+            ("viewtron.idle_timeout", v.idle_timeout, 1.0),
+            ("viewtron.offline_after", v.offline_after, 1.0),
+            ("viewtron.traject_interval", v.traject_interval, 0.0),
+        ] {
+            if !secs.is_finite() || secs < min || secs > 86_400.0 * 7.0 {
+                bad(name.into(), format!("must be between {min} and 604800 seconds"));
+            }
+        }
+        if v.idle_timeout < 240.0 && v.idle_timeout >= 1.0 {
+            tracing::debug!(idle_timeout = v.idle_timeout, "idle timeout below 2 x 120 s heartbeat");
+        }
+        if v.max_connections == 0 {
+            bad("viewtron.max_connections".into(), "must be at least 1".into());
+        }
+        for (name, c) in &self.categories {
+            if Category::from_name(name).is_none() {
+                let known: Vec<&str> = Category::NAMED.iter().map(|c| c.as_str()).collect();
+                bad(format!("categories.{name}"), format!("unknown category; known: {}", known.join(", ")));
+            }
+            if let Some(d) = c.off_delay {
+                if !d.is_finite() || !(0.0..=86_400.0).contains(&d) {
+                    bad(format!("categories.{name}.off_delay"), "must be between 0 and 86400 seconds".into());
+                }
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.mac.is_none() && d.serial.is_none() && d.peer.is_none() {
+                bad(format!("devices[{i}]"), "needs at least one of mac, serial, peer".into());
+            }
+            if let Some(mac) = &d.mac {
+                if normalise_mac(mac).is_none() {
+                    bad(format!("devices[{i}].mac"), format!("`{mac}` is not a MAC address"));
+                }
+            }
+            if let Some(id) = &d.id {
+                if id.is_empty()
+                    || id.len() > 64
+                    || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+                {
+                    bad(format!("devices[{i}].id"), "must be 1..=64 characters of a-z, 0-9, _ and -".into());
+                } else if !ids.insert(id.clone()) {
+                    bad(format!("devices[{i}].id"), format!("`{id}` is used twice"));
+                }
+            }
+            if let Some(name) = &d.name {
+                if name.trim().is_empty() || name.chars().any(char::is_control) {
+                    bad(format!("devices[{i}].name"), "must be non-empty text without control characters".into());
+                }
+            }
+        }
+        problems
+    }
+
+    /// Is this category published?
+    pub fn category_enabled(&self, category: &Category) -> bool {
+        self.categories.get(category.as_str()).is_none_or(|c| c.enabled)
+    }
+
+    /// Configured off delays (seconds → Duration) by category name.
+    pub fn off_delays(&self) -> BTreeMap<String, Duration> {
+        self.categories
+            .iter()
+            .filter_map(|(k, c)| c.off_delay.map(|d| (k.clone(), Duration::from_secs_f64(d))))
+            .collect()
+    }
+}
+
+fn check_topic_root(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if t.contains(['+', '#', '\0']) || t.chars().any(char::is_control) {
+        return Err("must not contain +, # or control characters".into());
+    }
+    if t.starts_with('/') || t.ends_with('/') || t.contains("//") {
+        return Err("must not start or end with / or contain empty levels".into());
+    }
+    Ok(())
+}
+
+/// Lower-case colon form of a MAC (`58:5b:69:40:f4:0d`), or `None` when it is not one.
+pub fn normalise_mac(s: &str) -> Option<String> {
+    let hex: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.' | ' ')).collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some(
+        (0..6)
+            .map(|i| &hex[i * 2..i * 2 + 2])
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+/// Seconds as a Duration (config values are validated to be finite and non-negative).
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = load_str("").expect("valid");
+        assert_eq!(c.mqtt.base_topic, "camera");
+        assert_eq!(c.viewtron.listen.port(), 5002);
+        assert_eq!(c.viewtron.body_limit, 16 * 1024 * 1024);
+        assert!(c.mqtt.url.is_none());
+    }
+
+    #[test]
+    fn every_problem_with_its_line() {
+        let src = "[mqtt]\nbase_topic = \"a/#\"\n\n[categories.bogus]\noff_delay = 3\n\n[[devices]]\nmac = \"zz\"\nid = \"Bad Id\"\n";
+        let Err(ConfigError::Invalid(problems)) = load_str(src) else { panic!("should fail") };
+        let lines: Vec<(String, Option<usize>)> =
+            problems.iter().map(|p| (p.path.clone(), p.line)).collect();
+        assert!(lines.contains(&("mqtt.base_topic".into(), Some(2))), "{lines:?}");
+        assert!(lines.contains(&("categories.bogus".into(), Some(4))), "{lines:?}");
+        assert!(lines.contains(&("devices[0].mac".into(), Some(8))), "{lines:?}");
+        assert!(lines.contains(&("devices[0].id".into(), Some(9))), "{lines:?}");
+    }
+
+    #[test]
+    fn unknown_key_and_syntax_errors_have_lines() {
+        let Err(ConfigError::Invalid(p)) = load_str("[mqtt]\nbase_topik = \"x\"\n") else { panic!() };
+        assert_eq!(p[0].line, Some(2));
+        assert!(p[0].message.contains("base_topik"), "{}", p[0].message);
+        let Err(ConfigError::Invalid(p)) = load_str("[mqtt\nx=1\n") else { panic!() };
+        assert_eq!(p[0].line, Some(1));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = load_str("[mqtt]\nurl = \"mqtt://a\"\n").expect("valid");
+        c.apply(&Overrides {
+            mqtt_url: Some("mqtt://b:1884".into()),
+            base_topic: Some("cams".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://b:1884"));
+        assert_eq!(c.mqtt.base_topic, "cams");
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(normalise_mac("58-5B-69-40-F4-0D").as_deref(), Some("58:5b:69:40:f4:0d"));
+        assert_eq!(normalise_mac("585b6940f40d").as_deref(), Some("58:5b:69:40:f4:0d"));
+        assert_eq!(normalise_mac("58:5b:69"), None);
+    }
+}

@@ -1,0 +1,497 @@
+//! The normalised model every source produces and every sink consumes.
+//!
+//! Nothing in here knows about XML, HTTP or MQTT; this module depends on nothing else in the
+//! crate. Sources turn vendor input into [`Message`]s; the pipeline resolves the device
+//! identity ([`Device`]) and hands [`Routed`] messages to the sinks.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// What a source hands to the pipeline for one input (one HTTP post, one file, ...).
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A detection, or an alarm status change.
+    Event(Box<Event>),
+    /// The device is alive (heartbeat); carries whatever identity the heartbeat had.
+    Heartbeat(DeviceInfo),
+    /// Input that did not become an event.
+    Unparsed(Unparsed),
+}
+
+/// Input that did not become an event, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unparsed {
+    /// TCP peer (or other origin) of the input.
+    pub peer: String,
+    /// Which source saw it (`viewtron`, ...).
+    pub source: &'static str,
+    /// Short machine-readable reason (`parse-error`, `unknown-type`, `not-xml`, ...).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// Request path or file name, when there is one.
+    pub path: Option<String>,
+    /// The raw body, capped by the source (lossy UTF-8).
+    pub body: String,
+    /// Size of the whole body in bytes.
+    pub body_len: usize,
+}
+
+/// Identity of the sending device as it appeared in the input. Every field is optional
+/// except the peer address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// Free-text device name reported by the device.
+    pub name: Option<String>,
+    /// MAC, normalised to lower-case colon form; `None` when absent or all zeros.
+    pub mac: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// IP address the device reports for itself.
+    pub ip: Option<String>,
+    /// NVR channel (camera input) the event belongs to.
+    pub channel: Option<u32>,
+    /// Device number (`deviceNo.`), informational.
+    pub device_no: Option<String>,
+    /// TCP peer address the input came from.
+    pub peer: Option<IpAddr>,
+    /// Camera or NVR.
+    pub kind: DeviceKind,
+    /// Manufacturer as the source knows it (`Viewtron`).
+    pub manufacturer: Option<String>,
+    /// Model, when known.
+    pub model: Option<String>,
+    /// Firmware / protocol version, when known.
+    pub sw_version: Option<String>,
+}
+
+/// What kind of box sent the input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// An IP camera posting for itself.
+    #[default]
+    Camera,
+    /// A recorder forwarding its channels' events.
+    Nvr,
+}
+
+/// Normalised event category; the string form is a stable MQTT topic segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// Licence plate read.
+    Lpr,
+    /// Face detected / recognised.
+    Face,
+    /// Perimeter / region intrusion.
+    Intrusion,
+    /// Tripwire crossed.
+    LineCrossing,
+    /// Entered a zone.
+    ZoneEntry,
+    /// Left a zone.
+    ZoneExit,
+    /// Someone lingering.
+    Loitering,
+    /// Illegal parking.
+    Parking,
+    /// Counted targets (line or area).
+    Counting,
+    /// Crowd density / gathering.
+    Crowd,
+    /// Full-frame object metadata (very chatty).
+    Metadata,
+    /// Real-time tracking summary.
+    Traject,
+    /// Motion detection.
+    Motion,
+    /// Alarm inputs, tamper, camera offline and other alarms.
+    Alarm,
+    /// Object left / removed.
+    Object,
+    /// Fire detection.
+    Fire,
+    /// Temperature alarm.
+    Temperature,
+    /// Audio / sound alarm.
+    Audio,
+    /// A periodic or on-demand snapshot.
+    Snapshot,
+    /// Anything else; the string is already a sanitised slug.
+    Other(String),
+}
+
+impl Category {
+    /// The stable lower-case name used in topics and payloads.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Category::Lpr => "lpr",
+            Category::Face => "face",
+            Category::Intrusion => "intrusion",
+            Category::LineCrossing => "line_crossing",
+            Category::ZoneEntry => "zone_entry",
+            Category::ZoneExit => "zone_exit",
+            Category::Loitering => "loitering",
+            Category::Parking => "parking",
+            Category::Counting => "counting",
+            Category::Crowd => "crowd",
+            Category::Metadata => "metadata",
+            Category::Traject => "traject",
+            Category::Motion => "motion",
+            Category::Alarm => "alarm",
+            Category::Object => "object",
+            Category::Fire => "fire",
+            Category::Temperature => "temperature",
+            Category::Audio => "audio",
+            Category::Snapshot => "snapshot",
+            Category::Other(s) => s,
+        }
+    }
+
+    /// All named categories (not `Other`), for configuration validation and docs.
+    pub const NAMED: &'static [Category] = &[
+        Category::Lpr,
+        Category::Face,
+        Category::Intrusion,
+        Category::LineCrossing,
+        Category::ZoneEntry,
+        Category::ZoneExit,
+        Category::Loitering,
+        Category::Parking,
+        Category::Counting,
+        Category::Crowd,
+        Category::Metadata,
+        Category::Traject,
+        Category::Motion,
+        Category::Alarm,
+        Category::Object,
+        Category::Fire,
+        Category::Temperature,
+        Category::Audio,
+        Category::Snapshot,
+    ];
+
+    /// Parse a category name as written in configuration (`lpr`, `line_crossing`, ...).
+    pub fn from_name(name: &str) -> Option<Category> {
+        Category::NAMED.iter().find(|c| c.as_str() == name).cloned()
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Category {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Where in its life cycle the detection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Something started (rule `SMART_START`, alarm status `true`).
+    Start,
+    /// Something ended (rule `SMART_STOP`, alarm status `false`).
+    Stop,
+    /// A momentary detection without a duration of its own.
+    Pulse,
+}
+
+/// Where the event time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeSource {
+    /// The device's own timestamp.
+    Camera,
+    /// The device sent none (or an implausible one); this is the receive time.
+    Receiver,
+}
+
+/// The role of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageRole {
+    /// The full scene.
+    Overview,
+    /// A crop of the detected object (plate, face, person).
+    Target,
+}
+
+/// One decoded image. The bytes are shared (`Bytes`), never copied per sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Overview or target crop.
+    pub role: ImageRole,
+    /// The decoded file, byte-identical to what the device encoded.
+    pub data: Bytes,
+    /// MIME type (`image/jpeg`).
+    pub content_type: &'static str,
+    /// Width reported by the device, if any.
+    pub width: Option<u32>,
+    /// Height reported by the device, if any.
+    pub height: Option<u32>,
+    /// Target id the crop belongs to, if any.
+    pub target_id: Option<u64>,
+}
+
+/// A rectangle; `units` tells how to read the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rect {
+    /// Left.
+    pub x1: i64,
+    /// Top.
+    pub y1: i64,
+    /// Right.
+    pub x2: i64,
+    /// Bottom.
+    pub y2: i64,
+    /// Coordinate system.
+    pub units: Units,
+}
+
+/// A point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Point {
+    /// X.
+    pub x: i64,
+    /// Y.
+    pub y: i64,
+}
+
+/// Coordinate system of a box or polygon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Units {
+    /// 0..=10000 on both axes.
+    Norm10000,
+    /// Pixels of the overview image.
+    Pixels,
+    /// Not documented.
+    Unknown,
+}
+
+/// A detected object (person, car, face, plate carrier).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Target {
+    /// Device's target / track id.
+    pub target_id: Option<u64>,
+    /// Normalised object class (`person`, `car`, `bike`, `face`, ...).
+    pub object: Option<String>,
+    /// The object class exactly as sent (`1`, `car`, `motor`, ...).
+    pub object_raw: Option<String>,
+    /// Bounding box.
+    pub rect: Option<Rect>,
+    /// Velocity (traject).
+    pub velocity: Option<i64>,
+    /// Direction in degrees (traject).
+    pub direction: Option<i64>,
+}
+
+/// The rule that fired (zone, line).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Rule {
+    /// Device's event id.
+    pub event_id: Option<u64>,
+    /// Target id the rule reported.
+    pub target_id: Option<u64>,
+    /// Raw rule status (`SMART_START`, ...).
+    pub status: Option<String>,
+    /// `area` or `tripwire`, as sent by the NVR, or derived.
+    pub boundary: Option<String>,
+    /// Zone polygon.
+    pub polygon: Vec<Point>,
+    /// Line start and end.
+    pub line: Option<(Point, Point)>,
+    /// Rule direction code as sent (`Direct`).
+    pub direction: Option<String>,
+    /// Target box the rule reported.
+    pub rect: Option<Rect>,
+}
+
+/// One licence plate read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plate {
+    /// The plate text.
+    pub plate: String,
+    /// IPC list (`whiteList`, `blackList`, `temporaryList`, ...); `None` when not listed.
+    pub list: Option<String>,
+    /// NVR group name (free text); for IPC the list name.
+    pub group: Option<String>,
+    /// Owner from the NVR database.
+    pub owner: Option<String>,
+    /// `approach` / `away`; `None` when unknown.
+    pub direction: Option<String>,
+    /// Confidence in percent (0..=100).
+    pub confidence: Option<f64>,
+    /// Plate colour (text or code as sent).
+    pub plate_color: Option<String>,
+    /// Vehicle colour.
+    pub vehicle_color: Option<String>,
+    /// Vehicle type (`saloon car`, `mpv`, ...).
+    pub vehicle_type: Option<String>,
+    /// Vehicle brand.
+    pub vehicle_brand: Option<String>,
+    /// Vehicle model.
+    pub vehicle_model: Option<String>,
+    /// Plate box.
+    pub plate_box: Option<Rect>,
+    /// Vehicle box.
+    pub vehicle_box: Option<Rect>,
+    /// Device's vehicle / target id.
+    pub target_id: Option<u64>,
+}
+
+/// Face attributes (raw vocabularies, the devices disagree on them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FaceAttributes {
+    /// Age group.
+    pub age: Option<String>,
+    /// `male` / `female` / `unknown`.
+    pub sex: Option<String>,
+    /// `yes` / `no` / `unknown`.
+    pub glasses: Option<String>,
+    /// `yes` / `no` / `unknown`.
+    pub mask: Option<String>,
+    /// Target id of the face.
+    pub target_id: Option<u64>,
+}
+
+/// Cumulative counters sent by the device (PASSLINECOUNT), per class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// `enter` counters: (class, value).
+    pub enter: Vec<(String, u64)>,
+    /// `leave` counters.
+    pub leave: Vec<(String, u64)>,
+    /// `exist` counters.
+    pub exist: Vec<(String, u64)>,
+}
+
+impl Counters {
+    /// True when no counter was present.
+    pub fn is_empty(&self) -> bool {
+        self.enter.is_empty() && self.leave.is_empty() && self.exist.is_empty()
+    }
+}
+
+/// An alarm-status element (`perimeterAlarm id=1 true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmState {
+    /// Alarm name as sent.
+    pub name: String,
+    /// Rule / input id.
+    pub id: Option<String>,
+    /// On or off.
+    pub active: bool,
+}
+
+/// Typed attributes of an event. Only what applies is filled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Attributes {
+    /// Plates read (LPR); several per post are possible.
+    pub plates: Vec<Plate>,
+    /// Faces with attributes.
+    pub faces: Vec<FaceAttributes>,
+    /// Detected objects.
+    pub targets: Vec<Target>,
+    /// Rules that fired.
+    pub rules: Vec<Rule>,
+    /// Device counters, when the device sent them.
+    pub counters: Option<Counters>,
+    /// The alarm-status element this event came from (alarm-status posts only).
+    pub alarm: Option<AlarmState>,
+    /// Sub-type within the category (`line`, `area`, `detect`, `match`, `tamper`, ...).
+    pub subtype: Option<String>,
+    /// Coarse grouping (`intrusion` for zone/line/loiter events), for users of older bridges.
+    pub group: Option<String>,
+    /// Subscription relation echoed by the device (`FEATURE_RESULT`, ...).
+    pub subscription: Option<String>,
+}
+
+/// One normalised event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Identity as sent; resolved into a [`Device`] by the pipeline.
+    pub device: DeviceInfo,
+    /// Normalised category.
+    pub category: Category,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Event time (camera clock when plausible, else `received`).
+    pub time: SystemTime,
+    /// Where `time` came from.
+    pub time_source: TimeSource,
+    /// The raw time value as sent, if any.
+    pub time_raw: Option<String>,
+    /// When the bridge received the input.
+    pub received: SystemTime,
+    /// Which source produced it (`viewtron`).
+    pub source: &'static str,
+    /// The vendor's own type string (`VEHICE`, `regionIntrusion`, `perimeterAlarm`).
+    pub raw_type: String,
+    /// `ipc` or `nvr` (layout), informational.
+    pub envelope: Option<String>,
+    /// `config/@version` as sent.
+    pub config_version: Option<String>,
+    /// Typed attributes.
+    pub attrs: Attributes,
+    /// Decoded images (overview first, then target crops in item order).
+    pub images: Vec<Image>,
+    /// Non-fatal problems found while normalising (bad base64, implausible time, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Event {
+    /// The first image with the given role.
+    pub fn image(&self, role: ImageRole) -> Option<&Image> {
+        self.images.iter().find(|i| i.role == role)
+    }
+}
+
+/// A device as the rest of the bridge knows it: a stable id plus what was learned about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    /// Topic-safe stable id (`58_5b_69_40_f4_0d_ch2`, `192_168_1_50`, or a configured id).
+    pub id: String,
+    /// Display name (configured, else reported, else derived).
+    pub name: String,
+    /// Identity facts.
+    pub info: DeviceInfo,
+    /// Stable hardware key used for Home Assistant identifiers (mac/serial/peer based).
+    pub hw_key: String,
+    /// For an NVR channel: the NVR itself.
+    pub parent: Option<Box<Device>>,
+    /// Configured suggested area.
+    pub area: Option<String>,
+}
+
+/// What the pipeline hands to sinks.
+#[derive(Debug, Clone)]
+pub enum Routed {
+    /// An event for a resolved device.
+    Event {
+        /// The device.
+        device: Device,
+        /// The event (shared: sinks only read it).
+        event: std::sync::Arc<Event>,
+    },
+    /// The device was heard from (heartbeat or any post).
+    Seen {
+        /// The device.
+        device: Device,
+    },
+    /// The device has not been heard from for too long.
+    Offline {
+        /// The device.
+        device: Device,
+    },
+    /// Input that did not become an event.
+    Unparsed(Unparsed),
+}

@@ -1,0 +1,77 @@
+//! HTTP/1.1 receiver shared by the HTTP-push sources.
+//!
+//! Cameras are not browsers: they send absolute-form request targets (`POST http://ip:port/API`),
+//! headers without a space after the colon, chunked bodies that also carry `Content-Length: 0`,
+//! any `Content-Type` and any method, and they keep one connection open for hours with
+//! heartbeats up to 120 s apart. This module is written for them:
+//!
+//! - [`request`] (pure, no I/O): [`RequestFramer`], an incremental framer. Feed bytes, get
+//!   [`Framed::NeedMore`], [`Framed::Head`] or [`Framed::Request`], or an [`HttpError`].
+//! - [`response`] (pure): [`Response`] and its wire encoding.
+//! - [`server`] (thin async shell): [`serve`] runs one task per connection, answers requests of a
+//!   connection strictly in order, writes the reply as soon as the [`Handler`] returns, and
+//!   enforces the limits of [`HttpConfig`].
+
+pub mod request;
+pub mod response;
+pub mod server;
+
+pub use request::{Framed, Limits, Request, RequestFramer};
+pub use response::Response;
+pub use server::{Handler, HttpConfig, serve};
+
+/// Why a request could not be framed (or was cut off).
+///
+/// Every variant means framing of the connection is lost: the server offers the handler a
+/// chance to answer ([`Handler::on_error`]) and then closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// The request line plus headers exceed the header byte limit (or chunked trailers do).
+    #[error("header section larger than {limit} bytes")]
+    HeaderTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// More header fields than allowed.
+    #[error("more than {limit} header fields")]
+    TooManyHeaders {
+        /// The configured maximum number of header fields.
+        limit: usize,
+    },
+    /// The body is (or is declared to be) larger than the body limit.
+    #[error("body too large: {} {seen} bytes, limit {limit}", if *.declared { "declared" } else { "received at least" })]
+    BodyTooLarge {
+        /// `true` when `seen` is a `Content-Length` value, `false` when it counts decoded chunks.
+        declared: bool,
+        /// Declared length, or the decoded size reached when the limit was crossed.
+        seen: u64,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// The bytes are not a valid HTTP/1.x request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The header section did not arrive within the header timeout.
+    #[error("header section not complete within the header timeout")]
+    HeaderTimeout,
+    /// The whole request did not arrive within the request timeout.
+    #[error("request not complete within the request timeout")]
+    BodyTimeout,
+    /// The peer closed the connection in the middle of a request.
+    #[error("connection closed in the middle of a request")]
+    Incomplete,
+}
+
+impl HttpError {
+    /// `true` for violations of a configured limit (size or time), which are logged at warn level.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            HttpError::HeaderTooLarge { .. }
+                | HttpError::TooManyHeaders { .. }
+                | HttpError::BodyTooLarge { .. }
+                | HttpError::HeaderTimeout
+                | HttpError::BodyTimeout
+        )
+    }
+}

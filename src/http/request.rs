@@ -1,0 +1,777 @@
+//! Incremental HTTP/1.x request framer. PURE: no I/O, no async.
+//!
+//! [`RequestFramer`] owns the bytes received on one connection. The shell appends what it reads
+//! with [`RequestFramer::push`] and calls [`RequestFramer::poll`] until it returns
+//! [`Framed::NeedMore`]. Bytes after a complete request stay buffered for the next one, so
+//! pipelined requests come out one by one, in order.
+//!
+//! Leniency, because cameras are not browsers:
+//! - request targets in origin form (`/API`), absolute form (`http://host:port/API`, routed on
+//!   the path), asterisk form (`*`) and authority form (`host:port`, path is the raw target);
+//! - header values without optional whitespace (`Content-Length:3067`), names in any case;
+//! - `Transfer-Encoding: chunked` wins over any `Content-Length` (the Python SDK and API-2.1
+//!   cameras send both, with `Content-Length: 0`);
+//! - bare `LF` line endings, empty lines before a request line.
+//!
+//! Strictness, because the peer is untrusted: conflicting `Content-Length` values, non-digit
+//! lengths, unknown final transfer codings and bad chunk framing are errors; sizes are checked
+//! against [`Limits`] before anything is buffered beyond them.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::HttpError;
+
+/// Longest chunk-size line (hex digits plus extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// While the head is shorter than this, it is re-parsed on every push (so garbage fails fast);
+/// beyond it only when a new line feed arrives (so a slow trickle costs O(lines × size)).
+const EAGER_PARSE_BYTES: usize = 1024;
+
+/// Size limits of the framer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body accepted, in bytes: checked against `Content-Length` before reading and
+    /// against the decoded total of a chunked body.
+    pub body_limit: usize,
+    /// Largest header section (request line + headers + blank line), and largest chunked
+    /// trailer section, in bytes.
+    pub header_limit: usize,
+    /// Largest number of header fields.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { body_limit: 16 * 1024 * 1024, header_limit: 64 * 1024, max_headers: 100 }
+    }
+}
+
+/// One complete HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method as sent (`POST`, `GET`, anything else).
+    pub method: String,
+    /// Request target exactly as sent.
+    pub target: String,
+    /// Path of the target without the query: `/API` for both `/API?x` and
+    /// `http://192.168.0.56:5002/API`. For asterisk and authority form, the raw target.
+    pub path: String,
+    /// Query string without the `?`, if any.
+    pub query: Option<String>,
+    /// Minor HTTP version: `0` for HTTP/1.0, `1` for HTTP/1.1.
+    pub version: u8,
+    /// Header fields in arrival order, names as sent, values trimmed (invalid UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked when it was chunked.
+    pub body: Bytes,
+    /// Address of the TCP peer.
+    pub peer: SocketAddr,
+    /// `true` when the body came with `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// `true` when the client wants the connection kept open after the reply
+    /// (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`).
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// First value of the header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What [`RequestFramer::poll`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framed {
+    /// More bytes are needed.
+    NeedMore,
+    /// The header section of the next request is complete; its body is not (yet) framed.
+    /// Returned once per request, before the matching [`Framed::Request`].
+    Head {
+        /// The client sent `Expect: 100-continue` (HTTP/1.1) and the request has a body.
+        expect_continue: bool,
+    },
+    /// A complete request.
+    Request(Request),
+}
+
+/// Parsed header section waiting for its body.
+#[derive(Debug)]
+struct Head {
+    method: String,
+    target: String,
+    version: u8,
+    headers: Vec<(String, String)>,
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Inside the trailer section, this many bytes seen so far.
+    Trailer(usize),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for a complete header section. `scanned` bytes were already looked at.
+    Head { scanned: usize },
+    /// Waiting for `len` body bytes.
+    Length { head: Head, len: usize },
+    /// Decoding a chunked body.
+    Chunked { head: Head, chunk: Chunk, body: BytesMut },
+    /// Framing lost; the error repeats forever.
+    Failed(HttpError),
+}
+
+/// Incremental request framer for one connection. See the module documentation.
+#[derive(Debug)]
+pub struct RequestFramer {
+    buf: BytesMut,
+    limits: Limits,
+    peer: SocketAddr,
+    state: State,
+}
+
+impl RequestFramer {
+    /// A framer for a connection from `peer`.
+    pub fn new(limits: Limits, peer: SocketAddr) -> Self {
+        RequestFramer { buf: BytesMut::new(), limits, peer, state: State::Head { scanned: 0 } }
+    }
+
+    /// Append received bytes. Cheap; all work happens in [`RequestFramer::poll`].
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// `true` between requests: nothing of a next request has arrived (line feeds between
+    /// requests are ignored).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head { .. }) && self.buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
+    }
+
+    /// `true` once the header section of the current request is complete.
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Length { .. } | State::Chunked { .. })
+    }
+
+    /// Bytes buffered but not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Advance as far as the buffered bytes allow.
+    ///
+    /// After an error the framer is stuck: every later call returns the same error.
+    pub fn poll(&mut self) -> Result<Framed, HttpError> {
+        let result = self.step();
+        if let Err(e) = &result {
+            self.state = State::Failed(e.clone());
+        }
+        result
+    }
+
+    fn step(&mut self) -> Result<Framed, HttpError> {
+        match &mut self.state {
+            State::Failed(e) => Err(e.clone()),
+            State::Head { .. } => self.step_head(),
+            State::Length { len, .. } => {
+                let len = *len;
+                if self.buf.len() < len {
+                    return Ok(Framed::NeedMore);
+                }
+                let body = self.buf.split_to(len).freeze();
+                Ok(Framed::Request(self.finish(body, false)))
+            }
+            State::Chunked { .. } => self.step_chunked(),
+        }
+    }
+
+    fn step_head(&mut self) -> Result<Framed, HttpError> {
+        let State::Head { scanned } = &mut self.state else {
+            return Ok(Framed::NeedMore);
+        };
+        // Empty lines before a request line are allowed (RFC 9112 §2.2); drop them here so that
+        // the header limit and the idle state ignore them.
+        let blank = self.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        if blank > 0 {
+            self.buf.advance(blank);
+            *scanned = 0;
+        }
+        if self.buf.is_empty() {
+            return Ok(Framed::NeedMore);
+        }
+        let len = self.buf.len();
+        let fresh_lf = self.buf[(*scanned).min(len)..].contains(&b'\n');
+        if len > EAGER_PARSE_BYTES && !fresh_lf && len < self.limits.header_limit {
+            *scanned = len;
+            return Ok(Framed::NeedMore);
+        }
+        *scanned = len;
+
+        let window = &self.buf[..len.min(self.limits.header_limit)];
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut req = httparse::Request::new(&mut slots);
+        let parsed = match req.parse(window) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if len >= self.limits.header_limit {
+                    return Err(HttpError::HeaderTooLarge { limit: self.limits.header_limit });
+                }
+                return Ok(Framed::NeedMore);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HttpError::TooManyHeaders { limit: self.limits.max_headers });
+            }
+            Err(e) => return Err(HttpError::BadRequest(e.to_string())),
+        };
+        let method = req.method.unwrap_or_default().to_owned();
+        let target = req.path.unwrap_or_default().to_owned();
+        let version = req.version.unwrap_or(1);
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).trim().to_owned()))
+            .collect();
+        drop(slots);
+        self.buf.advance(parsed);
+
+        let framing = body_framing(&headers, self.limits.body_limit)?;
+        let keep_alive = keep_alive(version, &headers);
+        let expect_continue = version == 1
+            && !matches!(framing, Framing::Length(0))
+            && headers
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue"));
+        let head = Head { method, target, version, headers, keep_alive };
+        self.state = match framing {
+            Framing::Length(len) => State::Length { head, len },
+            Framing::Chunked => State::Chunked { head, chunk: Chunk::Size, body: BytesMut::new() },
+        };
+        Ok(Framed::Head { expect_continue })
+    }
+
+    fn step_chunked(&mut self) -> Result<Framed, HttpError> {
+        let limits = self.limits;
+        let State::Chunked { chunk, body, .. } = &mut self.state else {
+            return Ok(Framed::NeedMore);
+        };
+        loop {
+            match *chunk {
+                Chunk::Size => {
+                    let Some(line) = take_line(&mut self.buf, MAX_CHUNK_LINE)
+                        .map_err(|()| bad("chunk-size line too long"))?
+                    else {
+                        return Ok(Framed::NeedMore);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    let total = (body.len() as u64).saturating_add(size);
+                    if total > limits.body_limit as u64 {
+                        return Err(HttpError::BodyTooLarge {
+                            declared: false,
+                            seen: total,
+                            limit: limits.body_limit,
+                        });
+                    }
+                    *chunk = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
+                }
+                Chunk::Data(left) => {
+                    if self.buf.is_empty() {
+                        return Ok(Framed::NeedMore);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                    body.extend_from_slice(&self.buf[..n]);
+                    self.buf.advance(n);
+                    let left = left - n as u64;
+                    *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+                }
+                Chunk::DataEnd => match self.buf.first() {
+                    None => return Ok(Framed::NeedMore),
+                    Some(b'\n') => {
+                        self.buf.advance(1);
+                        *chunk = Chunk::Size;
+                    }
+                    Some(b'\r') => match self.buf.get(1) {
+                        None => return Ok(Framed::NeedMore),
+                        Some(b'\n') => {
+                            self.buf.advance(2);
+                            *chunk = Chunk::Size;
+                        }
+                        Some(_) => return Err(bad("chunk data not followed by CRLF")),
+                    },
+                    Some(_) => return Err(bad("chunk data not followed by CRLF")),
+                },
+                Chunk::Trailer(seen) => {
+                    let room = limits.header_limit.saturating_sub(seen);
+                    let Some(line) = take_line(&mut self.buf, room)
+                        .map_err(|()| HttpError::HeaderTooLarge { limit: limits.header_limit })?
+                    else {
+                        return Ok(Framed::NeedMore);
+                    };
+                    if line.is_empty() {
+                        let body = std::mem::take(body).freeze();
+                        return Ok(Framed::Request(self.finish(body, true)));
+                    }
+                    // Trailer fields are read and dropped; nothing we receive relies on them.
+                    *chunk = Chunk::Trailer(seen + line.len() + 1);
+                }
+            }
+        }
+    }
+
+    /// Build the request from the current head and `body`, and go back to waiting for a head.
+    fn finish(&mut self, body: Bytes, chunked: bool) -> Request {
+        let state = std::mem::replace(&mut self.state, State::Head { scanned: 0 });
+        let head = match state {
+            State::Length { head, .. } | State::Chunked { head, .. } => head,
+            // Unreachable by construction; produce an empty head rather than panic.
+            State::Head { .. } | State::Failed(_) => Head {
+                method: String::new(),
+                target: String::new(),
+                version: 1,
+                headers: Vec::new(),
+                keep_alive: false,
+            },
+        };
+        let (path, query) = split_target(&head.target);
+        Request {
+            method: head.method,
+            path,
+            query,
+            target: head.target,
+            version: head.version,
+            headers: head.headers,
+            body,
+            peer: self.peer,
+            chunked,
+            keep_alive: head.keep_alive,
+        }
+    }
+}
+
+/// Frame every request in `input` (as if it arrived in one read). Returns the complete requests
+/// and the error that stopped framing, if any; trailing incomplete bytes are ignored.
+///
+/// A convenience for tests and fuzz targets.
+pub fn frame_all(input: &[u8], limits: Limits) -> (Vec<Request>, Option<HttpError>) {
+    let peer = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    let mut framer = RequestFramer::new(limits, peer);
+    framer.push(input);
+    let mut out = Vec::new();
+    loop {
+        match framer.poll() {
+            Ok(Framed::NeedMore) => return (out, None),
+            Ok(Framed::Head { .. }) => {}
+            Ok(Framed::Request(r)) => out.push(r),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+fn bad(msg: &str) -> HttpError {
+    HttpError::BadRequest(msg.to_owned())
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// Decide how the body is delimited (RFC 9112 §6.3, requests only).
+fn body_framing(headers: &[(String, String)], body_limit: usize) -> Result<Framing, HttpError> {
+    let mut codings: Vec<String> = Vec::new();
+    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")) {
+        codings.extend(v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
+    }
+    codings.retain(|c| c != "identity");
+    if let Some(last) = codings.last() {
+        // Transfer-Encoding wins over Content-Length, whatever the latter says.
+        if last == "chunked" {
+            return Ok(Framing::Chunked);
+        }
+        return Err(HttpError::BadRequest(format!("unsupported transfer coding {last:?}")));
+    }
+
+    let mut length: Option<u64> = None;
+    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        // A list of identical values ("5, 5") is allowed; anything else is an error.
+        for item in v.split(',') {
+            let item = item.trim();
+            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::BadRequest(format!("invalid Content-Length {v:?}")));
+            }
+            // Too many digits for u64 is "too large", not "malformed".
+            let n = item.parse::<u64>().unwrap_or(u64::MAX);
+            match length {
+                Some(prev) if prev != n => {
+                    return Err(bad("conflicting Content-Length values"));
+                }
+                _ => length = Some(n),
+            }
+        }
+    }
+    match length {
+        None => Ok(Framing::Length(0)),
+        Some(n) if n > body_limit as u64 => {
+            Err(HttpError::BodyTooLarge { declared: true, seen: n, limit: body_limit })
+        }
+        // n <= body_limit, which is a usize.
+        Some(n) => Ok(Framing::Length(usize::try_from(n).unwrap_or(body_limit))),
+    }
+}
+
+fn keep_alive(version: u8, headers: &[(String, String)]) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+        for token in v.split(',').map(str::trim) {
+            close |= token.eq_ignore_ascii_case("close");
+            keep |= token.eq_ignore_ascii_case("keep-alive");
+        }
+    }
+    if close {
+        false
+    } else if version == 0 {
+        keep
+    } else {
+        true
+    }
+}
+
+/// Take one line (without CR/LF) off the front of `buf`.
+/// `Ok(None)`: no complete line yet; `Err(())`: the line is longer than `max` bytes.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Vec<u8>>, ()> {
+    match buf.iter().take(max.saturating_add(1)).position(|&b| b == b'\n') {
+        Some(pos) => {
+            let mut line = buf.split_to(pos + 1);
+            line.truncate(pos);
+            if line.last() == Some(&b'\r') {
+                line.truncate(pos - 1);
+            }
+            Ok(Some(line.to_vec()))
+        }
+        None if buf.len() > max => Err(()),
+        None => Ok(None),
+    }
+}
+
+/// Parse `1a;ext=v` (extensions and surrounding whitespace ignored).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let line = trim_ascii(line);
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(bad("invalid chunk size"));
+    }
+    let rest = trim_ascii(&line[digits..]);
+    if !(rest.is_empty() || rest[0] == b';') {
+        return Err(bad("invalid chunk size"));
+    }
+    let hex = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if hex > 16 {
+        // Larger than u64: certainly over any body limit.
+        return Ok(u64::MAX);
+    }
+    let mut n: u64 = 0;
+    for &b in &line[..digits] {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        n = (n << 4) | u64::from(d);
+    }
+    Ok(n)
+}
+
+fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Path and query of a request target.
+fn split_target(target: &str) -> (String, Option<String>) {
+    let lower = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+    let rest = if lower.starts_with("http://") {
+        Some(&target[7..])
+    } else if lower.starts_with("https://") {
+        Some(&target[8..])
+    } else {
+        None
+    };
+    let origin = match rest {
+        // Absolute form: drop the authority.
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => rest[i..].to_owned(),
+            Some(i) => format!("/{}", &rest[i..]),
+            None => "/".to_owned(),
+        },
+        None if target.starts_with('/') => target.to_owned(),
+        // Asterisk or authority form: nothing to split.
+        None => return (target.to_owned(), None),
+    };
+    match origin.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (origin, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { body_limit: 1000, header_limit: 512, max_headers: 8 }
+    }
+
+    fn one(input: &[u8]) -> Request {
+        let (mut reqs, err) = frame_all(input, limits());
+        assert_eq!(err, None, "unexpected error");
+        assert_eq!(reqs.len(), 1, "expected exactly one request");
+        reqs.remove(0)
+    }
+
+    #[test]
+    fn origin_form_with_query() {
+        let r = one(b"POST /API?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.target, "/API?a=1");
+        assert_eq!(r.path, "/API");
+        assert_eq!(r.query.as_deref(), Some("a=1"));
+        assert_eq!(r.version, 1);
+        assert_eq!(&r.body[..], b"abc");
+        assert!(r.keep_alive);
+        assert!(!r.chunked);
+    }
+
+    #[test]
+    fn absolute_form_routes_on_path() {
+        let r = one(b"POST http://192.168.0.56:5002/API HTTP/1.1\r\nContent-Length:0\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.target, "http://192.168.0.56:5002/API");
+        assert_eq!(r.path, "/API");
+        assert!(!r.keep_alive);
+        let r = one(b"GET HTTPS://host:1 HTTP/1.1\r\n\r\n");
+        assert_eq!(r.path, "/");
+        let r = one(b"GET http://host?x=y HTTP/1.1\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("/", Some("x=y")));
+    }
+
+    #[test]
+    fn asterisk_and_authority_forms() {
+        assert_eq!(one(b"OPTIONS * HTTP/1.1\r\n\r\n").path, "*");
+        assert_eq!(one(b"CONNECT host:443 HTTP/1.1\r\n\r\n").path, "host:443");
+    }
+
+    #[test]
+    fn headers_case_and_whitespace() {
+        let r = one(b"POST / HTTP/1.1\r\nCONTENT-length:2\r\nX-Thing:  v  \r\n\r\nhi");
+        assert_eq!(r.header("content-length"), Some("2"));
+        assert_eq!(r.header("x-thing"), Some("v"));
+        assert_eq!(r.header("missing"), None);
+        assert_eq!(&r.body[..], b"hi");
+    }
+
+    #[test]
+    fn http10_defaults_to_close() {
+        assert!(!one(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        let r = one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert_eq!(r.version, 0);
+        assert!(r.keep_alive);
+        assert!(!one(b"GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length() {
+        let r = one(b"POST /API HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        assert!(r.chunked);
+        assert_eq!(&r.body[..], b"hello");
+    }
+
+    #[test]
+    fn chunked_extensions_trailers_hex_case() {
+        let r = one(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\nA;name=val\r\n0123456789\r\nb \r\nabcdefghijk\r\n0;last\r\nX-Trailer: 1\r\nY: 2\r\n\r\n",
+        );
+        assert_eq!(&r.body[..], b"0123456789abcdefghijk");
+    }
+
+    #[test]
+    fn chunked_bare_lf() {
+        let r = one(b"POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n3\nabc\n0\n\n");
+        assert_eq!(&r.body[..], b"abc");
+    }
+
+    #[test]
+    fn no_body_without_framing_headers() {
+        let (reqs, err) = frame_all(b"POST / HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", limits());
+        assert_eq!(err, None);
+        assert_eq!(reqs.len(), 2);
+        assert!(reqs[0].body.is_empty());
+        assert_eq!(reqs[1].path, "/b");
+    }
+
+    #[test]
+    fn pipelined_and_leftover() {
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        f.push(b"POST /1 HTTP/1.1\r\nContent-Length: 1\r\n\r\naPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nb");
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        let Ok(Framed::Request(r)) = f.poll() else { panic!("first request") };
+        assert_eq!((r.path.as_str(), &r.body[..]), ("/1", &b"a"[..]));
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        assert_eq!(f.poll(), Ok(Framed::NeedMore));
+        assert!(f.in_body());
+        f.push(b"cGET");
+        let Ok(Framed::Request(r)) = f.poll() else { panic!("second request") };
+        assert_eq!((r.path.as_str(), &r.body[..]), ("/2", &b"bc"[..]));
+        assert_eq!(f.poll(), Ok(Framed::NeedMore));
+        assert!(!f.is_idle());
+        assert_eq!(f.buffered(), 3);
+    }
+
+    #[test]
+    fn idle_ignores_blank_lines() {
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        assert!(f.is_idle());
+        f.push(b"\r\n\r\n");
+        assert!(f.is_idle());
+        assert_eq!(f.poll(), Ok(Framed::NeedMore));
+        f.push(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+    }
+
+    #[test]
+    fn expect_continue() {
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        f.push(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: true }));
+        assert_eq!(f.poll(), Ok(Framed::NeedMore));
+        f.push(b"ok");
+        assert!(matches!(f.poll(), Ok(Framed::Request(_))));
+        // No body: nothing to continue.
+        let (_, err) = frame_all(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", limits());
+        assert_eq!(err, None);
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        f.push(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+    }
+
+    #[test]
+    fn content_length_errors() {
+        let err = |input: &[u8]| frame_all(input, limits()).1;
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n"), Some(HttpError::BadRequest(_))));
+        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Some(HttpError::BadRequest(_))));
+        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"), Some(HttpError::BadRequest(_))));
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n"),
+            Some(HttpError::BodyTooLarge { declared: true, seen: 1001, limit: 1000 })
+        );
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+            Some(HttpError::BodyTooLarge { declared: true, .. })
+        ));
+        // Identical duplicates are fine.
+        let r = one(b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1, 1\r\n\r\nz");
+        assert_eq!(&r.body[..], b"z");
+        // Exactly at the limit is fine.
+        let mut input = b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 1000));
+        assert_eq!(one(&input).body.len(), 1000);
+    }
+
+    #[test]
+    fn chunked_errors() {
+        let err = |input: &[u8]| frame_all(input, limits()).1;
+        let te = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let with = |tail: &[u8]| [&te[..], tail].concat();
+        assert!(matches!(err(&with(b"zz\r\n")), Some(HttpError::BadRequest(_))));
+        assert!(matches!(err(&with(b"3x\r\n")), Some(HttpError::BadRequest(_))));
+        assert!(matches!(err(&with(b"3\r\nabcX")), Some(HttpError::BadRequest(_))));
+        assert!(matches!(err(&with(&[b'1'; 5000])), Some(HttpError::BadRequest(_))));
+        assert_eq!(
+            err(&with(b"3e9\r\n")),
+            Some(HttpError::BodyTooLarge { declared: false, seen: 0x3e9, limit: 1000 })
+        );
+        assert!(matches!(err(&with(b"ffffffffffffffffffffff\r\n")), Some(HttpError::BodyTooLarge { .. })));
+        // Cumulative total is what counts.
+        let mut tail = Vec::new();
+        for _ in 0..3 {
+            tail.extend_from_slice(b"190\r\n");
+            tail.extend(std::iter::repeat_n(b'x', 400));
+            tail.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(err(&with(&tail)), Some(HttpError::BodyTooLarge { declared: false, seen: 1200, limit: 1000 }));
+        // Trailers count against the header limit.
+        let mut trailer = b"0\r\n".to_vec();
+        trailer.extend(std::iter::repeat_n(b'a', 600));
+        assert_eq!(err(&with(&trailer)), Some(HttpError::HeaderTooLarge { limit: 512 }));
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Some(HttpError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn header_limits() {
+        let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 600));
+        assert_eq!(frame_all(&input, limits()).1, Some(HttpError::HeaderTooLarge { limit: 512 }));
+        let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..9 {
+            input.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        assert_eq!(frame_all(&input, limits()).1, Some(HttpError::TooManyHeaders { limit: 8 }));
+    }
+
+    #[test]
+    fn garbage_fails_fast_and_sticks() {
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        f.push(b"\x16\x03\x01\x02\x00\x01\x00");
+        assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
+        f.push(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
+        assert!(matches!(frame_all(b"GET / HTTP/2.0\r\n\r\n", limits()).1, Some(HttpError::BadRequest(_))));
+    }
+
+    #[test]
+    fn long_head_trickled_is_parsed_on_line_feeds() {
+        let mut f = RequestFramer::new(
+            Limits { header_limit: 8192, ..limits() },
+            "127.0.0.1:9".parse().unwrap(),
+        );
+        let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 3000));
+        input.extend_from_slice(b"\r\n\r\n");
+        for &b in &input[..input.len() - 1] {
+            f.push(&[b]);
+            assert_eq!(f.poll(), Ok(Framed::NeedMore));
+        }
+        f.push(b"\n");
+        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        assert!(matches!(f.poll(), Ok(Framed::Request(r)) if r.header("x").map(str::len) == Some(3000)));
+    }
+}

@@ -1,0 +1,351 @@
+//! The async shell: accept loop and one task per connection around [`RequestFramer`].
+//!
+//! Behaviour:
+//! - Requests of one connection are handled strictly in order (pipelined ones too). The reply is
+//!   written as soon as [`Handler::handle`] returns; the handler must only queue work.
+//! - Timeouts: between requests the connection may stay idle for
+//!   [`HttpConfig::idle_timeout`] (then it is closed quietly). From the first byte of a request,
+//!   the header section must be complete within [`HttpConfig::header_timeout`] (slowloris) and
+//!   the whole request within [`HttpConfig::request_timeout`]. Writing a reply is bounded by
+//!   `request_timeout` too.
+//! - Connection cap: at most [`HttpConfig::max_connections`] connections are served at once.
+//!   At the cap the server **stops accepting** until a connection ends (one warn line per
+//!   episode); new clients wait in the kernel's listen backlog instead of being refused, so a
+//!   burst of short NVR connections is delayed rather than dropped.
+//! - Framing errors (too large, malformed, timeouts): [`Handler::on_error`] is called; its
+//!   response, if any, is sent with `Connection: close`, then the connection is closed after a
+//!   short bounded drain of what the client is still sending (so the reply is not lost to a TCP
+//!   reset). A body over the limit with a `Content-Length` is refused before it is read.
+//! - Shutdown: when the token is cancelled the listener is closed, idle connections are closed,
+//!   requests in flight finish (their replies carry `Connection: close`); connections still busy
+//!   after [`HttpConfig::shutdown_grace`] are aborted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::request::{Framed, Limits, Request, RequestFramer};
+use super::response::Response;
+use super::HttpError;
+use crate::stats::stats;
+
+/// Size of one socket read.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long to keep reading (and discarding) after an error reply before closing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much to read (and discard) after an error reply before closing.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Limits and timeouts of the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Largest request body in bytes (declared `Content-Length` or decoded chunked total).
+    /// Default 16 MiB.
+    pub body_limit: usize,
+    /// Largest header section in bytes. Default 64 KiB.
+    pub header_limit: usize,
+    /// Largest number of header fields. Default 100.
+    pub max_headers: usize,
+    /// Time from the first byte of a request to the end of its headers. Default 30 s.
+    pub header_timeout: Duration,
+    /// Time from the first byte of a request to the end of its body; also bounds writing the
+    /// reply. Default 60 s.
+    pub request_timeout: Duration,
+    /// Time a connection may sit idle between requests. Default 300 s (cameras send heartbeats
+    /// up to 120 s apart; this must stay above twice that).
+    pub idle_timeout: Duration,
+    /// Connections served at once; at the cap the server stops accepting. Default 512.
+    pub max_connections: usize,
+    /// After shutdown, how long requests in flight may take before their connections are
+    /// aborted. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_limit: 16 * 1024 * 1024,
+            header_limit: 64 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 512,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The framer limits of this configuration.
+    pub fn limits(&self) -> Limits {
+        Limits { body_limit: self.body_limit, header_limit: self.header_limit, max_headers: self.max_headers }
+    }
+}
+
+/// What the server calls for each request. Implementations must be cheap and never block.
+pub trait Handler: Send + Sync + 'static {
+    /// Called for every complete request. Must be fast and must not block: hand work to a
+    /// queue. The response is written immediately after it returns.
+    fn handle(&self, req: Request) -> Response;
+
+    /// Called when a request could not be framed (too large, malformed, timeout, peer gone).
+    /// Returns the response to send, if the connection can still take one (e.g. body too
+    /// large: reply then close). The server closes the connection afterwards; the response is
+    /// not sent for [`HttpError::Incomplete`] (the peer is gone).
+    fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response>;
+}
+
+/// Serve HTTP/1.x on `listener` until `shutdown` is cancelled and in-flight requests are done.
+///
+/// Accept errors (e.g. out of file descriptors) are logged and retried after a short pause;
+/// they do not end the server.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: HttpConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let cfg = Arc::new(cfg);
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut at_cap = false;
+    let local = listener.local_addr().ok();
+
+    loop {
+        if slots.available_permits() == 0 && !at_cap {
+            at_cap = true;
+            warn!(
+                addr = ?local,
+                max_connections = cfg.max_connections,
+                "HTTP connection limit reached, not accepting until a connection ends."
+            );
+        }
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(res) = tasks.join_next() => { report_task(res); continue }
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // semaphore closed: cannot happen, we never close it
+            },
+        };
+        at_cap = false;
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(res) = tasks.join_next() => { report_task(res); continue }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    warn!(addr = ?local, %error, "HTTP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        stats().connections.inc();
+        debug!(%peer, "HTTP connection accepted.");
+        let (cfg, handler, shutdown) = (cfg.clone(), handler.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, &cfg, handler.as_ref(), &shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+
+    let grace = tokio::time::sleep(cfg.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            res = tasks.join_next() => match res {
+                Some(res) => report_task(res),
+                None => break,
+            },
+            () = &mut grace => {
+                warn!(busy = tasks.len(), "HTTP shutdown grace elapsed, aborting connections.");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    debug!(addr = ?local, "HTTP server stopped.");
+    Ok(())
+}
+
+fn report_task(res: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = res {
+        if e.is_panic() {
+            error!(error = %e, "HTTP connection task panicked.");
+        }
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// Peer closed between requests.
+    PeerClosed,
+    /// We close after a reply (`Connection: close`, HTTP/1.0, shutdown).
+    Close,
+    /// Idle timeout between requests.
+    Idle,
+    /// Shutdown while idle.
+    Shutdown,
+    /// Socket error.
+    Io(std::io::Error),
+    /// Framing lost.
+    Error(HttpError),
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &HttpConfig,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) {
+    // Replies are small and must leave at once.
+    let _ = stream.set_nodelay(true);
+    let mut framer = RequestFramer::new(cfg.limits(), peer);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut started: Option<Instant> = None;
+    let mut pending_continue = false;
+
+    let end = loop {
+        match framer.poll() {
+            Ok(Framed::Head { expect_continue }) => {
+                pending_continue = expect_continue;
+                continue;
+            }
+            Ok(Framed::Request(req)) => {
+                pending_continue = false;
+                started = None;
+                stats().http_requests.inc();
+                let close = !req.keep_alive || shutdown.is_cancelled();
+                let head_only = req.method.eq_ignore_ascii_case("HEAD");
+                let reply = handler.handle(req).encode(close, head_only);
+                if let Err(e) = write_all(&mut stream, &reply, cfg.request_timeout).await {
+                    break End::Io(e);
+                }
+                if close {
+                    break End::Close;
+                }
+                continue;
+            }
+            Ok(Framed::NeedMore) => {}
+            Err(e) => break End::Error(e),
+        }
+        if pending_continue {
+            pending_continue = false;
+            if let Err(e) = write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n", cfg.request_timeout).await {
+                break End::Io(e);
+            }
+        }
+
+        let idle = framer.is_idle();
+        let now = Instant::now();
+        let (deadline, on_timeout) = if idle {
+            (now + cfg.idle_timeout, None)
+        } else {
+            let start = *started.get_or_insert(now);
+            let whole = start + cfg.request_timeout;
+            let head = start + cfg.header_timeout;
+            if !framer.in_body() && head < whole {
+                (head, Some(HttpError::HeaderTimeout))
+            } else {
+                (whole, Some(HttpError::BodyTimeout))
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if idle => break End::Shutdown,
+            r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
+        };
+        match read {
+            Err(_elapsed) => match on_timeout {
+                None => break End::Idle,
+                Some(e) => break End::Error(e),
+            },
+            Ok(Ok(0)) => break if idle { End::PeerClosed } else { End::Error(HttpError::Incomplete) },
+            Ok(Ok(n)) => {
+                framer.push(&buf[..n]);
+                if started.is_none() && !framer.is_idle() {
+                    started = Some(Instant::now());
+                }
+            }
+            Ok(Err(e)) => break End::Io(e),
+        }
+    };
+
+    match end {
+        End::PeerClosed => debug!(%peer, "HTTP connection closed by peer."),
+        End::Close => {
+            debug!(%peer, "HTTP connection closed after reply.");
+            let _ = stream.shutdown().await;
+            if framer.buffered() > 0 {
+                linger(&mut stream).await;
+            }
+        }
+        End::Idle => {
+            debug!(%peer, timeout_s = cfg.idle_timeout.as_secs_f64(), "HTTP connection idle, closing.");
+            let _ = stream.shutdown().await;
+        }
+        End::Shutdown => {
+            debug!(%peer, "HTTP connection closed for shutdown.");
+            let _ = stream.shutdown().await;
+        }
+        End::Io(error) => debug!(%peer, %error, "HTTP connection I/O error."),
+        End::Error(error) => {
+            stats().http_errors.inc();
+            if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
+                warn!(%peer, %error, "HTTP request refused, closing connection.");
+            } else {
+                debug!(%peer, %error, "HTTP request cut off.");
+            }
+            let reply = handler.on_error(peer, &error);
+            if error == HttpError::Incomplete {
+                return;
+            }
+            if let Some(reply) = reply {
+                if let Err(error) = write_all(&mut stream, &reply.encode(true, false), cfg.request_timeout).await {
+                    debug!(%peer, %error, "HTTP error reply not written.");
+                    return;
+                }
+            }
+            let _ = stream.shutdown().await;
+            linger(&mut stream).await;
+        }
+    }
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// After our FIN, read and discard what the client still sends (bounded), so that closing with
+/// unread data does not reset the connection before the client has read our reply.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = vec![0u8; READ_CHUNK];
+    let mut total = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}

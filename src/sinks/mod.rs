@@ -1,0 +1,3 @@
+//! Outputs. Each sink consumes [`crate::event::Routed`] messages.
+
+pub mod mqtt;

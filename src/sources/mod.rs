@@ -1,0 +1,3 @@
+//! Inputs. Each source turns what a device sends into [`crate::event::Message`]s.
+
+pub mod viewtron;

@@ -1,0 +1,1 @@
+//! Viewtron / TVT HTTP push source.

@@ -1,0 +1,418 @@
+//! A tiny read-only DOM over `quick_xml::Reader`.
+//!
+//! Only what the Viewtron parser needs: local names (namespace prefixes dropped), attributes,
+//! the text directly inside an element (plain text, CDATA and character references joined and
+//! trimmed) and child elements. Text borrows from the input wherever it can, so a 500 KB
+//! base64 image is never copied while the tree is built.
+//!
+//! Safety limits: DOCTYPE (and therefore entity declarations) is refused, nesting depth and
+//! node count are capped. Anything after the root element closes is ignored (vendor samples
+//! put whole commented-out documents there; some devices may pad the body).
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event as XmlEvent};
+
+/// Maximum element nesting depth. Real posts nest at most 6 levels.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Maximum number of elements plus attributes in one document.
+pub(crate) const MAX_NODES: usize = 200_000;
+
+/// One element.
+#[derive(Debug, Default)]
+pub(crate) struct Node<'a> {
+    name: String,
+    attrs: Vec<(String, Cow<'a, str>)>,
+    text: Cow<'a, str>,
+    children: Vec<Node<'a>>,
+}
+
+/// Why the document could not be turned into a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DomError {
+    /// Not well-formed XML.
+    Syntax { position: u64, message: String },
+    /// A DOCTYPE (possibly with entity declarations) was present.
+    Dtd { position: u64 },
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// More than [`MAX_NODES`] elements/attributes.
+    TooManyNodes,
+    /// No root element at all (only comments, declarations or whitespace).
+    NoRoot,
+}
+
+struct Frame<'a> {
+    node: Node<'a>,
+    /// Whitespace seen after some text; only kept if more text follows.
+    ws_tail: Cow<'a, str>,
+}
+
+impl<'a> Frame<'a> {
+    fn push_text(&mut self, piece: Cow<'a, str>) {
+        if piece.is_empty() {
+            return;
+        }
+        let blank = piece.bytes().all(|b| b.is_ascii_whitespace());
+        if blank {
+            // Leading whitespace and indentation between children never matter (values are
+            // trimmed); keep it only as a possible separator between two text pieces.
+            if !self.node.text.is_empty() {
+                if self.ws_tail.is_empty() {
+                    self.ws_tail = piece;
+                } else {
+                    self.ws_tail.to_mut().push_str(&piece);
+                }
+            }
+            return;
+        }
+        if self.node.text.is_empty() {
+            self.node.text = piece;
+        } else {
+            let text = self.node.text.to_mut();
+            text.push_str(&self.ws_tail);
+            text.push_str(&piece);
+        }
+        self.ws_tail = Cow::Borrowed("");
+    }
+}
+
+/// Parse a whole document (already valid UTF-8, BOM removed) into its root element.
+pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
+    let mut reader = Reader::from_str(doc);
+    let mut stack: Vec<Frame<'_>> = Vec::new();
+    let mut nodes = 0usize;
+
+    loop {
+        let event = match reader.read_event() {
+            Ok(ev) => ev,
+            Err(e) => {
+                return Err(DomError::Syntax {
+                    position: reader.error_position(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        match event {
+            XmlEvent::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(DomError::TooDeep);
+                }
+                let node = element(&start, &mut nodes, reader.buffer_position())?;
+                stack.push(Frame { node, ws_tail: Cow::Borrowed("") });
+            }
+            XmlEvent::Empty(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(DomError::TooDeep);
+                }
+                let node = element(&start, &mut nodes, reader.buffer_position())?;
+                match stack.last_mut() {
+                    Some(parent) => parent.node.children.push(node),
+                    None => return Ok(node),
+                }
+            }
+            XmlEvent::End(_) => {
+                // quick-xml checks that the end name matches the open element.
+                let Some(frame) = stack.pop() else {
+                    return Err(DomError::Syntax {
+                        position: reader.buffer_position(),
+                        message: "end tag without start tag".into(),
+                    });
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.node.children.push(frame.node),
+                    None => return Ok(frame.node),
+                }
+            }
+            XmlEvent::Text(text) => {
+                let piece = text.into_inner();
+                match stack.last_mut() {
+                    Some(frame) => frame.push_text(piece),
+                    None => {
+                        if !piece.bytes().all(|b| b.is_ascii_whitespace()) {
+                            return Err(DomError::Syntax {
+                                position: reader.buffer_position(),
+                                message: "text outside the root element".into(),
+                            });
+                        }
+                    }
+                }
+            }
+            XmlEvent::CData(cdata) => match stack.last_mut() {
+                Some(frame) => frame.push_text(cdata.into_inner()),
+                None => {
+                    return Err(DomError::Syntax {
+                        position: reader.buffer_position(),
+                        message: "CDATA outside the root element".into(),
+                    });
+                }
+            },
+            XmlEvent::GeneralRef(reference) => {
+                let position = reader.buffer_position();
+                let resolved = resolve_reference(&reference).ok_or_else(|| DomError::Syntax {
+                    position,
+                    message: format!("unknown or invalid entity reference &{};", &*reference),
+                })?;
+                match stack.last_mut() {
+                    Some(frame) => {
+                        let mut buf = [0u8; 4];
+                        frame.push_text(Cow::Owned(resolved.encode_utf8(&mut buf).to_owned()));
+                    }
+                    None => {
+                        return Err(DomError::Syntax {
+                            position,
+                            message: "reference outside the root element".into(),
+                        });
+                    }
+                }
+            }
+            XmlEvent::DocType(_) => {
+                return Err(DomError::Dtd { position: reader.buffer_position() });
+            }
+            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) => {}
+            XmlEvent::Eof => {
+                return match stack.last() {
+                    Some(frame) => Err(DomError::Syntax {
+                        position: reader.buffer_position(),
+                        message: format!("unexpected end of document inside <{}>", frame.node.name),
+                    }),
+                    None => Err(DomError::NoRoot),
+                };
+            }
+        }
+    }
+}
+
+fn element<'a>(start: &BytesStart<'a>, nodes: &mut usize, position: u64) -> Result<Node<'a>, DomError> {
+    *nodes += 1;
+    if *nodes > MAX_NODES {
+        return Err(DomError::TooManyNodes);
+    }
+    let name = start.local_name().into_inner().to_owned();
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| DomError::Syntax { position, message: e.to_string() })?;
+        *nodes += 1;
+        if *nodes > MAX_NODES {
+            return Err(DomError::TooManyNodes);
+        }
+        let key = attr.key.local_name().into_inner().to_owned();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| DomError::Syntax { position, message: e.to_string() })?;
+        // `unescape_value` borrows from the attribute; detach into our lifetime.
+        attrs.push((key, Cow::Owned(value.into_owned())));
+    }
+    Ok(Node { name, attrs, text: Cow::Borrowed(""), children: Vec::new() })
+}
+
+fn resolve_reference(reference: &str) -> Option<char> {
+    match reference {
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "amp" => Some('&'),
+        "apos" => Some('\''),
+        "quot" => Some('"'),
+        _ => {
+            let num = reference.strip_prefix('#')?;
+            let code = match num.strip_prefix('x').or_else(|| num.strip_prefix('X')) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => num.parse::<u32>().ok()?,
+            };
+            if code == 0 {
+                return None;
+            }
+            char::from_u32(code)
+        }
+    }
+}
+
+impl<'a> Node<'a> {
+    /// Local name of the element.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// ASCII case-insensitive name comparison (vendor spelling varies in case).
+    pub(crate) fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// Child elements in document order.
+    pub(crate) fn children(&self) -> &[Node<'a>] {
+        &self.children
+    }
+
+    /// First child with the given (case-insensitive) name.
+    pub(crate) fn child(&self, name: &str) -> Option<&Node<'a>> {
+        self.children.iter().find(|c| c.is(name))
+    }
+
+    /// First child matching any of the names (in the order of `names`).
+    pub(crate) fn child_any(&self, names: &[&str]) -> Option<&Node<'a>> {
+        names.iter().find_map(|n| self.child(n))
+    }
+
+    /// All children with the given name.
+    pub(crate) fn children_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s Node<'a>> + 's {
+        self.children.iter().filter(move |c| c.is(name))
+    }
+
+    /// `item` children (list entries).
+    pub(crate) fn items<'s>(&'s self) -> impl Iterator<Item = &'s Node<'a>> + 's {
+        self.children_named("item")
+    }
+
+    /// Follow a path of child names.
+    pub(crate) fn path(&self, path: &[&str]) -> Option<&Node<'a>> {
+        let mut node = self;
+        for name in path {
+            node = node.child(name)?;
+        }
+        Some(node)
+    }
+
+    /// Trimmed text directly inside this element ("" when empty).
+    pub(crate) fn text(&self) -> &str {
+        self.text.trim_matches(|c: char| c.is_ascii_whitespace())
+    }
+
+    /// Trimmed text, `None` when empty.
+    pub(crate) fn text_opt(&self) -> Option<&str> {
+        let t = self.text();
+        (!t.is_empty()).then_some(t)
+    }
+
+    /// Trimmed non-empty text of a child.
+    pub(crate) fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name)?.text_opt()
+    }
+
+    /// Trimmed non-empty text of the first present child among `names`.
+    pub(crate) fn child_text_any(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.child_text(n))
+    }
+
+    /// Trimmed non-empty text at a path.
+    pub(crate) fn text_at(&self, path: &[&str]) -> Option<&str> {
+        self.path(path)?.text_opt()
+    }
+
+    /// Child text as an owned string.
+    pub(crate) fn child_string(&self, name: &str) -> Option<String> {
+        self.child_text(name).map(str::to_owned)
+    }
+
+    /// Child text parsed as an unsigned integer.
+    pub(crate) fn child_u64(&self, name: &str) -> Option<u64> {
+        self.child_text(name)?.parse().ok()
+    }
+
+    /// Child text parsed as a signed integer.
+    pub(crate) fn child_i64(&self, name: &str) -> Option<i64> {
+        self.child_text(name)?.parse().ok()
+    }
+
+    /// Attribute value (local name, case-insensitive), trimmed, `None` when empty.
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim_matches(|c: char| c.is_ascii_whitespace()))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Visit every descendant (not `self`) depth-first, skipping subtrees for which
+    /// `descend` returns false (the node itself is still visited).
+    pub(crate) fn walk<'s>(&'s self, descend: &dyn Fn(&Node<'a>) -> bool, visit: &mut dyn FnMut(&'s Node<'a>)) {
+        for child in &self.children {
+            visit(child);
+            if descend(child) {
+                child.walk(descend, visit);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_attrs_text_cdata() {
+        let doc = r#"<?xml version="1.0"?>
+<ns:config xmlns:ns="http://www.ipc.com/ver10" version="1.7">
+  <!-- comment -->
+  <ns:deviceName type="string"><![CDATA[ Cam 1 ]]></ns:deviceName>
+  <empty/><empty2 type="uint32"/><empty3></empty3><empty4><![CDATA[]]></empty4>
+  <deviceNo.>7</deviceNo.>
+  <a>x &amp; y&#65;<!-- c --></a>
+</ns:config>"#;
+        let root = parse(doc).expect("parses");
+        assert_eq!(root.name(), "config");
+        assert_eq!(root.attr("version"), Some("1.7"));
+        assert_eq!(root.child_text("deviceName"), Some("Cam 1"));
+        assert_eq!(root.child("deviceName").and_then(|n| n.attr("type")), Some("string"));
+        for e in ["empty", "empty2", "empty3", "empty4"] {
+            assert!(root.child(e).is_some(), "{e}");
+            assert_eq!(root.child_text(e), None, "{e}");
+        }
+        assert_eq!(root.child_u64("deviceNo."), Some(7));
+        assert_eq!(root.child_text("a"), Some("x & yA"));
+    }
+
+    #[test]
+    fn big_text_is_borrowed() {
+        let payload = "A".repeat(100_000);
+        let doc = format!("<config><data>\n{payload}\n</data></config>");
+        let root = parse(&doc).unwrap();
+        let data = root.child("data").unwrap();
+        assert!(matches!(data.text, Cow::Borrowed(_)));
+        assert_eq!(data.text().len(), 100_000);
+    }
+
+    #[test]
+    fn doctype_is_refused() {
+        let doc = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><config>&lol;</config>"#;
+        assert!(matches!(parse(doc), Err(DomError::Dtd { .. })));
+    }
+
+    #[test]
+    fn unknown_entity_is_a_syntax_error() {
+        assert!(matches!(parse("<config>&lol;</config>"), Err(DomError::Syntax { .. })));
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
+        assert_eq!(parse(&deep).unwrap_err(), DomError::TooDeep);
+        let ok = "<a>".repeat(MAX_DEPTH) + &"</a>".repeat(MAX_DEPTH);
+        assert!(parse(&ok).is_ok());
+        let wide = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES + 1));
+        assert_eq!(parse(&wide).unwrap_err(), DomError::TooManyNodes);
+    }
+
+    #[test]
+    fn malformed_documents() {
+        assert!(matches!(parse("<config>"), Err(DomError::Syntax { .. })));
+        assert!(matches!(parse("<config></other>"), Err(DomError::Syntax { .. })));
+        assert!(matches!(parse("<?xml version=\"1.0\"?><broken"), Err(DomError::Syntax { .. })));
+        assert_eq!(parse("<!-- only a comment -->").unwrap_err(), DomError::NoRoot);
+        assert!(matches!(parse("<a x='1' x='2'/>"), Err(DomError::Syntax { .. })));
+    }
+
+    #[test]
+    fn trailing_content_after_root_is_ignored() {
+        let root = parse("<config><a>1</a></config>\n<!-- <config/> -->\0garbage").unwrap();
+        assert_eq!(root.child_text("a"), Some("1"));
+    }
+
+    #[test]
+    fn text_pieces_are_joined() {
+        let root = parse("<a>foo <![CDATA[bar]]> baz\n</a>").unwrap();
+        assert_eq!(root.text(), "foo bar baz");
+        let root = parse("<a><![CDATA[x]]> <![CDATA[y]]></a>").unwrap();
+        assert_eq!(root.text(), "x y");
+    }
+}
