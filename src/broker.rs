@@ -32,9 +32,7 @@ pub enum BrokerError {
 #[cfg(feature = "broker")]
 pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
     // Probe first so that a taken port gives a clear error instead of a panic in a broker thread.
-    drop(
-        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?,
-    );
+    drop(std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {

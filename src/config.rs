@@ -129,7 +129,11 @@ pub struct ImagesSection {
 
 impl Default for ImagesSection {
     fn default() -> Self {
-        ImagesSection { retain_category: false, retain_device: true, json_base64: false }
+        ImagesSection {
+            retain_category: false,
+            retain_device: true,
+            json_base64: false,
+        }
     }
 }
 
@@ -188,7 +192,10 @@ pub struct CategorySection {
 
 impl Default for CategorySection {
     fn default() -> Self {
-        CategorySection { enabled: true, off_delay: None }
+        CategorySection {
+            enabled: true,
+            off_delay: None,
+        }
     }
 }
 
@@ -265,8 +272,10 @@ pub enum ConfigError {
 
 /// Read and validate a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     load_str(&src)
 }
 
@@ -303,7 +312,11 @@ pub fn load_str(src: &str) -> Result<Config, ConfigError> {
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()[..offset.min(src.len())].iter().filter(|b| **b == b'\n').count() + 1
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// Find the line of a dotted path like `devices[1].mac` or `categories.lpr.off_delay`.
@@ -366,11 +379,18 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut bad = |path: String, message: String| {
-            problems.push(Problem { path, line: None, message })
+            problems.push(Problem {
+                path,
+                line: None,
+                message,
+            })
         };
         for (name, value) in [
             ("mqtt.base_topic", &self.mqtt.base_topic),
-            ("homeassistant.discovery_prefix", &self.homeassistant.discovery_prefix),
+            (
+                "homeassistant.discovery_prefix",
+                &self.homeassistant.discovery_prefix,
+            ),
         ] {
             if let Err(m) = check_topic_root(value) {
                 bad(name.into(), m);
@@ -378,7 +398,10 @@ impl Config {
         }
         if let Some(t) = &self.homeassistant.status_topic {
             if t.is_empty() || t.contains(['+', '#', '\0']) {
-                bad("homeassistant.status_topic".into(), "must be a topic without wildcards".into());
+                bad(
+                    "homeassistant.status_topic".into(),
+                    "must be a topic without wildcards".into(),
+                );
             }
         }
         if let Some(url) = &self.mqtt.url {
@@ -392,14 +415,23 @@ impl Config {
             }
         }
         if self.mqtt.max_packet_size < 64 * 1024 {
-            bad("mqtt.max_packet_size".into(), "must be at least 65536 (camera JPEGs are large)".into());
+            bad(
+                "mqtt.max_packet_size".into(),
+                "must be at least 65536 (camera JPEGs are large)".into(),
+            );
         }
         if self.mqtt.keep_alive < 5 {
-            bad("mqtt.keep_alive".into(), "must be at least 5 seconds".into());
+            bad(
+                "mqtt.keep_alive".into(),
+                "must be at least 5 seconds".into(),
+            );
         }
         let v = &self.viewtron;
         if v.body_limit < 1024 {
-            bad("viewtron.body_limit".into(), "must be at least 1024 bytes".into());
+            bad(
+                "viewtron.body_limit".into(),
+                "must be at least 1024 bytes".into(),
+            );
         }
         for (name, secs, min) in [
             ("viewtron.header_timeout", v.header_timeout, 0.1),
@@ -409,49 +441,78 @@ impl Config {
             ("viewtron.traject_interval", v.traject_interval, 0.0),
         ] {
             if !secs.is_finite() || secs < min || secs > 86_400.0 * 7.0 {
-                bad(name.into(), format!("must be between {min} and 604800 seconds"));
+                bad(
+                    name.into(),
+                    format!("must be between {min} and 604800 seconds"),
+                );
             }
         }
         if v.idle_timeout < 240.0 && v.idle_timeout >= 1.0 {
-            tracing::debug!(idle_timeout = v.idle_timeout, "idle timeout below 2 x 120 s heartbeat");
+            tracing::debug!(
+                idle_timeout = v.idle_timeout,
+                "idle timeout below 2 x 120 s heartbeat"
+            );
         }
         if v.max_connections == 0 {
-            bad("viewtron.max_connections".into(), "must be at least 1".into());
+            bad(
+                "viewtron.max_connections".into(),
+                "must be at least 1".into(),
+            );
         }
         for (name, c) in &self.categories {
             if Category::from_name(name).is_none() {
                 let known: Vec<&str> = Category::NAMED.iter().map(|c| c.as_str()).collect();
-                bad(format!("categories.{name}"), format!("unknown category; known: {}", known.join(", ")));
+                bad(
+                    format!("categories.{name}"),
+                    format!("unknown category; known: {}", known.join(", ")),
+                );
             }
             if let Some(d) = c.off_delay {
                 if !d.is_finite() || !(0.0..=86_400.0).contains(&d) {
-                    bad(format!("categories.{name}.off_delay"), "must be between 0 and 86400 seconds".into());
+                    bad(
+                        format!("categories.{name}.off_delay"),
+                        "must be between 0 and 86400 seconds".into(),
+                    );
                 }
             }
         }
         let mut ids = std::collections::BTreeSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             if d.mac.is_none() && d.serial.is_none() && d.peer.is_none() {
-                bad(format!("devices[{i}]"), "needs at least one of mac, serial, peer".into());
+                bad(
+                    format!("devices[{i}]"),
+                    "needs at least one of mac, serial, peer".into(),
+                );
             }
             if let Some(mac) = &d.mac {
                 if normalise_mac(mac).is_none() {
-                    bad(format!("devices[{i}].mac"), format!("`{mac}` is not a MAC address"));
+                    bad(
+                        format!("devices[{i}].mac"),
+                        format!("`{mac}` is not a MAC address"),
+                    );
                 }
             }
             if let Some(id) = &d.id {
                 if id.is_empty()
                     || id.len() > 64
-                    || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+                    || !id.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    })
                 {
-                    bad(format!("devices[{i}].id"), "must be 1..=64 characters of a-z, 0-9, _ and -".into());
+                    bad(
+                        format!("devices[{i}].id"),
+                        "must be 1..=64 characters of a-z, 0-9, _ and -".into(),
+                    );
                 } else if !ids.insert(id.clone()) {
                     bad(format!("devices[{i}].id"), format!("`{id}` is used twice"));
                 }
             }
             if let Some(name) = &d.name {
                 if name.trim().is_empty() || name.chars().any(char::is_control) {
-                    bad(format!("devices[{i}].name"), "must be non-empty text without control characters".into());
+                    bad(
+                        format!("devices[{i}].name"),
+                        "must be non-empty text without control characters".into(),
+                    );
                 }
             }
         }
@@ -460,7 +521,9 @@ impl Config {
 
     /// Is this category published?
     pub fn category_enabled(&self, category: &Category) -> bool {
-        self.categories.get(category.as_str()).is_none_or(|c| c.enabled)
+        self.categories
+            .get(category.as_str())
+            .is_none_or(|c| c.enabled)
     }
 
     /// Configured off delays (seconds → Duration) by category name.
@@ -487,7 +550,10 @@ fn check_topic_root(t: &str) -> Result<(), String> {
 
 /// Lower-case colon form of a MAC (`58:5b:69:40:f4:0d`), or `None` when it is not one.
 pub fn normalise_mac(s: &str) -> Option<String> {
-    let hex: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.' | ' ')).collect();
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.' | ' '))
+        .collect();
     if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
@@ -521,21 +587,39 @@ mod tests {
     #[test]
     fn every_problem_with_its_line() {
         let src = "[mqtt]\nbase_topic = \"a/#\"\n\n[categories.bogus]\noff_delay = 3\n\n[[devices]]\nmac = \"zz\"\nid = \"Bad Id\"\n";
-        let Err(ConfigError::Invalid(problems)) = load_str(src) else { panic!("should fail") };
+        let Err(ConfigError::Invalid(problems)) = load_str(src) else {
+            panic!("should fail")
+        };
         let lines: Vec<(String, Option<usize>)> =
             problems.iter().map(|p| (p.path.clone(), p.line)).collect();
-        assert!(lines.contains(&("mqtt.base_topic".into(), Some(2))), "{lines:?}");
-        assert!(lines.contains(&("categories.bogus".into(), Some(4))), "{lines:?}");
-        assert!(lines.contains(&("devices[0].mac".into(), Some(8))), "{lines:?}");
-        assert!(lines.contains(&("devices[0].id".into(), Some(9))), "{lines:?}");
+        assert!(
+            lines.contains(&("mqtt.base_topic".into(), Some(2))),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&("categories.bogus".into(), Some(4))),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&("devices[0].mac".into(), Some(8))),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&("devices[0].id".into(), Some(9))),
+            "{lines:?}"
+        );
     }
 
     #[test]
     fn unknown_key_and_syntax_errors_have_lines() {
-        let Err(ConfigError::Invalid(p)) = load_str("[mqtt]\nbase_topik = \"x\"\n") else { panic!() };
+        let Err(ConfigError::Invalid(p)) = load_str("[mqtt]\nbase_topik = \"x\"\n") else {
+            panic!()
+        };
         assert_eq!(p[0].line, Some(2));
         assert!(p[0].message.contains("base_topik"), "{}", p[0].message);
-        let Err(ConfigError::Invalid(p)) = load_str("[mqtt\nx=1\n") else { panic!() };
+        let Err(ConfigError::Invalid(p)) = load_str("[mqtt\nx=1\n") else {
+            panic!()
+        };
         assert_eq!(p[0].line, Some(1));
     }
 
@@ -553,8 +637,14 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(normalise_mac("58-5B-69-40-F4-0D").as_deref(), Some("58:5b:69:40:f4:0d"));
-        assert_eq!(normalise_mac("585b6940f40d").as_deref(), Some("58:5b:69:40:f4:0d"));
+        assert_eq!(
+            normalise_mac("58-5B-69-40-F4-0D").as_deref(),
+            Some("58:5b:69:40:f4:0d")
+        );
+        assert_eq!(
+            normalise_mac("585b6940f40d").as_deref(),
+            Some("58:5b:69:40:f4:0d")
+        );
         assert_eq!(normalise_mac("58:5b:69"), None);
     }
 }

@@ -80,13 +80,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let broker_addr = match &config.mqtt.url {
         Some(url) => BrokerAddr::from_url(url).map_err(|e| {
-            config::ConfigError::Invalid(vec![config::Problem { path: "mqtt.url".into(), line: None, message: e.to_string() }])
+            config::ConfigError::Invalid(vec![config::Problem {
+                path: "mqtt.url".into(),
+                line: None,
+                message: e.to_string(),
+            }])
         })?,
         None => {
             let addr = config.mqtt.embedded_listen;
             tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
             broker::start(addr, config.mqtt.max_packet_size).await?;
-            BrokerAddr { host: addr.ip().to_string(), port: addr.port(), username: None, password: None, tls: false }
+            BrokerAddr {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                username: None,
+                password: None,
+                tls: false,
+            }
         }
     };
     let broker_desc = format!("{}:{}", broker_addr.host, broker_addr.port);
@@ -112,9 +122,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             },
             unparsed_body_cap: v.unparsed_body_cap,
         };
-        let (addr, task) = sources::viewtron::receiver::spawn(vcfg, v.listen, src_tx.clone(), sources_token.clone())
-            .await
-            .map_err(|source| RunError::Listen { addr: v.listen, source })?;
+        let (addr, task) = sources::viewtron::receiver::spawn(
+            vcfg,
+            v.listen,
+            src_tx.clone(),
+            sources_token.clone(),
+        )
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: v.listen,
+            source,
+        })?;
         viewtron_addr = Some(addr);
         source_tasks.push(task);
     }
@@ -143,7 +161,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             _ => Ok(()),
         }
     });
-    Ok(Running { viewtron_addr, broker: broker_desc, task })
+    Ok(Running {
+        viewtron_addr,
+        broker: broker_desc,
+        task,
+    })
 }
 
 /// Run the bridge until `shutdown` is cancelled.

@@ -91,7 +91,10 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -161,12 +164,19 @@ fn parse(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
     use serde_json::json;
-    let meta = PostMeta { peer: None, received: SystemTime::now() };
+    let meta = PostMeta {
+        peer: None,
+        received: SystemTime::now(),
+    };
     let file = file.display().to_string();
     match parse_post(body, &meta) {
         Ok(Post::Heartbeat(info)) => json!({"file": file, "heartbeat": info}),
@@ -220,10 +230,24 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             println!("{}: OK", file.display());
             println!(
                 "  broker: {}",
-                c.mqtt.url.as_deref().map(redact_url).unwrap_or_else(|| format!("embedded on {}", c.mqtt.embedded_listen))
+                c.mqtt
+                    .url
+                    .as_deref()
+                    .map(redact_url)
+                    .unwrap_or_else(|| format!("embedded on {}", c.mqtt.embedded_listen))
             );
-            println!("  viewtron receiver: {}", if c.viewtron.enabled { c.viewtron.listen.to_string() } else { "off".into() });
-            println!("  base topic: {}, discovery prefix: {}", c.mqtt.base_topic, c.homeassistant.discovery_prefix);
+            println!(
+                "  viewtron receiver: {}",
+                if c.viewtron.enabled {
+                    c.viewtron.listen.to_string()
+                } else {
+                    "off".into()
+                }
+            );
+            println!(
+                "  base topic: {}, discovery prefix: {}",
+                c.mqtt.base_topic, c.homeassistant.discovery_prefix
+            );
             println!("  devices configured: {}", c.devices.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -33,7 +33,12 @@ impl PipelineConfig {
     pub fn from_config(c: &Config) -> Self {
         PipelineConfig {
             devices: c.devices.clone(),
-            disabled: c.categories.iter().filter(|(_, s)| !s.enabled).map(|(k, _)| k.clone()).collect(),
+            disabled: c
+                .categories
+                .iter()
+                .filter(|(_, s)| !s.enabled)
+                .map(|(k, _)| k.clone())
+                .collect(),
             offline_after: crate::config::secs(c.viewtron.offline_after),
             traject_interval: crate::config::secs(c.viewtron.traject_interval),
         }
@@ -52,7 +57,11 @@ pub fn slug(s: &str) -> String {
         }
     }
     let trimmed = out.trim_matches('_');
-    if trimmed.is_empty() { "unknown".into() } else { trimmed.chars().take(64).collect() }
+    if trimmed.is_empty() {
+        "unknown".into()
+    } else {
+        trimmed.chars().take(64).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -84,7 +93,12 @@ pub struct Registry {
 impl Registry {
     /// A new, empty registry.
     pub fn new(cfg: PipelineConfig) -> Self {
-        Registry { cfg, devices: BTreeMap::new(), by_peer: HashMap::new(), traject: HashMap::new() }
+        Registry {
+            cfg,
+            devices: BTreeMap::new(),
+            by_peer: HashMap::new(),
+            traject: HashMap::new(),
+        }
     }
 
     /// Route one message from a source.
@@ -115,15 +129,25 @@ impl Registry {
                 self.fill_from_peer(&mut event.device);
                 let device = self.resolve(&event.device);
                 let mut out = self.seen(&device, now);
-                if self.cfg.disabled.iter().any(|d| d == event.category.as_str()) {
+                if self
+                    .cfg
+                    .disabled
+                    .iter()
+                    .any(|d| d == event.category.as_str())
+                {
                     stats().filtered.inc();
                     return out;
                 }
-                if event.category == Category::Traject && !self.traject_due(&device.id, event.attrs.targets.len(), now) {
+                if event.category == Category::Traject
+                    && !self.traject_due(&device.id, event.attrs.targets.len(), now)
+                {
                     stats().traject_suppressed.inc();
                     return out;
                 }
-                out.push(Routed::Event { device, event: Arc::new(event) });
+                out.push(Routed::Event {
+                    device,
+                    event: Arc::new(event),
+                });
                 out
             }
         }
@@ -137,7 +161,9 @@ impl Registry {
             if k.online && now.saturating_duration_since(k.last_seen) >= limit {
                 k.online = false;
                 tracing::info!(device = %k.device.id, silent_s = limit.as_secs(), "device offline");
-                out.push(Routed::Offline { device: k.device.clone() });
+                out.push(Routed::Offline {
+                    device: k.device.clone(),
+                });
             }
         }
         out
@@ -150,7 +176,12 @@ impl Registry {
 
     fn traject_due(&mut self, id: &str, targets: usize, now: Instant) -> bool {
         match self.traject.get(id) {
-            Some((at, n)) if *n == targets && now.saturating_duration_since(*at) < self.cfg.traject_interval => false,
+            Some((at, n))
+                if *n == targets
+                    && now.saturating_duration_since(*at) < self.cfg.traject_interval =>
+            {
+                false
+            }
             _ => {
                 self.traject.insert(id.to_string(), (now, targets));
                 true
@@ -176,7 +207,9 @@ impl Registry {
                     if !was_online {
                         tracing::info!(device = %device.id, "device online");
                     }
-                    out.push(Routed::Seen { device: device.clone() });
+                    out.push(Routed::Seen {
+                        device: device.clone(),
+                    });
                 }
             }
             None => {
@@ -188,8 +221,17 @@ impl Registry {
                     kind = ?device.info.kind,
                     "new device"
                 );
-                self.devices.insert(device.id.clone(), Known { device: device.clone(), last_seen: now, online: true });
-                out.push(Routed::Seen { device: device.clone() });
+                self.devices.insert(
+                    device.id.clone(),
+                    Known {
+                        device: device.clone(),
+                        last_seen: now,
+                        online: true,
+                    },
+                );
+                out.push(Routed::Seen {
+                    device: device.clone(),
+                });
             }
         }
         out
@@ -219,7 +261,9 @@ impl Registry {
         if info.kind != DeviceKind::Camera {
             return;
         }
-        let Some(l) = info.peer.and_then(|p| self.by_peer.get(&p)) else { return };
+        let Some(l) = info.peer.and_then(|p| self.by_peer.get(&p)) else {
+            return;
+        };
         if info.mac.is_none() && info.serial.is_none() {
             info.mac.clone_from(&l.mac);
             info.serial.clone_from(&l.serial);
@@ -248,16 +292,19 @@ impl Registry {
 
     /// Turn identity facts into a stable device.
     pub fn resolve(&self, info: &DeviceInfo) -> Device {
-        let channel = if info.kind == DeviceKind::Nvr { info.channel } else { None };
-        let (base_id, base_key) = if let Some(mac) = &info.mac {
-            (slug(mac), mac.replace(':', ""))
-        } else if let Some(sn) = &info.serial {
-            (slug(sn), slug(sn))
-        } else if let Some(peer) = info.peer {
-            let s = slug(&peer.to_string());
-            (s.clone(), s)
+        let channel = if info.kind == DeviceKind::Nvr {
+            info.channel
         } else {
-            ("unknown".into(), "unknown".into())
+            None
+        };
+        // Topic id (DESIGN §3): the MAC when known, else the peer address. The Home Assistant
+        // key prefers the serial over the peer: it survives a DHCP change.
+        let peer_slug = info.peer.map(|p| slug(&p.to_string()));
+        let (base_id, base_key) = match (&info.mac, &info.serial, peer_slug) {
+            (Some(mac), _, _) => (slug(mac), mac.replace(':', "")),
+            (None, Some(sn), peer) => (peer.unwrap_or_else(|| slug(sn)), slug(sn)),
+            (None, None, Some(peer)) => (peer.clone(), peer),
+            (None, None, None) => ("unknown".into(), "unknown".into()),
         };
         let parent = match channel {
             Some(_) => {
@@ -277,20 +324,34 @@ impl Registry {
             None => base_key,
         };
         let id = conf.and_then(|c| c.id.clone()).unwrap_or(derived_id);
-        let reported = info.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        let reported = info
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
         let name = conf.and_then(|c| c.name.clone()).unwrap_or_else(|| {
-            let base = reported.map(str::to_string).unwrap_or_else(|| match (&info.ip, info.peer) {
-                (Some(ip), _) => format!("Viewtron {ip}"),
-                (None, Some(peer)) => format!("Viewtron {peer}"),
-                _ => "Viewtron camera".into(),
-            });
+            let base =
+                reported
+                    .map(str::to_string)
+                    .unwrap_or_else(|| match (&info.ip, info.peer) {
+                        (Some(ip), _) => format!("Viewtron {ip}"),
+                        (None, Some(peer)) => format!("Viewtron {peer}"),
+                        _ => "Viewtron camera".into(),
+                    });
             match channel {
                 Some(ch) => format!("{base} channel {ch}"),
                 None => base,
             }
         });
         let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
-        Device { id, name, info: info.clone(), hw_key, parent, area: conf.and_then(|c| c.area.clone()) }
+        Device {
+            id,
+            name,
+            info: info.clone(),
+            hw_key,
+            parent,
+            area: conf.and_then(|c| c.area.clone()),
+        }
     }
 }
 
@@ -382,7 +443,11 @@ mod tests {
     #[test]
     fn ids_from_mac_channel_peer_and_config() {
         let r = Registry::new(cfg());
-        let cam = r.resolve(&DeviceInfo { mac: Some("58:5b:69:40:f4:0d".into()), peer: peer("10.0.0.5"), ..Default::default() });
+        let cam = r.resolve(&DeviceInfo {
+            mac: Some("58:5b:69:40:f4:0d".into()),
+            peer: peer("10.0.0.5"),
+            ..Default::default()
+        });
         assert_eq!(cam.id, "58_5b_69_40_f4_0d");
         assert_eq!(cam.hw_key, "585b6940f40d");
         assert!(cam.parent.is_none());
@@ -396,11 +461,29 @@ mod tests {
         assert_eq!(ch.id, "58_5b_69_40_f4_0d_ch2");
         assert_eq!(ch.hw_key, "585b6940f40d_ch2");
         assert_eq!(ch.name, "Office channel 2");
-        assert_eq!(ch.parent.as_ref().map(|p| p.id.as_str()), Some("58_5b_69_40_f4_0d"));
-        let anon = r.resolve(&DeviceInfo { peer: peer("192.168.1.50"), ..Default::default() });
+        assert_eq!(
+            ch.parent.as_ref().map(|p| p.id.as_str()),
+            Some("58_5b_69_40_f4_0d")
+        );
+        let serial_only = r.resolve(&DeviceInfo {
+            serial: Some("FIXTURESN".into()),
+            peer: peer("192.168.1.50"),
+            ..Default::default()
+        });
+        assert_eq!(
+            (serial_only.id.as_str(), serial_only.hw_key.as_str()),
+            ("192_168_1_50", "fixturesn")
+        );
+        let anon = r.resolve(&DeviceInfo {
+            peer: peer("192.168.1.50"),
+            ..Default::default()
+        });
         assert_eq!(anon.id, "192_168_1_50");
         assert_eq!(anon.name, "Viewtron 192.168.1.50");
-        let named = r.resolve(&DeviceInfo { mac: Some("58:5b:69:00:00:09".into()), ..Default::default() });
+        let named = r.resolve(&DeviceInfo {
+            mac: Some("58:5b:69:00:00:09".into()),
+            ..Default::default()
+        });
         assert_eq!((named.id.as_str(), named.name.as_str()), ("gate", "Gate"));
     }
 
@@ -409,11 +492,27 @@ mod tests {
         let mut r = Registry::new(cfg());
         let now = Instant::now();
         r.route(
-            Message::Heartbeat(DeviceInfo { mac: Some("58:5b:69:5a:84:bb".into()), name: Some("Yard".into()), peer: peer("10.0.0.7"), ..Default::default() }),
+            Message::Heartbeat(DeviceInfo {
+                mac: Some("58:5b:69:5a:84:bb".into()),
+                name: Some("Yard".into()),
+                peer: peer("10.0.0.7"),
+                ..Default::default()
+            }),
             now,
         );
-        let out = r.route(event(DeviceInfo { peer: peer("10.0.0.7"), ..Default::default() }, Category::Intrusion), now);
-        let Some(Routed::Event { device, .. }) = out.last() else { panic!("{out:?}") };
+        let out = r.route(
+            event(
+                DeviceInfo {
+                    peer: peer("10.0.0.7"),
+                    ..Default::default()
+                },
+                Category::Intrusion,
+            ),
+            now,
+        );
+        let Some(Routed::Event { device, .. }) = out.last() else {
+            panic!("{out:?}")
+        };
         assert_eq!(device.id, "58_5b_69_5a_84_bb");
         assert_eq!(device.name, "Yard");
     }
@@ -422,34 +521,72 @@ mod tests {
     fn filters_and_traject_rate_limit() {
         let mut r = Registry::new(cfg());
         let t0 = Instant::now();
-        let info = DeviceInfo { peer: peer("10.0.0.8"), ..Default::default() };
+        let info = DeviceInfo {
+            peer: peer("10.0.0.8"),
+            ..Default::default()
+        };
         let out = r.route(event(info.clone(), Category::Metadata), t0);
         assert!(!out.iter().any(|m| matches!(m, Routed::Event { .. })));
-        let n = |out: Vec<Routed>| out.iter().filter(|m| matches!(m, Routed::Event { .. })).count();
+        let n = |out: Vec<Routed>| {
+            out.iter()
+                .filter(|m| matches!(m, Routed::Event { .. }))
+                .count()
+        };
         assert_eq!(n(r.route(event(info.clone(), Category::Traject), t0)), 1);
-        assert_eq!(n(r.route(event(info.clone(), Category::Traject), t0 + Duration::from_millis(100))), 0);
-        assert_eq!(n(r.route(event(info.clone(), Category::Traject), t0 + Duration::from_millis(1100))), 1);
+        assert_eq!(
+            n(r.route(
+                event(info.clone(), Category::Traject),
+                t0 + Duration::from_millis(100)
+            )),
+            0
+        );
+        assert_eq!(
+            n(r.route(
+                event(info.clone(), Category::Traject),
+                t0 + Duration::from_millis(1100)
+            )),
+            1
+        );
     }
 
     #[test]
     fn offline_after_silence_and_back() {
         let mut r = Registry::new(cfg());
         let t0 = Instant::now();
-        let hb = Message::Heartbeat(DeviceInfo { peer: peer("10.0.0.9"), ..Default::default() });
-        assert!(matches!(r.route(hb.clone(), t0).as_slice(), [Routed::Seen { .. }]));
+        let hb = Message::Heartbeat(DeviceInfo {
+            peer: peer("10.0.0.9"),
+            ..Default::default()
+        });
+        assert!(matches!(
+            r.route(hb.clone(), t0).as_slice(),
+            [Routed::Seen { .. }]
+        ));
         assert!(r.route(hb.clone(), t0 + Duration::from_secs(10)).is_empty());
         assert!(r.tick(t0 + Duration::from_secs(30)).is_empty());
-        assert!(matches!(r.tick(t0 + Duration::from_secs(71)).as_slice(), [Routed::Offline { .. }]));
+        assert!(matches!(
+            r.tick(t0 + Duration::from_secs(71)).as_slice(),
+            [Routed::Offline { .. }]
+        ));
         assert!(r.tick(t0 + Duration::from_secs(80)).is_empty());
-        assert!(matches!(r.route(hb, t0 + Duration::from_secs(90)).as_slice(), [Routed::Seen { .. }]));
+        assert!(matches!(
+            r.route(hb, t0 + Duration::from_secs(90)).as_slice(),
+            [Routed::Seen { .. }]
+        ));
     }
 
     #[test]
     fn nvr_heartbeat_keeps_channels_online() {
         let mut r = Registry::new(cfg());
         let t0 = Instant::now();
-        let nvr = DeviceInfo { mac: Some("58:5b:69:12:f0:79".into()), kind: DeviceKind::Nvr, ..Default::default() };
-        let ch = DeviceInfo { channel: Some(1), ..nvr.clone() };
+        let nvr = DeviceInfo {
+            mac: Some("58:5b:69:12:f0:79".into()),
+            kind: DeviceKind::Nvr,
+            ..Default::default()
+        };
+        let ch = DeviceInfo {
+            channel: Some(1),
+            ..nvr.clone()
+        };
         r.route(event(ch, Category::Face), t0);
         let offline = r.tick(t0 + Duration::from_secs(61));
         assert_eq!(offline.len(), 2);

@@ -45,7 +45,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { body_limit: 16 * 1024 * 1024, header_limit: 64 * 1024, max_headers: 100 }
+        Limits {
+            body_limit: 16 * 1024 * 1024,
+            header_limit: 64 * 1024,
+            max_headers: 100,
+        }
     }
 }
 
@@ -79,7 +83,10 @@ pub struct Request {
 impl Request {
     /// First value of the header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -127,7 +134,11 @@ enum State {
     /// Waiting for `len` body bytes.
     Length { head: Head, len: usize },
     /// Decoding a chunked body.
-    Chunked { head: Head, chunk: Chunk, body: BytesMut },
+    Chunked {
+        head: Head,
+        chunk: Chunk,
+        body: BytesMut,
+    },
     /// Framing lost; the error repeats forever.
     Failed(HttpError),
 }
@@ -144,7 +155,12 @@ pub struct RequestFramer {
 impl RequestFramer {
     /// A framer for a connection from `peer`.
     pub fn new(limits: Limits, peer: SocketAddr) -> Self {
-        RequestFramer { buf: BytesMut::new(), limits, peer, state: State::Head { scanned: 0 } }
+        RequestFramer {
+            buf: BytesMut::new(),
+            limits,
+            peer,
+            state: State::Head { scanned: 0 },
+        }
     }
 
     /// Append received bytes. Cheap; all work happens in [`RequestFramer::poll`].
@@ -155,7 +171,8 @@ impl RequestFramer {
     /// `true` between requests: nothing of a next request has arrived (line feeds between
     /// requests are ignored).
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Head { .. }) && self.buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
+        matches!(self.state, State::Head { .. })
+            && self.buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
     }
 
     /// `true` once the header section of the current request is complete.
@@ -201,7 +218,11 @@ impl RequestFramer {
         };
         // Empty lines before a request line are allowed (RFC 9112 §2.2); drop them here so that
         // the header limit and the idle state ignore them.
-        let blank = self.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        let blank = self
+            .buf
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
         if blank > 0 {
             self.buf.advance(blank);
             *scanned = 0;
@@ -224,12 +245,16 @@ impl RequestFramer {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if len >= self.limits.header_limit {
-                    return Err(HttpError::HeaderTooLarge { limit: self.limits.header_limit });
+                    return Err(HttpError::HeaderTooLarge {
+                        limit: self.limits.header_limit,
+                    });
                 }
                 return Ok(Framed::NeedMore);
             }
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(HttpError::TooManyHeaders { limit: self.limits.max_headers });
+                return Err(HttpError::TooManyHeaders {
+                    limit: self.limits.max_headers,
+                });
             }
             Err(e) => return Err(HttpError::BadRequest(e.to_string())),
         };
@@ -239,7 +264,12 @@ impl RequestFramer {
         let headers: Vec<(String, String)> = req
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).trim().to_owned()))
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).trim().to_owned(),
+                )
+            })
             .collect();
         drop(slots);
         self.buf.advance(parsed);
@@ -248,13 +278,23 @@ impl RequestFramer {
         let keep_alive = keep_alive(version, &headers);
         let expect_continue = version == 1
             && !matches!(framing, Framing::Length(0))
-            && headers
-                .iter()
-                .any(|(n, v)| n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue"));
-        let head = Head { method, target, version, headers, keep_alive };
+            && headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+            });
+        let head = Head {
+            method,
+            target,
+            version,
+            headers,
+            keep_alive,
+        };
         self.state = match framing {
             Framing::Length(len) => State::Length { head, len },
-            Framing::Chunked => State::Chunked { head, chunk: Chunk::Size, body: BytesMut::new() },
+            Framing::Chunked => State::Chunked {
+                head,
+                chunk: Chunk::Size,
+                body: BytesMut::new(),
+            },
         };
         Ok(Framed::Head { expect_continue })
     }
@@ -281,17 +321,27 @@ impl RequestFramer {
                             limit: limits.body_limit,
                         });
                     }
-                    *chunk = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
+                    *chunk = if size == 0 {
+                        Chunk::Trailer(0)
+                    } else {
+                        Chunk::Data(size)
+                    };
                 }
                 Chunk::Data(left) => {
                     if self.buf.is_empty() {
                         return Ok(Framed::NeedMore);
                     }
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                    let n = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(self.buf.len());
                     body.extend_from_slice(&self.buf[..n]);
                     self.buf.advance(n);
                     let left = left - n as u64;
-                    *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+                    *chunk = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
                 }
                 Chunk::DataEnd => match self.buf.first() {
                     None => return Ok(Framed::NeedMore),
@@ -311,8 +361,10 @@ impl RequestFramer {
                 },
                 Chunk::Trailer(seen) => {
                     let room = limits.header_limit.saturating_sub(seen);
-                    let Some(line) = take_line(&mut self.buf, room)
-                        .map_err(|()| HttpError::HeaderTooLarge { limit: limits.header_limit })?
+                    let Some(line) =
+                        take_line(&mut self.buf, room).map_err(|()| HttpError::HeaderTooLarge {
+                            limit: limits.header_limit,
+                        })?
                     else {
                         return Ok(Framed::NeedMore);
                     };
@@ -388,8 +440,15 @@ enum Framing {
 /// Decide how the body is delimited (RFC 9112 §6.3, requests only).
 fn body_framing(headers: &[(String, String)], body_limit: usize) -> Result<Framing, HttpError> {
     let mut codings: Vec<String> = Vec::new();
-    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")) {
-        codings.extend(v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
+    for (_, v) in headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        codings.extend(
+            v.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty()),
+        );
     }
     codings.retain(|c| c != "identity");
     if let Some(last) = codings.last() {
@@ -397,16 +456,23 @@ fn body_framing(headers: &[(String, String)], body_limit: usize) -> Result<Frami
         if last == "chunked" {
             return Ok(Framing::Chunked);
         }
-        return Err(HttpError::BadRequest(format!("unsupported transfer coding {last:?}")));
+        return Err(HttpError::BadRequest(format!(
+            "unsupported transfer coding {last:?}"
+        )));
     }
 
     let mut length: Option<u64> = None;
-    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+    for (_, v) in headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
         // A list of identical values ("5, 5") is allowed; anything else is an error.
         for item in v.split(',') {
             let item = item.trim();
             if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HttpError::BadRequest(format!("invalid Content-Length {v:?}")));
+                return Err(HttpError::BadRequest(format!(
+                    "invalid Content-Length {v:?}"
+                )));
             }
             // Too many digits for u64 is "too large", not "malformed".
             let n = item.parse::<u64>().unwrap_or(u64::MAX);
@@ -420,9 +486,11 @@ fn body_framing(headers: &[(String, String)], body_limit: usize) -> Result<Frami
     }
     match length {
         None => Ok(Framing::Length(0)),
-        Some(n) if n > body_limit as u64 => {
-            Err(HttpError::BodyTooLarge { declared: true, seen: n, limit: body_limit })
-        }
+        Some(n) if n > body_limit as u64 => Err(HttpError::BodyTooLarge {
+            declared: true,
+            seen: n,
+            limit: body_limit,
+        }),
         // n <= body_limit, which is a usize.
         Some(n) => Ok(Framing::Length(usize::try_from(n).unwrap_or(body_limit))),
     }
@@ -431,7 +499,10 @@ fn body_framing(headers: &[(String, String)], body_limit: usize) -> Result<Frami
 fn keep_alive(version: u8, headers: &[(String, String)]) -> bool {
     let mut close = false;
     let mut keep = false;
-    for (_, v) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+    for (_, v) in headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
         for token in v.split(',').map(str::trim) {
             close |= token.eq_ignore_ascii_case("close");
             keep |= token.eq_ignore_ascii_case("keep-alive");
@@ -449,7 +520,11 @@ fn keep_alive(version: u8, headers: &[(String, String)]) -> bool {
 /// Take one line (without CR/LF) off the front of `buf`.
 /// `Ok(None)`: no complete line yet; `Err(())`: the line is longer than `max` bytes.
 fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Vec<u8>>, ()> {
-    match buf.iter().take(max.saturating_add(1)).position(|&b| b == b'\n') {
+    match buf
+        .iter()
+        .take(max.saturating_add(1))
+        .position(|&b| b == b'\n')
+    {
         Some(pos) => {
             let mut line = buf.split_to(pos + 1);
             line.truncate(pos);
@@ -511,7 +586,10 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
 
 /// Path and query of a request target.
 fn split_target(target: &str) -> (String, Option<String>) {
-    let lower = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+    let lower = target
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
     let rest = if lower.starts_with("http://") {
         Some(&target[7..])
     } else if lower.starts_with("https://") {
@@ -541,7 +619,11 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { body_limit: 1000, header_limit: 512, max_headers: 8 }
+        Limits {
+            body_limit: 1000,
+            header_limit: 512,
+            max_headers: 8,
+        }
     }
 
     fn one(input: &[u8]) -> Request {
@@ -634,14 +716,28 @@ mod tests {
     fn pipelined_and_leftover() {
         let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
         f.push(b"POST /1 HTTP/1.1\r\nContent-Length: 1\r\n\r\naPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nb");
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
-        let Ok(Framed::Request(r)) = f.poll() else { panic!("first request") };
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: false
+            })
+        );
+        let Ok(Framed::Request(r)) = f.poll() else {
+            panic!("first request")
+        };
         assert_eq!((r.path.as_str(), &r.body[..]), ("/1", &b"a"[..]));
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: false
+            })
+        );
         assert_eq!(f.poll(), Ok(Framed::NeedMore));
         assert!(f.in_body());
         f.push(b"cGET");
-        let Ok(Framed::Request(r)) = f.poll() else { panic!("second request") };
+        let Ok(Framed::Request(r)) = f.poll() else {
+            panic!("second request")
+        };
         assert_eq!((r.path.as_str(), &r.body[..]), ("/2", &b"bc"[..]));
         assert_eq!(f.poll(), Ok(Framed::NeedMore));
         assert!(!f.is_idle());
@@ -656,14 +752,24 @@ mod tests {
         assert!(f.is_idle());
         assert_eq!(f.poll(), Ok(Framed::NeedMore));
         f.push(b"GET / HTTP/1.1\r\n\r\n");
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: false
+            })
+        );
     }
 
     #[test]
     fn expect_continue() {
         let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
         f.push(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: true }));
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: true
+            })
+        );
         assert_eq!(f.poll(), Ok(Framed::NeedMore));
         f.push(b"ok");
         assert!(matches!(f.poll(), Ok(Framed::Request(_))));
@@ -672,7 +778,12 @@ mod tests {
         assert_eq!(err, None);
         let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
         f.push(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: false
+            })
+        );
     }
 
     #[test]
@@ -682,12 +793,25 @@ mod tests {
             err(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Some(HttpError::BadRequest(_))
         ));
-        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n"), Some(HttpError::BadRequest(_))));
-        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Some(HttpError::BadRequest(_))));
-        assert!(matches!(err(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"), Some(HttpError::BadRequest(_))));
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n"),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"),
+            Some(HttpError::BadRequest(_))
+        ));
         assert_eq!(
             err(b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n"),
-            Some(HttpError::BodyTooLarge { declared: true, seen: 1001, limit: 1000 })
+            Some(HttpError::BodyTooLarge {
+                declared: true,
+                seen: 1001,
+                limit: 1000
+            })
         );
         assert!(matches!(
             err(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
@@ -707,15 +831,34 @@ mod tests {
         let err = |input: &[u8]| frame_all(input, limits()).1;
         let te = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         let with = |tail: &[u8]| [&te[..], tail].concat();
-        assert!(matches!(err(&with(b"zz\r\n")), Some(HttpError::BadRequest(_))));
-        assert!(matches!(err(&with(b"3x\r\n")), Some(HttpError::BadRequest(_))));
-        assert!(matches!(err(&with(b"3\r\nabcX")), Some(HttpError::BadRequest(_))));
-        assert!(matches!(err(&with(&[b'1'; 5000])), Some(HttpError::BadRequest(_))));
+        assert!(matches!(
+            err(&with(b"zz\r\n")),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            err(&with(b"3x\r\n")),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            err(&with(b"3\r\nabcX")),
+            Some(HttpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            err(&with(&[b'1'; 5000])),
+            Some(HttpError::BadRequest(_))
+        ));
         assert_eq!(
             err(&with(b"3e9\r\n")),
-            Some(HttpError::BodyTooLarge { declared: false, seen: 0x3e9, limit: 1000 })
+            Some(HttpError::BodyTooLarge {
+                declared: false,
+                seen: 0x3e9,
+                limit: 1000
+            })
         );
-        assert!(matches!(err(&with(b"ffffffffffffffffffffff\r\n")), Some(HttpError::BodyTooLarge { .. })));
+        assert!(matches!(
+            err(&with(b"ffffffffffffffffffffff\r\n")),
+            Some(HttpError::BodyTooLarge { .. })
+        ));
         // Cumulative total is what counts.
         let mut tail = Vec::new();
         for _ in 0..3 {
@@ -723,11 +866,21 @@ mod tests {
             tail.extend(std::iter::repeat_n(b'x', 400));
             tail.extend_from_slice(b"\r\n");
         }
-        assert_eq!(err(&with(&tail)), Some(HttpError::BodyTooLarge { declared: false, seen: 1200, limit: 1000 }));
+        assert_eq!(
+            err(&with(&tail)),
+            Some(HttpError::BodyTooLarge {
+                declared: false,
+                seen: 1200,
+                limit: 1000
+            })
+        );
         // Trailers count against the header limit.
         let mut trailer = b"0\r\n".to_vec();
         trailer.extend(std::iter::repeat_n(b'a', 600));
-        assert_eq!(err(&with(&trailer)), Some(HttpError::HeaderTooLarge { limit: 512 }));
+        assert_eq!(
+            err(&with(&trailer)),
+            Some(HttpError::HeaderTooLarge { limit: 512 })
+        );
         assert!(matches!(
             err(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Some(HttpError::BadRequest(_))
@@ -738,13 +891,19 @@ mod tests {
     fn header_limits() {
         let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
         input.extend(std::iter::repeat_n(b'a', 600));
-        assert_eq!(frame_all(&input, limits()).1, Some(HttpError::HeaderTooLarge { limit: 512 }));
+        assert_eq!(
+            frame_all(&input, limits()).1,
+            Some(HttpError::HeaderTooLarge { limit: 512 })
+        );
         let mut input = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..9 {
             input.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         input.extend_from_slice(b"\r\n");
-        assert_eq!(frame_all(&input, limits()).1, Some(HttpError::TooManyHeaders { limit: 8 }));
+        assert_eq!(
+            frame_all(&input, limits()).1,
+            Some(HttpError::TooManyHeaders { limit: 8 })
+        );
     }
 
     #[test]
@@ -754,13 +913,19 @@ mod tests {
         assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
         f.push(b"GET / HTTP/1.1\r\n\r\n");
         assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
-        assert!(matches!(frame_all(b"GET / HTTP/2.0\r\n\r\n", limits()).1, Some(HttpError::BadRequest(_))));
+        assert!(matches!(
+            frame_all(b"GET / HTTP/2.0\r\n\r\n", limits()).1,
+            Some(HttpError::BadRequest(_))
+        ));
     }
 
     #[test]
     fn long_head_trickled_is_parsed_on_line_feeds() {
         let mut f = RequestFramer::new(
-            Limits { header_limit: 8192, ..limits() },
+            Limits {
+                header_limit: 8192,
+                ..limits()
+            },
             "127.0.0.1:9".parse().unwrap(),
         );
         let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
@@ -771,7 +936,203 @@ mod tests {
             assert_eq!(f.poll(), Ok(Framed::NeedMore));
         }
         f.push(b"\n");
-        assert_eq!(f.poll(), Ok(Framed::Head { expect_continue: false }));
-        assert!(matches!(f.poll(), Ok(Framed::Request(r)) if r.header("x").map(str::len) == Some(3000)));
+        assert_eq!(
+            f.poll(),
+            Ok(Framed::Head {
+                expect_continue: false
+            })
+        );
+        assert!(
+            matches!(f.poll(), Ok(Framed::Request(r)) if r.header("x").map(str::len) == Some(3000))
+        );
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The same peer `frame_all` uses, so requests compare equal.
+        fn peer() -> SocketAddr {
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        }
+
+        /// Feed `input` in pieces cut at `cuts` (positions, any order), polling after each push.
+        fn frame_pieces(
+            input: &[u8],
+            cuts: &[usize],
+            limits: Limits,
+        ) -> (Vec<Request>, Option<HttpError>) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut framer = RequestFramer::new(limits, peer());
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                framer.push(&input[from..cut]);
+                from = cut;
+                loop {
+                    match framer.poll() {
+                        Ok(Framed::NeedMore) => break,
+                        Ok(Framed::Head { .. }) => {}
+                        Ok(Framed::Request(r)) => out.push(r),
+                        Err(e) => return (out, Some(e)),
+                    }
+                }
+            }
+            (out, None)
+        }
+
+        /// Chunked encoding of `body` cut at `cuts`, with optional extensions and upper-case hex.
+        fn chunk_encode(body: &[u8], cuts: &[usize], upper: bool, ext: bool) -> Vec<u8> {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                if cut == from {
+                    continue;
+                }
+                let size = if upper {
+                    format!("{:X}", cut - from)
+                } else {
+                    format!("{:x}", cut - from)
+                };
+                out.extend_from_slice(size.as_bytes());
+                if ext {
+                    out.extend_from_slice(b";ext=\"v\"");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&body[from..cut]);
+                out.extend_from_slice(b"\r\n");
+                from = cut;
+            }
+            out.extend_from_slice(b"0\r\nTrailer-Field: x\r\n\r\n");
+            out
+        }
+
+        #[derive(Debug, Clone)]
+        struct Spec {
+            path: String,
+            body: Vec<u8>,
+            chunked: bool,
+            cuts: Vec<usize>,
+        }
+
+        fn spec() -> impl Strategy<Value = Spec> {
+            (
+                "/[a-zA-Z0-9]{0,8}",
+                proptest::collection::vec(any::<u8>(), 0..300),
+                any::<bool>(),
+                proptest::collection::vec(any::<usize>(), 0..6),
+            )
+                .prop_map(|(path, body, chunked, cuts)| Spec {
+                    path,
+                    body,
+                    chunked,
+                    cuts,
+                })
+        }
+
+        fn encode(spec: &Spec) -> Vec<u8> {
+            let mut out = format!("POST {} HTTP/1.1\r\nHost: cam\r\n", spec.path).into_bytes();
+            if spec.chunked {
+                out.extend_from_slice(b"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n");
+                out.extend(chunk_encode(
+                    &spec.body,
+                    &spec.cuts,
+                    spec.cuts.len().is_multiple_of(2),
+                    spec.cuts.len().is_multiple_of(3),
+                ));
+            } else {
+                out.extend_from_slice(
+                    format!("Content-Length:{}\r\n\r\n", spec.body.len()).as_bytes(),
+                );
+                out.extend_from_slice(&spec.body);
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(input in proptest::collection::vec(any::<u8>(), 0..2048), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+                let limits = Limits { body_limit: 512, header_limit: 256, max_headers: 4 };
+                let _ = frame_all(&input, limits);
+                let _ = frame_pieces(&input, &cuts, limits);
+            }
+
+            #[test]
+            fn never_panics_on_near_http(
+                head in "(GET|POST) (/|http://h:1/|\\*)[ -~]{0,20} HTTP/1\\.[01]\r\n((Transfer-Encoding|Content-Length|Connection|Expect): ?[ -~]{0,12}\r\n){0,4}\r\n",
+                tail in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let limits = Limits { body_limit: 100, header_limit: 256, max_headers: 8 };
+                let input = [head.as_bytes(), &tail].concat();
+                let _ = frame_all(&input, limits);
+            }
+
+            #[test]
+            fn chunked_round_trip(body in proptest::collection::vec(any::<u8>(), 0..2000), cuts in proptest::collection::vec(any::<usize>(), 0..20), upper: bool, ext: bool) {
+                let mut input = b"POST /API HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                input.extend(chunk_encode(&body, &cuts, upper, ext));
+                let (reqs, err) = frame_all(&input, Limits::default());
+                prop_assert_eq!(err, None);
+                prop_assert_eq!(reqs.len(), 1);
+                prop_assert!(reqs[0].chunked);
+                prop_assert_eq!(&reqs[0].body[..], &body[..]);
+            }
+
+            #[test]
+            fn any_split_gives_same_requests(specs in proptest::collection::vec(spec(), 1..4), cuts in proptest::collection::vec(any::<usize>(), 0..12)) {
+                let input: Vec<u8> = specs.iter().flat_map(encode).collect();
+                let (whole, err) = frame_all(&input, Limits::default());
+                prop_assert_eq!(err, None);
+                prop_assert_eq!(whole.len(), specs.len());
+                for (r, s) in whole.iter().zip(&specs) {
+                    prop_assert_eq!(&r.path, &s.path);
+                    prop_assert_eq!(&r.body[..], &s.body[..]);
+                    prop_assert_eq!(r.chunked, s.chunked);
+                }
+                let (split, err) = frame_pieces(&input, &cuts, Limits::default());
+                prop_assert_eq!(err, None);
+                prop_assert_eq!(split, whole);
+            }
+        }
+
+        #[test]
+        fn byte_by_byte_gives_same_requests() {
+            let specs = [
+                Spec {
+                    path: "/a".into(),
+                    body: b"one".to_vec(),
+                    chunked: false,
+                    cuts: vec![],
+                },
+                Spec {
+                    path: "/b".into(),
+                    body: b"two-chunks".to_vec(),
+                    chunked: true,
+                    cuts: vec![3],
+                },
+                Spec {
+                    path: "/c".into(),
+                    body: Vec::new(),
+                    chunked: false,
+                    cuts: vec![],
+                },
+            ];
+            let input: Vec<u8> = specs.iter().flat_map(encode).collect();
+            let cuts: Vec<usize> = (0..input.len()).collect();
+            let (split, err) = frame_pieces(&input, &cuts, Limits::default());
+            assert_eq!(err, None);
+            assert_eq!(split, frame_all(&input, Limits::default()).0);
+            assert_eq!(
+                split.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+                ["/a", "/b", "/c"]
+            );
+        }
     }
 }

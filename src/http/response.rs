@@ -21,7 +21,12 @@ pub struct Response {
 impl Response {
     /// A response with no extra headers.
     pub fn new(status: u16, reason: &'static str, body: impl Into<Bytes>) -> Self {
-        Response { status, reason, headers: Vec::new(), body: body.into() }
+        Response {
+            status,
+            reason,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
 
     /// Add a header field (builder style).
@@ -56,7 +61,11 @@ impl Response {
         out.put_slice(b"Content-Length: ");
         out.put_slice(self.body.len().to_string().as_bytes());
         out.put_slice(b"\r\n");
-        out.put_slice(if close { &b"Connection: close\r\n"[..] } else { &b"Connection: keep-alive\r\n"[..] });
+        out.put_slice(if close {
+            &b"Connection: close\r\n"[..]
+        } else {
+            &b"Connection: keep-alive\r\n"[..]
+        });
         out.put_slice(b"\r\n");
         if !head_only {
             out.put_slice(&self.body);

@@ -32,9 +32,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use super::HttpError;
 use super::request::{Framed, Limits, Request, RequestFramer};
 use super::response::Response;
-use super::HttpError;
 use crate::stats::stats;
 
 /// Size of one socket read.
@@ -87,7 +87,11 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The framer limits of this configuration.
     pub fn limits(&self) -> Limits {
-        Limits { body_limit: self.body_limit, header_limit: self.header_limit, max_headers: self.max_headers }
+        Limits {
+            body_limit: self.body_limit,
+            header_limit: self.header_limit,
+            max_headers: self.max_headers,
+        }
     }
 }
 
@@ -183,10 +187,10 @@ pub async fn serve(
 }
 
 fn report_task(res: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = res {
-        if e.is_panic() {
-            error!(error = %e, "HTTP connection task panicked.");
-        }
+    if let Err(e) = res
+        && e.is_panic()
+    {
+        error!(error = %e, "HTTP connection task panicked.");
     }
 }
 
@@ -246,7 +250,13 @@ async fn connection(
         }
         if pending_continue {
             pending_continue = false;
-            if let Err(e) = write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n", cfg.request_timeout).await {
+            if let Err(e) = write_all(
+                &mut stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                cfg.request_timeout,
+            )
+            .await
+            {
                 break End::Io(e);
             }
         }
@@ -275,7 +285,13 @@ async fn connection(
                 None => break End::Idle,
                 Some(e) => break End::Error(e),
             },
-            Ok(Ok(0)) => break if idle { End::PeerClosed } else { End::Error(HttpError::Incomplete) },
+            Ok(Ok(0)) => {
+                break if idle {
+                    End::PeerClosed
+                } else {
+                    End::Error(HttpError::Incomplete)
+                };
+            }
             Ok(Ok(n)) => {
                 framer.push(&buf[..n]);
                 if started.is_none() && !framer.is_idle() {
@@ -315,11 +331,12 @@ async fn connection(
             if error == HttpError::Incomplete {
                 return;
             }
-            if let Some(reply) = reply {
-                if let Err(error) = write_all(&mut stream, &reply.encode(true, false), cfg.request_timeout).await {
-                    debug!(%peer, %error, "HTTP error reply not written.");
-                    return;
-                }
+            if let Some(reply) = reply
+                && let Err(error) =
+                    write_all(&mut stream, &reply.encode(true, false), cfg.request_timeout).await
+            {
+                debug!(%peer, %error, "HTTP error reply not written.");
+                return;
             }
             let _ = stream.shutdown().await;
             linger(&mut stream).await;
@@ -330,7 +347,10 @@ async fn connection(
 async fn write_all(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
     match tokio::time::timeout(limit, stream.write_all(bytes)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        )),
     }
 }
 

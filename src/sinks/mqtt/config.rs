@@ -56,7 +56,10 @@ impl MqttSinkConfig {
 
     /// The `off_delay` for a category name.
     pub fn off_delay_for(&self, category: &str) -> Duration {
-        self.off_delay.get(category).copied().unwrap_or(self.default_off_delay)
+        self.off_delay
+            .get(category)
+            .copied()
+            .unwrap_or(self.default_off_delay)
     }
 
     /// Check the values the sink relies on; returns every problem found.
@@ -113,7 +116,9 @@ fn check_topic_prefix(what: &str, t: &str) -> Result<(), String> {
         return Err(format!("{what} {t:?} contains a wildcard or NUL"));
     }
     if t.split('/').any(str::is_empty) {
-        return Err(format!("{what} {t:?} has an empty level (leading, trailing or double /)"));
+        return Err(format!(
+            "{what} {t:?} has an empty level (leading, trailing or double /)"
+        ));
     }
     Ok(())
 }
@@ -155,7 +160,11 @@ pub struct ImageConfig {
 
 impl Default for ImageConfig {
     fn default() -> Self {
-        ImageConfig { retain_category: false, retain_device: true, json_base64: false }
+        ImageConfig {
+            retain_category: false,
+            retain_device: true,
+            json_base64: false,
+        }
     }
 }
 
@@ -211,7 +220,13 @@ pub enum ConfigError {
 impl BrokerAddr {
     /// Plain TCP, no credentials.
     pub fn tcp(host: impl Into<String>, port: u16) -> BrokerAddr {
-        BrokerAddr { host: host.into(), port, username: None, password: None, tls: false }
+        BrokerAddr {
+            host: host.into(),
+            port,
+            username: None,
+            password: None,
+            tls: false,
+        }
     }
 
     /// Parse `mqtt://[user[:pass]@]host[:port]` (default port 1883) or `mqtts://…` (TLS,
@@ -249,9 +264,12 @@ impl BrokerAddr {
                     Some((user, pass)) => (user, Some(pass)),
                     None => (u, None),
                 };
-                let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding in user name"))?;
+                let user =
+                    percent_decode(user).ok_or_else(|| bad("bad percent-encoding in user name"))?;
                 let pass = match pass {
-                    Some(p) => Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?),
+                    Some(p) => Some(
+                        percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?,
+                    ),
                     None => None,
                 };
                 if user.is_empty() && pass.is_none() {
@@ -262,18 +280,25 @@ impl BrokerAddr {
             }
         };
         let (host, port) = if let Some(after) = hostport.strip_prefix('[') {
-            let (h, tail) = after.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
+            let (h, tail) = after
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
             if h.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(ConfigError::BadUrl(format!("{h:?} is not an IPv6 address")));
             }
             let port = match tail {
                 "" => None,
-                t => Some(t.strip_prefix(':').ok_or_else(|| bad("unexpected text after ]"))?),
+                t => Some(
+                    t.strip_prefix(':')
+                        .ok_or_else(|| bad("unexpected text after ]"))?,
+                ),
             };
             (h.to_owned(), port)
         } else {
             if hostport.matches(':').count() > 1 {
-                return Err(bad("IPv6 hosts must be written in brackets: mqtt://[::1]:1883"));
+                return Err(bad(
+                    "IPv6 hosts must be written in brackets: mqtt://[::1]:1883",
+                ));
             }
             match hostport.split_once(':') {
                 Some((h, p)) => (h.to_owned(), Some(p)),
@@ -293,7 +318,13 @@ impl BrokerAddr {
                 Ok(p) => p,
             },
         };
-        Ok(BrokerAddr { host, port, username, password, tls })
+        Ok(BrokerAddr {
+            host,
+            port,
+            username,
+            password,
+            tls,
+        })
     }
 }
 
@@ -419,7 +450,10 @@ mod tests {
         c.base_topic = "camera/#".into();
         c.max_packet_size = 10;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("base topic") && e.contains("max packet size"), "{e}");
+        assert!(
+            e.contains("base topic") && e.contains("max packet size"),
+            "{e}"
+        );
         c.base_topic = "a//b".into();
         assert!(c.validate().is_err());
     }

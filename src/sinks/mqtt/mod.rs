@@ -1,1 +1,56 @@
 //! MQTT sink with Home Assistant discovery.
+//!
+//! Implements the topic and entity contract of `docs/mqtt.md`.
+//!
+//! # Layout
+//! - [`config`]: runtime configuration (plain structs), broker URL parsing.
+//! - [`topics`]: topic layout and segment sanitising (pure).
+//! - [`payload`]: event JSON, timestamps, `bridge/unparsed` (pure).
+//! - [`discovery`]: Home Assistant discovery payloads (pure).
+//! - [`state`]: the sans-IO state machine (binary states, timers, settle delay, re-publish).
+//! - `client`: the async shell (rumqttc connection, outbox, shutdown).
+
+pub mod config;
+pub mod discovery;
+pub mod payload;
+pub mod state;
+pub mod topics;
+
+mod client;
+
+pub use config::{
+    BrokerAddr, ConfigError, HaConfig, ImageConfig, MqttSinkConfig, default_off_delays,
+};
+pub use topics::sanitize_segment;
+
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Routed;
+
+/// Why the sink could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS could not be set up.
+    #[error("MQTT TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// Run the MQTT sink until `shutdown` is cancelled or the pipeline closes `rx`.
+///
+/// Connects (and keeps reconnecting, with backoff) to the broker, publishes the bridge's
+/// `online` state, `bridge/info` and Home Assistant discovery, and turns every routed message
+/// into MQTT publishes. An unreachable broker is not an error: events keep being received
+/// (states are re-published on connect, momentary messages wait in a bounded queue). On
+/// shutdown it publishes `offline` to `<base>/bridge/state`, flushes for at most 3 s and
+/// disconnects. Errors only for an unusable configuration.
+pub async fn run(
+    cfg: MqttSinkConfig,
+    rx: Receiver<Routed>,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    client::run(cfg, rx, shutdown).await
+}

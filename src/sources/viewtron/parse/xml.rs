@@ -100,7 +100,10 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
                     return Err(DomError::TooDeep);
                 }
                 let node = element(&start, &mut nodes, reader.buffer_position())?;
-                stack.push(Frame { node, ws_tail: Cow::Borrowed("") });
+                stack.push(Frame {
+                    node,
+                    ws_tail: Cow::Borrowed(""),
+                });
             }
             XmlEvent::Empty(start) => {
                 if stack.len() >= MAX_DEPTH {
@@ -168,7 +171,9 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
                 }
             }
             XmlEvent::DocType(_) => {
-                return Err(DomError::Dtd { position: reader.buffer_position() });
+                return Err(DomError::Dtd {
+                    position: reader.buffer_position(),
+                });
             }
             XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) => {}
             XmlEvent::Eof => {
@@ -184,7 +189,11 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
     }
 }
 
-fn element<'a>(start: &BytesStart<'a>, nodes: &mut usize, position: u64) -> Result<Node<'a>, DomError> {
+fn element<'a>(
+    start: &BytesStart<'a>,
+    nodes: &mut usize,
+    position: u64,
+) -> Result<Node<'a>, DomError> {
     *nodes += 1;
     if *nodes > MAX_NODES {
         return Err(DomError::TooManyNodes);
@@ -192,19 +201,30 @@ fn element<'a>(start: &BytesStart<'a>, nodes: &mut usize, position: u64) -> Resu
     let name = start.local_name().into_inner().to_owned();
     let mut attrs = Vec::new();
     for attr in start.attributes() {
-        let attr = attr.map_err(|e| DomError::Syntax { position, message: e.to_string() })?;
+        let attr = attr.map_err(|e| DomError::Syntax {
+            position,
+            message: e.to_string(),
+        })?;
         *nodes += 1;
         if *nodes > MAX_NODES {
             return Err(DomError::TooManyNodes);
         }
         let key = attr.key.local_name().into_inner().to_owned();
         let value = attr
-            .unescape_value()
-            .map_err(|e| DomError::Syntax { position, message: e.to_string() })?;
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| DomError::Syntax {
+                position,
+                message: e.to_string(),
+            })?;
         // `unescape_value` borrows from the attribute; detach into our lifetime.
         attrs.push((key, Cow::Owned(value.into_owned())));
     }
-    Ok(Node { name, attrs, text: Cow::Borrowed(""), children: Vec::new() })
+    Ok(Node {
+        name,
+        attrs,
+        text: Cow::Borrowed(""),
+        children: Vec::new(),
+    })
 }
 
 fn resolve_reference(reference: &str) -> Option<char> {
@@ -255,7 +275,10 @@ impl<'a> Node<'a> {
     }
 
     /// All children with the given name.
-    pub(crate) fn children_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s Node<'a>> + 's {
+    pub(crate) fn children_named<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'s Node<'a>> + 's {
         self.children.iter().filter(move |c| c.is(name))
     }
 
@@ -325,7 +348,11 @@ impl<'a> Node<'a> {
 
     /// Visit every descendant (not `self`) depth-first, skipping subtrees for which
     /// `descend` returns false (the node itself is still visited).
-    pub(crate) fn walk<'s>(&'s self, descend: &dyn Fn(&Node<'a>) -> bool, visit: &mut dyn FnMut(&'s Node<'a>)) {
+    pub(crate) fn walk<'s>(
+        &'s self,
+        descend: &dyn Fn(&Node<'a>) -> bool,
+        visit: &mut dyn FnMut(&'s Node<'a>),
+    ) {
         for child in &self.children {
             visit(child);
             if descend(child) {
@@ -353,7 +380,10 @@ mod tests {
         assert_eq!(root.name(), "config");
         assert_eq!(root.attr("version"), Some("1.7"));
         assert_eq!(root.child_text("deviceName"), Some("Cam 1"));
-        assert_eq!(root.child("deviceName").and_then(|n| n.attr("type")), Some("string"));
+        assert_eq!(
+            root.child("deviceName").and_then(|n| n.attr("type")),
+            Some("string")
+        );
         for e in ["empty", "empty2", "empty3", "empty4"] {
             assert!(root.child(e).is_some(), "{e}");
             assert_eq!(root.child_text(e), None, "{e}");
@@ -374,13 +404,17 @@ mod tests {
 
     #[test]
     fn doctype_is_refused() {
-        let doc = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><config>&lol;</config>"#;
+        let doc =
+            r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><config>&lol;</config>"#;
         assert!(matches!(parse(doc), Err(DomError::Dtd { .. })));
     }
 
     #[test]
     fn unknown_entity_is_a_syntax_error() {
-        assert!(matches!(parse("<config>&lol;</config>"), Err(DomError::Syntax { .. })));
+        assert!(matches!(
+            parse("<config>&lol;</config>"),
+            Err(DomError::Syntax { .. })
+        ));
     }
 
     #[test]
@@ -396,10 +430,22 @@ mod tests {
     #[test]
     fn malformed_documents() {
         assert!(matches!(parse("<config>"), Err(DomError::Syntax { .. })));
-        assert!(matches!(parse("<config></other>"), Err(DomError::Syntax { .. })));
-        assert!(matches!(parse("<?xml version=\"1.0\"?><broken"), Err(DomError::Syntax { .. })));
-        assert_eq!(parse("<!-- only a comment -->").unwrap_err(), DomError::NoRoot);
-        assert!(matches!(parse("<a x='1' x='2'/>"), Err(DomError::Syntax { .. })));
+        assert!(matches!(
+            parse("<config></other>"),
+            Err(DomError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse("<?xml version=\"1.0\"?><broken"),
+            Err(DomError::Syntax { .. })
+        ));
+        assert_eq!(
+            parse("<!-- only a comment -->").unwrap_err(),
+            DomError::NoRoot
+        );
+        assert!(matches!(
+            parse("<a x='1' x='2'/>"),
+            Err(DomError::Syntax { .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,437 @@
+//! The async shell around [`SinkState`]: rumqttc connection, outbox, timers, shutdown.
+//!
+//! Two tasks:
+//! * the **driver** polls rumqttc's `EventLoop` on its own, so publishing never waits for the
+//!   network; it reconnects with backoff (logged once per outage) and reports `Up`, `Down` and
+//!   HA status messages;
+//! * the **sink loop** receives routed messages, runs the state machine, and feeds publishes
+//!   from a bounded outbox to the client, at most [`MAX_IN_FLIGHT`] at a time. Every publish is
+//!   tracked (`publish_tracked`): its PUBACK (or failure) comes back to the loop, which is where
+//!   a disk spool will later release its records.
+//!
+//! While the broker is away, states are not queued ([`SinkState::on_connected`] re-publishes
+//! the current ones); momentary messages (events, unparsed, non-retained images) wait in the
+//! outbox, oldest dropped first when it is full (counted in `mqtt_errors`). With a clean
+//! session rumqttc fails publishes that were in flight when the link broke; momentary ones
+//! are queued again.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use rand::Rng as _;
+use rumqttc::{
+    AsyncClient, ClientError, ConnectionError, Event as MqttEvent, EventLoop, LastWill,
+    MqttOptions, Packet, PublishNoticeError, PublishOptions, QoS, Transport,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::SinkError;
+use super::config::MqttSinkConfig;
+use super::state::{Action, SinkState};
+use crate::event::Routed;
+use crate::stats::stats;
+
+/// Publishes handed to rumqttc and not yet acknowledged, at most.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// rumqttc request channel capacity (above `MAX_IN_FLIGHT`, so `try_publish` never finds it
+/// full in normal operation).
+const REQUEST_CAPACITY: usize = 256;
+/// Outbox bound (messages).
+pub const OUTBOX_MAX_MESSAGES: usize = 10_000;
+/// Outbox bound (payload bytes).
+pub const OUTBOX_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// How long shutdown waits for the outbox and the `offline` publish.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One queued publish.
+#[derive(Debug, Clone)]
+struct Pending {
+    topic: String,
+    payload: Bytes,
+    retain: bool,
+    momentary: bool,
+}
+
+impl From<Action> for Pending {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Publish {
+                topic,
+                payload,
+                retain,
+                momentary,
+            } => Pending {
+                topic,
+                payload,
+                retain,
+                momentary,
+            },
+        }
+    }
+}
+
+/// Bounded FIFO of publishes not yet handed to the client.
+#[derive(Debug, Default)]
+struct Outbox {
+    q: VecDeque<Pending>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Outbox {
+    fn push_back(&mut self, p: Pending) {
+        self.bytes += p.payload.len();
+        self.q.push_back(p);
+        self.enforce_bound();
+    }
+
+    /// Put `items` (in order) before everything queued.
+    fn push_front_all(&mut self, items: Vec<Pending>) {
+        for p in items.into_iter().rev() {
+            self.bytes += p.payload.len();
+            self.q.push_front(p);
+        }
+        self.enforce_bound();
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let p = self.q.pop_front()?;
+        self.bytes -= p.payload.len();
+        Some(p)
+    }
+
+    /// Drop states (they are re-published on connect); keep momentary messages.
+    fn keep_momentary(&mut self) {
+        self.q.retain(|p| p.momentary);
+        self.bytes = self.q.iter().map(|p| p.payload.len()).sum();
+    }
+
+    fn enforce_bound(&mut self) {
+        while self.q.len() > OUTBOX_MAX_MESSAGES
+            || (self.bytes > OUTBOX_MAX_BYTES && self.q.len() > 1)
+        {
+            let Some(p) = self.pop_front() else { break };
+            self.dropped += 1;
+            stats().mqtt_errors.inc();
+            if self.dropped == 1 || self.dropped.is_power_of_two() {
+                warn!(topic = %p.topic, dropped = self.dropped, "MQTT outbox full, dropped oldest message");
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+/// What the driver reports.
+#[derive(Debug)]
+enum Conn {
+    Up,
+    Down,
+    HaStatus(Bytes),
+}
+
+/// Build the rumqttc options: last will, keep alive, clean session, packet size, auth, TLS.
+pub(crate) fn mqtt_options(
+    cfg: &MqttSinkConfig,
+    will_topic: &str,
+) -> Result<MqttOptions, SinkError> {
+    let b = &cfg.broker;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), (b.host.clone(), b.port));
+    let keep_alive = u16::try_from(cfg.keep_alive.as_secs().max(5)).unwrap_or(u16::MAX);
+    o.set_keep_alive(keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+    o.set_last_will(LastWill::new(will_topic, "offline", QoS::AtLeastOnce, true));
+    match (&b.username, &b.password) {
+        (Some(u), Some(p)) => {
+            o.set_credentials(u.clone(), Bytes::from(p.clone()));
+        }
+        (Some(u), None) => {
+            o.set_username(u.clone());
+        }
+        _ => {}
+    }
+    if b.tls {
+        let t =
+            Transport::try_tls_with_default_config().map_err(|e| SinkError::Tls(e.to_string()))?;
+        o.set_transport(t);
+    }
+    Ok(o)
+}
+
+/// Poll the event loop forever; report connection changes and HA status messages.
+async fn drive(
+    mut el: EventLoop,
+    tx: mpsc::Sender<Conn>,
+    ha_status: Option<String>,
+    broker: String,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut up = false;
+    let mut in_outage = false;
+    loop {
+        match el.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                up = true;
+                backoff = MIN_BACKOFF;
+                stats().mqtt_connects.inc();
+                if in_outage {
+                    info!(broker = %broker, "MQTT connection restored");
+                } else {
+                    info!(broker = %broker, "MQTT connected");
+                }
+                in_outage = false;
+                if tx.send(Conn::Up).await.is_err() {
+                    return;
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                if ha_status
+                    .as_deref()
+                    .is_some_and(|t| p.topic.as_ref() == t.as_bytes())
+                    && tx.send(Conn::HaStatus(p.payload)).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                if up {
+                    up = false;
+                    if tx.send(Conn::Down).await.is_err() {
+                        return;
+                    }
+                }
+                if in_outage {
+                    debug!(broker = %broker, error = %e, "MQTT reconnect failed");
+                } else {
+                    in_outage = true;
+                    stats().mqtt_errors.inc();
+                    warn!(broker = %broker, error = %e, "MQTT broker unavailable, reconnecting with backoff");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+type Done = (Pending, Result<(), PublishNoticeError>);
+
+/// Aborts the driver task when the sink future is dropped (e.g. its task aborted), so the
+/// connection closes without DISCONNECT and the broker fires the last will.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The shell.
+struct Shell {
+    client: AsyncClient,
+    outbox: Outbox,
+    in_flight: JoinSet<Done>,
+    connected: bool,
+}
+
+impl Shell {
+    fn enqueue(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            let p = Pending::from(a);
+            if self.connected || p.momentary {
+                self.outbox.push_back(p);
+            }
+        }
+    }
+
+    /// Hand queued publishes to rumqttc while connected and below the in-flight cap.
+    fn flush(&mut self) {
+        while self.connected && self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(p) = self.outbox.pop_front() else {
+                break;
+            };
+            let opts = PublishOptions::at_least_once().retain(p.retain);
+            match self
+                .client
+                .try_publish_tracked(p.topic.clone(), p.payload.clone(), opts)
+            {
+                Ok(notice) => {
+                    self.in_flight.spawn(async move {
+                        let r = notice.wait_completion_async().await;
+                        (p, r)
+                    });
+                }
+                Err(ClientError::RequestChannelFull(_)) => {
+                    // Retried after the next completion.
+                    self.outbox.push_front_all(vec![p]);
+                    break;
+                }
+                Err(e) => {
+                    stats().mqtt_errors.inc();
+                    warn!(topic = %p.topic, error = %e, "MQTT publish rejected");
+                }
+            }
+        }
+    }
+
+    fn completed(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        let Ok((p, r)) = done else { return };
+        match r {
+            Ok(()) => stats().mqtt_published.inc(),
+            Err(PublishNoticeError::SessionReset | PublishNoticeError::Recv) => {
+                // The link broke before the PUBACK. States are re-published on connect.
+                if p.momentary {
+                    self.outbox.push_back(p);
+                }
+            }
+            Err(e) => {
+                stats().mqtt_errors.inc();
+                warn!(topic = %p.topic, error = %e, "MQTT publish failed");
+            }
+        }
+    }
+}
+
+/// Run the sink until `shutdown` is cancelled or `rx` is closed.
+pub(crate) async fn run(
+    cfg: MqttSinkConfig,
+    mut rx: mpsc::Receiver<Routed>,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    cfg.validate()?;
+    let mut st = SinkState::new(&cfg, Instant::now(), SystemTime::now());
+    let bridge_state = st.topics().bridge_state();
+    let opts = mqtt_options(&cfg, &bridge_state)?;
+    let (client, eventloop) = AsyncClient::builder(opts)
+        .capacity(REQUEST_CAPACITY)
+        .build();
+    let (conn_tx, mut conn_rx) = mpsc::channel(64);
+    let ha = cfg.homeassistant.clone();
+    let mut driver = AbortOnDrop(tokio::spawn(drive(
+        eventloop,
+        conn_tx,
+        ha.as_ref().map(|h| h.status_topic.clone()),
+        cfg.broker.to_string(),
+    )));
+    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, "MQTT sink started");
+
+    let mut sh = Shell {
+        client,
+        outbox: Outbox::default(),
+        in_flight: JoinSet::new(),
+        connected: false,
+    };
+    let mut ha_republish_at: Option<Instant> = None;
+
+    loop {
+        sh.flush();
+        let mut deadline = st.next_deadline();
+        if let Some(t) = ha_republish_at {
+            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        }
+        let sleep_until = deadline.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            ev = conn_rx.recv() => match ev {
+                Some(Conn::Up) => {
+                    sh.connected = true;
+                    if let Some(h) = &ha {
+                        if let Err(e) = sh.client.try_subscribe(h.status_topic.clone(), QoS::AtLeastOnce) {
+                            stats().mqtt_errors.inc();
+                            warn!(topic = %h.status_topic, error = %e, "MQTT subscribe failed");
+                        }
+                    }
+                    let first: Vec<_> = st.on_connected(Instant::now()).into_iter().map(Pending::from).collect();
+                    sh.outbox.push_front_all(first);
+                }
+                Some(Conn::Down) => {
+                    sh.connected = false;
+                    sh.outbox.keep_momentary();
+                }
+                Some(Conn::HaStatus(p)) => {
+                    if p.as_ref() == b"online" {
+                        if let Some(h) = &ha {
+                            let (lo, hi) = h.republish_delay;
+                            let (lo, hi) = (lo.as_millis() as u64, hi.as_millis().max(lo.as_millis()) as u64);
+                            let ms = rand::rng().random_range(lo..=hi);
+                            debug!(delay_ms = ms, "Home Assistant online, re-publishing discovery soon");
+                            ha_republish_at = Some(Instant::now() + Duration::from_millis(ms));
+                        }
+                    }
+                }
+                None => {
+                    warn!("MQTT event loop ended");
+                    break;
+                }
+            },
+            Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
+            msg = rx.recv() => match msg {
+                Some(m) => {
+                    let acts = st.on_routed(&m, Instant::now());
+                    sh.enqueue(acts);
+                }
+                None => break,
+            },
+            _ = async {
+                match sleep_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                let acts = st.on_tick(now);
+                sh.enqueue(acts);
+                if ha_republish_at.is_some_and(|t| t <= now) {
+                    ha_republish_at = None;
+                    let acts = st.on_ha_online(now);
+                    sh.enqueue(acts);
+                }
+            }
+        }
+    }
+
+    // Graceful shutdown: bridge offline (retained), flush (bounded), disconnect.
+    if sh.connected {
+        sh.outbox.push_back(Pending {
+            topic: bridge_state,
+            payload: Bytes::from_static(b"offline"),
+            retain: true,
+            momentary: false,
+        });
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+        loop {
+            sh.flush();
+            if sh.outbox.is_empty() && sh.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
+                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up | Conn::HaStatus(_))) { break },
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(queued = sh.outbox.q.len(), in_flight = sh.in_flight.len(), "MQTT shutdown flush timed out");
+                    break;
+                }
+            }
+        }
+        let _ = sh
+            .client
+            .try_disconnect_with_timeout(Duration::from_secs(1));
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut driver.0).await;
+    }
+    drop(driver);
+    sh.in_flight.abort_all();
+    info!("MQTT sink stopped");
+    Ok(())
+}

@@ -1,0 +1,770 @@
+//! The sink's state machine (sans-IO): inputs in, [`Action`]s out.
+//!
+//! The async shell (`client.rs`) feeds it routed messages, timer ticks, (re)connections and
+//! Home Assistant's birth message, and performs the returned publishes. Time is always passed
+//! in, so every rule here is unit-tested with deterministic `Instant`s.
+//!
+//! Rules:
+//! * Binary state per (device, category): a Start/Pulse detection publishes `ON` (not
+//!   retained) and (re)starts an off timer of that category's `off_delay`; when it runs out,
+//!   `OFF` (retained). A rule's Stop publishes `OFF` at once.
+//! * Alarm-status events (`attrs.alarm`): `active = true` turns the state `ON` and holds it
+//!   until the device's `false` for that alarm (or `alarm_max_hold`), re-publishing `ON`
+//!   every `off_delay / 2` so HA's own `off_delay` does not end it early. `active = false`
+//!   turns it `OFF` at once, even if a detection timer is still running: the device's OFF
+//!   wins. Several alarm ids of one category keep it ON while any is active. The raw
+//!   `alarm/<name>[_<id>]` topic mirrors each element (`ON` not retained, `OFF` retained).
+//! * Discovery settle: HA subscribes to a new entity's topics 0.1–0.5 s after its discovery
+//!   message, and non-retained messages sent before that are lost. So whenever discovery of a
+//!   device is published, that device's non-retained publishes are held for
+//!   [`DISCOVERY_SETTLE`]; once one message is held, every later message of the device queues
+//!   behind it, so the per-device order never changes. Other devices are not affected.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::config::{ImageConfig, MqttSinkConfig};
+use super::discovery::{CategoryCaps, DeviceCaps, Discovery};
+use super::payload::{event_json, image_json, rfc3339, unparsed_json};
+use super::topics::{Topics, alarm_key, counter_key};
+use crate::event::{Category, Device, Event, ImageRole, Phase, Routed};
+
+/// How long a device's non-retained publishes wait after its discovery was published.
+pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
+
+/// How often `bridge/info` is refreshed.
+pub const INFO_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Publish one message (QoS 1).
+    Publish {
+        /// Topic.
+        topic: String,
+        /// Payload (shared, never copied per topic).
+        payload: Bytes,
+        /// Retain flag.
+        retain: bool,
+        /// A message that is not a state (event JSON, unparsed, non-retained image): the shell
+        /// keeps it while the broker is away. States are not kept: [`SinkState::on_connected`]
+        /// re-publishes the current ones.
+        momentary: bool,
+    },
+}
+
+impl Action {
+    fn retained(topic: String, payload: impl Into<Bytes>) -> Action {
+        Action::Publish {
+            topic,
+            payload: payload.into(),
+            retain: true,
+            momentary: false,
+        }
+    }
+    /// A non-retained state (`ON`).
+    fn transient(topic: String, payload: impl Into<Bytes>) -> Action {
+        Action::Publish {
+            topic,
+            payload: payload.into(),
+            retain: false,
+            momentary: false,
+        }
+    }
+    fn momentary(topic: String, payload: impl Into<Bytes>) -> Action {
+        Action::Publish {
+            topic,
+            payload: payload.into(),
+            retain: false,
+            momentary: true,
+        }
+    }
+    fn image(topic: String, payload: Bytes, retain: bool) -> Action {
+        Action::Publish {
+            topic,
+            payload,
+            retain,
+            momentary: !retain,
+        }
+    }
+
+    /// Topic of the action.
+    pub fn topic(&self) -> &str {
+        match self {
+            Action::Publish { topic, .. } => topic,
+        }
+    }
+
+    fn is_retained(&self) -> bool {
+        match self {
+            Action::Publish { retain, .. } => *retain,
+        }
+    }
+}
+
+const ON: &[u8] = b"ON";
+const OFF: &[u8] = b"OFF";
+
+/// Binary state of one (device, category).
+#[derive(Debug, Default)]
+struct Binary {
+    /// What was last published.
+    on: bool,
+    /// Detection off timer.
+    off_at: Option<Instant>,
+    /// Alarm-status keys currently active.
+    alarms: BTreeSet<String>,
+    /// Safety cap of the alarm hold.
+    hold_until: Option<Instant>,
+    /// Next ON refresh while held.
+    refresh_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct DevState {
+    device: Device,
+    /// Last published availability.
+    online: Option<bool>,
+    caps: DeviceCaps,
+    /// Last published discovery messages.
+    discovery: Vec<(String, Bytes)>,
+    last_seen: Option<SystemTime>,
+    /// Current retained values: topic → (payload, is image).
+    retained: BTreeMap<String, (Bytes, bool)>,
+    binaries: BTreeMap<String, Binary>,
+    /// Bridge-maintained counters (`enter_<class>`), in memory only.
+    counts: BTreeMap<String, u64>,
+    settle_until: Option<Instant>,
+    held: VecDeque<Action>,
+}
+
+impl DevState {
+    fn new(device: Device) -> DevState {
+        DevState {
+            device,
+            online: None,
+            caps: DeviceCaps::default(),
+            discovery: Vec::new(),
+            last_seen: None,
+            retained: BTreeMap::new(),
+            binaries: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            settle_until: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Emit through the settle gate (keeps the device's order).
+    fn emit(&mut self, a: Action, now: Instant, out: &mut Vec<Action>) {
+        let settling = self.settle_until.is_some_and(|t| now < t);
+        if !self.held.is_empty() || (settling && !a.is_retained()) {
+            self.held.push_back(a);
+        } else {
+            out.push(a);
+        }
+    }
+
+    /// Publish a retained state and remember it for re-publishing.
+    fn put(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        image: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.retained
+            .insert(topic.clone(), (payload.clone(), image));
+        self.emit(Action::retained(topic, payload), now, out);
+    }
+}
+
+/// The whole sink state.
+#[derive(Debug)]
+pub struct SinkState {
+    topics: Topics,
+    discovery: Option<Discovery>,
+    images: ImageConfig,
+    off_delay: BTreeMap<String, Duration>,
+    default_off_delay: Duration,
+    alarm_max_hold: Duration,
+    client_id: String,
+    started: Instant,
+    started_wall: SystemTime,
+    devices: BTreeMap<String, DevState>,
+    /// Retained bridge-level values (`<base>/<category>/image` when retained).
+    global_retained: BTreeMap<String, Bytes>,
+    next_info: Instant,
+}
+
+impl SinkState {
+    /// A fresh state; `now`/`wall` are the start time (monotonic and wall clock).
+    pub fn new(cfg: &MqttSinkConfig, now: Instant, wall: SystemTime) -> SinkState {
+        let topics = Topics::new(&cfg.base_topic);
+        let discovery = cfg.homeassistant.clone().map(|ha| {
+            Discovery::new(
+                topics.clone(),
+                ha,
+                &cfg.client_id,
+                &cfg.bridge_name,
+                cfg.off_delay.clone(),
+                cfg.default_off_delay,
+            )
+        });
+        SinkState {
+            topics,
+            discovery,
+            images: cfg.images.clone(),
+            off_delay: cfg.off_delay.clone(),
+            default_off_delay: cfg.default_off_delay,
+            alarm_max_hold: cfg.alarm_max_hold,
+            client_id: cfg.client_id.clone(),
+            started: now,
+            started_wall: wall,
+            devices: BTreeMap::new(),
+            global_retained: BTreeMap::new(),
+            next_info: now + INFO_INTERVAL,
+        }
+    }
+
+    /// The topic layout in use.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    fn off_delay(&self, cat: &str) -> Duration {
+        self.off_delay
+            .get(cat)
+            .copied()
+            .unwrap_or(self.default_off_delay)
+            .max(Duration::from_secs(1))
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.started_wall + now.saturating_duration_since(self.started)
+    }
+
+    /// A routed message from the pipeline.
+    pub fn on_routed(&mut self, msg: &Routed, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match msg {
+            Routed::Seen { device } => {
+                let new = self.ensure(device, now, &mut out, true);
+                self.set_online(&device.id, true, &mut out);
+                if new {
+                    self.push_info(now, &mut out);
+                }
+            }
+            Routed::Offline { device } => {
+                let new = self.ensure(device, now, &mut out, true);
+                self.set_online(&device.id, false, &mut out);
+                if new {
+                    self.push_info(now, &mut out);
+                }
+            }
+            Routed::Event { device, event } => {
+                // Discovery is synced inside on_event, after the capabilities are updated.
+                let new = self.ensure(device, now, &mut out, false);
+                self.update_caps(&device.id, event, now, &mut out);
+                self.set_online(&device.id, true, &mut out);
+                self.on_event(&device.id, event, now, &mut out);
+                if new {
+                    self.push_info(now, &mut out);
+                }
+            }
+            Routed::Unparsed(u) => {
+                out.push(Action::momentary(
+                    self.topics.bridge_unparsed(),
+                    unparsed_json(u),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Register or update a device (and its NVR); publish discovery when it changed.
+    /// Returns true when the device (or its parent) was new.
+    fn ensure(&mut self, device: &Device, now: Instant, out: &mut Vec<Action>, sync: bool) -> bool {
+        let mut new = false;
+        if let Some(parent) = device.parent.as_deref() {
+            new |= self.ensure(parent, now, out, true);
+            // Posts from a channel prove the NVR is alive.
+            self.set_online(&parent.id, true, out);
+        }
+        let wall = self.wall(now);
+        let dev = self.devices.entry(device.id.clone()).or_insert_with(|| {
+            new = true;
+            DevState::new(device.clone())
+        });
+        if dev.device != *device {
+            dev.device = device.clone();
+        }
+        dev.last_seen = Some(wall);
+        if sync {
+            sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+        }
+        new
+    }
+
+    fn set_online(&mut self, id: &str, online: bool, out: &mut Vec<Action>) {
+        let topic = self.topics.availability(id);
+        if let Some(dev) = self.devices.get_mut(id) {
+            if dev.online != Some(online) {
+                dev.online = Some(online);
+                let payload = Bytes::from_static(if online { b"online" } else { b"offline" });
+                // Availability bypasses the settle gate: it is retained and HA needs it first.
+                out.push(Action::retained(topic, payload));
+            }
+        }
+    }
+
+    /// Record what the event shows (category, image roles, counters) and publish discovery
+    /// when that changed.
+    fn update_caps(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
+        let Some(dev) = self.devices.get_mut(id) else {
+            return;
+        };
+        let cat = ev.category.as_str().to_owned();
+        let cc = dev
+            .caps
+            .categories
+            .entry(cat)
+            .or_insert_with(|| CategoryCaps::new(ev.category.clone()));
+        if let Some(img) = ev.image(ImageRole::Overview) {
+            cc.overview = true;
+            cc.content_type = img.content_type;
+        }
+        if let Some(img) = ev.image(ImageRole::Target) {
+            cc.target = true;
+            cc.content_type = img.content_type;
+        }
+        if let Some(c) = ev.attrs.counters.as_ref().filter(|c| !c.is_empty()) {
+            for (dir, list) in [
+                ("enter", &c.enter),
+                ("leave", &c.leave),
+                ("exist", &c.exist),
+            ] {
+                for (class, _) in list {
+                    cc.counters.insert((dir.to_owned(), class.clone()));
+                }
+            }
+        }
+        for class in bridge_count_classes(ev) {
+            cc.counters.insert(("enter".to_owned(), class));
+        }
+        sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+    }
+
+    fn on_event(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
+        let off_delay = self.off_delay(ev.category.as_str());
+        let max_hold = self.alarm_max_hold;
+        let images = self.images.clone();
+        let topics = self.topics.clone();
+        let Some(dev) = self.devices.get_mut(id) else {
+            return;
+        };
+        let cat = ev.category.as_str().to_owned();
+        let detection = ev.attrs.alarm.is_none() && matches!(ev.phase, Phase::Start | Phase::Pulse);
+        let overview = ev.image(ImageRole::Overview);
+        let target = ev.image(ImageRole::Target);
+
+        let device_counters = ev.attrs.counters.as_ref().filter(|c| !c.is_empty());
+        let bridge_counts = bridge_count_classes(ev);
+        let dev_id = dev.device.id.clone();
+
+        // 1. Images (before the event, so automations triggered by it find them). Retained
+        //    values first: they need not wait for the settle window.
+        if let Some(img) = overview {
+            let t = topics.device_cat(&dev_id, &cat, "image");
+            if images.retain_device {
+                dev.put(t, img.data.clone(), true, now, out);
+            } else {
+                dev.emit(Action::image(t, img.data.clone(), false), now, out);
+            }
+        }
+        if let Some(img) = target {
+            let t = topics.device_cat(&dev_id, &cat, "target");
+            if images.retain_device {
+                dev.put(t, img.data.clone(), true, now, out);
+            } else {
+                dev.emit(Action::image(t, img.data.clone(), false), now, out);
+            }
+        }
+        if images.json_base64 {
+            for img in [overview, target].into_iter().flatten() {
+                let p = Bytes::from(image_json(
+                    &dev.device,
+                    &ev.category,
+                    img.role,
+                    ev.time,
+                    &img.data,
+                ));
+                dev.emit(
+                    Action::image(
+                        topics.device_cat(&dev_id, &cat, "image_json"),
+                        p,
+                        images.retain_device,
+                    ),
+                    now,
+                    out,
+                );
+            }
+        }
+
+        // 2. Small retained values.
+        if ev.category == Category::Lpr {
+            if let Some(p) = ev.attrs.plates.first() {
+                dev.put(
+                    topics.device_cat(&dev_id, &cat, "plate"),
+                    Bytes::from(p.plate.clone()),
+                    false,
+                    now,
+                    out,
+                );
+                let list = p
+                    .list
+                    .clone()
+                    .or_else(|| p.group.clone())
+                    .filter(|l| !l.is_empty());
+                let list = list.unwrap_or_else(|| "none".into());
+                dev.put(
+                    topics.device_cat(&dev_id, &cat, "list"),
+                    Bytes::from(list),
+                    false,
+                    now,
+                    out,
+                );
+            }
+        }
+        if let Some(c) = device_counters {
+            for (dir, list) in [
+                ("enter", &c.enter),
+                ("leave", &c.leave),
+                ("exist", &c.exist),
+            ] {
+                for (class, value) in list {
+                    let t = topics.device_cat(&dev_id, &cat, &counter_key(dir, class));
+                    dev.put(t, Bytes::from(value.to_string()), false, now, out);
+                }
+            }
+        }
+        for class in &bridge_counts {
+            let n = dev.counts.entry(class.clone()).or_insert(0);
+            *n += 1;
+            let v = *n;
+            let t = topics.device_cat(&dev_id, &cat, &counter_key("enter", class));
+            dev.put(t, Bytes::from(v.to_string()), false, now, out);
+        }
+        if ev.category == Category::Traject {
+            let t = topics.device_cat(&dev_id, &cat, "targets");
+            dev.put(
+                t,
+                Bytes::from(ev.attrs.targets.len().to_string()),
+                false,
+                now,
+                out,
+            );
+        }
+        dev.put(
+            topics.device_cat(&dev_id, &cat, "last"),
+            Bytes::from(rfc3339(ev.time)),
+            false,
+            now,
+            out,
+        );
+        if let Some(img) = overview {
+            let t = topics.category_image(&cat);
+            if images.retain_category {
+                self.global_retained.insert(t.clone(), img.data.clone());
+            }
+            dev.emit(
+                Action::image(t, img.data.clone(), images.retain_category),
+                now,
+                out,
+            );
+        }
+
+        // 3. Binary state and raw alarm topic.
+        let state_topic = topics.device_cat(&dev_id, &cat, "state");
+        let mut bin = dev.binaries.remove(&cat).unwrap_or_default();
+        if let Some(alarm) = &ev.attrs.alarm {
+            let key = alarm_key(&alarm.name, alarm.id.as_deref());
+            let alarm_topic = topics.device_cat(&dev_id, "alarm", &key);
+            if alarm.active {
+                dev.retained.remove(&alarm_topic);
+                dev.emit(Action::transient(alarm_topic, ON), now, out);
+                bin.alarms.insert(key);
+                bin.hold_until = Some(now + max_hold);
+                bin.refresh_at = Some(now + off_delay / 2);
+                bin.on = true;
+                dev.retained.remove(&state_topic);
+                dev.emit(Action::transient(state_topic, ON), now, out);
+            } else {
+                dev.put(alarm_topic, Bytes::from_static(OFF), false, now, out);
+                bin.alarms.remove(&key);
+                if bin.alarms.is_empty() {
+                    bin.hold_until = None;
+                    bin.refresh_at = None;
+                    bin.off_at = None;
+                    bin.on = false;
+                    dev.put(state_topic, Bytes::from_static(OFF), false, now, out);
+                }
+            }
+        } else {
+            match ev.phase {
+                Phase::Start | Phase::Pulse => {
+                    bin.off_at = Some(now + off_delay);
+                    bin.on = true;
+                    dev.retained.remove(&state_topic);
+                    dev.emit(Action::transient(state_topic, ON), now, out);
+                }
+                Phase::Stop => {
+                    bin.off_at = None;
+                    if bin.alarms.is_empty() {
+                        bin.on = false;
+                        dev.put(state_topic, Bytes::from_static(OFF), false, now, out);
+                    }
+                }
+            }
+        }
+        dev.binaries.insert(cat.clone(), bin);
+
+        // 4. The event itself: detections only.
+        if detection {
+            let p = event_json(&dev.device, ev);
+            dev.emit(
+                Action::momentary(topics.device_cat(&dev_id, &cat, "event"), p),
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Timers: off timers, alarm hold refresh / cap, settle release, `bridge/info` refresh.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let topics = self.topics.clone();
+        let off_delays = self.off_delay.clone();
+        let default_off_delay = self.default_off_delay;
+        for (id, dev) in &mut self.devices {
+            if dev.settle_until.is_some_and(|t| t <= now) {
+                dev.settle_until = None;
+                out.extend(dev.held.drain(..));
+            }
+            let cats: Vec<String> = dev.binaries.keys().cloned().collect();
+            for cat in cats {
+                let Some(mut bin) = dev.binaries.remove(&cat) else {
+                    continue;
+                };
+                let state_topic = topics.device_cat(id, &cat, "state");
+                if bin.hold_until.is_some_and(|t| t <= now) {
+                    for key in std::mem::take(&mut bin.alarms) {
+                        dev.put(
+                            topics.device_cat(id, "alarm", &key),
+                            Bytes::from_static(OFF),
+                            false,
+                            now,
+                            &mut out,
+                        );
+                    }
+                    bin.hold_until = None;
+                    bin.refresh_at = None;
+                }
+                if bin.off_at.is_some_and(|t| t <= now) {
+                    bin.off_at = None;
+                }
+                if bin.on && bin.alarms.is_empty() && bin.off_at.is_none() {
+                    bin.on = false;
+                    dev.put(state_topic, Bytes::from_static(OFF), false, now, &mut out);
+                } else if !bin.alarms.is_empty() && bin.refresh_at.is_some_and(|t| t <= now) {
+                    let half = off_delays.get(&cat).copied().unwrap_or(default_off_delay) / 2;
+                    bin.refresh_at = Some(now + half.max(Duration::from_millis(500)));
+                    dev.emit(Action::transient(state_topic, ON), now, &mut out);
+                }
+                dev.binaries.insert(cat, bin);
+            }
+        }
+        if now >= self.next_info {
+            self.push_info(now, &mut out);
+        }
+        out
+    }
+
+    /// The earliest time [`SinkState::on_tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut best = Some(self.next_info);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                best = Some(best.map_or(t, |b: Instant| b.min(t)));
+            }
+        };
+        for dev in self.devices.values() {
+            if !dev.held.is_empty() {
+                consider(dev.settle_until);
+            }
+            for bin in dev.binaries.values() {
+                if bin.on {
+                    consider(bin.off_at);
+                }
+                consider(bin.hold_until);
+                consider(bin.refresh_at);
+            }
+        }
+        best
+    }
+
+    /// The connection to the broker is (re)established: bridge `online`, `bridge/info`,
+    /// discovery of everything known, and all current states (retained images included,
+    /// the broker may have lost them).
+    pub fn on_connected(&mut self, now: Instant) -> Vec<Action> {
+        self.republish(now, true)
+    }
+
+    /// Home Assistant (re)started: re-publish discovery and current states (not events, not
+    /// images: those are retained on the broker and reach HA when it subscribes).
+    pub fn on_ha_online(&mut self, now: Instant) -> Vec<Action> {
+        self.republish(now, false)
+    }
+
+    fn republish(&mut self, now: Instant, images: bool) -> Vec<Action> {
+        let mut out = vec![Action::retained(
+            self.topics.bridge_state(),
+            Bytes::from_static(b"online"),
+        )];
+        if let Some(d) = &self.discovery {
+            for (t, p) in d.bridge_messages() {
+                out.push(Action::retained(t, p));
+            }
+        }
+        self.push_info(now, &mut out);
+        let topics = self.topics.clone();
+        for (id, dev) in &mut self.devices {
+            sync_discovery(self.discovery.as_ref(), dev, now, &mut out, true);
+            if let Some(online) = dev.online {
+                let p = Bytes::from_static(if online { b"online" } else { b"offline" });
+                out.push(Action::retained(topics.availability(id), p));
+            }
+            let retained: Vec<(String, Bytes)> = dev
+                .retained
+                .iter()
+                .filter(|(_, (_, is_image))| images || !is_image)
+                .map(|(t, (p, _))| (t.clone(), p.clone()))
+                .collect();
+            for (t, p) in retained {
+                dev.emit(Action::retained(t, p), now, &mut out);
+            }
+            let on: Vec<String> = dev
+                .binaries
+                .iter()
+                .filter(|(_, b)| b.on)
+                .map(|(c, _)| c.clone())
+                .collect();
+            for cat in on {
+                dev.emit(
+                    Action::transient(topics.device_cat(id, &cat, "state"), ON),
+                    now,
+                    &mut out,
+                );
+            }
+        }
+        if images {
+            for (t, p) in &self.global_retained {
+                out.push(Action::retained(t.clone(), p.clone()));
+            }
+        }
+        out
+    }
+
+    fn push_info(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.next_info = now + INFO_INTERVAL;
+        out.push(Action::retained(
+            self.topics.bridge_info(),
+            self.bridge_info(now),
+        ));
+    }
+
+    /// The `bridge/info` JSON.
+    pub fn bridge_info(&self, now: Instant) -> Bytes {
+        let devices: Vec<_> = self
+            .devices
+            .values()
+            .map(|d| {
+                json!({
+                    "id": d.device.id,
+                    "name": d.device.name,
+                    "mac": d.device.info.mac,
+                    "serial": d.device.info.serial,
+                    "peer": d.device.info.peer.map(|p| p.to_string()),
+                    "kind": d.device.info.kind,
+                    "parent": d.device.parent.as_deref().map(|p| p.id.clone()),
+                    "categories": d.caps.categories.keys().collect::<Vec<_>>(),
+                    "online": d.online,
+                    "last_seen": d.last_seen.map(rfc3339),
+                })
+            })
+            .collect();
+        let v = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": rfc3339(self.started_wall),
+            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
+            "client_id": self.client_id,
+            "devices": devices,
+            "counters": crate::stats::stats(),
+        });
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+}
+
+/// Classes the bridge counts for a counting detection without device counters (one per
+/// target, `person` when the target has no class or there is no target).
+fn bridge_count_classes(ev: &Event) -> Vec<String> {
+    let detection = ev.attrs.alarm.is_none() && matches!(ev.phase, Phase::Start | Phase::Pulse);
+    let has_counters = ev.attrs.counters.as_ref().is_some_and(|c| !c.is_empty());
+    if ev.category != Category::Counting || has_counters || !detection {
+        return Vec::new();
+    }
+    if ev.attrs.targets.is_empty() {
+        return vec!["person".to_owned()];
+    }
+    ev.attrs
+        .targets
+        .iter()
+        .map(|t| {
+            t.object
+                .clone()
+                .filter(|o| !o.is_empty())
+                .unwrap_or_else(|| "person".into())
+        })
+        .collect()
+}
+
+/// Publish the device's discovery when it differs from what was last published (or always
+/// with `force`), and start the settle window when anything was published.
+fn sync_discovery(
+    disc: Option<&Discovery>,
+    dev: &mut DevState,
+    now: Instant,
+    out: &mut Vec<Action>,
+    force: bool,
+) {
+    let Some(disc) = disc else { return };
+    let msgs = disc.device_messages(&dev.device, &dev.caps);
+    let mut published = false;
+    for (t, p) in &msgs {
+        let same = !force && dev.discovery.iter().any(|(ot, op)| ot == t && op == p);
+        if !same {
+            out.push(Action::retained(t.clone(), p.clone()));
+            published = true;
+        }
+    }
+    if published {
+        dev.settle_until = Some(now + DISCOVERY_SETTLE);
+    }
+    dev.discovery = msgs;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,797 @@
+//! Unit tests of the state machine (no broker, deterministic time).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use super::*;
+use crate::event::{AlarmState, Counters, Target, Unparsed};
+use crate::sinks::mqtt::config::BrokerAddr;
+use crate::sinks::mqtt::payload::tests::{camera, event, jpeg, lpr_event, nvr_channel};
+
+const DEV: &str = "58_5b_69_40_f4_0d";
+
+fn cfg() -> MqttSinkConfig {
+    MqttSinkConfig::new(BrokerAddr::tcp("localhost", 1883))
+}
+
+fn state_with(cfg: &MqttSinkConfig) -> (SinkState, Instant) {
+    let t0 = Instant::now();
+    (
+        SinkState::new(
+            cfg,
+            t0,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ),
+        t0,
+    )
+}
+
+fn dev() -> Device {
+    camera(DEV, "58:5b:69:40:f4:0d")
+}
+
+fn ev_msg(e: Event) -> Routed {
+    Routed::Event {
+        device: dev(),
+        event: Arc::new(e),
+    }
+}
+
+fn s(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs)
+}
+
+/// (topic, payload as lossy string, retain)
+fn view(acts: &[Action]) -> Vec<(String, String, bool)> {
+    acts.iter()
+        .map(
+            |Action::Publish {
+                 topic,
+                 payload,
+                 retain,
+                 ..
+             }| {
+                (
+                    topic.clone(),
+                    String::from_utf8_lossy(payload).into_owned(),
+                    *retain,
+                )
+            },
+        )
+        .collect()
+}
+
+fn topics(acts: &[Action]) -> Vec<String> {
+    acts.iter().map(|a| a.topic().to_owned()).collect()
+}
+
+fn find<'a>(acts: &'a [Action], topic: &str) -> Option<&'a Action> {
+    acts.iter().find(|a| a.topic() == topic)
+}
+
+fn payload_of(acts: &[Action], topic: &str) -> Option<String> {
+    find(acts, topic)
+        .map(|Action::Publish { payload, .. }| String::from_utf8_lossy(payload).into_owned())
+}
+
+fn pos(acts: &[Action], topic: &str) -> usize {
+    acts.iter()
+        .position(|a| a.topic() == topic)
+        .unwrap_or_else(|| panic!("{topic} not in {:?}", topics(acts)))
+}
+
+fn t(leaf: &str) -> String {
+    format!("camera/{DEV}/{leaf}")
+}
+
+/// Feed a first event and let the settle window pass; returns the time after settling.
+fn settled(st: &mut SinkState, t0: Instant, e: Event) -> Instant {
+    st.on_routed(&ev_msg(e), t0);
+    let t1 = t0 + DISCOVERY_SETTLE;
+    st.on_tick(t1);
+    t1
+}
+
+#[test]
+fn first_event_discovery_then_settle_in_order() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0,
+    );
+    let tp = topics(&acts);
+    let n_disc = tp
+        .iter()
+        .filter(|t| t.starts_with("homeassistant/device/camqtt_585b"))
+        .count();
+    assert_eq!(
+        n_disc, 1,
+        "one discovery message with all entities of the first event"
+    );
+    // Discovery (retained) first, availability online, retained values immediately.
+    assert_eq!(
+        pos(&acts, "homeassistant/device/camqtt_585b6940f40d/config"),
+        0
+    );
+    let disc = find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap();
+    assert!(disc.is_retained());
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("online")
+    );
+    assert!(tp.contains(&t("lpr/image")));
+    assert!(tp.contains(&t("lpr/target")));
+    assert_eq!(
+        payload_of(&acts, &t("lpr/plate")).as_deref(),
+        Some("AIDRIVE")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("lpr/list")).as_deref(),
+        Some("blackList")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("lpr/last")).as_deref(),
+        Some("2026-10-07T21:24:47.427999Z")
+    );
+    assert!(
+        tp.contains(&"camera/bridge/info".to_owned()),
+        "new device refreshes bridge/info"
+    );
+    // Non-retained ON and event are held back (HA has not subscribed yet).
+    assert!(!tp.contains(&t("lpr/state")), "{tp:?}");
+    assert!(!tp.contains(&t("lpr/event")));
+    // Non-retained category image is also held.
+    assert!(!tp.contains(&"camera/lpr/image".to_owned()));
+    assert_eq!(st.next_deadline(), Some(t0 + DISCOVERY_SETTLE));
+
+    assert!(view(&st.on_tick(t0 + s(1.4))).is_empty());
+    let rel = st.on_tick(t0 + DISCOVERY_SETTLE);
+    let rt = topics(&rel);
+    assert_eq!(
+        rt,
+        vec![
+            "camera/lpr/image".to_owned(),
+            t("lpr/state"),
+            t("lpr/event")
+        ]
+    );
+    assert_eq!(payload_of(&rel, &t("lpr/state")).as_deref(), Some("ON"));
+    assert!(!find(&rel, &t("lpr/state")).unwrap().is_retained());
+    let Some(Action::Publish {
+        payload,
+        retain,
+        momentary,
+        ..
+    }) = find(&rel, &t("lpr/event"))
+    else {
+        panic!()
+    };
+    assert!(!retain && *momentary);
+    let v: Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(v["event_type"], "plate_read");
+
+    // Second event of the same category: no discovery, nothing held.
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0 + s(3.0),
+    );
+    let tp = topics(&acts);
+    assert!(
+        !tp.iter().any(|t| t.starts_with("homeassistant/")),
+        "{tp:?}"
+    );
+    assert!(tp.contains(&t("lpr/event")));
+    assert!(tp.contains(&t("lpr/state")));
+    // Image before the event, event last.
+    assert!(pos(&acts, &t("lpr/image")) < pos(&acts, &t("lpr/event")));
+    assert_eq!(tp.last(), Some(&t("lpr/event")));
+}
+
+#[test]
+fn images_are_shared_not_copied() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Intrusion, Phase::Pulse));
+    let e = lpr_event();
+    let src = e.image(ImageRole::Overview).unwrap().data.as_ptr();
+    let mut acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: e.clone(),
+        },
+        t1,
+    );
+    acts.extend(st.on_tick(t1 + DISCOVERY_SETTLE));
+    let Some(Action::Publish {
+        payload: a,
+        retain: ra,
+        ..
+    }) = find(&acts, "camera/lpr/image")
+    else {
+        panic!()
+    };
+    let Some(Action::Publish {
+        payload: b,
+        retain: rb,
+        ..
+    }) = find(&acts, &t("lpr/image"))
+    else {
+        panic!()
+    };
+    assert_eq!(a.as_ptr(), src);
+    assert_eq!(b.as_ptr(), src);
+    assert!(!ra, "category image not retained by default");
+    assert!(rb, "device image retained by default");
+    let Some(Action::Publish { payload: tg, .. }) = find(&acts, &t("lpr/target")) else {
+        panic!()
+    };
+    assert_eq!(
+        tg.as_ptr(),
+        e.image(ImageRole::Target).unwrap().data.as_ptr()
+    );
+}
+
+#[test]
+fn on_then_off_after_off_delay_restarted_by_events() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Motion, Phase::Pulse));
+    // The first pulse was at t0: OFF due at t0 + 30 s (motion).
+    assert!(
+        st.on_tick(t0 + s(19.9))
+            .iter()
+            .all(|a| a.topic() != t("motion/state"))
+    );
+    // A new pulse at t0+20 restarts the timer.
+    let acts = st.on_routed(&ev_msg(event(Category::Motion, Phase::Start)), t0 + s(20.0));
+    assert_eq!(payload_of(&acts, &t("motion/state")).as_deref(), Some("ON"));
+    assert!(
+        st.on_tick(t0 + s(30.0))
+            .iter()
+            .all(|a| a.topic() != t("motion/state"))
+    );
+    assert_eq!(st.next_deadline(), Some(t0 + s(50.0)));
+    let acts = st.on_tick(t0 + s(50.0));
+    assert_eq!(view(&acts), vec![(t("motion/state"), "OFF".into(), true)]);
+    // Only once.
+    assert!(
+        st.on_tick(t0 + s(80.0))
+            .iter()
+            .all(|a| a.topic() != t("motion/state"))
+    );
+    let _ = t1;
+}
+
+#[test]
+fn rule_stop_turns_off_at_once_and_has_no_event() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Intrusion, Phase::Start));
+    let acts = st.on_routed(&ev_msg(event(Category::Intrusion, Phase::Stop)), t1);
+    assert_eq!(
+        payload_of(&acts, &t("intrusion/state")).as_deref(),
+        Some("OFF")
+    );
+    assert!(find(&acts, &t("intrusion/state")).unwrap().is_retained());
+    assert!(find(&acts, &t("intrusion/event")).is_none());
+    // The timer is cancelled: no second OFF.
+    assert!(
+        st.on_tick(t0 + s(31.0))
+            .iter()
+            .all(|a| a.topic() != t("intrusion/state"))
+    );
+}
+
+fn alarm(cat: Category, name: &str, id: &str, active: bool) -> Event {
+    let mut e = event(cat, if active { Phase::Start } else { Phase::Stop });
+    e.attrs.alarm = Some(AlarmState {
+        name: name.into(),
+        id: Some(id.into()),
+        active,
+    });
+    e
+}
+
+#[test]
+fn alarm_status_holds_until_device_off() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Motion, Phase::Pulse));
+    let acts = st.on_routed(
+        &ev_msg(alarm(Category::Intrusion, "perimeterAlarm", "1", true)),
+        t1,
+    );
+    // New category → discovery re-published → ON held for the settle time.
+    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
+    assert!(find(&acts, &t("intrusion/state")).is_none());
+    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
+    assert_eq!(
+        view(&rel),
+        vec![
+            (t("alarm/perimeterAlarm_1"), "ON".into(), false),
+            (t("intrusion/state"), "ON".into(), false),
+        ]
+    );
+    // No event topic for alarm-status posts.
+    assert!(find(&rel, &t("intrusion/event")).is_none());
+    // Held beyond off_delay (30 s), refreshed every 15 s.
+    let only = |acts: &[Action]| -> Vec<(String, String, bool)> {
+        view(acts)
+            .into_iter()
+            .filter(|(tp, _, _)| tp.contains("intrusion") || tp.contains("alarm"))
+            .collect()
+    };
+    let r = st.on_tick(t1 + s(15.0));
+    assert_eq!(only(&r), vec![(t("intrusion/state"), "ON".into(), false)]);
+    let r = st.on_tick(t1 + s(30.5));
+    assert_eq!(only(&r), vec![(t("intrusion/state"), "ON".into(), false)]);
+    // (the motion detection from t0 ended meanwhile, independently)
+    assert_eq!(payload_of(&r, &t("motion/state")).as_deref(), Some("OFF"));
+    // A detection during the hold does not shorten it.
+    st.on_routed(
+        &ev_msg(event(Category::Intrusion, Phase::Pulse)),
+        t1 + s(31.0),
+    );
+    assert!(st.on_tick(t1 + s(62.0)).iter().all(|a| {
+        payload_of(std::slice::from_ref(a), &t("intrusion/state")).as_deref() != Some("OFF")
+    }));
+    // The device's OFF ends it at once.
+    let acts = st.on_routed(
+        &ev_msg(alarm(Category::Intrusion, "perimeterAlarm", "1", false)),
+        t1 + s(70.0),
+    );
+    assert_eq!(
+        payload_of(&acts, &t("alarm/perimeterAlarm_1")).as_deref(),
+        Some("OFF")
+    );
+    assert!(
+        find(&acts, &t("alarm/perimeterAlarm_1"))
+            .unwrap()
+            .is_retained()
+    );
+    assert_eq!(
+        payload_of(&acts, &t("intrusion/state")).as_deref(),
+        Some("OFF")
+    );
+    assert!(find(&acts, &t("intrusion/event")).is_none());
+    assert!(
+        st.on_tick(t1 + s(200.0))
+            .iter()
+            .all(|a| a.topic() != t("intrusion/state"))
+    );
+}
+
+#[test]
+fn alarm_two_ids_and_max_hold() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(
+        &mut st,
+        t0,
+        alarm(Category::Intrusion, "perimeterAlarm", "1", true),
+    );
+    st.on_routed(
+        &ev_msg(alarm(Category::Intrusion, "perimeterAlarm", "2", true)),
+        t1,
+    );
+    // id 1 off, id 2 still on: stays ON.
+    let acts = st.on_routed(
+        &ev_msg(alarm(Category::Intrusion, "perimeterAlarm", "1", false)),
+        t1 + s(1.0),
+    );
+    assert_eq!(
+        payload_of(&acts, &t("alarm/perimeterAlarm_1")).as_deref(),
+        Some("OFF")
+    );
+    assert!(find(&acts, &t("intrusion/state")).is_none());
+    // id 2 never ends: the safety cap (600 s from its last ON) turns everything off.
+    let cap = t1 + c.alarm_max_hold;
+    let before = st.on_tick(cap - s(0.1));
+    assert!(before.iter().all(|a| {
+        payload_of(std::slice::from_ref(a), &t("intrusion/state")).as_deref() != Some("OFF")
+    }));
+    let acts = st.on_tick(cap);
+    assert_eq!(
+        payload_of(&acts, &t("intrusion/state")).as_deref(),
+        Some("OFF")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("alarm/perimeterAlarm_2")).as_deref(),
+        Some("OFF")
+    );
+}
+
+#[test]
+fn settle_keeps_device_order_and_spares_other_devices() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    st.on_routed(&ev_msg(event(Category::Intrusion, Phase::Start)), t0);
+    // A Stop within the settle window: its retained OFF must come after the held ON.
+    let acts = st.on_routed(
+        &ev_msg(event(Category::Intrusion, Phase::Stop)),
+        t0 + s(0.2),
+    );
+    assert!(
+        find(&acts, &t("intrusion/state")).is_none(),
+        "OFF must queue behind the held ON"
+    );
+    // Another device, already settled, publishes at once.
+    let other = camera("other", "11:22:33:44:55:66");
+    st.on_routed(
+        &Routed::Seen {
+            device: other.clone(),
+        },
+        t0 - s(10.0),
+    );
+    st.on_tick(t0 + s(0.1));
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: other.clone(),
+            event: Arc::new(event(Category::Motion, Phase::Pulse)),
+        },
+        t0 + s(0.3),
+    );
+    // 'other' got new discovery for the motion category → its own settle, but the first device
+    // is untouched; check the first device's queue was not released.
+    assert!(acts.iter().all(|a| !a.topic().contains(DEV)));
+    let rel = st.on_tick(t0 + DISCOVERY_SETTLE);
+    let states: Vec<_> = view(&rel)
+        .into_iter()
+        .filter(|(tp, _, _)| *tp == t("intrusion/state"))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (t("intrusion/state"), "ON".into(), false),
+            (t("intrusion/state"), "OFF".into(), true)
+        ]
+    );
+    // The other device's held messages are released at its own deadline.
+    let rel2 = st.on_tick(t0 + s(0.3) + DISCOVERY_SETTLE);
+    assert!(
+        rel2.iter()
+            .any(|a| a.topic() == "camera/other/motion/event")
+    );
+}
+
+#[test]
+fn ha_online_republishes_discovery_and_states_not_events() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0,
+    );
+    let t1 = t0 + DISCOVERY_SETTLE;
+    st.on_tick(t1);
+    let acts = st.on_ha_online(t1 + s(1.0));
+    let tp = topics(&acts);
+    assert_eq!(
+        payload_of(&acts, "camera/bridge/state").as_deref(),
+        Some("online")
+    );
+    assert!(tp.contains(&"homeassistant/device/camqtt_bridge_camqtt/config".to_owned()));
+    assert!(tp.contains(&"homeassistant/device/camqtt_585b6940f40d/config".to_owned()));
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("online")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("lpr/plate")).as_deref(),
+        Some("AIDRIVE")
+    );
+    assert!(!tp.contains(&t("lpr/event")), "never events");
+    assert!(!tp.contains(&t("lpr/image")), "images stay on the broker");
+    // The binary is still ON → re-sent, but after the settle window (HA just re-subscribed).
+    assert!(!tp.contains(&t("lpr/state")));
+    let rel = st.on_tick(t1 + s(1.0) + DISCOVERY_SETTLE);
+    assert_eq!(payload_of(&rel, &t("lpr/state")).as_deref(), Some("ON"));
+
+    // on_connected also re-sends retained images (the broker may have lost them).
+    let acts = st.on_connected(t1 + s(5.0));
+    let tp = topics(&acts);
+    assert!(tp.contains(&t("lpr/image")));
+    assert!(tp.contains(&t("lpr/target")));
+    assert!(
+        !tp.contains(&"camera/lpr/image".to_owned()),
+        "category image not retained by default"
+    );
+    assert_eq!(tp[0], "camera/bridge/state");
+}
+
+#[test]
+fn bridge_counters_and_device_counters() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let mut e = event(Category::Counting, Phase::Pulse);
+    e.attrs.targets = vec![
+        Target {
+            object: Some("car".into()),
+            ..Default::default()
+        },
+        Target::default(),
+    ];
+    let acts = st.on_routed(&ev_msg(e), t0);
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_car")).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("1")
+    );
+    let d: Value = serde_json::from_slice(
+        match find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap() {
+            Action::Publish { payload, .. } => payload,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        d["components"]["counting_enter_car"]["state_class"],
+        "total_increasing"
+    );
+    st.on_tick(t0 + DISCOVERY_SETTLE);
+    let acts = st.on_routed(
+        &ev_msg(event(Category::Counting, Phase::Pulse)),
+        t0 + s(2.0),
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("2")
+    );
+    assert!(find(&acts, &t("counting/enter_car")).is_none());
+    // A Stop does not count.
+    let acts = st.on_routed(&ev_msg(event(Category::Counting, Phase::Stop)), t0 + s(3.0));
+    assert!(find(&acts, &t("counting/enter_person")).is_none());
+
+    // Device counters are published as sent and add entities.
+    let mut e = event(Category::Counting, Phase::Pulse);
+    e.attrs.counters = Some(Counters {
+        enter: vec![("person".into(), 17)],
+        leave: vec![("person".into(), 5)],
+        exist: vec![("person".into(), 12)],
+    });
+    let acts = st.on_routed(&ev_msg(e), t0 + s(4.0));
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("17")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/leave_person")).as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/exist_person")).as_deref(),
+        Some("12")
+    );
+    let d: Value = serde_json::from_slice(
+        match find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap() {
+            Action::Publish { payload, .. } => payload,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        d["components"]["counting_exist_person"]["state_class"],
+        "measurement"
+    );
+}
+
+#[test]
+fn traject_targets_and_lpr_list_none() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let mut e = event(Category::Traject, Phase::Pulse);
+    e.attrs.targets = vec![Target::default(), Target::default(), Target::default()];
+    let acts = st.on_routed(&ev_msg(e), t0);
+    assert_eq!(
+        payload_of(&acts, &t("traject/targets")).as_deref(),
+        Some("3")
+    );
+    st.on_tick(t0 + DISCOVERY_SETTLE);
+    let mut e = event(Category::Lpr, Phase::Pulse);
+    e.attrs.plates = vec![crate::event::Plate {
+        plate: "XY123".into(),
+        ..Default::default()
+    }];
+    let acts = st.on_routed(&ev_msg(e), t0 + s(2.0));
+    assert_eq!(payload_of(&acts, &t("lpr/list")).as_deref(), Some("none"));
+}
+
+#[test]
+fn availability_only_on_change_and_reconnect() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(&Routed::Seen { device: dev() }, t0);
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("online")
+    );
+    assert!(
+        find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some(),
+        "first Seen publishes discovery"
+    );
+    let acts = st.on_routed(&Routed::Seen { device: dev() }, t0 + s(10.0));
+    assert!(acts.is_empty(), "{:?}", topics(&acts));
+    let acts = st.on_routed(&Routed::Offline { device: dev() }, t0 + s(100.0));
+    assert_eq!(
+        view(&acts),
+        vec![(t("availability"), "offline".into(), true)]
+    );
+    let acts = st.on_connected(t0 + s(101.0));
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("offline")
+    );
+    assert!(payload_of(&acts, "camera/bridge/info").is_some());
+}
+
+#[test]
+fn nvr_channel_brings_its_nvr() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let ch = nvr_channel(2);
+    let acts = st.on_routed(&Routed::Seen { device: ch.clone() }, t0);
+    let tp = topics(&acts);
+    assert!(
+        tp.contains(&"homeassistant/device/camqtt_aabbccddeeff/config".to_owned()),
+        "{tp:?}"
+    );
+    assert!(tp.contains(&"homeassistant/device/camqtt_aabbccddeeff_ch2/config".to_owned()));
+    assert_eq!(
+        payload_of(&acts, "camera/aa_bb_cc_dd_ee_ff/availability").as_deref(),
+        Some("online")
+    );
+    assert_eq!(
+        payload_of(&acts, "camera/aa_bb_cc_dd_ee_ff_ch2/availability").as_deref(),
+        Some("online")
+    );
+    let info: Value =
+        serde_json::from_str(&payload_of(&acts, "camera/bridge/info").unwrap()).unwrap();
+    let devs = info["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    assert!(devs.iter().any(|d| d["parent"] == "aa_bb_cc_dd_ee_ff"));
+    assert_eq!(info["uptime_s"], 0);
+    assert!(info["counters"].get("mqtt_published").is_some());
+}
+
+#[test]
+fn unparsed_goes_to_bridge_topic() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let u = Unparsed {
+        peer: "10.0.0.9".into(),
+        source: "viewtron",
+        reason: "parse-error".into(),
+        detail: "bad xml".into(),
+        path: Some("/x".into()),
+        body: "<x".into(),
+        body_len: 2,
+    };
+    let acts = st.on_routed(&Routed::Unparsed(u), t0);
+    assert_eq!(acts.len(), 1);
+    let Action::Publish {
+        topic,
+        payload,
+        retain,
+        momentary,
+    } = &acts[0];
+    assert_eq!(topic, "camera/bridge/unparsed");
+    assert!(!retain && *momentary);
+    let v: Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(v["reason"], "parse-error");
+    assert_eq!(v["peer"], "10.0.0.9");
+}
+
+#[test]
+fn without_homeassistant_no_discovery_no_settle() {
+    let mut c = cfg();
+    c.homeassistant = None;
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0,
+    );
+    let tp = topics(&acts);
+    assert!(!tp.iter().any(|t| t.starts_with("homeassistant/")));
+    assert!(
+        tp.contains(&t("lpr/event")),
+        "nothing to wait for without discovery"
+    );
+    assert!(tp.contains(&t("lpr/state")));
+    assert!(
+        st.on_ha_online(t0)
+            .iter()
+            .all(|a| !a.topic().starts_with("homeassistant/"))
+    );
+}
+
+#[test]
+fn image_options() {
+    let mut c = cfg();
+    c.homeassistant = None;
+    c.images = ImageConfig {
+        retain_category: true,
+        retain_device: false,
+        json_base64: true,
+    };
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0,
+    );
+    assert!(find(&acts, "camera/lpr/image").unwrap().is_retained());
+    assert!(!find(&acts, &t("lpr/image")).unwrap().is_retained());
+    let json: Vec<_> = acts
+        .iter()
+        .filter(|a| a.topic() == t("lpr/image_json"))
+        .collect();
+    assert_eq!(json.len(), 2);
+    // Retained category image comes back on reconnect; non-retained device images do not.
+    let acts = st.on_connected(t0 + s(1.0));
+    assert!(find(&acts, "camera/lpr/image").is_some());
+    assert!(find(&acts, &t("lpr/image")).is_none());
+}
+
+#[test]
+fn bridge_info_refresh_every_minute() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    assert_eq!(st.next_deadline(), Some(t0 + INFO_INTERVAL));
+    assert!(st.on_tick(t0 + s(59.0)).is_empty());
+    let acts = st.on_tick(t0 + INFO_INTERVAL);
+    let info: Value =
+        serde_json::from_str(&payload_of(&acts, "camera/bridge/info").unwrap()).unwrap();
+    assert_eq!(info["uptime_s"], 60);
+    assert_eq!(info["client_id"], "camqtt");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["started"], "2027-01-15T08:00:00.000000Z");
+    assert!(find(&acts, "camera/bridge/info").unwrap().is_retained());
+}
+
+#[test]
+fn hostile_ids_stay_single_level() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let mut d = dev();
+    d.id = "evil/+#\0id".into();
+    let mut e = event(Category::Other("a/b".into()), Phase::Pulse);
+    e.images = vec![jpeg(ImageRole::Overview, 10)];
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: d,
+            event: Arc::new(e),
+        },
+        t0,
+    );
+    let mut acts2 = acts.clone();
+    acts2.extend(st.on_tick(t0 + DISCOVERY_SETTLE));
+    for a in &acts2 {
+        let tp = a.topic();
+        assert!(!tp.contains(['+', '#', '\0']), "{tp}");
+        assert!(!tp.split('/').any(str::is_empty), "{tp}");
+        if tp.starts_with("camera/")
+            && !tp.starts_with("camera/bridge/")
+            && !tp.starts_with("camera/a_b/")
+        {
+            assert!(tp.starts_with("camera/evil____id/"), "{tp}");
+        }
+    }
+}

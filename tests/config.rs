@@ -1,0 +1,94 @@
+//! The shipped example configuration and the valid/invalid fixture folders, as whole sets.
+
+use std::path::{Path, PathBuf};
+
+use camqtt::config::{ConfigError, load_file};
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no fixtures in {}", dir.display());
+    v
+}
+
+#[test]
+fn example_config_parses_and_matches_the_defaults_it_documents() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/camqtt.example.toml");
+    let c = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.mqtt.base_topic, "camera");
+    assert_eq!(c.homeassistant.discovery_prefix, "homeassistant");
+    assert_eq!(c.viewtron.listen.port(), 5002);
+    assert_eq!(c.viewtron.body_limit, 16 * 1024 * 1024);
+    assert_eq!(c.devices.len(), 3);
+    assert_eq!(c.off_delays().get("lpr").map(|d| d.as_secs()), Some(10));
+    // The documented defaults are the real defaults.
+    let d = camqtt::config::Config::default();
+    assert_eq!(c.mqtt.max_packet_size, d.mqtt.max_packet_size);
+    assert_eq!(c.viewtron.idle_timeout, d.viewtron.idle_timeout);
+    assert_eq!(c.viewtron.offline_after, d.viewtron.offline_after);
+    assert_eq!(c.images.retain_device, d.images.retain_device);
+}
+
+#[test]
+fn every_valid_fixture_loads() {
+    for f in files("tests/fixtures/config/valid") {
+        if let Err(e) = load_file(&f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_located_problems() {
+    for f in files("tests/fixtures/config/invalid") {
+        match load_file(&f) {
+            Ok(_) => panic!("{} should be rejected", f.display()),
+            Err(ConfigError::Invalid(problems)) => {
+                assert!(!problems.is_empty());
+                for p in &problems {
+                    assert!(
+                        p.line.is_some(),
+                        "{}: problem without a line: {p}",
+                        f.display()
+                    );
+                }
+            }
+            Err(e) => panic!("{}: unexpected error {e}", f.display()),
+        }
+    }
+}
+
+#[test]
+fn all_problems_are_reported_not_just_the_first() {
+    let f =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid/bad-values.toml");
+    let Err(ConfigError::Invalid(problems)) = load_file(&f) else {
+        panic!("should fail")
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "mqtt.base_topic",
+        "mqtt.url",
+        "viewtron.offline_after",
+        "categories.lpr.off_delay",
+        "devices[0]",
+        "devices[1].mac",
+        "devices[1].id",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    let line = |path: &str| {
+        problems
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.line)
+    };
+    assert_eq!(line("mqtt.base_topic"), Some(2));
+    assert_eq!(line("viewtron.offline_after"), Some(6));
+    assert_eq!(line("devices[1].mac"), Some(15));
+}

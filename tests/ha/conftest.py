@@ -1,0 +1,193 @@
+"""Session fixtures: Mosquitto + Home Assistant (``stack``) and the bridge (``bridge``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import (
+    LOOPBACK,
+    RUN_DIR,
+    HarnessError,
+    HomeAssistant,
+    MqttRecorder,
+    Process,
+    free_port,
+    port_open,
+    start_home_assistant,
+    start_mosquitto,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_TOPIC = "camera"
+DISCOVERY_PREFIX = "homeassistant"
+OFF_DELAY = 3  # seconds, for intrusion and face (see the bridge config below)
+
+# Filled by the fixtures and tests, printed at the end of the run and saved in run/.
+TIMINGS: dict[str, float] = {}
+OBSERVATIONS: list[str] = []
+# default_entity_id the bridge asked for -> entity_id HA actually gave the entity.
+ENTITY_IDS: dict[str, str] = {}
+
+
+def observe(text: str) -> None:
+    """Record something noteworthy about HA's or the bridge's behaviour."""
+    if text not in OBSERVATIONS:
+        OBSERVATIONS.append(text)
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    mqtt_port: int
+    ha_port: int
+    mosquitto: Process
+    hass: Process
+    ha: HomeAssistant
+    mqtt: MqttRecorder
+    started: float = field(default_factory=time.monotonic)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    t0 = time.monotonic()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    RUN_DIR.mkdir(parents=True)
+    mqtt_port, ha_port = free_port(), free_port()
+    procs: list[Process] = []
+    recorder: MqttRecorder | None = None
+    ha: HomeAssistant | None = None
+    try:
+        mosquitto = start_mosquitto(RUN_DIR, mqtt_port)
+        procs.append(mosquitto)
+        # Listening before HA starts, so its birth message cannot be missed.
+        recorder = MqttRecorder(mqtt_port)
+        t_launch = time.monotonic()
+        hass = start_home_assistant(RUN_DIR, ha_port)
+        procs.append(hass)
+        ha = HomeAssistant(ha_port)
+        wait_until("HA to answer HTTP", lambda: hass.check_alive() or ha.http_up(), 120,
+                   interval=0.2, on_timeout=hass.tail)
+        TIMINGS["ha_http_up_s"] = time.monotonic() - t_launch
+        ha.onboard()
+        wait_until("HA core state RUNNING", lambda: hass.check_alive() or ha.core_state() == "RUNNING",
+                   120, interval=0.2, on_timeout=hass.tail)
+        TIMINGS["ha_running_s"] = time.monotonic() - t_launch
+        ha.ws_connect()
+        ha.subscribe("state_changed")
+        ha.add_mqtt_entry(mqtt_port)
+        wait_until("the MQTT config entry to load", ha.mqtt_entry_loaded, 30, interval=0.1,
+                   on_timeout=hass.tail)
+        TIMINGS["ha_mqtt_entry_s"] = time.monotonic() - t_launch
+        # HA debounces MQTT subscriptions (0.5 s until its birth message, 0.1 s after);
+        # wait for the birth so that the bridge meets a settled HA.
+        wait_until("HA's MQTT birth message (homeassistant/status = online)",
+                   lambda: any(m.payload == b"online"
+                               for m in recorder.find(f"{DISCOVERY_PREFIX}/status")),
+                   60, interval=0.1, on_timeout=hass.tail)
+        TIMINGS["ha_birth_s"] = time.monotonic() - t_launch
+        TIMINGS["stack_ready_s"] = time.monotonic() - t0
+        yield Stack(RUN_DIR, mqtt_port, ha_port, mosquitto, hass, ha, recorder)
+    finally:
+        t_stop = time.monotonic()
+        if ha is not None:
+            ha.close()
+        for proc in reversed(procs):
+            proc.stop()
+        if recorder is not None:
+            recorder.dump(RUN_DIR / "mqtt-messages.log")
+            recorder.close()
+        TIMINGS["stack_stop_s"] = time.monotonic() - t_stop
+
+
+@dataclass
+class Bridge:
+    port: int
+    proc: Process
+    config: Path
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (LOOPBACK, self.port)
+
+
+def bridge_binary() -> Path:
+    return Path(os.environ.get("CAMQTT_BIN") or REPO / "target" / "debug" / "camqtt")
+
+
+@pytest.fixture(scope="session")
+def bridge(stack: Stack) -> Iterator[Bridge]:
+    binary = bridge_binary()
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
+    config = stack.run_dir / "camqtt.toml"
+    config.write_text(
+        "# written by tests/ha/conftest.py\n"
+        f"[categories.intrusion]\noff_delay = {OFF_DELAY}\n\n"
+        f"[categories.face]\noff_delay = {OFF_DELAY}\n"
+    )
+    port = free_port()
+    argv = [
+        str(binary), "run",
+        "--config", str(config),
+        "--listen", f"{LOOPBACK}:{port}",
+        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
+        "--base-topic", BASE_TOPIC,
+        "--discovery-prefix", DISCOVERY_PREFIX,
+    ]
+    env = {"RUST_LOG": os.environ.get("RUST_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
+    t0 = time.monotonic()
+    proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=env)
+    try:
+        try:
+            wait_until(f"camqtt to listen on {LOOPBACK}:{port}",
+                       lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
+                       on_timeout=proc.tail)
+            wait_until(f"camqtt to publish {BASE_TOPIC}/bridge/state = online",
+                       lambda: proc.check_alive() or any(
+                           m.payload == b"online"
+                           for m in stack.mqtt.find(f"{BASE_TOPIC}/bridge/state")),
+                       20, interval=0.05, on_timeout=proc.tail)
+        except (HarnessError, TimeoutError) as err:
+            pytest.fail(f"bridge did not start: {err}\ncommand: {' '.join(argv)}")
+        TIMINGS["bridge_ready_s"] = time.monotonic() - t0
+        yield Bridge(port, proc, config)
+    finally:
+        TIMINGS["bridge_stop_s"] = proc.stop(grace=10)
+        if proc.popen.returncode not in (0, None, -15):
+            observe(f"camqtt exited with status {proc.popen.returncode} on SIGTERM")
+
+
+def _entity_id_summary() -> list[str]:
+    if not ENTITY_IDS:
+        return []
+    honoured = [w for w, got in ENTITY_IDS.items() if w == got]
+    ignored = {w: got for w, got in ENTITY_IDS.items() if w != got}
+    lines = [f"default_entity_id honoured for {len(honoured)} of {len(ENTITY_IDS)} entities checked"]
+    lines += [f"  wanted {w} -> HA made {got}" for w, got in ignored.items()]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TIMINGS and not OBSERVATIONS:
+        return
+    tr = terminalreporter
+    tr.section("camqtt e2e: timings and observations")
+    for key, value in TIMINGS.items():
+        tr.write_line(f"{key:>22}: {value:6.2f}")
+    for text in OBSERVATIONS + _entity_id_summary():
+        tr.write_line(f"- {text}")
+    tr.write_line(f"logs: {RUN_DIR}/ (ha.log, camqtt.log, mosquitto.log, mqtt-messages.log)")
+    if RUN_DIR.is_dir():
+        (RUN_DIR / "report.json").write_text(
+            json.dumps({"timings": TIMINGS, "observations": OBSERVATIONS,
+                        "entity_ids": ENTITY_IDS}, indent=2) + "\n")

@@ -1,0 +1,506 @@
+//! The MQTT sink against a real Mosquitto: retained flags, discovery, byte-identical images,
+//! last will, graceful shutdown, HA birth re-publish, broker restart.
+//!
+//! Skips (with a message) when `/usr/sbin/mosquitto` is not installed.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use camqtt::event::{
+    Attributes, Category, Device, DeviceInfo, DeviceKind, Event, Image, ImageRole, Phase, Plate,
+    Routed, TimeSource, Unparsed,
+};
+use camqtt::sinks::mqtt::{self, BrokerAddr, HaConfig, MqttSinkConfig, SinkError};
+use common::{Collector, Mosquitto, retained};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEV: &str = "58_5b_69_40_f4_0d";
+const T: Duration = Duration::from_secs(10);
+
+fn cfg(port: u16, client_id: &str) -> MqttSinkConfig {
+    let mut c = MqttSinkConfig::new(BrokerAddr::tcp("127.0.0.1", port));
+    c.client_id = client_id.to_owned();
+    c.homeassistant = Some(HaConfig {
+        republish_delay: (Duration::from_millis(50), Duration::from_millis(150)),
+        ..HaConfig::default()
+    });
+    c
+}
+
+struct Sink {
+    tx: mpsc::Sender<Routed>,
+    token: CancellationToken,
+    task: JoinHandle<Result<(), SinkError>>,
+}
+
+fn start(cfg: MqttSinkConfig) -> Sink {
+    let (tx, rx) = mpsc::channel(64);
+    let token = CancellationToken::new();
+    let task = tokio::spawn(mqtt::run(cfg, rx, token.clone()));
+    Sink { tx, token, task }
+}
+
+fn device() -> Device {
+    Device {
+        id: DEV.to_owned(),
+        name: "Driveway".to_owned(),
+        info: DeviceInfo {
+            mac: Some("58:5b:69:40:f4:0d".into()),
+            serial: Some("SN1".into()),
+            ip: Some("192.168.1.50".into()),
+            peer: Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 50))),
+            kind: DeviceKind::Camera,
+            manufacturer: Some("Viewtron".into()),
+            ..DeviceInfo::default()
+        },
+        hw_key: "585b6940f40d".to_owned(),
+        parent: None,
+        area: None,
+    }
+}
+
+/// A JPEG-like payload: SOI marker, pseudo-random body, EOI marker.
+fn jpeg(len: usize, seed: u32) -> Bytes {
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&[0xff, 0xd8]);
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    while v.len() < len - 2 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(x as u8);
+    }
+    v.extend_from_slice(&[0xff, 0xd9]);
+    Bytes::from(v)
+}
+
+fn image(role: ImageRole, data: Bytes) -> Image {
+    Image {
+        role,
+        data,
+        content_type: "image/jpeg",
+        width: None,
+        height: None,
+        target_id: None,
+    }
+}
+
+fn lpr_event(plate: &str, overview: Bytes, target: Bytes) -> Routed {
+    let now = SystemTime::now();
+    let e = Event {
+        device: DeviceInfo::default(),
+        category: Category::Lpr,
+        phase: Phase::Pulse,
+        time: now,
+        time_source: TimeSource::Receiver,
+        time_raw: None,
+        received: now,
+        source: "viewtron",
+        raw_type: "VEHICE".into(),
+        envelope: Some("ipc".into()),
+        config_version: None,
+        attrs: Attributes {
+            plates: vec![Plate {
+                plate: plate.into(),
+                list: Some("whiteList".into()),
+                ..Plate::default()
+            }],
+            ..Attributes::default()
+        },
+        images: vec![
+            image(ImageRole::Overview, overview),
+            image(ImageRole::Target, target),
+        ],
+        warnings: vec![],
+    };
+    Routed::Event {
+        device: device(),
+        event: Arc::new(e),
+    }
+}
+
+fn topic(leaf: &str) -> String {
+    format!("camera/{DEV}/{leaf}")
+}
+
+const DEV_DISCOVERY: &str = "homeassistant/device/camqtt_585b6940f40d/config";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_images_events_retained_flags_and_clean_shutdown() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let col = Collector::start(broker.port, "#").await;
+    let sink = start(cfg(broker.port, "sink-a"));
+
+    let online = col
+        .wait_payload("camera/bridge/state", "online", T)
+        .await
+        .expect("bridge online");
+    let bridge = col
+        .wait_for(
+            |m| m.topic == "homeassistant/device/camqtt_bridge_sink_a/config",
+            T,
+        )
+        .await
+        .expect("bridge discovery");
+    let b = bridge.json();
+    assert_eq!(
+        b["components"]["connectivity"]["state_topic"],
+        "camera/bridge/state"
+    );
+    assert!(!bridge.text().contains("\"object_id\""));
+    let info = col
+        .wait_for(|m| m.topic == "camera/bridge/info", T)
+        .await
+        .expect("bridge info")
+        .json();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["client_id"], "sink-a");
+
+    // A ~600 KB overview and a crop.
+    let overview = jpeg(600 * 1024, 1);
+    let target = jpeg(20 * 1024, 2);
+    sink.tx
+        .send(lpr_event("AIDRIVE", overview.clone(), target.clone()))
+        .await
+        .unwrap();
+
+    let disc = col
+        .wait_for(|m| m.topic == DEV_DISCOVERY, T)
+        .await
+        .expect("device discovery");
+    let d = disc.json();
+    assert!(!disc.text().contains("\"object_id\""));
+    assert_eq!(d["availability_mode"], "all");
+    assert_eq!(d["device"]["connections"][0][1], "58:5b:69:40:f4:0d");
+    assert_eq!(d["components"]["lpr_event"]["event_types"][0], "plate_read");
+    assert_eq!(d["components"]["lpr_image"]["content_type"], "image/jpeg");
+    assert_eq!(d["components"]["lpr"]["off_delay"], 10);
+    assert!(disc.at >= online.at);
+
+    let cat_img = col
+        .wait_for(|m| m.topic == "camera/lpr/image", T)
+        .await
+        .expect("category image");
+    let dev_img = col
+        .wait_for(|m| m.topic == topic("lpr/image"), T)
+        .await
+        .expect("device image");
+    let dev_tgt = col
+        .wait_for(|m| m.topic == topic("lpr/target"), T)
+        .await
+        .expect("target image");
+    assert_eq!(cat_img.payload.len(), 600 * 1024);
+    assert!(cat_img.payload == overview, "category image differs");
+    assert!(dev_img.payload == overview, "device image differs");
+    assert!(dev_tgt.payload == target, "target differs");
+
+    let ev = col
+        .wait_for(|m| m.topic == topic("lpr/event"), T)
+        .await
+        .expect("event");
+    let j = ev.json();
+    assert_eq!(j["event_type"], "plate_read");
+    assert_eq!(j["plate"], "AIDRIVE");
+    assert_eq!(j["images"]["overview_bytes"], 600 * 1024);
+    assert!(ev.payload.len() < 4096, "no image data in the event JSON");
+    // The event waited for HA to subscribe to the new entity.
+    let waited = ev.at.duration_since(disc.at);
+    assert!(
+        waited >= Duration::from_millis(1300),
+        "event only {waited:?} after discovery"
+    );
+    let on = col
+        .wait_payload(&topic("lpr/state"), "ON", T)
+        .await
+        .expect("state ON");
+    assert!(on.at.duration_since(disc.at) >= Duration::from_millis(1300));
+    assert_eq!(
+        col.wait_for(|m| m.topic == topic("lpr/plate"), T)
+            .await
+            .unwrap()
+            .text(),
+        "AIDRIVE"
+    );
+    assert_eq!(
+        col.wait_for(|m| m.topic == topic("lpr/list"), T)
+            .await
+            .unwrap()
+            .text(),
+        "whiteList"
+    );
+
+    // What the broker keeps.
+    let kept = retained(broker.port, "#", Duration::from_millis(700)).await;
+    assert_eq!(
+        kept.get("camera/bridge/state").map(|b| b.as_ref()),
+        Some(&b"online"[..])
+    );
+    assert!(kept.contains_key(DEV_DISCOVERY));
+    assert!(kept.contains_key("homeassistant/device/camqtt_bridge_sink_a/config"));
+    assert!(kept.contains_key("camera/bridge/info"));
+    assert_eq!(
+        kept.get(&topic("availability")).map(|b| b.as_ref()),
+        Some(&b"online"[..])
+    );
+    assert_eq!(
+        kept.get(&topic("lpr/image")),
+        Some(&overview),
+        "device image retained, byte-identical"
+    );
+    assert_eq!(kept.get(&topic("lpr/target")), Some(&target));
+    assert_eq!(
+        kept.get(&topic("lpr/plate")).map(|b| b.as_ref()),
+        Some(&b"AIDRIVE"[..])
+    );
+    assert!(kept.contains_key(&topic("lpr/last")));
+    assert!(
+        !kept.contains_key(&topic("lpr/event")),
+        "events are never retained"
+    );
+    assert!(
+        !kept.contains_key(&topic("lpr/state")),
+        "ON is never retained"
+    );
+    assert!(
+        !kept.contains_key("camera/lpr/image"),
+        "category image not retained by default"
+    );
+
+    // Unparsed input goes to the bridge topic, not retained.
+    sink.tx
+        .send(Routed::Unparsed(Unparsed {
+            peer: "10.1.2.3".into(),
+            source: "viewtron",
+            reason: "not-xml".into(),
+            detail: "garbage".into(),
+            path: None,
+            body: "xx".into(),
+            body_len: 2,
+        }))
+        .await
+        .unwrap();
+    let Some(u) = col
+        .wait_for(|m| m.topic == "camera/bridge/unparsed", T)
+        .await
+    else {
+        let seen: Vec<_> = col
+            .all()
+            .iter()
+            .map(|m| (m.topic.clone(), m.payload.len(), m.at))
+            .collect();
+        panic!("no unparsed; seen {seen:#?}\nbroker log:\n{}", broker.log());
+    };
+    assert_eq!(u.json()["reason"], "not-xml");
+
+    // Graceful shutdown: offline (retained) and run returns Ok.
+    sink.token.cancel();
+    col.wait_payload("camera/bridge/state", "offline", T)
+        .await
+        .expect("offline on shutdown");
+    let r = tokio::time::timeout(Duration::from_secs(6), sink.task)
+        .await
+        .expect("run returned")
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let kept = retained(
+        broker.port,
+        "camera/bridge/state",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        kept.get("camera/bridge/state").map(|b| b.as_ref()),
+        Some(&b"offline"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_when_the_sink_dies() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let col = Collector::start(broker.port, "camera/bridge/state").await;
+    let sink = start(cfg(broker.port, "sink-b"));
+    col.wait_payload("camera/bridge/state", "online", T)
+        .await
+        .expect("online");
+    col.clear();
+    sink.task.abort();
+    let m = col
+        .wait_payload("camera/bridge/state", "offline", T)
+        .await
+        .expect("last will");
+    assert_eq!(m.text(), "offline");
+    let kept = retained(
+        broker.port,
+        "camera/bridge/state",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        kept.get("camera/bridge/state").map(|b| b.as_ref()),
+        Some(&b"offline"[..]),
+        "LWT is retained"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_birth_triggers_republish_of_discovery_and_states() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let col = Collector::start(broker.port, "#").await;
+    let sink = start(cfg(broker.port, "sink-c"));
+    col.wait_payload("camera/bridge/state", "online", T)
+        .await
+        .expect("online");
+    sink.tx
+        .send(Routed::Seen { device: device() })
+        .await
+        .unwrap();
+    col.wait_for(|m| m.topic == DEV_DISCOVERY, T)
+        .await
+        .expect("discovery");
+    col.wait_payload(&topic("availability"), "online", T)
+        .await
+        .expect("availability");
+    // Let the subscription to the HA status topic settle, then simulate HA's birth.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    col.clear();
+    col.publish("homeassistant/status", "online", false).await;
+    let again = col
+        .wait_for(|m| m.topic == DEV_DISCOVERY, T)
+        .await
+        .expect("discovery re-published");
+    assert_eq!(
+        again.json()["components"]["connectivity"]["device_class"],
+        "connectivity"
+    );
+    col.wait_for(
+        |m| m.topic == "homeassistant/device/camqtt_bridge_sink_c/config",
+        T,
+    )
+    .await
+    .expect("bridge discovery");
+    col.wait_payload(&topic("availability"), "online", T)
+        .await
+        .expect("availability re-published");
+    assert!(col.all().iter().all(|m| !m.topic.ends_with("/event")));
+    // 'offline' from HA does nothing.
+    col.clear();
+    col.publish("homeassistant/status", "offline", false).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(col.on(DEV_DISCOVERY).is_empty());
+    sink.token.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(6), sink.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_reconnects_republishes_and_delivers_queued_events() {
+    let Some(mut broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let sink = start(cfg(broker.port, "sink-d"));
+    {
+        let col = Collector::start(broker.port, "#").await;
+        col.wait_payload("camera/bridge/state", "online", T)
+            .await
+            .expect("online");
+        sink.tx
+            .send(lpr_event("FIRST", jpeg(4096, 3), jpeg(512, 4)))
+            .await
+            .unwrap();
+        col.wait_for(|m| m.topic == topic("lpr/event"), T)
+            .await
+            .expect("first event");
+    }
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Sent while the broker is down: the event waits in the outbox.
+    sink.tx
+        .send(lpr_event("DURING", jpeg(4096, 5), jpeg(512, 6)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.restart();
+    let col = Collector::start(broker.port, "#").await;
+    // Retained data died with the broker; the sink re-publishes it after reconnecting.
+    col.wait_payload("camera/bridge/state", "online", Duration::from_secs(40))
+        .await
+        .expect("online after restart");
+    col.wait_for(|m| m.topic == DEV_DISCOVERY, T)
+        .await
+        .expect("discovery after restart");
+    col.wait_for(
+        |m| m.topic == "homeassistant/device/camqtt_bridge_sink_d/config",
+        T,
+    )
+    .await
+    .expect("bridge discovery");
+    let plate = col
+        .wait_for(|m| m.topic == topic("lpr/plate"), T)
+        .await
+        .expect("plate after restart");
+    assert_eq!(plate.text(), "DURING");
+    let ev = col
+        .wait_for(
+            |m| m.topic == topic("lpr/event") && m.json()["plate"] == "DURING",
+            T,
+        )
+        .await
+        .expect("event queued during the outage");
+    assert!(!ev.retain);
+    let kept = retained(broker.port, "camera/#", Duration::from_millis(500)).await;
+    assert_eq!(
+        kept.get(&topic("availability")).map(|b| b.as_ref()),
+        Some(&b"online"[..])
+    );
+    assert!(kept.contains_key(&topic("lpr/image")));
+    sink.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(6), sink.task)
+        .await
+        .expect("run returned")
+        .unwrap();
+    assert!(r.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_does_not_block_the_pipeline() {
+    // Nothing listens on this port.
+    let port = common::free_port();
+    let sink = start(cfg(port, "sink-e"));
+    // The channel holds 64; sending far more must not block: the sink keeps receiving.
+    let sent = tokio::time::timeout(Duration::from_secs(10), async {
+        for i in 0..500 {
+            sink.tx
+                .send(lpr_event(&format!("P{i}"), jpeg(1024, i), jpeg(256, i + 1)))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "sending blocked while the broker is away");
+    sink.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(6), sink.task)
+        .await
+        .expect("run returned")
+        .unwrap();
+    assert!(r.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_config_is_an_error() {
+    let mut c = cfg(1883, "x");
+    c.base_topic = "camera/#".into();
+    let (_tx, rx) = mpsc::channel(1);
+    let r = mqtt::run(c, rx, CancellationToken::new()).await;
+    assert!(matches!(r, Err(SinkError::Config(_))), "{r:?}");
+}
