@@ -74,7 +74,7 @@ impl Handler for ViewtronHandler {
 
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response> {
         let reason = http_reason(err).to_string();
-        tracing::warn!(peer = %peer, reason = %reason, error = %err, "request could not be read");
+        // The HTTP server has already logged this occurrence; here it is counted and published.
         stats().unparsed.inc();
         let _ = self.out.try_send(Message::Unparsed(Unparsed {
             peer: peer.ip().to_string(),
