@@ -24,10 +24,10 @@ fi
 
 if command -v cargo-nextest >/dev/null 2>&1; then
     log "cargo nextest run"
-    cargo nextest run --all-targets --no-fail-fast
+    cargo nextest run --no-fail-fast
 else
     log "cargo test"
-    cargo test --all-targets --no-fail-fast
+    cargo test --no-fail-fast
 fi
 
 if [ "${SKIP_HA:-0}" != 1 ]; then

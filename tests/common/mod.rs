@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,15 +52,20 @@ impl Mosquitto {
 
     /// Start on a free port and wait until it accepts connections. Panics when it cannot.
     pub fn start() -> Mosquitto {
-        let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut m = Mosquitto {
-            port,
+            port: free_port(),
             dir,
             child: None,
         };
-        m.spawn();
-        m
+        // Another test may grab the same free port between probe and bind: try a few ports.
+        for _ in 0..5 {
+            if m.try_spawn(Duration::from_secs(2)) {
+                return m;
+            }
+            m.port = free_port();
+        }
+        panic!("mosquitto did not start; log:\n{}", m.log());
     }
 
     /// `mqtt://127.0.0.1:<port>`.
@@ -78,40 +82,43 @@ impl Mosquitto {
         self.dir.path().join("mosquitto.log")
     }
 
-    fn spawn(&mut self) {
+    /// Start on `self.port`; false when it did not listen within `max` (port busy, ...).
+    fn try_spawn(&mut self, max: Duration) -> bool {
         let conf = self.dir.path().join("mosquitto.conf");
-        let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
-        writeln!(
-            f,
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nmax_queued_messages 10000",
+        let text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n\
+             log_type error\nlog_type warning\nlog_type notice\nmax_queued_messages 10000\n",
             self.port
-        )
-        .expect("write mosquitto.conf");
-        drop(f);
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("open mosquitto log");
-        // The port may still be held briefly by the previous instance: retry a few times.
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mosquitto");
+        self.child = Some(child);
+        if self.wait_listening(max) {
+            return true;
+        }
+        self.stop();
+        false
+    }
+
+    /// Start again on the same port; the old socket may linger briefly, so retry for 10 s.
+    fn spawn_same_port(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let child = Command::new(MOSQUITTO)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log.try_clone().expect("clone log fd"))
-                .spawn()
-                .expect("spawn mosquitto");
-            self.child = Some(child);
-            if self.wait_listening(Duration::from_secs(3)) {
-                return;
-            }
-            self.stop();
+        while !self.try_spawn(Duration::from_secs(2)) {
             if Instant::now() > deadline {
                 panic!(
-                    "mosquitto did not start on port {}; log:\n{}",
+                    "mosquitto did not restart on port {}; log:\n{}",
                     self.port,
                     self.log()
                 );
@@ -123,10 +130,10 @@ impl Mosquitto {
     fn wait_listening(&mut self, max: Duration) -> bool {
         let end = Instant::now() + max;
         while Instant::now() < end {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return false; // exited (port busy, bad config)
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false; // exited (port busy, bad config)
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return true;
@@ -147,7 +154,7 @@ impl Mosquitto {
     /// Stop and start again on the same port (retained messages are gone).
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn_same_port();
     }
 }
 
@@ -203,7 +210,11 @@ pub struct Collector {
 impl Collector {
     /// Connect to `127.0.0.1:<port>`, subscribe to `filter` (QoS 1) and wait for the SUBACK.
     pub async fn start(port: u16, filter: &str) -> Collector {
-        let id = format!("collector-{}-{}", std::process::id(), free_port());
+        // Unique per process and call: a duplicate client id makes the broker kick the other
+        // connection.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("collector-{}-{n}", std::process::id());
         let mut opts = MqttOptions::new(id, ("127.0.0.1".to_owned(), port));
         opts.set_max_packet_size(64 << 20, 64 << 20);
         opts.set_keep_alive(5);

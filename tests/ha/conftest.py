@@ -30,6 +30,7 @@ from harness import (
 REPO = Path(__file__).resolve().parents[2]
 BASE_TOPIC = "camera"
 DISCOVERY_PREFIX = "homeassistant"
+BRIDGE_CLIENT_ID = "camqtt-e2e"
 OFF_DELAY = 3  # seconds, for intrusion and face (see the bridge config below)
 
 # Filled by the fixtures and tests, printed at the end of the run and saved in run/.
@@ -143,8 +144,9 @@ def bridge(stack: Stack) -> Iterator[Bridge]:
         "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
         "--base-topic", BASE_TOPIC,
         "--discovery-prefix", DISCOVERY_PREFIX,
+        "--client-id", BRIDGE_CLIENT_ID,
     ]
-    env = {"RUST_LOG": os.environ.get("RUST_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
+    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
     t0 = time.monotonic()
     proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=env)
     try:

@@ -73,15 +73,17 @@ def wait_until(
 # --------------------------------------------------------------------------- processes
 
 _PR_SET_PDEATHSIG = 1
+try:  # resolved once here: the pre-exec hook runs in a forked child and must stay tiny
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
 
 
 def _die_with_parent() -> None:
     # Linux only: the child gets SIGKILL if the pytest process dies abruptly, so a
     # crashed run never leaves a broker, HA or bridge behind.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Process:
@@ -140,17 +142,22 @@ class Process:
 
 
 def start_mosquitto(run_dir: Path, port: int) -> Process:
+    lines = [
+        "# written by tests/ha/harness.py",
+        f"listener {port} {LOOPBACK}",
+        "allow_anonymous true",
+        "persistence false",
+        # stderr: unbuffered, and no log file to open after a privilege drop.
+        "log_dest stderr",
+        "log_type error", "log_type warning", "log_type notice", "log_type information",
+        "connection_messages true",
+    ]
+    if os.getuid() == 0:
+        # Started as root, mosquitto switches to user "mosquitto" by default, which also
+        # clears the die-with-parent signal; stay root instead.
+        lines.append("user root")
     conf = run_dir / "mosquitto.conf"
-    conf.write_text(
-        "# written by tests/ha/harness.py\n"
-        f"listener {port} {LOOPBACK}\n"
-        "allow_anonymous true\n"
-        "persistence false\n"
-        # stderr: unbuffered, and no log file to open after dropping root.
-        "log_dest stderr\n"
-        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        "connection_messages true\n"
-    )
+    conf.write_text("\n".join(lines) + "\n")
     binary = "mosquitto"
     for candidate in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto"):
         if os.access(candidate, os.X_OK):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ENTITY_IDS, OFF_DELAY, Stack, observe
+from conftest import BASE_TOPIC, BRIDGE_CLIENT_ID, ENTITY_IDS, OFF_DELAY, Stack, observe
 from harness import LOOPBACK, wait_until
 from viewtron import (
     SUCCESS_REPLY,
@@ -206,10 +206,7 @@ def test_devices_in_registry(stack: Stack, posts: FirstPosts) -> None:
     cam = device(stack, ident(CAMERA))
     nvr = device(stack, ident(NVR))
     chan = device(stack, ident(CHANNEL))
-    bridge_dev = next((d for d in stack.ha.devices()
-                       if any(i[0] == "mqtt" and i[1].startswith("camqtt_bridge_")
-                              for i in d.get("identifiers", []))), None)
-    assert bridge_dev is not None, describe_mqtt_devices(stack)
+    bridge_dev = device(stack, "camqtt_bridge_" + BRIDGE_CLIENT_ID.replace("-", "_"))
 
     assert cam["manufacturer"] == "Viewtron"
     assert cam["name"] == CAMERA.name
@@ -267,10 +264,15 @@ def test_binary_sensor_on_then_off_after_off_delay(stack: Stack, posts: FirstPos
     sensor = entity(stack, uid(dev, key))
     note_entity_id(sensor, dev, key)
     to_on, on_for = on_off_durations(stack, sensor["entity_id"], posts.t0)
-    observe(f"{sensor['entity_id']}: on {to_on:.2f}s after the first post, off after {on_for:.2f}s")
+    topic = f"{BASE_TOPIC}/{dev.device_id}/{key}/state"
+    timeline = ", ".join(f"{m.text()} at +{m.t - posts.t0:.2f}s"
+                         for m in stack.mqtt.find(topic, posts.t0))
+    observe(f"{sensor['entity_id']}: on {to_on:.2f}s after the first post, off after "
+            f"{on_for:.2f}s; {topic}: {timeline}")
     assert to_on < 5, f"{sensor['entity_id']} took {to_on:.2f}s to turn on"
     assert OFF_DELAY - 0.5 <= on_for <= OFF_DELAY + OFF_SLACK, (
-        f"{sensor['entity_id']} stayed on {on_for:.2f}s, off_delay is {OFF_DELAY}s")
+        f"{sensor['entity_id']} stayed on {on_for:.2f}s, off_delay is {OFF_DELAY}s; "
+        f"bridge published on {topic}: {timeline} (times from the first post)")
 
 
 def test_lpr_event_entity(stack: Stack, posts: FirstPosts) -> None:

@@ -347,11 +347,11 @@ pub(crate) async fn run(
             ev = conn_rx.recv() => match ev {
                 Some(Conn::Up) => {
                     sh.connected = true;
-                    if let Some(h) = &ha {
-                        if let Err(e) = sh.client.try_subscribe(h.status_topic.clone(), QoS::AtLeastOnce) {
-                            stats().mqtt_errors.inc();
-                            warn!(topic = %h.status_topic, error = %e, "MQTT subscribe failed");
-                        }
+                    if let Some(h) = &ha
+                        && let Err(e) = sh.client.try_subscribe(h.status_topic.clone(), QoS::AtLeastOnce)
+                    {
+                        stats().mqtt_errors.inc();
+                        warn!(topic = %h.status_topic, error = %e, "MQTT subscribe failed");
                     }
                     let first: Vec<_> = st.on_connected(Instant::now()).into_iter().map(Pending::from).collect();
                     sh.outbox.push_front_all(first);
@@ -361,14 +361,14 @@ pub(crate) async fn run(
                     sh.outbox.keep_momentary();
                 }
                 Some(Conn::HaStatus(p)) => {
-                    if p.as_ref() == b"online" {
-                        if let Some(h) = &ha {
-                            let (lo, hi) = h.republish_delay;
-                            let (lo, hi) = (lo.as_millis() as u64, hi.as_millis().max(lo.as_millis()) as u64);
-                            let ms = rand::rng().random_range(lo..=hi);
-                            debug!(delay_ms = ms, "Home Assistant online, re-publishing discovery soon");
-                            ha_republish_at = Some(Instant::now() + Duration::from_millis(ms));
-                        }
+                    if p.as_ref() == b"online"
+                        && let Some(h) = &ha
+                    {
+                        let (lo, hi) = h.republish_delay;
+                        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis().max(lo.as_millis()) as u64);
+                        let ms = rand::rng().random_range(lo..=hi);
+                        debug!(delay_ms = ms, "Home Assistant online, re-publishing discovery soon");
+                        ha_republish_at = Some(Instant::now() + Duration::from_millis(ms));
                     }
                 }
                 None => {
@@ -434,4 +434,66 @@ pub(crate) async fn run(
     sh.in_flight.abort_all();
     info!("MQTT sink stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::mqtt::config::BrokerAddr;
+
+    #[test]
+    fn options_raise_packet_size_and_set_will() {
+        let mut cfg =
+            MqttSinkConfig::new(BrokerAddr::from_url("mqtt://u:p@127.0.0.1:1999").unwrap());
+        cfg.client_id = "cid".into();
+        let o = mqtt_options(&cfg, "camera/bridge/state").unwrap();
+        assert_eq!(o.max_packet_size(), 64 * 1024 * 1024);
+        assert_eq!(o.client_id(), "cid");
+        assert!(o.clean_session());
+        assert_eq!(o.keep_alive(), Duration::from_secs(30));
+        let will = o.last_will().expect("last will");
+        assert_eq!(will.topic, "camera/bridge/state");
+        assert_eq!(will.message.as_ref(), b"offline");
+        assert!(will.retain);
+        assert_eq!(will.qos, QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn tls_is_configured_or_reports_an_error() {
+        let cfg = MqttSinkConfig::new(BrokerAddr::from_url("mqtts://broker.example").unwrap());
+        match mqtt_options(&cfg, "camera/bridge/state") {
+            Ok(o) => assert!(!matches!(o.transport(), Transport::Tcp)),
+            Err(e) => assert!(matches!(e, SinkError::Tls(_)), "{e}"),
+        }
+    }
+
+    #[test]
+    fn outbox_drops_oldest_and_keeps_momentary() {
+        let p = |t: &str, momentary: bool| Pending {
+            topic: t.into(),
+            payload: Bytes::from_static(b"x"),
+            retain: !momentary,
+            momentary,
+        };
+        let mut o = Outbox::default();
+        o.push_back(p("state", false));
+        o.push_back(p("event", true));
+        o.push_front_all(vec![p("first", false), p("second", false)]);
+        assert_eq!(
+            o.q.iter().map(|p| p.topic.as_str()).collect::<Vec<_>>(),
+            ["first", "second", "state", "event"]
+        );
+        o.keep_momentary();
+        assert_eq!(o.q.len(), 1);
+        assert_eq!(o.bytes, 1);
+        for i in 0..OUTBOX_MAX_MESSAGES + 5 {
+            o.push_back(p(&format!("e{i}"), true));
+        }
+        assert_eq!(o.q.len(), OUTBOX_MAX_MESSAGES);
+        assert_eq!(o.dropped, 6);
+        assert_eq!(
+            o.q.back().unwrap().topic,
+            format!("e{}", OUTBOX_MAX_MESSAGES + 4)
+        );
+    }
 }

@@ -608,10 +608,10 @@ impl Discovery {
                 if c.platform != "device_automation" {
                     cfg.insert("origin".into(), Self::origin());
                     cfg.insert("qos".into(), json!(1));
-                    if !cfg.contains_key("availability") {
-                        if let Some(a) = &availability {
-                            cfg.insert("availability".into(), a.clone());
-                        }
+                    if !cfg.contains_key("availability")
+                        && let Some(a) = &availability
+                    {
+                        cfg.insert("availability".into(), a.clone());
                     }
                     if cfg.contains_key("availability") {
                         cfg.insert("availability_mode".into(), json!("all"));

@@ -7,7 +7,8 @@
 //! Rules:
 //! * Binary state per (device, category): a Start/Pulse detection publishes `ON` (not
 //!   retained) and (re)starts an off timer of that category's `off_delay`; when it runs out,
-//!   `OFF` (retained). A rule's Stop publishes `OFF` at once.
+//!   `OFF` (retained). A rule's Stop publishes `OFF` at once. When the settle window (below)
+//!   delays the `ON`, the timers count from the moment it goes out.
 //! * Alarm-status events (`attrs.alarm`): `active = true` turns the state `ON` and holds it
 //!   until the device's `false` for that alarm (or `alarm_max_hold`), re-publishing `ON`
 //!   every `off_delay / 2` so HA's own `off_delay` does not end it early. `active = false`
@@ -167,6 +168,16 @@ impl DevState {
         }
     }
 
+    /// When a message emitted at `now` actually goes out: at the end of the settle window
+    /// if it was held. Timers (off delay, alarm refresh) count from there, so an ON is
+    /// visible for its whole `off_delay` even when the settle window delayed it.
+    fn visible_from(&self, now: Instant) -> Instant {
+        match self.settle_until {
+            Some(t) if !self.held.is_empty() && t > now => t,
+            _ => now,
+        }
+    }
+
     /// Publish a retained state and remember it for re-publishing.
     fn put(
         &mut self,
@@ -311,13 +322,13 @@ impl SinkState {
 
     fn set_online(&mut self, id: &str, online: bool, out: &mut Vec<Action>) {
         let topic = self.topics.availability(id);
-        if let Some(dev) = self.devices.get_mut(id) {
-            if dev.online != Some(online) {
-                dev.online = Some(online);
-                let payload = Bytes::from_static(if online { b"online" } else { b"offline" });
-                // Availability bypasses the settle gate: it is retained and HA needs it first.
-                out.push(Action::retained(topic, payload));
-            }
+        if let Some(dev) = self.devices.get_mut(id)
+            && dev.online != Some(online)
+        {
+            dev.online = Some(online);
+            let payload = Bytes::from_static(if online { b"online" } else { b"offline" });
+            // Availability bypasses the settle gate: it is retained and HA needs it first.
+            out.push(Action::retained(topic, payload));
         }
     }
 
@@ -415,29 +426,29 @@ impl SinkState {
         }
 
         // 2. Small retained values.
-        if ev.category == Category::Lpr {
-            if let Some(p) = ev.attrs.plates.first() {
-                dev.put(
-                    topics.device_cat(&dev_id, &cat, "plate"),
-                    Bytes::from(p.plate.clone()),
-                    false,
-                    now,
-                    out,
-                );
-                let list = p
-                    .list
-                    .clone()
-                    .or_else(|| p.group.clone())
-                    .filter(|l| !l.is_empty());
-                let list = list.unwrap_or_else(|| "none".into());
-                dev.put(
-                    topics.device_cat(&dev_id, &cat, "list"),
-                    Bytes::from(list),
-                    false,
-                    now,
-                    out,
-                );
-            }
+        if ev.category == Category::Lpr
+            && let Some(p) = ev.attrs.plates.first()
+        {
+            dev.put(
+                topics.device_cat(&dev_id, &cat, "plate"),
+                Bytes::from(p.plate.clone()),
+                false,
+                now,
+                out,
+            );
+            let list = p
+                .list
+                .clone()
+                .or_else(|| p.group.clone())
+                .filter(|l| !l.is_empty());
+            let list = list.unwrap_or_else(|| "none".into());
+            dev.put(
+                topics.device_cat(&dev_id, &cat, "list"),
+                Bytes::from(list),
+                false,
+                now,
+                out,
+            );
         }
         if let Some(c) = device_counters {
             for (dir, list) in [
@@ -497,11 +508,12 @@ impl SinkState {
                 dev.retained.remove(&alarm_topic);
                 dev.emit(Action::transient(alarm_topic, ON), now, out);
                 bin.alarms.insert(key);
-                bin.hold_until = Some(now + max_hold);
-                bin.refresh_at = Some(now + off_delay / 2);
                 bin.on = true;
                 dev.retained.remove(&state_topic);
                 dev.emit(Action::transient(state_topic, ON), now, out);
+                let from = dev.visible_from(now);
+                bin.hold_until = Some(from + max_hold);
+                bin.refresh_at = Some(from + off_delay / 2);
             } else {
                 dev.put(alarm_topic, Bytes::from_static(OFF), false, now, out);
                 bin.alarms.remove(&key);
@@ -516,10 +528,10 @@ impl SinkState {
         } else {
             match ev.phase {
                 Phase::Start | Phase::Pulse => {
-                    bin.off_at = Some(now + off_delay);
                     bin.on = true;
                     dev.retained.remove(&state_topic);
                     dev.emit(Action::transient(state_topic, ON), now, out);
+                    bin.off_at = Some(dev.visible_from(now) + off_delay);
                 }
                 Phase::Stop => {
                     bin.off_at = None;

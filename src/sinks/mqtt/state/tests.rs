@@ -272,6 +272,26 @@ fn on_then_off_after_off_delay_restarted_by_events() {
 }
 
 #[test]
+fn held_on_is_visible_for_the_whole_off_delay() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    // traject: off_delay 2 s, shorter than the settle window.
+    st.on_routed(&ev_msg(event(Category::Traject, Phase::Pulse)), t0);
+    let rel = st.on_tick(t0 + DISCOVERY_SETTLE);
+    assert_eq!(payload_of(&rel, &t("traject/state")).as_deref(), Some("ON"));
+    assert!(
+        st.on_tick(t0 + s(3.4))
+            .iter()
+            .all(|a| a.topic() != t("traject/state"))
+    );
+    let acts = st.on_tick(t0 + s(3.5));
+    assert_eq!(
+        payload_of(&acts, &t("traject/state")).as_deref(),
+        Some("OFF")
+    );
+}
+
+#[test]
 fn rule_stop_turns_off_at_once_and_has_no_event() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
@@ -330,9 +350,11 @@ fn alarm_status_holds_until_device_off() {
             .filter(|(tp, _, _)| tp.contains("intrusion") || tp.contains("alarm"))
             .collect()
     };
-    let r = st.on_tick(t1 + s(15.0));
+    // (timers count from the release of the held ON at t1 + 1.5 s)
+    assert!(only(&st.on_tick(t1 + s(16.4))).is_empty());
+    let r = st.on_tick(t1 + s(16.5));
     assert_eq!(only(&r), vec![(t("intrusion/state"), "ON".into(), false)]);
-    let r = st.on_tick(t1 + s(30.5));
+    let r = st.on_tick(t1 + s(31.5));
     assert_eq!(only(&r), vec![(t("intrusion/state"), "ON".into(), false)]);
     // (the motion detection from t0 ended meanwhile, independently)
     assert_eq!(payload_of(&r, &t("motion/state")).as_deref(), Some("OFF"));

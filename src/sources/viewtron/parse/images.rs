@@ -45,7 +45,11 @@ pub(crate) fn decode_jpeg(text: &str) -> Result<Option<Bytes>, Rejected> {
         return Err(Rejected::Placeholder);
     }
     let decoded = if text.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        // Copy the runs between whitespace (lines of wrapped base64) in bulk.
+        let mut compact = Vec::with_capacity(text.len());
+        for run in text.as_bytes().split(u8::is_ascii_whitespace) {
+            compact.extend_from_slice(run);
+        }
         STANDARD_PAD_INDIFFERENT.decode(compact)
     } else {
         STANDARD_PAD_INDIFFERENT.decode(text)
