@@ -55,7 +55,7 @@ impl Default for Config {
 pub struct MqttSection {
     /// `mqtt://[user:pass@]host[:port]`. Empty: start the embedded broker.
     pub url: Option<String>,
-    /// Client id; must be unique per bridge instance. Default: `camqtt-<hostname>-<random>`.
+    /// Client id; must be unique per bridge instance. Default: `camqtt-<hostname>-<receiver port>`.
     pub client_id: Option<String>,
     /// Root of every topic the bridge publishes.
     pub base_topic: String,

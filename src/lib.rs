@@ -174,7 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
-    let client_id = c.mqtt.client_id.clone().unwrap_or_else(default_client_id);
+    let client_id = c.mqtt.client_id.clone().unwrap_or_else(|| default_client_id(c.viewtron.listen.port()));
     MqttSinkConfig {
         broker,
         client_id,
@@ -207,13 +207,14 @@ fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
     }
 }
 
-/// `camqtt-<hostname>-<4 random hex>`: unique per instance so two bridges never kick each
-/// other off the broker.
-pub fn default_client_id() -> String {
+/// `camqtt-<hostname>-<receiver port>`: stable across restarts (the bridge's Home Assistant
+/// device is named after it) and distinct for two instances on one host, which must not kick
+/// each other off the broker.
+pub fn default_client_id(port: u16) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| pipeline::slug(h.trim()))
         .filter(|h| h != "unknown")
         .unwrap_or_else(|| "host".into());
-    format!("camqtt-{host}-{:04x}", rand::random::<u16>())
+    format!("camqtt-{host}-{port}")
 }

@@ -58,7 +58,7 @@ struct RunArgs {
     /// Home Assistant discovery prefix [default: homeassistant].
     #[arg(long, env = "CAMQTT_DISCOVERY_PREFIX")]
     discovery_prefix: Option<String>,
-    /// MQTT client id; must be unique per instance [default: camqtt-<host>-<random>].
+    /// MQTT client id; must be unique per instance [default: camqtt-<host>-<receiver port>].
     #[arg(long, env = "CAMQTT_CLIENT_ID")]
     client_id: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
