@@ -30,7 +30,11 @@ fn body(wrap: bool) -> Vec<u8> {
     let b64 = |d: &[u8]| {
         let s = base64::engine::general_purpose::STANDARD.encode(d);
         if wrap {
-            s.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
+            s.as_bytes()
+                .chunks(76)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
         } else {
             s
         }
@@ -52,7 +56,10 @@ fn body(wrap: bool) -> Vec<u8> {
 }
 
 fn main() {
-    let meta = PostMeta { peer: None, received: SystemTime::now() };
+    let meta = PostMeta {
+        peer: None,
+        received: SystemTime::now(),
+    };
     for wrap in [false, true] {
         let body = body(wrap);
         match parse_post(&body, &meta) {
@@ -74,7 +81,11 @@ fn main() {
         println!(
             "viewtron parse_post {} KiB body ({}): median {:?} per post ({mib_s:.0} MiB/s)",
             body.len() / 1024,
-            if wrap { "base64 wrapped at 76" } else { "base64 on one line" },
+            if wrap {
+                "base64 wrapped at 76"
+            } else {
+                "base64 on one line"
+            },
             median
         );
     }

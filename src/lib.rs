@@ -174,7 +174,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
-    let client_id = c.mqtt.client_id.clone().unwrap_or_else(|| default_client_id(c.viewtron.listen.port()));
+    let client_id = c
+        .mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| default_client_id(c.viewtron.listen.port()));
     MqttSinkConfig {
         broker,
         client_id,

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use camqtt::config::{self, Config, ConfigError, Overrides};
+use camqtt::sinks::mqtt::payload::rfc3339;
 use camqtt::sources::viewtron::parse::{Post, PostMeta, parse_post};
 
 /// Security-camera pushes (Viewtron/TVT alarm events and their JPEGs) to MQTT and Home Assistant.
@@ -212,12 +213,6 @@ fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
         }
         Err(e) => json!({"file": file, "error": {"reason": e.reason(), "detail": e.to_string()}}),
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -16,14 +16,21 @@ const RECEIVED_S: u64 = 1_795_219_200;
 
 fuzz_target!(|data: &[u8]| {
     let received = UNIX_EPOCH + Duration::from_secs(RECEIVED_S);
-    let meta = PostMeta { peer: None, received };
+    let meta = PostMeta {
+        peer: None,
+        received,
+    };
     match parse_post(data, &meta) {
         Ok(Post::Events(events)) => {
             assert!(!events.is_empty());
             for e in &events {
                 // Only JPEGs are kept, overview first and at most once.
                 assert!(e.images.iter().all(|i| i.data.starts_with(&[0xFF, 0xD8])));
-                let overviews = e.images.iter().filter(|i| i.role == ImageRole::Overview).count();
+                let overviews = e
+                    .images
+                    .iter()
+                    .filter(|i| i.role == ImageRole::Overview)
+                    .count();
                 assert!(overviews <= 1);
                 if overviews == 1 {
                     assert_eq!(e.images[0].role, ImageRole::Overview);
@@ -31,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
                 // Category slugs are topic-safe and never empty.
                 let slug = e.category.as_str();
                 assert!(!slug.is_empty());
-                assert!(slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+                assert!(
+                    slug.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                );
                 // Camera times are plausible; anything else is the receive time.
                 match e.time_source {
                     TimeSource::Camera => {

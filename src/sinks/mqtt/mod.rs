@@ -1,6 +1,6 @@
 //! MQTT sink with Home Assistant discovery.
 //!
-//! Implements the topic and entity contract of `docs/mqtt.md`.
+//! Implements the topic and entity contract of the README ("MQTT topics", "Home Assistant").
 //!
 //! # Layout
 //! - [`config`]: runtime configuration (plain structs), broker URL parsing.

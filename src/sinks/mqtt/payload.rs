@@ -10,7 +10,7 @@ use crate::event::{
     Target, TimeSource, Unparsed,
 };
 
-/// `event_type` of the event entity per category (`docs/mqtt.md`).
+/// `event_type` of the event entity per category (README, "Event JSON").
 pub fn event_type(category: &Category) -> &'static str {
     match category {
         Category::Lpr => "plate_read",

@@ -1,4 +1,4 @@
-//! Topic layout (pure). See `docs/mqtt.md`.
+//! Topic layout (pure). See the README, "MQTT topics".
 
 /// Longest topic segment taken from a device id or category (characters).
 const MAX_SEGMENT: usize = 128;
