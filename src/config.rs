@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::event::Category;
+use crate::event::{Category, normalise_mac};
 
 /// Default receiver address of the Viewtron source.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5002";
@@ -546,24 +546,6 @@ fn check_topic_root(t: &str) -> Result<(), String> {
         return Err("must not start or end with / or contain empty levels".into());
     }
     Ok(())
-}
-
-/// Lower-case colon form of a MAC (`58:5b:69:40:f4:0d`), or `None` when it is not one.
-pub fn normalise_mac(s: &str) -> Option<String> {
-    let hex: String = s
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.' | ' '))
-        .collect();
-    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let hex = hex.to_ascii_lowercase();
-    Some(
-        (0..6)
-            .map(|i| &hex[i * 2..i * 2 + 2])
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
 }
 
 /// Seconds as a Duration (config values are validated to be finite and non-negative).

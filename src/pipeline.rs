@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeviceSection, normalise_mac};
-use crate::event::{Category, Device, DeviceInfo, DeviceKind, Message, Routed};
+use crate::config::{Config, DeviceSection};
+use crate::event::{Category, Device, DeviceInfo, DeviceKind, Message, Routed, normalise_mac};
 use crate::stats::stats;
 
 /// Settings of the pipeline, taken from [`Config`].

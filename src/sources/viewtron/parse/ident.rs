@@ -1,6 +1,6 @@
 //! Device identity (`protocol.md` §5.1).
 
-use crate::event::{DeviceInfo, DeviceKind};
+use crate::event::{DeviceInfo, DeviceKind, normalise_mac};
 
 use super::PostMeta;
 use super::xml::Node;
@@ -45,34 +45,6 @@ pub(crate) fn peer_only(meta: &PostMeta) -> DeviceInfo {
         manufacturer: Some(MANUFACTURER.to_owned()),
         ..DeviceInfo::default()
     }
-}
-
-/// Normalise a MAC to lower-case colon form. Accepts `:`/`-`/`.` separators or none.
-/// Returns `None` for anything that is not 12 hex digits, and for all-zero MACs (scrubbed
-/// fixtures and unconfigured devices send `00:00:00:00:00:00`).
-pub(crate) fn normalise_mac(raw: &str) -> Option<String> {
-    let mut hex = Vec::with_capacity(12);
-    for c in raw.trim().chars() {
-        match c {
-            ':' | '-' | '.' | ' ' => {}
-            c if c.is_ascii_hexdigit() => hex.push(c.to_ascii_lowercase()),
-            _ => return None,
-        }
-        if hex.len() > 12 {
-            return None;
-        }
-    }
-    if hex.len() != 12 || hex.iter().all(|&c| c == '0') {
-        return None;
-    }
-    let mut out = String::with_capacity(17);
-    for (i, pair) in hex.chunks(2).enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        out.extend(pair);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
