@@ -34,9 +34,11 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: Request) -> camqtt::http::Reply {
         self.requests.lock().unwrap().push(req);
-        Response::new(200, "OK", SUCCESS).with_header("Content-Type", "application/xml")
+        Box::pin(std::future::ready(
+            Response::new(200, "OK", SUCCESS).with_header("Content-Type", "application/xml"),
+        ))
     }
 
     fn on_error(&self, _peer: SocketAddr, err: &HttpError) -> Option<Response> {

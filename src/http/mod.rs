@@ -18,7 +18,7 @@ pub mod server;
 
 pub use request::{Framed, Limits, Request, RequestFramer};
 pub use response::Response;
-pub use server::{Handler, HttpConfig, serve};
+pub use server::{Handler, HttpConfig, Reply, serve};
 
 /// Why a request could not be framed (or was cut off).
 ///

@@ -95,11 +95,16 @@ impl HttpConfig {
     }
 }
 
+/// The response to one request, possibly after a short wait (e.g. until the request is
+/// durable).
+pub type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
 /// What the server calls for each request. Implementations must be cheap and never block.
 pub trait Handler: Send + Sync + 'static {
-    /// Called for every complete request. Must be fast and must not block: hand work to a
-    /// queue. The response is written immediately after it returns.
-    fn handle(&self, req: Request) -> Response;
+    /// Called for every complete request. Must be fast: hand slow work to a queue. The
+    /// response is written as soon as the returned future resolves; requests of one
+    /// connection are handled strictly in order.
+    fn handle(&self, req: Request) -> Reply;
 
     /// Called when a request could not be framed (too large, malformed, timeout, peer gone).
     /// Returns the response to send, if the connection can still take one (e.g. body too
@@ -236,7 +241,7 @@ async fn connection(
                 stats().http_requests.inc();
                 let close = !req.keep_alive || shutdown.is_cancelled();
                 let head_only = req.method.eq_ignore_ascii_case("HEAD");
-                let reply = handler.handle(req).encode(close, head_only);
+                let reply = handler.handle(req).await.encode(close, head_only);
                 if let Err(e) = write_all(&mut stream, &reply, cfg.request_timeout).await {
                     break End::Io(e);
                 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::parse::{Post, PostMeta, parse_post};
 use crate::event::{Message, Unparsed};
-use crate::http::{Handler, HttpConfig, HttpError, Request, Response};
+use crate::http::{Handler, HttpConfig, HttpError, Reply, Request, Response};
 use crate::stats::stats;
 
 /// The exact 126-byte body both vendor SDKs send and the devices expect.
@@ -55,7 +55,7 @@ fn success() -> Response {
 }
 
 impl Handler for ViewtronHandler {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: Request) -> Reply {
         let job = Job {
             peer: req.peer,
             path: req.path,
@@ -69,7 +69,7 @@ impl Handler for ViewtronHandler {
             stats().dropped.inc();
             tracing::warn!(peer = %job.peer, path = %job.path, bytes = job.body.len(), "parser queue full; post dropped");
         }
-        success()
+        Box::pin(std::future::ready(success()))
     }
 
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response> {
