@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,6 +30,8 @@ pub struct Config {
     pub images: ImagesSection,
     /// The Viewtron / TVT HTTP push receiver.
     pub viewtron: ViewtronSection,
+    /// The durable spool between the pipeline and the MQTT sink.
+    pub spool: SpoolSection,
     /// Per-category settings, keyed by category name (`lpr`, `intrusion`, ...).
     pub categories: BTreeMap<String, CategorySection>,
     /// Friendly names and ids per device.
@@ -43,6 +45,7 @@ impl Default for Config {
             homeassistant: HomeAssistantSection::default(),
             images: ImagesSection::default(),
             viewtron: ViewtronSection::default(),
+            spool: SpoolSection::default(),
             categories: BTreeMap::new(),
             devices: Vec::new(),
         }
@@ -65,6 +68,87 @@ pub struct MqttSection {
     pub max_packet_size: usize,
     /// Where the embedded broker listens when no `url` is given.
     pub embedded_listen: SocketAddr,
+    /// User name (overrides one in `url`).
+    pub username: Option<String>,
+    /// Password (overrides one in `url`). Prefer `password_file` or `CAMQTT_MQTT_PASSWORD_FILE`.
+    pub password: Option<Secret>,
+    /// File holding the password (Docker / add-on secrets); trailing newlines are ignored.
+    pub password_file: Option<PathBuf>,
+    /// TLS settings; TLS is on for `mqtts://` URLs or when `tls.enabled` is true.
+    pub tls: TlsSection,
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Use TLS even with an `mqtt://` URL.
+    pub enabled: bool,
+    /// PEM file with the CA certificate(s) to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// Name to check the server certificate against (default: the URL's host).
+    pub server_name: Option<String>,
+}
+
+/// A secret string: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself; never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[spool]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Keep events on disk until the broker acknowledged them. Off: in memory only.
+    pub enabled: bool,
+    /// Directory of the segment files (created if missing).
+    pub dir: PathBuf,
+    /// Upper bound of the spool on disk, bytes; the oldest records go first (counted).
+    pub max_bytes: u64,
+    /// Records older than this many seconds are dropped (counted).
+    pub max_age: f64,
+    /// Images older than this many seconds are dropped from the backlog; their events and
+    /// states are still delivered.
+    pub image_max_age: f64,
+    /// Size of one segment file, bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            enabled: true,
+            dir: PathBuf::from("camqtt-spool"),
+            // A busy LPR camera: ~1,500 reads a day at ~600 KB with images ≈ 0.9 GB.
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            max_age: 86_400.0,
+            image_max_age: 600.0,
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for MqttSection {
@@ -76,6 +160,10 @@ impl Default for MqttSection {
             keep_alive: 30,
             max_packet_size: 64 * 1024 * 1024,
             embedded_listen: DEFAULT_EMBEDDED_BROKER.parse().expect("valid constant"),
+            username: None,
+            password: None,
+            password_file: None,
+            tls: TlsSection::default(),
         }
     }
 }
@@ -161,6 +249,25 @@ pub struct ViewtronSection {
     pub traject_interval: f64,
     /// Largest part of a body copied to `bridge/unparsed`.
     pub unparsed_body_cap: usize,
+    /// HTTP Basic auth the devices must send; off when absent.
+    pub auth: Option<BasicAuthSection>,
+    /// Addresses or CIDR blocks allowed to post (`192.168.1.0/24`, `10.0.0.5`, `fd00::/8`);
+    /// empty: everyone.
+    pub allow: Vec<String>,
+}
+
+/// `[viewtron.auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSection {
+    /// User name.
+    pub username: String,
+    /// Password; prefer `password_file` or `CAMQTT_VIEWTRON_PASSWORD_FILE`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for ViewtronSection {
@@ -176,6 +283,8 @@ impl Default for ViewtronSection {
             offline_after: 300.0,
             traject_interval: 1.0,
             unparsed_body_cap: 4096,
+            auth: None,
+            allow: Vec::new(),
         }
     }
 }
@@ -373,6 +482,90 @@ impl Config {
         if let Some(id) = &o.client_id {
             self.mqtt.client_id = Some(id.clone());
         }
+    }
+
+    /// Fill secrets from the environment and from files, Docker-secrets style: for each of
+    /// `CAMQTT_MQTT_URL`, `CAMQTT_MQTT_USERNAME`, `CAMQTT_MQTT_PASSWORD`,
+    /// `CAMQTT_VIEWTRON_USERNAME` and `CAMQTT_VIEWTRON_PASSWORD`, the variable itself or
+    /// `<NAME>_FILE` naming a file that holds the value (trailing newlines ignored). The
+    /// `password_file` keys of the file are read the same way. Environment wins over the file.
+    /// `env` and `read` are injected so that this stays testable without touching the process.
+    pub fn resolve_secrets(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut value = |name: &str, key: &str| -> Option<String> {
+            if let Some(v) = env(name) {
+                return Some(v);
+            }
+            let file = env(&format!("{name}_FILE"))?;
+            match read(Path::new(&file)) {
+                Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    problems.push(Problem {
+                        path: key.into(),
+                        line: None,
+                        message: format!("{name}_FILE: cannot read {file}: {e}"),
+                    });
+                    None
+                }
+            }
+        };
+        let url = value("CAMQTT_MQTT_URL", "mqtt.url");
+        let user = value("CAMQTT_MQTT_USERNAME", "mqtt.username");
+        let pass = value("CAMQTT_MQTT_PASSWORD", "mqtt.password");
+        let vuser = value("CAMQTT_VIEWTRON_USERNAME", "viewtron.auth.username");
+        let vpass = value("CAMQTT_VIEWTRON_PASSWORD", "viewtron.auth.password");
+        if url.is_some() {
+            self.mqtt.url = url.filter(|u| !u.trim().is_empty());
+        }
+        if user.is_some() {
+            self.mqtt.username = user;
+        }
+        if let Some(p) = pass {
+            self.mqtt.password = Some(Secret(p));
+        } else if self.mqtt.password.is_none() {
+            if let Some(f) = self.mqtt.password_file.clone() {
+                match read(&f) {
+                    Ok(v) => self.mqtt.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
+                    Err(e) => problems.push(Problem {
+                        path: "mqtt.password_file".into(),
+                        line: None,
+                        message: format!("cannot read {}: {e}", f.display()),
+                    }),
+                }
+            }
+        }
+        if vuser.is_some() || vpass.is_some() {
+            let auth = self.viewtron.auth.get_or_insert_with(|| BasicAuthSection {
+                username: String::new(),
+                password: None,
+                password_file: None,
+            });
+            if let Some(u) = vuser {
+                auth.username = u;
+            }
+            if let Some(p) = vpass {
+                auth.password = Some(Secret(p));
+            }
+        }
+        if let Some(auth) = self.viewtron.auth.as_mut() {
+            if auth.password.is_none() {
+                if let Some(f) = auth.password_file.clone() {
+                    match read(&f) {
+                        Ok(v) => auth.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
+                        Err(e) => problems.push(Problem {
+                            path: "viewtron.auth.password_file".into(),
+                            line: None,
+                            message: format!("cannot read {}: {e}", f.display()),
+                        }),
+                    }
+                }
+            }
+        }
+        problems
     }
 
     /// Every semantic problem, not just the first.
@@ -603,6 +796,35 @@ mod tests {
             panic!()
         };
         assert_eq!(p[0].line, Some(1));
+    }
+
+    #[test]
+    fn secrets_from_env_and_files() {
+        let mut c = load_str("[mqtt]\npassword_file = \"/run/secrets/mqtt\"\n[viewtron.auth]\nusername = \"cam\"\npassword_file = \"/run/secrets/cam\"\n").expect("valid");
+        let env = |k: &str| match k {
+            "CAMQTT_MQTT_URL_FILE" => Some("/run/secrets/url".to_string()),
+            "CAMQTT_MQTT_USERNAME" => Some("bridge".to_string()),
+            _ => None,
+        };
+        let read = |p: &Path| match p.to_str() {
+            Some("/run/secrets/url") => Ok("mqtt://broker:1883\n".to_string()),
+            Some("/run/secrets/mqtt") => Ok("s3cret\n".to_string()),
+            Some("/run/secrets/cam") => Ok("campass".to_string()),
+            _ => Err(std::io::Error::other("missing")),
+        };
+        assert!(c.resolve_secrets(&env, &read).is_empty());
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://broker:1883"));
+        assert_eq!(c.mqtt.username.as_deref(), Some("bridge"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(c.viewtron.auth.as_ref().and_then(|a| a.password.as_ref()).map(Secret::expose), Some("campass"));
+        assert_eq!(format!("{:?}", c.mqtt.password), "Some(***)");
+        assert!(!format!("{c:?}").contains("s3cret") && !format!("{c:?}").contains("campass"));
+
+        let mut c = Config::default();
+        let env = |k: &str| (k == "CAMQTT_MQTT_PASSWORD_FILE").then(|| "/nope".to_string());
+        let problems = c.resolve_secrets(&env, &read);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("CAMQTT_MQTT_PASSWORD_FILE"));
     }
 
     #[test]

@@ -106,6 +106,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => Config::default(),
     };
+    let problems = config.resolve_secrets(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p));
+    if !problems.is_empty() {
+        anyhow::bail!("{}", ConfigError::Invalid(problems));
+    }
     config.apply(&Overrides {
         listen: args.listen,
         mqtt_url: args.mqtt_url,
