@@ -5,6 +5,7 @@
 # end-to-end test.
 #   scripts/test.sh            everything
 #   SKIP_HA=1 scripts/test.sh  without the Home Assistant end-to-end test
+#   SKIP_RELEASE=1 / SKIP_FUZZ=1 skip the release build / the bounded fuzz run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,17 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     log "cargo test"
     cargo test --no-fail-fast
+fi
+
+if [ "${SKIP_RELEASE:-0}" != 1 ]; then
+    # The same release build the add-on's Dockerfile runs.
+    log "release build"
+    cargo build --release --locked
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ] && [ -x scripts/fuzz.sh ]; then
+    log "bounded fuzz run (FUZZ_SECONDS=${FUZZ_SECONDS:=20} per target)"
+    FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh
 fi
 
 if [ "${SKIP_HA:-0}" != 1 ]; then

@@ -94,10 +94,38 @@ pub struct TlsSection {
     pub server_name: Option<String>,
 }
 
-/// A secret string: `Debug` and `Display` print `***`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret string: `Debug` and `Display` print `***`, and a wrongly typed value in the
+/// file is rejected without echoing it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl Secret {
     /// The secret itself; never log the result.
@@ -529,7 +557,10 @@ impl Config {
         } else if self.mqtt.password.is_none() {
             if let Some(f) = self.mqtt.password_file.clone() {
                 match read(&f) {
-                    Ok(v) => self.mqtt.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
+                    Ok(v) => {
+                        self.mqtt.password =
+                            Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))
+                    }
                     Err(e) => problems.push(Problem {
                         path: "mqtt.password_file".into(),
                         line: None,
@@ -555,7 +586,10 @@ impl Config {
             if auth.password.is_none() {
                 if let Some(f) = auth.password_file.clone() {
                     match read(&f) {
-                        Ok(v) => auth.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
+                        Ok(v) => {
+                            auth.password =
+                                Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))
+                        }
                         Err(e) => problems.push(Problem {
                             path: "viewtron.auth.password_file".into(),
                             line: None,
@@ -651,6 +685,44 @@ impl Config {
                 "viewtron.max_connections".into(),
                 "must be at least 1".into(),
             );
+        }
+        for (i, a) in v.allow.iter().enumerate() {
+            if let Err(e) = a.parse::<crate::http::Cidr>() {
+                bad(format!("viewtron.allow[{i}]"), e.to_string());
+            }
+        }
+        if let Some(auth) = &v.auth {
+            if auth.username.is_empty() || auth.username.contains([':', '\0']) {
+                bad(
+                    "viewtron.auth.username".into(),
+                    "must be non-empty and without `:`".into(),
+                );
+            }
+            match &auth.password {
+                Some(p) if p.expose().is_empty() => {
+                    bad("viewtron.auth.password".into(), "must not be empty".into())
+                }
+                None if auth.password_file.is_none() => bad(
+                    "viewtron.auth.password".into(),
+                    "auth needs a password or a password_file".into(),
+                ),
+                _ => {}
+            }
+        }
+        let tls = &self.mqtt.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            bad(
+                "mqtt.tls.cert_file".into(),
+                "cert_file and key_file go together (mutual TLS)".into(),
+            );
+        }
+        if let Some(name) = &tls.server_name {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bad(
+                    "mqtt.tls.server_name".into(),
+                    "must be a DNS name or IP address".into(),
+                );
+            }
         }
         for (name, c) in &self.categories {
             if Category::from_name(name).is_none() {
@@ -816,7 +888,14 @@ mod tests {
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://broker:1883"));
         assert_eq!(c.mqtt.username.as_deref(), Some("bridge"));
         assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("s3cret"));
-        assert_eq!(c.viewtron.auth.as_ref().and_then(|a| a.password.as_ref()).map(Secret::expose), Some("campass"));
+        assert_eq!(
+            c.viewtron
+                .auth
+                .as_ref()
+                .and_then(|a| a.password.as_ref())
+                .map(Secret::expose),
+            Some("campass")
+        );
         assert_eq!(format!("{:?}", c.mqtt.password), "Some(***)");
         assert!(!format!("{c:?}").contains("s3cret") && !format!("{c:?}").contains("campass"));
 
@@ -825,6 +904,16 @@ mod tests {
         let problems = c.resolve_secrets(&env, &read);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("CAMQTT_MQTT_PASSWORD_FILE"));
+    }
+
+    #[test]
+    fn a_mistyped_secret_is_not_echoed() {
+        let Err(ConfigError::Invalid(p)) = load_str("[mqtt]\npassword = 987654321\n") else {
+            panic!("should fail")
+        };
+        let text = format!("{p:?}");
+        assert!(!text.contains("987654321"), "{text}");
+        assert_eq!(p[0].line, Some(2));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a source hands to the pipeline for one input (one HTTP post, one file, ...).
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub fn normalise_mac(raw: &str) -> Option<String> {
 
 /// Identity of the sending device as it appeared in the input. Every field is optional
 /// except the peer address.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// Free-text device name reported by the device.
     pub name: Option<String>,
@@ -97,7 +97,7 @@ pub struct DeviceInfo {
 }
 
 /// What kind of box sent the input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     /// An IP camera posting for itself.
@@ -220,8 +220,16 @@ impl Serialize for Category {
     }
 }
 
+impl<'de> Deserialize<'de> for Category {
+    /// The inverse of `Serialize`: a named category, else `Other` (used by the spool).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Category::from_name(&s).unwrap_or(Category::Other(s)))
+    }
+}
+
 /// Where in its life cycle the detection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Something started (rule `SMART_START`, alarm status `true`).
@@ -233,7 +241,7 @@ pub enum Phase {
 }
 
 /// Where the event time came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeSource {
     /// The device's own timestamp.
@@ -243,7 +251,7 @@ pub enum TimeSource {
 }
 
 /// The role of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageRole {
     /// The full scene.
@@ -270,7 +278,7 @@ pub struct Image {
 }
 
 /// A rectangle; `units` tells how to read the numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rect {
     /// Left.
     pub x1: i64,
@@ -285,7 +293,7 @@ pub struct Rect {
 }
 
 /// A point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     /// X.
     pub x: i64,
@@ -294,7 +302,7 @@ pub struct Point {
 }
 
 /// Coordinate system of a box or polygon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Units {
     /// 0..=10000 on both axes.
@@ -306,7 +314,7 @@ pub enum Units {
 }
 
 /// A detected object (person, car, face, plate carrier).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     /// Device's target / track id.
     pub target_id: Option<u64>,
@@ -323,7 +331,7 @@ pub struct Target {
 }
 
 /// The rule that fired (zone, line).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     /// Device's event id.
     pub event_id: Option<u64>,
@@ -344,7 +352,7 @@ pub struct Rule {
 }
 
 /// One licence plate read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plate {
     /// The plate text.
     pub plate: String,
@@ -377,7 +385,7 @@ pub struct Plate {
 }
 
 /// Face attributes (raw vocabularies, the devices disagree on them).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FaceAttributes {
     /// Age group.
     pub age: Option<String>,
@@ -392,7 +400,7 @@ pub struct FaceAttributes {
 }
 
 /// Cumulative counters sent by the device (PASSLINECOUNT), per class.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// `enter` counters: (class, value).
     pub enter: Vec<(String, u64)>,
@@ -410,7 +418,7 @@ impl Counters {
 }
 
 /// An alarm-status element (`perimeterAlarm id=1 true`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmState {
     /// Alarm name as sent.
     pub name: String,
@@ -421,7 +429,7 @@ pub struct AlarmState {
 }
 
 /// Typed attributes of an event. Only what applies is filled.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attributes {
     /// Plates read (LPR); several per post are possible.
     pub plates: Vec<Plate>,
@@ -484,7 +492,7 @@ impl Event {
 }
 
 /// A device as the rest of the bridge knows it: a stable id plus what was learned about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// Topic-safe stable id (`58_5b_69_40_f4_0d_ch2`, `192_168_1_50`, or a configured id).
     pub id: String,

@@ -10,13 +10,16 @@
 //! - [`config`]: the whole configuration (TOML file, environment, command line).
 //! - [`broker`]: the embedded MQTT broker used when none is configured.
 
+pub mod addon;
 pub mod broker;
 pub mod config;
 pub mod event;
+pub mod health;
 pub mod http;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;
+pub mod spool;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -79,28 +82,68 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         return Err(config::ConfigError::Invalid(problems).into());
     }
     let broker_addr = match &config.mqtt.url {
-        Some(url) => BrokerAddr::from_url(url).map_err(|e| {
-            config::ConfigError::Invalid(vec![config::Problem {
-                path: "mqtt.url".into(),
-                line: None,
-                message: e.to_string(),
-            }])
-        })?,
+        Some(url) => {
+            let problem = |path: &str, message: String| {
+                config::ConfigError::Invalid(vec![config::Problem {
+                    path: path.into(),
+                    line: None,
+                    message,
+                }])
+            };
+            let mut b =
+                BrokerAddr::from_url(url).map_err(|e| problem("mqtt.url", e.to_string()))?;
+            // `mqtt.username` / `mqtt.password` (already resolved from `password_file` by the
+            // loader; read here as a fallback) override the URL's.
+            let m = &config.mqtt;
+            if let Some(u) = &m.username {
+                b.username = Some(u.clone());
+            }
+            if let Some(p) = &m.password {
+                b.password = Some(p.expose().to_owned());
+            } else if let Some(f) = &m.password_file {
+                let p = std::fs::read_to_string(f).map_err(|e| {
+                    problem(
+                        "mqtt.password_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                b.password = Some(p.trim_end_matches(['\r', '\n']).to_owned());
+            }
+            b.tls |= m.tls.enabled;
+            b.tls_options = sinks::mqtt::TlsOptions {
+                ca_file: m.tls.ca_file.clone(),
+                cert_file: m.tls.cert_file.clone(),
+                key_file: m.tls.key_file.clone(),
+                server_name: m.tls.server_name.clone(),
+            };
+            sinks::mqtt::check_tls(&b).map_err(|e| problem("mqtt.tls", e.to_string()))?;
+            b
+        }
         None => {
             let addr = config.mqtt.embedded_listen;
             tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
             broker::start(addr, config.mqtt.max_packet_size).await?;
-            BrokerAddr {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                username: None,
-                password: None,
-                tls: false,
-            }
+            BrokerAddr::tcp(addr.ip().to_string(), addr.port())
         }
     };
     let broker_desc = format!("{}:{}", broker_addr.host, broker_addr.port);
     let sink_cfg = sink_config(&config, broker_addr);
+
+    // The spool opens before anything listens: a post accepted from now on is durable.
+    // An unusable directory (or one locked by another instance) does not stop the bridge:
+    // it runs with events in memory only, and says so loudly (log, `spool_errors`).
+    let spool = if config.spool.enabled {
+        match spool::Spool::open(spool::SpoolConfig::from_section(&config.spool)) {
+            Ok((s, _)) => Some(s),
+            Err(e) => {
+                stats::stats().spool_errors.inc();
+                tracing::error!(error = %e, "spool unavailable; events are kept in memory only");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let (src_tx, src_rx) = mpsc::channel(1024);
     let (sink_tx, sink_rx) = mpsc::channel(1024);
@@ -118,6 +161,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 request_timeout: config::secs(v.request_timeout),
                 idle_timeout: config::secs(v.idle_timeout),
                 max_connections: v.max_connections,
+                guard: http::Guard::from_settings(
+                    v.auth.as_ref().map(|a| {
+                        (
+                            a.username.as_str(),
+                            a.password.as_ref().map(|p| p.expose()),
+                            a.password_file.as_deref(),
+                        )
+                    }),
+                    &v.allow,
+                )
+                .map_err(|e| {
+                    config::ConfigError::Invalid(vec![config::Problem {
+                        path: "viewtron".into(),
+                        line: None,
+                        message: e.to_string(),
+                    }])
+                })?,
                 ..http::HttpConfig::default()
             },
             unparsed_body_cap: v.unparsed_body_cap,
@@ -138,11 +198,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     drop(src_tx);
 
-    let sink = tokio::spawn(sinks::mqtt::run(sink_cfg, sink_rx, sink_token.clone()));
+    let sink = match spool.clone() {
+        Some(s) => tokio::spawn(sinks::mqtt::run_spooled(
+            sink_cfg,
+            sink_rx,
+            s,
+            sink_token.clone(),
+        )),
+        None => tokio::spawn(sinks::mqtt::run(sink_cfg, sink_rx, sink_token.clone())),
+    };
     let pipeline = tokio::spawn(pipeline::run(
         pipeline::PipelineConfig::from_config(&config),
         src_rx,
         vec![sink_tx],
+        spool,
         CancellationToken::new(),
     ));
 

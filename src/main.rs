@@ -40,6 +40,15 @@ enum Cmd {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Ask a running bridge's `/healthz`; exit 0 when healthy (Docker `HEALTHCHECK`).
+    Healthcheck {
+        /// The bridge's receiver address [default: the --listen / CAMQTT_LISTEN port on 127.0.0.1].
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,20 +74,37 @@ struct RunArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "CAMQTT_LOG", default_value = "info", global = true)]
     log_level: String,
+    /// Home Assistant add-on options (JSON). Default: /data/options.json when SUPERVISOR_TOKEN is set.
+    #[arg(long, env = "CAMQTT_ADDON_OPTIONS")]
+    addon_options: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_level = match &cli.cmd {
+    let mut log_level = match &cli.cmd {
         Some(Cmd::Run(a)) => a.log_level.clone(),
         _ => cli.run.log_level.clone(),
     };
+    // Add-on mode: the add-on's `log_level` option, unless CAMQTT_LOG is set.
+    if let (None | Some(Cmd::Run(_)), None) = (&cli.cmd, std::env::var_os("CAMQTT_LOG")) {
+        let a = match &cli.cmd {
+            Some(Cmd::Run(a)) => a,
+            _ => &cli.run,
+        };
+        if let Some(level) = addon_options(a)
+            .and_then(|p| camqtt::addon::read_options(&p).ok())
+            .and_then(|o| o.log_level())
+        {
+            log_level = level;
+        }
+    }
     init_logging(&log_level);
     let result = match cli.cmd {
         None => run(cli.run),
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Parse { files }) => parse(&files),
         Some(Cmd::CheckConfig { file }) => check_config(&file),
+        Some(Cmd::Healthcheck { url, timeout }) => healthcheck(url, cli.run.listen, timeout),
     };
     match result {
         Ok(code) => code,
@@ -98,15 +124,37 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// The add-on options file when running as a Home Assistant add-on.
+fn addon_options(args: &RunArgs) -> Option<PathBuf> {
+    camqtt::addon::options_path(
+        args.addon_options.as_deref(),
+        &|k| std::env::var(k).ok(),
+        &|p| p.is_file(),
+    )
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match &args.config {
+    let addon = addon_options(&args);
+    // In add-on mode an optional full TOML in the add-on's config folder is the base.
+    let config_file = args.config.clone().or_else(|| {
+        let advanced = Path::new(camqtt::addon::ADVANCED_CONFIG_PATH);
+        (addon.is_some() && advanced.is_file()).then(|| advanced.to_path_buf())
+    });
+    let mut config = match &config_file {
         Some(path) => match config::load_file(path) {
             Ok(c) => c,
             Err(e) => anyhow::bail!("{}: {e}", path.display()),
         },
         None => Config::default(),
     };
-    let problems = config.resolve_secrets(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p));
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    if let Some(options) = &addon {
+        tracing::info!(options = %options.display(), "Home Assistant add-on mode");
+        let supervisor = camqtt::addon::SupervisorSettings::from_env(&|k| std::env::var(k).ok());
+        config = runtime.block_on(camqtt::addon::load(options, config, &supervisor))?;
+    }
+    let problems =
+        config.resolve_secrets(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p));
     if !problems.is_empty() {
         anyhow::bail!("{}", ConfigError::Invalid(problems));
     }
@@ -117,7 +165,6 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         discovery_prefix: args.discovery_prefix,
         client_id: args.client_id,
     });
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let running = camqtt::start(config, shutdown.clone()).await?;
@@ -216,6 +263,40 @@ fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
             json!({"file": file, "events": events})
         }
         Err(e) => json!({"file": file, "error": {"reason": e.reason(), "detail": e.to_string()}}),
+    }
+}
+
+fn healthcheck(
+    url: Option<String>,
+    listen: Option<SocketAddr>,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let base = url.unwrap_or_else(|| {
+        let port = listen.map_or(5002, |a| a.port());
+        format!("http://127.0.0.1:{port}")
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(camqtt::addon::http_get(
+        &base,
+        "/healthz",
+        &[],
+        std::time::Duration::from_secs(timeout),
+    ));
+    match answer {
+        Ok(r) => {
+            println!("{}", String::from_utf8_lossy(&r.body));
+            Ok(if r.status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Err(e) => {
+            eprintln!("camqtt: healthcheck {base}/healthz: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

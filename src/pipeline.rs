@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeviceSection};
 use crate::event::{Category, Device, DeviceInfo, DeviceKind, Message, Routed, normalise_mac};
+use crate::spool::Spool;
 use crate::stats::stats;
 
 /// Settings of the pipeline, taken from [`Config`].
@@ -355,43 +356,106 @@ impl Registry {
     }
 }
 
-/// Run the pipeline until `shutdown` or until every source has gone away.
-pub async fn run(
-    cfg: PipelineConfig,
-    mut rx: mpsc::Receiver<Message>,
-    sinks: Vec<mpsc::Sender<Routed>>,
-    shutdown: CancellationToken,
-) {
-    let mut registry = Registry::new(cfg);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let routed = tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(msg) => registry.route(msg, Instant::now()),
-                None => break,
-            },
-            _ = tick.tick() => registry.tick(Instant::now()),
-            () = shutdown.cancelled() => {
-                // Drain what the sources already queued, then stop.
-                let mut out = Vec::new();
-                while let Ok(msg) = rx.try_recv() {
-                    out.extend(registry.route(msg, Instant::now()));
-                }
-                fan_out(&sinks, out).await;
-                break;
-            }
-        };
-        fan_out(&sinks, routed).await;
+/// One message from a source, optionally with a channel completed once the message (and
+/// with it everything the source sent before) is durable: appended to the spool, or handed
+/// to the sinks when there is no spool.
+#[derive(Debug)]
+pub struct Input {
+    /// The message.
+    pub msg: Message,
+    /// Completed after the message was routed and stored.
+    pub durable: Option<oneshot::Sender<()>>,
+}
+
+impl From<Message> for Input {
+    fn from(msg: Message) -> Input {
+        Input { msg, durable: None }
     }
 }
 
-async fn fan_out(sinks: &[mpsc::Sender<Routed>], routed: Vec<Routed>) {
-    for r in routed {
-        for sink in sinks {
-            if sink.send(r.clone()).await.is_err() {
-                stats().dropped.inc();
-                tracing::warn!("sink has stopped; message dropped");
+/// Where routed messages go: the sinks' channels, and the spool first when there is one.
+struct Outputs {
+    sinks: Vec<mpsc::Sender<Routed>>,
+    spool: Option<Spool>,
+    failures: u64,
+}
+
+impl Outputs {
+    /// Store (spool) or hand over (channels) every routed message, in order.
+    ///
+    /// With a spool, the sink reads from the spool; a message the spool cannot take (disk
+    /// full, I/O error) is counted, logged and goes on through the in-memory channel, so it
+    /// is still delivered unless the bridge dies first.
+    async fn deliver(&mut self, routed: Vec<Routed>) {
+        for r in routed {
+            if let Some(spool) = &self.spool {
+                // A write into the page cache; no fsync unless configured.
+                match spool.append(&r) {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        self.failures += 1;
+                        stats().spool_errors.inc();
+                        if self.failures == 1 || self.failures.is_power_of_two() {
+                            tracing::error!(error = %e, failures = self.failures, "cannot write to the spool; message kept in memory only");
+                        }
+                    }
+                }
+            }
+            for sink in &self.sinks {
+                if sink.send(r.clone()).await.is_err() {
+                    stats().dropped.inc();
+                    tracing::warn!("sink has stopped; message dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Run the pipeline until `shutdown` or until every source has gone away.
+///
+/// With `spool`, every routed message is appended to it (the sink reads it from there)
+/// before the source's [`Input::durable`] is completed.
+pub async fn run(
+    cfg: PipelineConfig,
+    mut rx: mpsc::Receiver<Input>,
+    sinks: Vec<mpsc::Sender<Routed>>,
+    spool: Option<Spool>,
+    shutdown: CancellationToken,
+) {
+    let mut registry = Registry::new(cfg);
+    let mut out = Outputs {
+        sinks,
+        spool,
+        failures: 0,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(Input { msg, durable }) => {
+                    let routed = registry.route(msg, Instant::now());
+                    out.deliver(routed).await;
+                    if let Some(d) = durable {
+                        let _ = d.send(());
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                let routed = registry.tick(Instant::now());
+                out.deliver(routed).await;
+            }
+            () = shutdown.cancelled() => {
+                // Drain what the sources already queued, then stop.
+                while let Ok(Input { msg, durable }) = rx.try_recv() {
+                    let routed = registry.route(msg, Instant::now());
+                    out.deliver(routed).await;
+                    if let Some(d) = durable {
+                        let _ = d.send(());
+                    }
+                }
+                break;
             }
         }
     }

@@ -31,6 +31,27 @@ impl Serialize for Counter {
     }
 }
 
+/// A value that goes up and down (queue depth, bytes on disk).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Set the current value.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Serialize for Gauge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get())
+    }
+}
+
 /// All counters of the process.
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
@@ -40,6 +61,10 @@ pub struct Stats {
     pub http_errors: Counter,
     /// Connections accepted.
     pub connections: Counter,
+    /// Requests refused with 401: missing, malformed or wrong HTTP Basic credentials.
+    pub auth_failures: Counter,
+    /// Connections refused with 403: peer not on a listener's allow-list.
+    pub forbidden: Counter,
     /// Heartbeats received.
     pub heartbeats: Counter,
     /// Events produced by sources.
@@ -62,6 +87,28 @@ pub struct Stats {
     pub mqtt_errors: Counter,
     /// MQTT (re)connections.
     pub mqtt_connects: Counter,
+    /// Records appended to the disk spool.
+    pub spool_appended: Counter,
+    /// Spool records the size or age bound pushed out before they were delivered.
+    pub spool_dropped: Counter,
+    /// Spool records delivered again after some of their publishes had been acknowledged
+    /// (at-least-once: after a broker outage the unacknowledged tail is replayed).
+    pub spool_duplicates: Counter,
+    /// Spool records found unacknowledged at start (replayed; some may be duplicates).
+    pub spool_replayed: Counter,
+    /// Images left out of replayed events because they were older than `image_max_age`.
+    pub spool_images_dropped: Counter,
+    /// Damaged spool records or tails skipped (torn writes, bad checksums).
+    pub spool_corrupt: Counter,
+    /// Messages that could not be written to the spool (disk full, I/O error); they went
+    /// on in memory only.
+    pub spool_errors: Counter,
+    /// Records in the spool not yet acknowledged by the broker.
+    pub spool_depth: Gauge,
+    /// Bytes of spool segment files on disk.
+    pub spool_bytes: Gauge,
+    /// 1 while the MQTT connection is up.
+    pub mqtt_connected: Gauge,
 }
 
 /// The process-wide counters.

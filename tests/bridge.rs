@@ -197,6 +197,7 @@ struct Bridge {
     addr: SocketAddr,
     shutdown: CancellationToken,
     running: Option<camqtt::Running>,
+    _spool: tempfile::TempDir,
 }
 
 impl Bridge {
@@ -208,6 +209,8 @@ impl Bridge {
             client_id: Some(format!("camqtt-test-{}", broker.port)),
             ..Default::default()
         });
+        let spool = tempfile::tempdir().expect("spool dir");
+        cfg.spool.dir = spool.path().to_path_buf();
         let shutdown = CancellationToken::new();
         let running = camqtt::start(cfg, shutdown.clone())
             .await
@@ -216,6 +219,7 @@ impl Bridge {
             addr: running.viewtron_addr.expect("viewtron on"),
             shutdown,
             running: Some(running),
+            _spool: spool,
         }
     }
 

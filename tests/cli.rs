@@ -137,7 +137,10 @@ async fn zero_config_run_uses_the_embedded_broker() {
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        format!("[mqtt]\nembedded_listen = \"127.0.0.1:{mqtt_port}\"\n"),
+        format!(
+            "[mqtt]\nembedded_listen = \"127.0.0.1:{mqtt_port}\"\n[spool]\ndir = \"{}\"\n",
+            dir.path().join("spool").display()
+        ),
     )
     .unwrap();
     let mut child = camqtt()
@@ -196,6 +199,33 @@ async fn zero_config_run_uses_the_embedded_broker() {
         log.lock().unwrap().contains("embedded"),
         "log says so: {}",
         log.lock().unwrap()
+    );
+
+    // The Docker HEALTHCHECK command: receiver up, broker connected → exit 0 with the JSON.
+    let health = camqtt()
+        .arg("healthcheck")
+        .env("CAMQTT_LISTEN", format!("0.0.0.0:{http_port}"))
+        .output()
+        .expect("healthcheck runs");
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&health.stdout).expect("healthz JSON");
+    assert_eq!(report["mqtt_connected"], true);
+    assert_eq!(report["receiver"], "up");
+    let down = camqtt()
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !down.status.success(),
+        "nothing listening must be unhealthy"
     );
 
     // SIGTERM → offline and exit 0.

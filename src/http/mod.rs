@@ -11,11 +11,15 @@
 //! - [`server`] (thin async shell): [`serve`] runs one task per connection, answers requests of a
 //!   connection strictly in order, writes the reply as soon as the [`Handler`] returns, and
 //!   enforces the limits of [`HttpConfig`].
+//! - [`guard`] (pure): [`Guard`], the allow-list and HTTP Basic auth the server applies before
+//!   the handler sees a request.
 
+pub mod guard;
 pub mod request;
 pub mod response;
 pub mod server;
 
+pub use guard::{BasicAuth, Cidr, Denied, Guard};
 pub use request::{Framed, Limits, Request, RequestFramer};
 pub use response::Response;
 pub use server::{Handler, HttpConfig, Reply, serve};

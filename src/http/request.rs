@@ -30,6 +30,12 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// beyond it only when a new line feed arrives (so a slow trickle costs O(lines × size)).
 const EAGER_PARSE_BYTES: usize = 1024;
 
+/// Blank-line bytes (CR, LF) between two requests that still count as idle. Clients send a
+/// stray CRLF after a body; a peer that keeps sending them is not idle but trickling a request
+/// preamble, so the header timeout applies (otherwise a CRLF every few seconds would hold a
+/// connection slot forever, never reaching the idle timeout).
+const IDLE_BLANK_BYTES: usize = 8;
+
 /// Size limits of the framer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -150,6 +156,8 @@ pub struct RequestFramer {
     limits: Limits,
     peer: SocketAddr,
     state: State,
+    /// Blank-line bytes dropped since the last complete request (saturating).
+    blank: usize,
 }
 
 impl RequestFramer {
@@ -160,6 +168,7 @@ impl RequestFramer {
             limits,
             peer,
             state: State::Head { scanned: 0 },
+            blank: 0,
         }
     }
 
@@ -168,11 +177,13 @@ impl RequestFramer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// `true` between requests: nothing of a next request has arrived (line feeds between
-    /// requests are ignored).
+    /// `true` between requests: nothing of a next request has arrived. A few blank lines
+    /// between requests are ignored; more than [`IDLE_BLANK_BYTES`] of them since the last
+    /// request count as the start of one (so the header timeout, not the idle timeout, applies).
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head { .. })
             && self.buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
+            && self.blank.saturating_add(self.buf.len()) <= IDLE_BLANK_BYTES
     }
 
     /// `true` once the header section of the current request is complete.
@@ -183,6 +194,16 @@ impl RequestFramer {
     /// Bytes buffered but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Header fields of the current request once its header section is complete (after
+    /// [`Framed::Head`]) and until its body is framed; `None` otherwise. Lets the server check
+    /// credentials before reading the body.
+    pub fn pending_headers(&self) -> Option<&[(String, String)]> {
+        match &self.state {
+            State::Length { head, .. } | State::Chunked { head, .. } => Some(&head.headers),
+            State::Head { .. } | State::Failed(_) => None,
+        }
     }
 
     /// Advance as far as the buffered bytes allow.
@@ -225,6 +246,7 @@ impl RequestFramer {
             .count();
         if blank > 0 {
             self.buf.advance(blank);
+            self.blank = self.blank.saturating_add(blank);
             *scanned = 0;
         }
         if self.buf.is_empty() {
@@ -382,6 +404,7 @@ impl RequestFramer {
     /// Build the request from the current head and `body`, and go back to waiting for a head.
     fn finish(&mut self, body: Bytes, chunked: bool) -> Request {
         let state = std::mem::replace(&mut self.state, State::Head { scanned: 0 });
+        self.blank = 0;
         let head = match state {
             State::Length { head, .. } | State::Chunked { head, .. } => head,
             // Unreachable by construction; produce an empty head rather than panic.
@@ -758,6 +781,28 @@ mod tests {
                 expect_continue: false
             })
         );
+    }
+
+    #[test]
+    fn endless_blank_lines_are_not_idle() {
+        let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+        // A trickle of CRLFs, polled after each: idle at first, then a request in progress.
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            f.push(b"\r\n");
+            assert_eq!(f.poll(), Ok(Framed::NeedMore));
+            idle.push(f.is_idle());
+        }
+        assert_eq!(idle, [true, true, true, true, false, false, false, false]);
+        // A request still frames after them, and resets the allowance.
+        f.push(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(matches!(f.poll(), Ok(Framed::Head { .. })));
+        assert!(matches!(f.poll(), Ok(Framed::Request(_))));
+        f.push(b"\r\n");
+        assert!(f.is_idle());
+        // Unpolled bytes count as well.
+        f.push(&[b'\n'; 20]);
+        assert!(!f.is_idle());
     }
 
     #[test]

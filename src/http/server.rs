@@ -16,6 +16,14 @@
 //!   response, if any, is sent with `Connection: close`, then the connection is closed after a
 //!   short bounded drain of what the client is still sending (so the reply is not lost to a TCP
 //!   reset). A body over the limit with a `Content-Length` is refused before it is read.
+//! - Access ([`HttpConfig::guard`], off by default): a peer outside the allow-list gets a fixed
+//!   `403 Forbidden` right after accept, without its request being read, and the connection is
+//!   closed (counted in `forbidden`, one warn line). With Basic auth configured, each request's
+//!   header section is checked as soon as it is complete: a request without valid credentials
+//!   gets `401` + `WWW-Authenticate` and the connection is closed before its body is read
+//!   (counted in `auth_failures`, one warn line with the peer and reason, never the password).
+//!   The handler never sees refused requests; framing errors of a request that was not (yet)
+//!   authenticated are answered with `401` and not passed to [`Handler::on_error`] either.
 //! - Shutdown: when the token is cancelled the listener is closed, idle connections are closed,
 //!   requests in flight finish (their replies carry `Connection: close`); connections still busy
 //!   after [`HttpConfig::shutdown_grace`] are aborted.
@@ -33,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::HttpError;
+use super::guard::{Denied, Guard};
 use super::request::{Framed, Limits, Request, RequestFramer};
 use super::response::Response;
 use crate::stats::stats;
@@ -67,6 +76,8 @@ pub struct HttpConfig {
     /// After shutdown, how long requests in flight may take before their connections are
     /// aborted. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Allow-list and HTTP Basic auth. Default: open to everyone.
+    pub guard: Guard,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +91,7 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(300),
             max_connections: 512,
             shutdown_grace: Duration::from_secs(5),
+            guard: Guard::default(),
         }
     }
 }
@@ -165,7 +177,11 @@ pub async fn serve(
         debug!(%peer, "HTTP connection accepted.");
         let (cfg, handler, shutdown) = (cfg.clone(), handler.clone(), shutdown.clone());
         tasks.spawn(async move {
-            connection(stream, peer, &cfg, handler.as_ref(), &shutdown).await;
+            if cfg.guard.allows_peer(peer.ip()) {
+                connection(stream, peer, &cfg, handler.as_ref(), &shutdown).await;
+            } else {
+                refuse_peer(stream, peer).await;
+            }
             drop(permit);
         });
     }
@@ -213,6 +229,8 @@ enum End {
     Io(std::io::Error),
     /// Framing lost.
     Error(HttpError),
+    /// Refused by the guard (credentials).
+    Denied(Denied),
 }
 
 async fn connection(
@@ -228,15 +246,25 @@ async fn connection(
     let mut buf = vec![0u8; READ_CHUNK];
     let mut started: Option<Instant> = None;
     let mut pending_continue = false;
+    // The current request's header section passed the guard.
+    let mut authed = false;
 
     let end = loop {
         match framer.poll() {
             Ok(Framed::Head { expect_continue }) => {
+                if let Err(denied) = cfg
+                    .guard
+                    .check_auth(framer.pending_headers().unwrap_or_default())
+                {
+                    break End::Denied(denied);
+                }
+                authed = true;
                 pending_continue = expect_continue;
                 continue;
             }
             Ok(Framed::Request(req)) => {
                 pending_continue = false;
+                authed = false;
                 started = None;
                 stats().http_requests.inc();
                 let close = !req.keep_alive || shutdown.is_cancelled();
@@ -325,6 +353,38 @@ async fn connection(
             let _ = stream.shutdown().await;
         }
         End::Io(error) => debug!(%peer, %error, "HTTP connection I/O error."),
+        End::Denied(denied) => {
+            stats().auth_failures.inc();
+            warn!(%peer, reason = denied.reason(), status = denied.status(), "HTTP request refused: not authenticated.");
+            if let Err(error) = write_all(
+                &mut stream,
+                &denied.response().encode(true, false),
+                cfg.request_timeout,
+            )
+            .await
+            {
+                debug!(%peer, %error, "HTTP refusal not written.");
+                return;
+            }
+            let _ = stream.shutdown().await;
+            linger(&mut stream).await;
+        }
+        End::Error(error) if cfg.guard.auth.is_some() && !authed => {
+            // Nothing of this request was authenticated: the handler does not see it.
+            stats().http_errors.inc();
+            debug!(%peer, %error, "HTTP request failed before authentication.");
+            if error == HttpError::Incomplete {
+                return;
+            }
+            let reply = super::guard::unauthorized().encode(true, false);
+            if write_all(&mut stream, &reply, cfg.request_timeout)
+                .await
+                .is_ok()
+            {
+                let _ = stream.shutdown().await;
+                linger(&mut stream).await;
+            }
+        }
         End::Error(error) => {
             stats().http_errors.inc();
             if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
@@ -359,13 +419,39 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std
     }
 }
 
+/// How long a refused (not allow-listed) peer's leftovers are discarded before closing.
+const REFUSE_LINGER_TIME: Duration = Duration::from_secs(1);
+/// How much of a refused peer's leftovers is discarded before closing.
+const REFUSE_LINGER_BYTES: usize = 64 * 1024;
+
+/// A peer outside the allow-list: fixed `403`, nothing it sends is framed or parsed.
+async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr) {
+    stats().forbidden.inc();
+    warn!(%peer, reason = Denied::NotAllowed.reason(), status = 403, "HTTP connection refused: peer not in allow-list.");
+    let _ = stream.set_nodelay(true);
+    let reply = Denied::NotAllowed.response().encode(true, false);
+    if write_all(&mut stream, &reply, REFUSE_LINGER_TIME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    discard(&mut stream, REFUSE_LINGER_TIME, REFUSE_LINGER_BYTES).await;
+}
+
 /// After our FIN, read and discard what the client still sends (bounded), so that closing with
 /// unread data does not reset the connection before the client has read our reply.
 async fn linger(stream: &mut TcpStream) {
+    discard(stream, LINGER_TIME, LINGER_BYTES).await;
+}
+
+/// Read and drop at most `max_bytes` for at most `max_time`, until EOF or an error.
+async fn discard(stream: &mut TcpStream, max_time: Duration, max_bytes: usize) {
     let mut sink = vec![0u8; READ_CHUNK];
     let mut total = 0usize;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while total < LINGER_BYTES {
+    let _ = tokio::time::timeout(max_time, async {
+        while total < max_bytes {
             match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,

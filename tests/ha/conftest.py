@@ -148,7 +148,10 @@ def bridge(stack: Stack) -> Iterator[Bridge]:
     ]
     env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
     t0 = time.monotonic()
-    proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=env)
+    # cwd = run/: anything the bridge writes relative to its working directory (the
+    # default spool directory `camqtt-spool`) stays in the run and is wiped with it, so no
+    # spooled message of one run can be replayed into the next.
+    proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=env, cwd=stack.run_dir)
     try:
         try:
             wait_until(f"camqtt to listen on {LOOPBACK}:{port}",

@@ -269,6 +269,28 @@ automation: !include automations.yaml
 input_boolean:
   camqtt_e2e_fired:
     name: camqtt e2e fired
+  camqtt_bp_gate:
+    name: camqtt blueprint gate
+  camqtt_bp_lamp:
+    name: camqtt blueprint lamp relay
+# For the blueprint test: a light (what the lights blueprint targets) backed by a helper,
+# and the notify integration, whose notify.persistent_notification action takes the same
+# title/message/data as a phone's notify.mobile_app_* action.
+light:
+  - platform: template
+    lights:
+      camqtt_bp_porch:
+        friendly_name: camqtt blueprint porch
+        value_template: "{{{{ is_state('input_boolean.camqtt_bp_lamp', 'on') }}}}"
+        turn_on:
+          action: input_boolean.turn_on
+          target:
+            entity_id: input_boolean.camqtt_bp_lamp
+        turn_off:
+          action: input_boolean.turn_off
+          target:
+            entity_id: input_boolean.camqtt_bp_lamp
+notify:
 binary_sensor:
 sensor:
 image:
@@ -281,6 +303,9 @@ logger:
 """
     )
     (config_dir / "automations.yaml").write_text("[]\n")
+    # /local/ is only served when www/ exists at start-up (the notify blueprint saves
+    # plate crops there).
+    (config_dir / "www").mkdir(exist_ok=True)
 
 
 def start_home_assistant(run_dir: Path, http_port: int) -> Process:

@@ -111,7 +111,7 @@ _LPR = Template("""<?xml version="1.0" encoding="UTF-8"?>
 <vehiceId type="uint32">$vehicle_id</vehiceId>
 <plateNumber type="string"><![CDATA[$plate]]></plateNumber>
 <plateCharCount type="uint32">$plate_len</plateCharCount>
-<vehicleDirect type="vehicleDirectType">approach</vehicleDirect>
+$direction_line
 $list_line
 <PlateWidth type="uint32">$crop_w</PlateWidth>
 <PlateHeight type="uint32">$crop_h</PlateHeight>
@@ -121,7 +121,7 @@ $list_line
 <rightTop><x type="uint32">5480</x><y type="uint32">6110</y></rightTop>
 <leftBottom><x type="uint32">4020</x><y type="uint32">6790</y></leftBottom>
 <rightBottom><x type="uint32">5480</x><y type="uint32">6790</y></rightBottom>
-<PlateConfidence type="uint32" count="9650"/>
+<PlateConfidence type="uint32" count="$confidence"/>
 <plateColor type="uint32" count="2"/>
 <province type="string"></province>
 <carAttr>
@@ -145,14 +145,20 @@ $list_line
 
 
 def lpr_post(dev: Device, plate: str, overview: bytes, crop: bytes, list_type: str | None,
-             vehicle_id: int, size: tuple[int, int], crop_size: tuple[int, int]) -> bytes:
+             vehicle_id: int, size: tuple[int, int], crop_size: tuple[int, int],
+             direction: str | None = "approach", confidence: float = 96.5) -> bytes:
+    """``direction`` None leaves ``vehicleDirect`` out; ``confidence`` is a percentage
+    (sent as ``PlateConfidence@count`` = confidence x 100)."""
     ov_b64, crop_b64 = _b64(overview), _b64(crop)
     list_line = (f'<vehicleListType type="vehileMatchAlarmList">{list_type}</vehicleListType>'
                  if list_type else "")
+    direction_line = (f'<vehicleDirect type="vehicleDirectType">{direction}</vehicleDirect>'
+                      if direction else "")
     return _LPR.substitute(
         time_us=now_us(), mac=dev.mac, serial=dev.serial, name=dev.name,
         ov_w=size[0], ov_h=size[1], ov_len=len(ov_b64), ov_b64=ov_b64,
         vehicle_id=vehicle_id, plate=plate, plate_len=len(plate), list_line=list_line,
+        direction_line=direction_line, confidence=round(confidence * 100),
         crop_w=crop_size[0], crop_h=crop_size[1], crop_len=len(crop_b64), crop_b64=crop_b64,
     ).encode("utf-8")
 
@@ -190,7 +196,7 @@ _PEA = Template("""<?xml version="1.0" encoding="UTF-8"?>
 <rect><x1 type="uint32">3000</x1><y1 type="uint32">3500</y1><x2 type="uint32">4200</x2><y2 type="uint32">8000</y2></rect>
 <targetImageData>
 <dataType type="uint32">0</dataType>
-<targetType type="uint32">1</targetType>
+<targetType type="uint32">$target_type</targetType>
 <Width type="uint32">$crop_w</Width>
 <Height type="uint32">$crop_h</Height>
 <targetBase64Length type="uint32">$crop_len</targetBase64Length>
@@ -210,12 +216,84 @@ _PEA = Template("""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def intrusion_post(dev: Device, overview: bytes, crop: bytes, target_id: int,
-                   size: tuple[int, int], crop_size: tuple[int, int]) -> bytes:
+                   size: tuple[int, int], crop_size: tuple[int, int],
+                   target_type: int = 1) -> bytes:
+    """``target_type`` is the object class: 1 person, 2 car, 4 bike."""
     ov_b64, crop_b64 = _b64(overview), _b64(crop)
-    return _PEA.substitute(
+    return _PEA.substitute(target_type=target_type,
         time_us=now_us(), mac=dev.mac, serial=dev.serial, name=dev.name, target_id=target_id,
         ov_w=size[0], ov_h=size[1], ov_len=len(ov_b64), ov_b64=ov_b64,
         crop_w=crop_size[0], crop_h=crop_size[1], crop_len=len(crop_b64), crop_b64=crop_b64,
+    ).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- IPC PASSLINECOUNT
+
+_PASSLINE = Template("""<?xml version="1.0" encoding="UTF-8"?>
+<config version="1.7" xmlns="http://www.ipc.com/ver10">
+<smartType type="openAlramObj">PASSLINECOUNT</smartType>
+<subscribeOption type="subscribeRelation[V1]">FEATURE_RESULT</subscribeOption>
+<currentTime type="tint64">$time_us</currentTime>
+<mac type="string"><![CDATA[$mac]]></mac>
+<sn type="string"><![CDATA[$serial]]></sn>
+<deviceName type="string"><![CDATA[$name]]></deviceName>
+<passLineCount>
+<enterCarCount type="uint32">$enter_car</enterCarCount>
+<enterPersonCount type="uint32">$enter_person</enterPersonCount>
+<enterBikeCount type="uint32">$enter_bike</enterBikeCount>
+<leaveCarCount type="uint32">$leave_car</leaveCarCount>
+<leavePersonCount type="uint32">$leave_person</leavePersonCount>
+<leaveBikeCount type="uint32">$leave_bike</leaveBikeCount>
+<existCarCount type="uint32">0</existCarCount>
+<existPersonCount type="uint32">0</existPersonCount>
+<existBikeCount type="uint32">0</existBikeCount>
+<aoiInfo type="list" count="1">
+<item>
+<eventId type="uint32">1</eventId>
+<targetId type="tuint32">$target_id</targetId>
+<status type="perStatus">SMART_START</status>
+<line><x1 type="uint32">1000</x1><y1 type="uint32">5000</y1><x2 type="uint32">9000</x2><y2 type="uint32">5000</y2><Direct type="uint32">1</Direct></line>
+<rect><x1 type="uint32">4000</x1><y1 type="uint32">3000</y1><x2 type="uint32">5000</x2><y2 type="uint32">7000</y2></rect>
+</item>
+</aoiInfo>
+</passLineCount>
+<listInfo type="list" count="1">
+<item>
+<targetId type="tuint32">$target_id</targetId>
+<rect><x1 type="uint32">4000</x1><y1 type="uint32">3000</y1><x2 type="uint32">5000</x2><y2 type="uint32">7000</y2></rect>
+<targetImageData>
+<dataType type="uint32">0</dataType>
+<targetType type="uint32">1</targetType>
+<Width type="uint32">$crop_w</Width>
+<Height type="uint32">$crop_h</Height>
+<targetBase64Length type="uint32">$crop_len</targetBase64Length>
+<targetBase64Data type="string"><![CDATA[$crop_b64]]></targetBase64Data>
+</targetImageData>
+</item>
+</listInfo>
+<sourceDataInfo>
+<dataType type="uint32">0</dataType>
+<width type="uint32">$ov_w</width>
+<height type="uint32">$ov_h</height>
+<sourceBase64Length type="uint32">$ov_len</sourceBase64Length>
+<sourceBase64Data type="string"><![CDATA[$ov_b64]]></sourceBase64Data>
+</sourceDataInfo>
+</config>
+""")
+
+
+def passline_post(dev: Device, counts: dict[str, int], overview: bytes, crop: bytes,
+                  target_id: int, size: tuple[int, int], crop_size: tuple[int, int]) -> bytes:
+    """A line-counting post; ``counts`` keys are ``enter_person``, ``leave_car``, ...
+    (running totals as the camera keeps them; missing keys are 0)."""
+    ov_b64, crop_b64 = _b64(overview), _b64(crop)
+    totals = {f"{d}_{c}": int(counts.get(f"{d}_{c}", 0))
+              for d in ("enter", "leave") for c in ("car", "person", "bike")}
+    return _PASSLINE.substitute(
+        time_us=now_us(), mac=dev.mac, serial=dev.serial, name=dev.name, target_id=target_id,
+        ov_w=size[0], ov_h=size[1], ov_len=len(ov_b64), ov_b64=ov_b64,
+        crop_w=crop_size[0], crop_h=crop_size[1], crop_len=len(crop_b64), crop_b64=crop_b64,
+        **totals,
     ).encode("utf-8")
 
 

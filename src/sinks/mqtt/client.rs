@@ -14,6 +14,13 @@
 //! outbox, oldest dropped first when it is full (counted in `mqtt_errors`). With a clean
 //! session rumqttc fails publishes that were in flight when the link broke; momentary ones
 //! are queued again.
+//!
+//! With a disk spool ([`crate::spool`]) the loop reads routed messages from the spool instead,
+//! only while connected and only as fast as the broker acknowledges (so a backlog stays on
+//! disk, not in memory). Every publish is tagged with its spool record; [`Acks`] finds the
+//! delivered prefix and the spool releases it. A broken connection rewinds the spool to the
+//! oldest unreleased record and replays from there (at-least-once; duplicates counted). The
+//! in-memory channel is still served: it carries what the spool could not take.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +29,7 @@ use bytes::Bytes;
 use rand::Rng as _;
 use rumqttc::{
     AsyncClient, ClientError, ConnectionError, Event as MqttEvent, EventLoop, LastWill,
-    MqttOptions, Packet, PublishNoticeError, PublishOptions, QoS, Transport,
+    MqttOptions, NoticeFailureReason, Packet, PublishNoticeError, PublishOptions, QoS, Transport,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -30,9 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::SinkError;
+use super::acks::{Acks, Tag};
 use super::config::MqttSinkConfig;
 use super::state::{Action, SinkState};
 use crate::event::Routed;
+use crate::spool::Spool;
 use crate::stats::stats;
 
 /// Publishes handed to rumqttc and not yet acknowledged, at most.
@@ -46,6 +55,14 @@ pub const OUTBOX_MAX_MESSAGES: usize = 10_000;
 pub const OUTBOX_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// How long shutdown waits for the outbox and the `offline` publish.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// Spool reading stops while this many publishes wait in the outbox.
+const SPOOL_READ_AHEAD: usize = 128;
+/// Spool reading stops while this many records are read and not yet delivered.
+const SPOOL_MAX_OPEN: usize = 512;
+/// Records read from the spool per loop turn (other events get served in between).
+const SPOOL_BATCH: usize = 32;
+/// Spool housekeeping period (age bound, ledger write).
+const SPOOL_MAINTAIN: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -56,6 +73,8 @@ struct Pending {
     payload: Bytes,
     retain: bool,
     momentary: bool,
+    /// The spool record this publish delivers (part of).
+    tag: Option<Tag>,
 }
 
 impl From<Action> for Pending {
@@ -71,6 +90,7 @@ impl From<Action> for Pending {
                 payload,
                 retain,
                 momentary,
+                tag: None,
             },
         }
     }
@@ -82,6 +102,8 @@ struct Outbox {
     q: VecDeque<Pending>,
     bytes: usize,
     dropped: u64,
+    /// Tags of spool publishes the bound dropped (their records must not wait for them).
+    lost: Vec<Tag>,
 }
 
 impl Outbox {
@@ -106,9 +128,16 @@ impl Outbox {
         Some(p)
     }
 
-    /// Drop states (they are re-published on connect); keep momentary messages.
+    /// Drop states (they are re-published on connect) and spool publishes (they are
+    /// replayed from the spool); keep other momentary messages.
     fn keep_momentary(&mut self) {
-        self.q.retain(|p| p.momentary);
+        self.q.retain(|p| p.momentary && p.tag.is_none());
+        self.bytes = self.q.iter().map(|p| p.payload.len()).sum();
+    }
+
+    /// Drop spool publishes (they are replayed from the spool).
+    fn drop_tagged(&mut self) {
+        self.q.retain(|p| p.tag.is_none());
         self.bytes = self.q.iter().map(|p| p.payload.len()).sum();
     }
 
@@ -118,6 +147,7 @@ impl Outbox {
         {
             let Some(p) = self.pop_front() else { break };
             self.dropped += 1;
+            self.lost.extend(p.tag);
             stats().mqtt_errors.inc();
             if self.dropped == 1 || self.dropped.is_power_of_two() {
                 warn!(topic = %p.topic, dropped = self.dropped, "MQTT outbox full, dropped oldest message");
@@ -144,7 +174,11 @@ pub(crate) fn mqtt_options(
     will_topic: &str,
 ) -> Result<MqttOptions, SinkError> {
     let b = &cfg.broker;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), (b.host.clone(), b.port));
+    // With a TLS server name override, rumqttc is told that name (it drives SNI and the
+    // certificate check) and a socket connector dials the real host.
+    let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
+    let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
+    let mut o = MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
     let keep_alive = u16::try_from(cfg.keep_alive.as_secs().max(5)).unwrap_or(u16::MAX);
     o.set_keep_alive(keep_alive);
     o.set_clean_session(true);
@@ -160,9 +194,20 @@ pub(crate) fn mqtt_options(
         _ => {}
     }
     if b.tls {
-        let t =
-            Transport::try_tls_with_default_config().map_err(|e| SinkError::Tls(e.to_string()))?;
-        o.set_transport(t);
+        let tls = super::tls::client_config(&b.tls_options)?;
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+        ));
+        if name_override.is_some() {
+            let real = if b.host.contains(':') {
+                format!("[{}]:{}", b.host, b.port)
+            } else {
+                format!("{}:{}", b.host, b.port)
+            };
+            o.set_socket_connector(move |_name, network| {
+                rumqttc::default_socket_connect(real.clone(), network)
+            });
+        }
     }
     Ok(o)
 }
@@ -183,6 +228,7 @@ async fn drive(
                 up = true;
                 backoff = MIN_BACKOFF;
                 stats().mqtt_connects.inc();
+                stats().mqtt_connected.set(1);
                 if in_outage {
                     info!(broker = %broker, "MQTT connection restored");
                 } else {
@@ -205,6 +251,12 @@ async fn drive(
             Ok(_) => {}
             Err(ConnectionError::RequestsDone) => return,
             Err(e) => {
+                // Nothing queued for the broken connection may go out on the next one: it
+                // would overtake what the sink replays (an event lost in flight would then
+                // arrive after its successor). Fail it all now; the sink re-queues
+                // momentary messages and replays spool records in order.
+                discard_queued(&mut el);
+                stats().mqtt_connected.set(0);
                 if up {
                     up = false;
                     if tx.send(Conn::Down).await.is_err() {
@@ -220,8 +272,23 @@ async fn drive(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                // Publishes handed over while the sink had not yet seen `Down`.
+                discard_queued(&mut el);
             }
         }
+    }
+}
+
+/// Fail every request rumqttc still holds (in flight, pending replay, not yet read from the
+/// request channel) with `SessionReset`.
+fn discard_queued(el: &mut EventLoop) {
+    el.clean();
+    let n = el.drain_pending_as_failed(NoticeFailureReason::SessionReset);
+    if n > 0 {
+        debug!(
+            requests = n,
+            "MQTT link down; queued requests failed for re-queueing"
+        );
     }
 }
 
@@ -237,26 +304,113 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The spool side of the shell.
+struct SpoolSide {
+    spool: Spool,
+    acks: Acks,
+    /// Records may be waiting (set on append notifications, reconnects, housekeeping).
+    more: bool,
+}
+
 /// The shell.
 struct Shell {
     client: AsyncClient,
     outbox: Outbox,
     in_flight: JoinSet<Done>,
     connected: bool,
+    spool: Option<SpoolSide>,
 }
 
 impl Shell {
-    fn enqueue(&mut self, actions: Vec<Action>) {
+    /// Queue the publishes of the state machine; `seq` charges them to a spool record.
+    fn enqueue(&mut self, actions: Vec<Action>, seq: Option<u64>) {
         for a in actions {
-            let p = Pending::from(a);
-            if self.connected || p.momentary {
-                self.outbox.push_back(p);
+            let mut p = Pending::from(a);
+            if !(self.connected || p.momentary) {
+                continue;
             }
+            if let (Some(seq), Some(sp)) = (seq, self.spool.as_mut()) {
+                sp.acks.add(seq);
+                p.tag = Some(sp.acks.tag(seq));
+            }
+            self.outbox.push_back(p);
+        }
+    }
+
+    /// Read spool records (while connected and below the read-ahead limits) and turn them
+    /// into publishes.
+    fn read_spool(&mut self, st: &mut SinkState) {
+        for _ in 0..SPOOL_BATCH {
+            let Some(sp) = self.spool.as_mut() else {
+                return;
+            };
+            if !self.connected
+                || !sp.more
+                || self.outbox.q.len() >= SPOOL_READ_AHEAD
+                || sp.acks.len() >= SPOOL_MAX_OPEN
+            {
+                return;
+            }
+            let Some((seq, msg)) = sp.spool.next() else {
+                sp.more = false;
+                return;
+            };
+            sp.acks.begin(seq);
+            if let Some(m) = msg {
+                let acts = st.on_routed(&m, Instant::now());
+                self.enqueue(acts, Some(seq));
+                if st.has_held()
+                    && let Some(sp) = self.spool.as_mut()
+                {
+                    sp.acks.hold(seq);
+                }
+            }
+        }
+        self.release();
+    }
+
+    /// Release the delivered prefix of the spool.
+    fn release(&mut self) {
+        if let Some(sp) = self.spool.as_mut()
+            && let Some(seq) = sp.acks.releasable()
+        {
+            sp.spool.release_through(seq);
+        }
+    }
+
+    fn ack(&mut self, tag: Tag, acked: bool) {
+        if let Some(sp) = self.spool.as_mut() {
+            sp.acks.done(tag, acked);
+        }
+        self.release();
+    }
+
+    /// The connection broke: replay every unreleased record once it is back.
+    fn rewind(&mut self) {
+        let Some(sp) = self.spool.as_mut() else {
+            return;
+        };
+        let dup = sp.acks.reset();
+        let again = sp.spool.rewind();
+        sp.more = true;
+        self.outbox.drop_tagged();
+        if dup > 0 {
+            stats().spool_duplicates.add(dup);
+        }
+        if again > 0 {
+            info!(
+                records = again,
+                partly_delivered = dup,
+                "MQTT link lost; unacknowledged spool records will be replayed"
+            );
         }
     }
 
     /// Hand queued publishes to rumqttc while connected and below the in-flight cap.
     fn flush(&mut self) {
+        for tag in std::mem::take(&mut self.outbox.lost) {
+            self.ack(tag, false);
+        }
         while self.connected && self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(p) = self.outbox.pop_front() else {
                 break;
@@ -280,6 +434,9 @@ impl Shell {
                 Err(e) => {
                     stats().mqtt_errors.inc();
                     warn!(topic = %p.topic, error = %e, "MQTT publish rejected");
+                    if let Some(tag) = p.tag {
+                        self.ack(tag, false);
+                    }
                 }
             }
         }
@@ -288,25 +445,64 @@ impl Shell {
     fn completed(&mut self, done: Result<Done, tokio::task::JoinError>) {
         let Ok((p, r)) = done else { return };
         match r {
-            Ok(()) => stats().mqtt_published.inc(),
+            Ok(()) => {
+                stats().mqtt_published.inc();
+                if let Some(tag) = p.tag {
+                    self.ack(tag, true);
+                }
+            }
             Err(PublishNoticeError::SessionReset | PublishNoticeError::Recv) => {
-                // The link broke before the PUBACK. States are re-published on connect.
-                if p.momentary {
-                    self.outbox.push_back(p);
+                // The link broke before the PUBACK. States are re-published on connect;
+                // spool records are replayed from the oldest unreleased one.
+                match p.tag {
+                    Some(tag) => {
+                        let current = self
+                            .spool
+                            .as_ref()
+                            .is_some_and(|sp| sp.acks.tag(tag.seq) == tag);
+                        if current {
+                            self.rewind();
+                        }
+                    }
+                    None if p.momentary => self.outbox.push_back(p),
+                    None => {}
                 }
             }
             Err(e) => {
                 stats().mqtt_errors.inc();
                 warn!(topic = %p.topic, error = %e, "MQTT publish failed");
+                if let Some(tag) = p.tag {
+                    self.ack(tag, false);
+                }
             }
         }
     }
+
+    /// Timer work of the state machine; publishes leaving the settle queue are charged to
+    /// the newest held spool record.
+    fn tick(&mut self, st: &mut SinkState, now: Instant) {
+        let hold = self.spool.as_ref().and_then(|sp| sp.acks.hold_seq());
+        let acts = st.on_tick(now);
+        self.enqueue(acts, hold);
+        if hold.is_some() && !st.has_held() {
+            if let Some(sp) = self.spool.as_mut() {
+                sp.acks.holds_released();
+            }
+            self.release();
+        }
+    }
+
+    fn spool_idle(&self) -> bool {
+        self.spool.as_ref().is_none_or(|sp| !sp.more)
+    }
 }
 
-/// Run the sink until `shutdown` is cancelled or `rx` is closed.
+/// Run the sink until `shutdown` is cancelled or `rx` is closed. With `spool`, routed
+/// messages are read from the spool (and `rx` only carries what the spool could not take).
 pub(crate) async fn run(
     cfg: MqttSinkConfig,
     mut rx: mpsc::Receiver<Routed>,
+    spool: Option<Spool>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
     cfg.validate()?;
@@ -324,23 +520,33 @@ pub(crate) async fn run(
         ha.as_ref().map(|h| h.status_topic.clone()),
         cfg.broker.to_string(),
     )));
-    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, "MQTT sink started");
+    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, spool = spool.is_some(), "MQTT sink started");
 
+    let appended = spool.clone();
     let mut sh = Shell {
         client,
         outbox: Outbox::default(),
         in_flight: JoinSet::new(),
         connected: false,
+        spool: spool.map(|spool| SpoolSide {
+            spool,
+            acks: Acks::default(),
+            more: true,
+        }),
     };
     let mut ha_republish_at: Option<Instant> = None;
+    let mut maintain = tokio::time::interval(SPOOL_MAINTAIN);
+    maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        sh.read_spool(&mut st);
         sh.flush();
         let mut deadline = st.next_deadline();
         if let Some(t) = ha_republish_at {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         }
         let sleep_until = deadline.map(tokio::time::Instant::from_std);
+        let wait_spool = appended.is_some() && sh.spool_idle();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -355,10 +561,14 @@ pub(crate) async fn run(
                     }
                     let first: Vec<_> = st.on_connected(Instant::now()).into_iter().map(Pending::from).collect();
                     sh.outbox.push_front_all(first);
+                    if let Some(sp) = sh.spool.as_mut() {
+                        sp.more = true;
+                    }
                 }
                 Some(Conn::Down) => {
                     sh.connected = false;
                     sh.outbox.keep_momentary();
+                    sh.rewind();
                 }
                 Some(Conn::HaStatus(p)) => {
                     if p.as_ref() == b"online"
@@ -380,10 +590,27 @@ pub(crate) async fn run(
             msg = rx.recv() => match msg {
                 Some(m) => {
                     let acts = st.on_routed(&m, Instant::now());
-                    sh.enqueue(acts);
+                    sh.enqueue(acts, None);
                 }
                 None => break,
             },
+            () = async {
+                match &appended {
+                    Some(s) => s.appended().await,
+                    None => std::future::pending().await,
+                }
+            }, if wait_spool => {
+                if let Some(sp) = sh.spool.as_mut() {
+                    sp.more = true;
+                }
+            }
+            _ = maintain.tick(), if appended.is_some() => {
+                if let Some(sp) = sh.spool.as_mut() {
+                    sp.spool.maintain();
+                    // A safety net for a missed wake-up; reading is cheap when empty.
+                    sp.more = true;
+                }
+            }
             _ = async {
                 match sleep_until {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -391,37 +618,60 @@ pub(crate) async fn run(
                 }
             } => {
                 let now = Instant::now();
-                let acts = st.on_tick(now);
-                sh.enqueue(acts);
+                sh.tick(&mut st, now);
                 if ha_republish_at.is_some_and(|t| t <= now) {
                     ha_republish_at = None;
                     let acts = st.on_ha_online(now);
-                    sh.enqueue(acts);
+                    sh.enqueue(acts, None);
                 }
             }
         }
     }
 
-    // Graceful shutdown: bridge offline (retained), flush (bounded), disconnect.
+    // Graceful shutdown, bounded by SHUTDOWN_FLUSH: deliver what the spool still holds
+    // (two thirds of the time at most), then the bridge's `offline` (retained) before
+    // anything else still queued, then disconnect. What is not delivered stays in the spool.
     if sh.connected {
-        sh.outbox.push_back(Pending {
-            topic: bridge_state,
-            payload: Bytes::from_static(b"offline"),
-            retain: true,
-            momentary: false,
-        });
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+        let start = tokio::time::Instant::now();
+        let drain_until = start + SHUTDOWN_FLUSH * 2 / 3;
+        let deadline = start + SHUTDOWN_FLUSH;
+        let mut offline_queued = false;
         loop {
+            if !offline_queued {
+                sh.read_spool(&mut st);
+            }
             sh.flush();
-            if sh.outbox.is_empty() && sh.in_flight.is_empty() {
+            let idle = sh.outbox.is_empty() && sh.in_flight.is_empty();
+            if !offline_queued
+                && ((idle && sh.spool_idle()) || tokio::time::Instant::now() >= drain_until)
+            {
+                offline_queued = true;
+                sh.outbox.drop_tagged();
+                sh.outbox.push_front_all(vec![Pending {
+                    topic: bridge_state.clone(),
+                    payload: Bytes::from_static(b"offline"),
+                    retain: true,
+                    momentary: false,
+                    tag: None,
+                }]);
+                continue;
+            }
+            if offline_queued && idle {
                 break;
             }
+            let wake = if offline_queued {
+                deadline
+            } else {
+                drain_until
+            };
             tokio::select! {
                 Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
                 ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up | Conn::HaStatus(_))) { break },
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!(queued = sh.outbox.q.len(), in_flight = sh.in_flight.len(), "MQTT shutdown flush timed out");
-                    break;
+                _ = tokio::time::sleep_until(wake) => {
+                    if offline_queued {
+                        warn!(queued = sh.outbox.q.len(), in_flight = sh.in_flight.len(), "MQTT shutdown flush timed out");
+                        break;
+                    }
                 }
             }
         }
@@ -432,6 +682,16 @@ pub(crate) async fn run(
     }
     drop(driver);
     sh.in_flight.abort_all();
+    if let Some(sp) = &sh.spool {
+        sp.spool.flush();
+        let left = sp.spool.depth();
+        if left > 0 {
+            info!(
+                records = left,
+                "undelivered records stay in the spool for the next start"
+            );
+        }
+    }
     info!("MQTT sink stopped");
     Ok(())
 }
@@ -474,6 +734,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             retain: !momentary,
             momentary,
+            tag: None,
         };
         let mut o = Outbox::default();
         o.push_back(p("state", false));

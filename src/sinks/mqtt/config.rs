@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the MQTT sink needs.
@@ -204,6 +205,22 @@ pub struct BrokerAddr {
     pub password: Option<String>,
     /// TLS (`mqtts://`).
     pub tls: bool,
+    /// CA, client certificate and server name for TLS; ignored without [`BrokerAddr::tls`].
+    pub tls_options: TlsOptions,
+}
+
+/// TLS settings of the broker connection (rustls with ring).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CA certificate(s) to trust; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; needs [`TlsOptions::key_file`].
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// Name the server certificate must carry (and SNI); `None`: the broker host. The TCP
+    /// connection still goes to the broker host.
+    pub server_name: Option<String>,
 }
 
 /// A configuration value the sink cannot use.
@@ -226,6 +243,7 @@ impl BrokerAddr {
             username: None,
             password: None,
             tls: false,
+            tls_options: TlsOptions::default(),
         }
     }
 
@@ -324,6 +342,7 @@ impl BrokerAddr {
             username,
             password,
             tls,
+            tls_options: TlsOptions::default(),
         })
     }
 }
@@ -374,6 +393,7 @@ impl fmt::Debug for BrokerAddr {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
+            .field("tls_options", &self.tls_options)
             .finish()
     }
 }

@@ -16,10 +16,12 @@ pub mod payload;
 pub mod state;
 pub mod topics;
 
+mod acks;
 mod client;
+mod tls;
 
 pub use config::{
-    BrokerAddr, ConfigError, HaConfig, ImageConfig, MqttSinkConfig, default_off_delays,
+    BrokerAddr, ConfigError, HaConfig, ImageConfig, MqttSinkConfig, TlsOptions, default_off_delays,
 };
 pub use topics::sanitize_segment;
 
@@ -27,6 +29,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Routed;
+use crate::spool::Spool;
 
 /// Why the sink could not run.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,15 @@ pub enum SinkError {
     /// TLS could not be set up.
     #[error("MQTT TLS setup failed: {0}")]
     Tls(String),
+}
+
+/// Check that the TLS settings of `broker` are usable (files readable, PEM valid, a CA to
+/// trust); a no-op without TLS. Lets a misconfiguration fail at start instead of in the sink.
+pub fn check_tls(broker: &BrokerAddr) -> Result<(), SinkError> {
+    if broker.tls {
+        tls::client_config(&broker.tls_options)?;
+    }
+    Ok(())
 }
 
 /// Run the MQTT sink until `shutdown` is cancelled or the pipeline closes `rx`.
@@ -52,5 +64,19 @@ pub async fn run(
     rx: Receiver<Routed>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    client::run(cfg, rx, shutdown).await
+    client::run(cfg, rx, None, shutdown).await
+}
+
+/// [`run`], reading routed messages from a disk spool: records are read in order while the
+/// broker is connected and released once every publish derived from them got its PUBACK;
+/// after a broken connection the unreleased ones are replayed. `rx` still carries messages
+/// the spool could not take (disk full). On shutdown it delivers what it can within the
+/// flush time; the rest stays in the spool for the next start.
+pub async fn run_spooled(
+    cfg: MqttSinkConfig,
+    rx: Receiver<Routed>,
+    spool: Spool,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    client::run(cfg, rx, Some(spool), shutdown).await
 }

@@ -605,6 +605,12 @@ impl SinkState {
         out
     }
 
+    /// True while any device's publishes wait in the discovery settle queue (they come out
+    /// of a later [`SinkState::on_tick`]).
+    pub fn has_held(&self) -> bool {
+        self.devices.values().any(|d| !d.held.is_empty())
+    }
+
     /// The earliest time [`SinkState::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut best = Some(self.next_info);

@@ -4,8 +4,8 @@
 const MAX_SEGMENT: usize = 128;
 
 /// Make `s` safe as one topic level: `/`, `+`, `#`, NUL and other control characters become
-/// `_`, a leading `$` (reserved for broker topics) becomes `_`, an empty string becomes `_`,
-/// and the result is capped at 128 characters.
+/// `_`, a leading `$` (reserved for broker topics) becomes `_`, an empty, blank, `.` or `..`
+/// segment becomes `_`, and the result is capped at 128 characters.
 pub fn sanitize_segment(s: &str) -> String {
     let mut out: String = s
         .chars()
@@ -21,7 +21,9 @@ pub fn sanitize_segment(s: &str) -> String {
     if out.starts_with('$') {
         out.replace_range(0..1, "_");
     }
-    if out.trim().is_empty() {
+    // Empty, blank, `.` and `..` levels are replaced too: harmless to MQTT, but a level that
+    // ever becomes a path component (topic-to-file bridges, logs) must not walk directories.
+    if out.trim().is_empty() || out == "." || out == ".." {
         return "_".to_owned();
     }
     out
@@ -134,6 +136,9 @@ mod tests {
             "58_5b_69_40_f4_0d_ch2"
         );
         assert_eq!(sanitize_segment("a/b+c#d"), "a_b_c_d");
+        assert_eq!(sanitize_segment(".."), "_");
+        assert_eq!(sanitize_segment("."), "_");
+        assert_eq!(sanitize_segment("../.."), ".._..");
         assert_eq!(sanitize_segment("x\0y\nz\u{7f}"), "x_y_z_");
         assert_eq!(sanitize_segment(""), "_");
         assert_eq!(sanitize_segment("   "), "_");

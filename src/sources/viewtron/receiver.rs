@@ -1,28 +1,35 @@
-//! The Viewtron HTTP shell: reply at once, parse off the connection's critical path.
+//! The Viewtron HTTP shell: parse, make the post durable, reply.
 //!
-//! Every request (any path, any method) gets the exact success reply the cameras expect; the
-//! body goes on a queue to a worker that runs the pure parser and sends the results to the
-//! pipeline. Nothing a camera sends can change the reply or close its connection, except a
-//! framing error the HTTP layer cannot recover from.
+//! Every request (any path, any method) gets the exact success reply the cameras expect.
+//! The body is parsed on the connection's task (the pure parser takes well under a
+//! millisecond for a 500 KB post) and the resulting messages go to the pipeline; the reply
+//! is written once the pipeline reports them durable (appended to the spool, or handed to
+//! the sink without one). So a post that got its reply survives the bridge being killed
+//! right after. The wait is bounded by [`DURABLE_WAIT`]: after that the camera gets its
+//! reply anyway (logged), it must never be held up by a stuck disk. Requests of one
+//! connection are answered in order, so the per-connection order is kept. Nothing a camera
+//! sends can change the reply or close its connection, except a framing error the HTTP layer
+//! cannot recover from.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::parse::{Post, PostMeta, parse_post};
 use crate::event::{Message, Unparsed};
 use crate::http::{Handler, HttpConfig, HttpError, Reply, Request, Response};
+use crate::pipeline::Input;
 use crate::stats::stats;
 
 /// The exact 126-byte body both vendor SDKs send and the devices expect.
 pub const SUCCESS_REPLY: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><config version=\"1.0\" xmlns=\"http://www.ipc.com/ver10\"><status>success</status></config>";
 
-/// Posts waiting for the parser; beyond this the newest post is dropped (and counted).
-const QUEUE: usize = 4096;
+/// Longest wait for a post to become durable before the camera gets its reply anyway.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings of the Viewtron source.
 #[derive(Debug, Clone)]
@@ -33,16 +40,10 @@ pub struct ViewtronConfig {
     pub unparsed_body_cap: usize,
 }
 
-struct Job {
-    peer: SocketAddr,
-    path: String,
-    body: Bytes,
-    received: SystemTime,
-}
-
 struct ViewtronHandler {
-    jobs: mpsc::Sender<Job>,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Input>,
+    cap: usize,
+    started: std::time::Instant,
 }
 
 fn success() -> Response {
@@ -56,27 +57,56 @@ fn success() -> Response {
 
 impl Handler for ViewtronHandler {
     fn handle(&self, req: Request) -> Reply {
-        let job = Job {
-            peer: req.peer,
-            path: req.path,
-            body: req.body,
-            received: SystemTime::now(),
-        };
-        if let Err(e) = self.jobs.try_send(job) {
-            let job = match e {
-                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+        if req.path == "/healthz" && req.method.eq_ignore_ascii_case("GET") {
+            let (status, body) = crate::health::report(stats(), self.started.elapsed().as_secs());
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Service Unavailable"
             };
-            stats().dropped.inc();
-            tracing::warn!(peer = %job.peer, path = %job.path, bytes = job.body.len(), "parser queue full; post dropped");
+            return Box::pin(std::future::ready(Response {
+                status,
+                reason,
+                headers: vec![("Content-Type", "application/json".to_string())],
+                body: Bytes::from(body.to_string()),
+            }));
         }
-        Box::pin(std::future::ready(success()))
+        let peer = req.peer;
+        let msgs = handle_post(&req.body, peer, &req.path, SystemTime::now(), self.cap);
+        let out = self.out.clone();
+        Box::pin(async move {
+            let (done_tx, done_rx) = oneshot::channel();
+            let n = msgs.len();
+            let mut done_tx = Some(done_tx);
+            for (i, msg) in msgs.into_iter().enumerate() {
+                let durable = if i + 1 == n { done_tx.take() } else { None };
+                if out.send(Input { msg, durable }).await.is_err() {
+                    // Shutting down: the pipeline is gone.
+                    stats().dropped.inc();
+                    tracing::warn!(peer = %peer, "pipeline stopped; post dropped");
+                    return success();
+                }
+            }
+            if n > 0 {
+                match tokio::time::timeout(DURABLE_WAIT, done_rx).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        tracing::warn!(peer = %peer, "pipeline stopped before the post was stored")
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %peer, wait_s = DURABLE_WAIT.as_secs(), "post not stored in time; replying anyway")
+                    }
+                }
+            }
+            success()
+        })
     }
 
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response> {
         let reason = http_reason(err).to_string();
         // The HTTP server has already logged this occurrence; here it is counted and published.
         stats().unparsed.inc();
-        let _ = self.out.try_send(Message::Unparsed(Unparsed {
+        let _ = self.out.try_send(Input::from(Message::Unparsed(Unparsed {
             peer: peer.ip().to_string(),
             source: "viewtron",
             reason,
@@ -84,7 +114,7 @@ impl Handler for ViewtronHandler {
             path: None,
             body: String::new(),
             body_len: 0,
-        }));
+        })));
         Some(success())
     }
 }
@@ -106,38 +136,24 @@ fn http_reason(err: &HttpError) -> &'static str {
 pub async fn spawn(
     cfg: ViewtronConfig,
     listen: SocketAddr,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE);
     let handler = Arc::new(ViewtronHandler {
-        jobs: jobs_tx,
-        out: out.clone(),
+        out,
+        cap: cfg.unparsed_body_cap,
+        started: std::time::Instant::now(),
     });
-    let worker = tokio::spawn(work(jobs_rx, out, cfg.unparsed_body_cap));
     let http = cfg.http.clone();
     let task = tokio::spawn(async move {
         tracing::info!(listen = %addr, "viewtron receiver listening");
         if let Err(error) = crate::http::serve(listener, http, handler, shutdown).await {
             tracing::error!(%error, "viewtron receiver stopped");
         }
-        // The handler (and with it the job sender) is gone once serve returns; the worker
-        // drains what is queued and ends.
-        let _ = worker.await;
     });
     Ok((addr, task))
-}
-
-async fn work(mut jobs: mpsc::Receiver<Job>, out: mpsc::Sender<Message>, cap: usize) {
-    while let Some(job) = jobs.recv().await {
-        for msg in handle_post(&job.body, job.peer, &job.path, job.received, cap) {
-            if out.send(msg).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// Parse one post into pipeline messages, logging and counting what happened.

@@ -76,8 +76,13 @@ fn looks_like_placeholder(text: &str) -> bool {
 pub(crate) struct Collector {
     overview: Option<Image>,
     targets: Vec<Image>,
+    /// Target images not decoded because [`MAX_TARGET_IMAGES`] were already kept.
+    skipped: usize,
     pub warnings: Vec<String>,
 }
+
+/// Most target images (crops) kept per post; further ones are not even decoded.
+pub(crate) const MAX_TARGET_IMAGES: usize = 64;
 
 /// Reported size of an image container (`Width`/`width`, 0 = unknown).
 fn dimension(container: &Node<'_>, name: &str) -> Option<u32> {
@@ -115,6 +120,12 @@ impl Collector {
         let Some(data) = data_node(container) else {
             return false;
         };
+        if role == ImageRole::Target && self.targets.len() >= MAX_TARGET_IMAGES {
+            if !data.text().is_empty() {
+                self.skipped += 1;
+            }
+            return false;
+        }
         match decode_jpeg(data.text()) {
             Ok(Some(bytes)) => {
                 let image = Image {
@@ -140,7 +151,13 @@ impl Collector {
     }
 
     /// Images in event order (overview first) and the warnings.
-    pub(crate) fn finish(self) -> (Vec<Image>, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (Vec<Image>, Vec<String>) {
+        if self.skipped > 0 {
+            self.warnings.push(format!(
+                "{} target images dropped (more than {MAX_TARGET_IMAGES})",
+                self.skipped
+            ));
+        }
         let mut images = Vec::with_capacity(self.targets.len() + 1);
         images.extend(self.overview);
         images.extend(self.targets);

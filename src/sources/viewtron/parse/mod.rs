@@ -33,6 +33,15 @@ use classify::Kind;
 use time::EventTime;
 use xml::{DomError, Node};
 
+/// Most entries kept per list of one event (plates, faces, targets, rules, points of a rule's
+/// polygon). Real posts carry a handful; a hostile post with 50,000 `<item>`s must not turn into
+/// a multi-megabyte event JSON on MQTT. What is cut is said in the event's warnings.
+pub const MAX_LIST_ITEMS: usize = 256;
+/// Most events one alarm-status post yields (one per element; real devices send a few dozen).
+pub const MAX_ALARM_EVENTS: usize = 128;
+/// Most warnings kept per event; the last one says how many more there were.
+pub const MAX_WARNINGS: usize = 16;
+
 /// Source name put on every event.
 pub const SOURCE: &str = "viewtron";
 
@@ -397,7 +406,36 @@ fn smart_event(
     let (images, warnings) = collector.finish();
     event.images = images;
     event.warnings.extend(warnings);
+    bound(&mut event);
     Ok(Post::Events(vec![event]))
+}
+
+/// Apply [`MAX_LIST_ITEMS`] and [`MAX_WARNINGS`] to one event, noting what was cut.
+fn bound(event: &mut Event) {
+    fn cut<T>(list: &mut Vec<T>, what: &str, notes: &mut Vec<String>) {
+        if list.len() > MAX_LIST_ITEMS {
+            notes.push(format!(
+                "{} {what} dropped (more than {MAX_LIST_ITEMS})",
+                list.len() - MAX_LIST_ITEMS
+            ));
+            list.truncate(MAX_LIST_ITEMS);
+        }
+    }
+    let mut notes = Vec::new();
+    let a = &mut event.attrs;
+    cut(&mut a.plates, "plates", &mut notes);
+    cut(&mut a.faces, "faces", &mut notes);
+    cut(&mut a.targets, "targets", &mut notes);
+    cut(&mut a.rules, "rules", &mut notes);
+    for rule in &mut a.rules {
+        cut(&mut rule.polygon, "polygon points", &mut notes);
+    }
+    event.warnings.extend(notes);
+    if event.warnings.len() > MAX_WARNINGS {
+        let more = event.warnings.len() - (MAX_WARNINGS - 1);
+        event.warnings.truncate(MAX_WARNINGS - 1);
+        event.warnings.push(format!("{more} more warnings"));
+    }
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -440,6 +478,7 @@ fn alarm_status(
         received: meta.received,
     };
     let mut events = Vec::new();
+    let mut dropped = 0usize;
     for element in info.children() {
         let name = element.name();
         let mut states: Vec<(Option<&str>, Option<bool>)> = element
@@ -456,6 +495,10 @@ fn alarm_status(
         }
         for (id, active) in states {
             let Some(active) = active else { continue };
+            if events.len() >= MAX_ALARM_EVENTS {
+                dropped += 1;
+                continue;
+            }
             let attrs = Attributes {
                 alarm: Some(AlarmState {
                     name: name.to_owned(),
@@ -467,6 +510,13 @@ fn alarm_status(
             let phase = if active { Phase::Start } else { Phase::Stop };
             events.push(common.event(classify::alarm_name(name), phase, name, attrs));
         }
+    }
+    if dropped > 0
+        && let Some(last) = events.last_mut()
+    {
+        last.warnings.push(format!(
+            "{dropped} alarm-status elements dropped (more than {MAX_ALARM_EVENTS})"
+        ));
     }
     if events.is_empty() {
         return Err(ParseError::NotAnEvent {
@@ -712,5 +762,82 @@ mod tests {
         let e = one(body);
         assert_eq!(e.category, Category::Metadata);
         assert_eq!(e.config_version.as_deref(), Some("1.7"));
+    }
+
+    #[test]
+    fn hostile_lists_are_bounded_with_a_warning() {
+        let n = 5_000;
+        let items: String = (0..n)
+            .map(|i| format!("<item><targetId>{i}</targetId><rect><x1>1</x1><y1>1</y1><x2>2</x2><y2>2</y2></rect><targetType>person</targetType></item>"))
+            .collect();
+        let body = format!(
+            "<config version=\"1.7\"><currentTime>1790001200000000</currentTime><mac>02:00:5e:10:20:99</mac><traject type=\"list\">{items}</traject></config>"
+        );
+        let e = one(&body);
+        assert_eq!(e.attrs.targets.len(), MAX_LIST_ITEMS);
+        assert_eq!(
+            e.attrs.targets[0].target_id,
+            Some(0),
+            "the first ones are kept"
+        );
+        let note = format!("{} targets dropped", n - MAX_LIST_ITEMS);
+        assert!(
+            e.warnings.iter().any(|w| w.starts_with(&note)),
+            "{:?}",
+            e.warnings
+        );
+
+        let plates = "<item><image>1</image><plateNumber>X1</plateNumber></item>".repeat(1_000);
+        let body = format!(
+            "<config version=\"1.7\"><smartType>VEHICE</smartType><mac>02:00:5e:10:20:98</mac><listInfo>{plates}</listInfo></config>"
+        );
+        let e = one(&body);
+        assert_eq!(e.attrs.plates.len(), MAX_LIST_ITEMS);
+        assert!(e.warnings.len() <= MAX_WARNINGS);
+    }
+
+    #[test]
+    fn hostile_warnings_and_alarm_elements_are_bounded() {
+        // 100 broken crops: at most MAX_WARNINGS warnings, the last one counting the rest.
+        let crops = "<item><targetImageData><targetBase64Data>!!not base64!!</targetBase64Data></targetImageData></item>".repeat(100);
+        let body = format!(
+            "<config version=\"1.7\"><smartType>PEA</smartType><mac>02:00:5e:10:20:97</mac><listInfo>{crops}</listInfo></config>"
+        );
+        let e = one(&body);
+        assert!(e.images.is_empty());
+        assert_eq!(e.warnings.len(), MAX_WARNINGS);
+        assert!(
+            e.warnings.last().unwrap().ends_with("more warnings"),
+            "{:?}",
+            e.warnings
+        );
+
+        let elements = "<motionAlarm>true</motionAlarm>".repeat(MAX_ALARM_EVENTS + 50);
+        let body = format!(
+            "<config version=\"1.7\"><mac>02:00:5e:10:20:96</mac><alarmStatusInfo>{elements}</alarmStatusInfo></config>"
+        );
+        let ev = events(&body);
+        assert_eq!(ev.len(), MAX_ALARM_EVENTS);
+        assert!(
+            ev.last()
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("50 alarm-status elements dropped"))
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_event_text() {
+        let body = "<config version=\"1.7\"><smartType>VEH\u{0}ICE</smartType><mac>02:00:5e:10:20:95</mac>\
+                    <deviceName>Ga\u{1b}[31mte\u{7f}\u{85}</deviceName><listInfo><item><image>1</image>\
+                    <plateNumber>AB\u{0}C&#x1;D</plateNumber></item></listInfo></config>";
+        let e = one(body);
+        assert_eq!(e.raw_type, "VEHICE");
+        assert_eq!(e.category, Category::Lpr);
+        assert_eq!(e.device.name.as_deref(), Some("Ga[31mte"));
+        let plate = &e.attrs.plates[0].plate;
+        assert!(!plate.chars().any(char::is_control), "{plate:?}");
+        assert!(plate.starts_with("ABC"), "{plate:?}");
     }
 }

@@ -51,6 +51,7 @@ struct Frame<'a> {
 
 impl<'a> Frame<'a> {
     fn push_text(&mut self, piece: Cow<'a, str>) {
+        let piece = strip_controls(piece);
         if piece.is_empty() {
             return;
         }
@@ -76,6 +77,18 @@ impl<'a> Frame<'a> {
         }
         self.ws_tail = Cow::Borrowed("");
     }
+}
+
+/// Remove control characters other than ASCII whitespace (NUL, ESC, DEL, C1 controls) from
+/// element text: device-provided names and plates end up in logs, JSON and Home Assistant, and
+/// an escape sequence or NUL there only does harm. Borrowed text without any stays borrowed
+/// (one byte scan, no copy of a large base64 image).
+fn strip_controls(piece: Cow<'_, str>) -> Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !c.is_ascii_whitespace();
+    if !piece.chars().any(bad) {
+        return piece;
+    }
+    Cow::Owned(piece.chars().filter(|&c| !bad(c)).collect())
 }
 
 /// Parse a whole document (already valid UTF-8, BOM removed) into its root element.

@@ -1,0 +1,1192 @@
+//! Home Assistant add-on mode: the Supervisor's `/data/options.json` mapped onto [`Config`],
+//! and the broker asked from the Supervisor's services API when the user left it empty.
+//!
+//! Pure parts (no I/O): [`parse_options`], [`AddonOptions::apply`], [`parse_mqtt_service`],
+//! [`parse_response`], [`options_path`]. Thin async shell: [`http_get`],
+//! [`fetch_mqtt_service`], [`load`].
+//!
+//! Precedence: explicit add-on option > the Supervisor's MQTT service > the base
+//! configuration (a TOML file, if any) > defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{BasicAuthSection, Config, ConfigError, DeviceSection, Problem, Secret};
+
+/// Where the Supervisor writes the validated options.
+pub const DEFAULT_OPTIONS_PATH: &str = "/data/options.json";
+/// Base URL of the Supervisor API inside an add-on container.
+pub const DEFAULT_SUPERVISOR_URL: &str = "http://supervisor";
+/// Optional full TOML configuration in the add-on's public config folder (`addon_config`
+/// map), used as the base under the UI options.
+pub const ADVANCED_CONFIG_PATH: &str = "/config/camqtt.toml";
+/// Spool size limit in add-on mode (SD cards and small disks): 512 MiB.
+pub const ADDON_SPOOL_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Largest Supervisor response accepted.
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// The add-on options as the Supervisor stores them (`config.yaml` `options`/`schema`).
+/// Empty strings count as "not set" (the UI stores cleared text fields as `""`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AddonOptions {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub log_level: Option<String>,
+    /// Broker; empty: the MQTT service of the Supervisor (the Mosquitto add-on).
+    pub mqtt: MqttOptions,
+    /// Root of every published topic.
+    pub base_topic: Option<String>,
+    /// Home Assistant discovery prefix.
+    pub discovery_prefix: Option<String>,
+    /// Friendly names, ids and areas of cameras and NVR channels.
+    pub cameras: Vec<CameraOption>,
+    /// Seconds until a category's binary sensor turns off without a stop signal.
+    pub off_delays: BTreeMap<String, f64>,
+    /// Image retain flags.
+    pub images: ImageOptions,
+    /// The camera receiver: HTTP Basic auth and allow-list.
+    pub receiver: ReceiverOptions,
+}
+
+/// `mqtt` option group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MqttOptions {
+    /// `mqtt://host[:port]`, `mqtts://host[:port]` or `host[:port]`.
+    pub broker: Option<String>,
+    /// User name (overrides the Supervisor's).
+    pub username: Option<String>,
+    /// Password (overrides the Supervisor's).
+    pub password: Option<Secret>,
+}
+
+/// One entry of `cameras`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CameraOption {
+    /// Home Assistant device name.
+    pub name: Option<String>,
+    /// Match by MAC.
+    pub mac: Option<String>,
+    /// Match by serial number.
+    pub serial: Option<String>,
+    /// Match by the address the device posts from.
+    pub peer: Option<String>,
+    /// NVR channel.
+    pub channel: Option<u32>,
+    /// Topic id.
+    pub id: Option<String>,
+    /// Suggested Home Assistant area.
+    pub area: Option<String>,
+}
+
+/// `images` option group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ImageOptions {
+    /// Retain `camera/<device>/<category>/image|target`.
+    pub retain_per_camera: Option<bool>,
+    /// Retain `camera/<category>/image`.
+    pub retain_per_category: Option<bool>,
+    /// Also publish images as base64 JSON.
+    pub json_base64: Option<bool>,
+}
+
+/// `receiver` option group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReceiverOptions {
+    /// HTTP Basic user name the cameras must send.
+    pub username: Option<String>,
+    /// HTTP Basic password.
+    pub password: Option<Secret>,
+    /// Addresses or CIDR blocks allowed to post; empty: everyone.
+    pub allow: Vec<String>,
+}
+
+/// What the Supervisor's services API says about the MQTT broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttService {
+    /// Providing add-on (`core_mosquitto`).
+    pub addon: String,
+    /// Host name (`core-mosquitto`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS.
+    pub ssl: bool,
+    /// MQTT protocol version (`3.1.1`).
+    pub protocol: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (never logged).
+    pub password: Option<Secret>,
+}
+
+impl MqttService {
+    /// `mqtt://host:port` or `mqtts://host:port` (no credentials).
+    pub fn url(&self) -> String {
+        let scheme = if self.ssl { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why add-on mode could not produce a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum AddonError {
+    /// The options file could not be read or is not the expected JSON.
+    #[error("add-on options {path}: {message}")]
+    Options {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The options (or the base configuration) have problems.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// Talking to the Supervisor failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Outcomes of asking the Supervisor for the MQTT service, other than success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// `SUPERVISOR_TOKEN` is not set.
+    #[error(
+        "no MQTT broker configured and SUPERVISOR_TOKEN is not set, so the Supervisor cannot be asked for one; set the `mqtt.broker` option or run camqtt as a Home Assistant add-on"
+    )]
+    NoToken,
+    /// The Supervisor rejected the token (401/403).
+    #[error(
+        "the Supervisor refused the request for the MQTT service (HTTP {status}: {message}); the add-on needs `services: [mqtt:want]`"
+    )]
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// Supervisor's message.
+        message: String,
+    },
+    /// No add-on provides MQTT (the Supervisor answers 400/404 or `result: error`).
+    #[error(
+        "no MQTT broker is available from the Supervisor ({message}); install and start the Mosquitto broker add-on, or set the `mqtt.broker` option"
+    )]
+    NoService {
+        /// Supervisor's message.
+        message: String,
+    },
+    /// The Supervisor could not be reached (connect, DNS, timeout, I/O).
+    #[error("the Supervisor at {url} is unreachable: {message}")]
+    Unreachable {
+        /// Base URL.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The Supervisor answered something that is not the services API.
+    #[error("unexpected answer from the Supervisor: {0}")]
+    BadResponse(String),
+}
+
+impl ServiceError {
+    /// Worth another attempt (the Supervisor may be restarting).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Unreachable { .. } | ServiceError::BadResponse(_)
+        )
+    }
+
+    /// Short stable reason for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ServiceError::NoToken => "token_missing",
+            ServiceError::Unauthorized { .. } => "unauthorized",
+            ServiceError::NoService { .. } => "no_mqtt_service",
+            ServiceError::Unreachable { .. } => "supervisor_unreachable",
+            ServiceError::BadResponse(_) => "bad_response",
+        }
+    }
+}
+
+/// Is add-on mode on, and where are the options? `explicit` is `--addon-options` /
+/// `CAMQTT_ADDON_OPTIONS`; otherwise add-on mode is on when `SUPERVISOR_TOKEN` is set and
+/// [`DEFAULT_OPTIONS_PATH`] is a file.
+pub fn options_path(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let token = supervisor_token(env);
+    let default = Path::new(DEFAULT_OPTIONS_PATH);
+    (token.is_some() && is_file(default)).then(|| default.to_path_buf())
+}
+
+/// `SUPERVISOR_TOKEN` (or the older `HASSIO_TOKEN`), when non-empty.
+pub fn supervisor_token(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    env("SUPERVISOR_TOKEN")
+        .or_else(|| env("HASSIO_TOKEN"))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Parse the options JSON.
+pub fn parse_options(json: &str) -> Result<AddonOptions, String> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+fn non_empty(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn non_empty_secret(s: &Option<Secret>) -> Option<Secret> {
+    s.as_ref().filter(|s| !s.expose().is_empty()).cloned()
+}
+
+/// Broker text from the UI → URL: a bare `host[:port]` gets `mqtt://`.
+pub fn broker_url(broker: &str) -> String {
+    let b = broker.trim();
+    if b.contains("://") {
+        b.to_owned()
+    } else {
+        format!("mqtt://{b}")
+    }
+}
+
+impl AddonOptions {
+    /// True when the user left the broker empty (ask the Supervisor).
+    pub fn needs_service(&self) -> bool {
+        non_empty(&self.mqtt.broker).is_none()
+    }
+
+    /// The configured log level, if any.
+    pub fn log_level(&self) -> Option<String> {
+        non_empty(&self.log_level)
+    }
+
+    /// Map the options onto `base` (defaults or a TOML file). `data_dir` holds the spool
+    /// (`/data` → `/data/spool`); `service` is the Supervisor's broker when the user left
+    /// `mqtt.broker` empty. Problems name the add-on option (`cameras[0].mac`).
+    pub fn apply(
+        &self,
+        mut base: Config,
+        data_dir: &Path,
+        service: Option<&MqttService>,
+    ) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut bad = |path: String, message: String| {
+            problems.push(Problem {
+                path,
+                line: None,
+                message,
+            })
+        };
+        // Broker: explicit option > Supervisor service > base configuration.
+        if let Some(b) = non_empty(&self.mqtt.broker) {
+            base.mqtt.url = Some(broker_url(&b));
+        } else if let Some(s) = service {
+            base.mqtt.url = Some(s.url());
+            base.mqtt.username = s.username.clone().filter(|u| !u.is_empty());
+            base.mqtt.password = s.password.clone().filter(|p| !p.expose().is_empty());
+            base.mqtt.password_file = None;
+        }
+        if let Some(u) = non_empty(&self.mqtt.username) {
+            base.mqtt.username = Some(u);
+        }
+        if let Some(p) = non_empty_secret(&self.mqtt.password) {
+            base.mqtt.password = Some(p);
+            base.mqtt.password_file = None;
+        }
+        if let Some(t) = non_empty(&self.base_topic) {
+            base.mqtt.base_topic = t;
+        }
+        if let Some(p) = non_empty(&self.discovery_prefix) {
+            base.homeassistant.discovery_prefix = p;
+        }
+        for (name, secs) in &self.off_delays {
+            base.categories.entry(name.clone()).or_default().off_delay = Some(*secs);
+        }
+        let i = &self.images;
+        if let Some(v) = i.retain_per_camera {
+            base.images.retain_device = v;
+        }
+        if let Some(v) = i.retain_per_category {
+            base.images.retain_category = v;
+        }
+        if let Some(v) = i.json_base64 {
+            base.images.json_base64 = v;
+        }
+        let r = &self.receiver;
+        match (non_empty(&r.username), non_empty_secret(&r.password)) {
+            (Some(username), Some(password)) => {
+                base.viewtron.auth = Some(BasicAuthSection {
+                    username,
+                    password: Some(password),
+                    password_file: None,
+                })
+            }
+            (None, None) => {}
+            (Some(_), None) => bad(
+                "receiver.password".into(),
+                "receiver.username needs receiver.password".into(),
+            ),
+            (None, Some(_)) => bad(
+                "receiver.username".into(),
+                "receiver.password needs receiver.username".into(),
+            ),
+        }
+        let allow: Vec<String> = r
+            .allow
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if !allow.is_empty() {
+            base.viewtron.allow = allow;
+        }
+        if !self.cameras.is_empty() {
+            base.devices.clear();
+        }
+        for (n, c) in self.cameras.iter().enumerate() {
+            let peer = match non_empty(&c.peer) {
+                Some(p) => match p.parse() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        bad(
+                            format!("cameras[{n}].peer"),
+                            format!("`{p}` is not an IP address"),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            base.devices.push(DeviceSection {
+                mac: non_empty(&c.mac),
+                serial: non_empty(&c.serial),
+                peer,
+                channel: c.channel,
+                id: non_empty(&c.id),
+                name: non_empty(&c.name),
+                area: non_empty(&c.area),
+            });
+        }
+        if base.spool.dir == crate::config::SpoolSection::default().dir {
+            base.spool.dir = data_dir.join("spool");
+            base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
+        }
+        problems.extend(base.validate().into_iter().map(|mut p| {
+            p.path = option_name(&p.path);
+            p
+        }));
+        if problems.is_empty() {
+            Ok(base)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Configuration key → add-on option name, for messages the user can act on in the UI.
+pub fn option_name(config_path: &str) -> String {
+    const MAP: &[(&str, &str)] = &[
+        ("devices", "cameras"),
+        ("viewtron.allow", "receiver.allow"),
+        ("viewtron.auth.", "receiver."),
+        ("mqtt.base_topic", "base_topic"),
+        ("homeassistant.discovery_prefix", "discovery_prefix"),
+        ("mqtt.url", "mqtt.broker"),
+    ];
+    for (from, to) in MAP {
+        if let Some(rest) = config_path.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    if let Some(rest) = config_path.strip_prefix("categories.") {
+        let cat = rest.strip_suffix(".off_delay").unwrap_or(rest);
+        return format!("off_delays.{cat}");
+    }
+    config_path.to_owned()
+}
+
+/// Interpret the Supervisor's answer to `GET /services/mqtt`.
+pub fn parse_mqtt_service(status: u16, body: &[u8]) -> Result<MqttService, ServiceError> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|j| j.get("message"))
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.chars().take(200).collect();
+            if text.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                text.trim().to_owned()
+            }
+        });
+    if status == 401 || status == 403 {
+        return Err(ServiceError::Unauthorized { status, message });
+    }
+    let result = json
+        .as_ref()
+        .and_then(|j| j.get("result"))
+        .and_then(|r| r.as_str());
+    if status == 400 || status == 404 || (result == Some("error") && status < 500) {
+        return Err(ServiceError::NoService { message });
+    }
+    if status != 200 {
+        return Err(ServiceError::BadResponse(format!(
+            "HTTP {status}: {message}"
+        )));
+    }
+    let Some(json) = json.as_ref() else {
+        return Err(ServiceError::BadResponse("body is not JSON".into()));
+    };
+    if result != Some("ok") {
+        return Err(ServiceError::BadResponse(format!(
+            "result is {:?}, expected \"ok\"",
+            result.unwrap_or("missing")
+        )));
+    }
+    let data = json
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| ServiceError::BadResponse("no `data` object".into()))?;
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+    };
+    let host = text("host").ok_or_else(|| ServiceError::BadResponse("no `data.host`".into()))?;
+    // The documentation shows the port as a string, Mosquitto publishes a number.
+    let port = match data.get("port") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u16>().ok(),
+        _ => None,
+    }
+    .filter(|p| *p != 0)
+    .ok_or_else(|| ServiceError::BadResponse("no valid `data.port`".into()))?;
+    let ssl = match data.get("ssl") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    Ok(MqttService {
+        addon: text("addon").unwrap_or_else(|| "unknown".into()),
+        host,
+        port,
+        ssl,
+        protocol: text("protocol"),
+        username: text("username"),
+        password: text("password").map(Secret),
+    })
+}
+
+/// A complete HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order (names as sent).
+    pub headers: Vec<(String, String)>,
+    /// Body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+/// Result of [`parse_response`] on the bytes read so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The whole response is there.
+    Complete(HttpResponse),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// A response that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// Bad status line or headers.
+    #[error("malformed response head: {0}")]
+    Head(String),
+    /// Bad `Content-Length` or chunk framing.
+    #[error("malformed body framing: {0}")]
+    Framing(String),
+    /// The connection closed before the body was complete.
+    #[error("connection closed before the response was complete")]
+    Truncated,
+    /// Bigger than the limit.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Parse an HTTP/1.1 response from `buf`. `eof`: the peer closed the connection, so a body
+/// without `Content-Length` or chunking ends here. Handles `Content-Length`, chunked bodies
+/// (trailers skipped), bodiless statuses (1xx, 204, 304) and close-delimited bodies.
+pub fn parse_response(buf: &[u8], eof: bool) -> Result<Parsed, ResponseError> {
+    if buf.len() > MAX_RESPONSE {
+        return Err(ResponseError::TooLarge(MAX_RESPONSE));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if eof {
+                Err(ResponseError::Truncated)
+            } else {
+                Ok(Parsed::Incomplete)
+            };
+        }
+        Err(e) => return Err(ResponseError::Head(e.to_string())),
+    };
+    let status = resp
+        .code
+        .ok_or_else(|| ResponseError::Head("no status code".into()))?;
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).trim().to_owned(),
+            )
+        })
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    let rest = &buf[head_len..];
+    let done = |body: Vec<u8>| {
+        Ok(Parsed::Complete(HttpResponse {
+            status,
+            headers: headers.clone(),
+            body,
+        }))
+    };
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return done(Vec::new());
+    }
+    let chunked = header("transfer-encoding").iter().any(|v| {
+        v.to_ascii_lowercase()
+            .split(',')
+            .any(|t| t.trim() == "chunked")
+    });
+    if chunked {
+        return match decode_chunked(rest)? {
+            Some(body) => done(body),
+            None if eof => Err(ResponseError::Truncated),
+            None => Ok(Parsed::Incomplete),
+        };
+    }
+    let lengths = header("content-length");
+    if let Some(first) = lengths.first() {
+        if lengths.iter().any(|l| l != first) {
+            return Err(ResponseError::Framing("conflicting Content-Length".into()));
+        }
+        let len: usize = first
+            .parse()
+            .map_err(|_| ResponseError::Framing(format!("Content-Length {first:?}")))?;
+        if len > MAX_RESPONSE {
+            return Err(ResponseError::TooLarge(MAX_RESPONSE));
+        }
+        return if rest.len() >= len {
+            done(rest[..len].to_vec())
+        } else if eof {
+            Err(ResponseError::Truncated)
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    }
+    if eof {
+        done(rest.to_vec())
+    } else {
+        Ok(Parsed::Incomplete)
+    }
+}
+
+/// De-chunk a complete chunked body; `None` when more bytes are needed.
+fn decode_chunked(mut buf: &[u8]) -> Result<Option<Vec<u8>>, ResponseError> {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = find(buf, b"\r\n") else {
+            if buf.len() > 1024 {
+                return Err(ResponseError::Framing("chunk size line too long".into()));
+            }
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&buf[..eol])
+            .map_err(|_| ResponseError::Framing("chunk size is not text".into()))?;
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(hex, 16)
+            .map_err(|_| ResponseError::Framing(format!("chunk size {hex:?}")))?;
+        buf = &buf[eol + 2..];
+        if size == 0 {
+            // Trailers: header lines up to an empty line.
+            loop {
+                let Some(eol) = find(buf, b"\r\n") else {
+                    return Ok(None);
+                };
+                if eol == 0 {
+                    return Ok(Some(body));
+                }
+                buf = &buf[eol + 2..];
+            }
+        }
+        if size > MAX_RESPONSE || body.len() + size > MAX_RESPONSE {
+            return Err(ResponseError::TooLarge(MAX_RESPONSE));
+        }
+        if buf.len() < size + 2 {
+            return Ok(None);
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(ResponseError::Framing("chunk not followed by CRLF".into()));
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf = &buf[size + 2..];
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `http://host[:port][/base]` + `path` → (host, port, request target). Only plain HTTP:
+/// the Supervisor API is plain HTTP on the add-on network.
+pub fn split_http_url(base: &str, path: &str) -> Result<(String, u16, String), String> {
+    let rest = base
+        .trim()
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base:?}: only http:// URLs are supported"))?;
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{base:?}: expected http://host[:port]"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{base:?}: unclosed ["))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("{base:?}: bad port"))?,
+            None if after.is_empty() => 80,
+            None => return Err(format!("{base:?}: bad authority")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse().map_err(|_| format!("{base:?}: bad port"))?,
+            ),
+            None => (authority.to_owned(), 80),
+        }
+    };
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    Ok((host, port, format!("{prefix}{path}")))
+}
+
+/// Minimal HTTP/1.1 GET (`Connection: close`) with an overall `timeout`.
+pub async fn http_get(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    let (host, port, target) = split_http_url(base, path)?;
+    let host_header = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else if port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        let mut req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\nUser-Agent: camqtt/{}\r\nConnection: close\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        for (k, v) in headers {
+            req.push_str(k);
+            req.push_str(": ");
+            req.push_str(v);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buf = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            buf.extend_from_slice(&chunk[..n]);
+            match parse_response(&buf, n == 0).map_err(|e| e.to_string())? {
+                Parsed::Complete(r) => return Ok(r),
+                Parsed::Incomplete if n == 0 => return Err("connection closed early".into()),
+                Parsed::Incomplete => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no complete answer within {} s", timeout.as_secs_f64()))?
+}
+
+/// How to reach the Supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// Base URL (`SUPERVISOR_URL`, default [`DEFAULT_SUPERVISOR_URL`]).
+    pub url: String,
+    /// `SUPERVISOR_TOKEN` (or `HASSIO_TOKEN`).
+    pub token: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Attempts while the Supervisor is unreachable (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the second attempt; doubles each time.
+    pub backoff: Duration,
+}
+
+impl SupervisorSettings {
+    /// From the environment: `SUPERVISOR_URL`, `SUPERVISOR_TOKEN` / `HASSIO_TOKEN`; 5 attempts
+    /// 1, 2, 4, 8 s apart, 10 s per request.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        SupervisorSettings {
+            url: env("SUPERVISOR_URL")
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| DEFAULT_SUPERVISOR_URL.into()),
+            token: supervisor_token(env),
+            timeout: Duration::from_secs(10),
+            attempts: 5,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `GET <supervisor>/services/mqtt` once, with `Authorization: Bearer <token>`.
+pub async fn fetch_mqtt_service_once(s: &SupervisorSettings) -> Result<MqttService, ServiceError> {
+    let token = s.token.as_deref().ok_or(ServiceError::NoToken)?;
+    let auth = format!("Bearer {token}");
+    let resp = http_get(
+        &s.url,
+        "/services/mqtt",
+        &[("Authorization", &auth)],
+        s.timeout,
+    )
+    .await
+    .map_err(|message| ServiceError::Unreachable {
+        url: s.url.clone(),
+        message,
+    })?;
+    parse_mqtt_service(resp.status, &resp.body)
+}
+
+/// Ask the Supervisor for the MQTT service, retrying while it is unreachable; logs one line
+/// per outcome (never the password).
+pub async fn fetch_mqtt_service(s: &SupervisorSettings) -> Result<MqttService, ServiceError> {
+    let mut delay = s.backoff;
+    let mut attempt = 1;
+    loop {
+        match fetch_mqtt_service_once(s).await {
+            Ok(svc) => {
+                tracing::info!(
+                    addon = %svc.addon,
+                    host = %svc.host,
+                    port = svc.port,
+                    ssl = svc.ssl,
+                    username = svc.username.as_deref().unwrap_or(""),
+                    password = if svc.password.is_some() { "set" } else { "none" },
+                    "using the MQTT broker provided by the Supervisor"
+                );
+                return Ok(svc);
+            }
+            Err(e) if e.is_transient() && attempt < s.attempts.max(1) => {
+                tracing::warn!(
+                    reason = e.reason(),
+                    attempt,
+                    of = s.attempts,
+                    retry_in_s = delay.as_secs_f64(),
+                    error = %e,
+                    "asking the Supervisor for the MQTT service failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!(reason = e.reason(), error = %e, "no MQTT broker from the Supervisor");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Add-on mode: read the options at `options`, ask the Supervisor when the broker is empty,
+/// and map everything onto `base`. The spool goes next to the options file
+/// (`/data/options.json` → `/data/spool`).
+pub async fn load(
+    options: &Path,
+    base: Config,
+    supervisor: &SupervisorSettings,
+) -> Result<Config, AddonError> {
+    let opts = read_options(options)?;
+    let service = if opts.needs_service() {
+        Some(fetch_mqtt_service(supervisor).await?)
+    } else {
+        tracing::info!("add-on mode: using the broker set in the add-on options");
+        None
+    };
+    let data_dir = options
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let config = opts
+        .apply(base, data_dir, service.as_ref())
+        .map_err(ConfigError::Invalid)?;
+    tracing::info!(
+        options = %options.display(),
+        cameras = opts.cameras.len(),
+        spool = %config.spool.dir.display(),
+        "add-on options loaded"
+    );
+    Ok(config)
+}
+
+/// Read and parse the options file.
+pub fn read_options(path: &Path) -> Result<AddonOptions, AddonError> {
+    let err = |message: String| AddonError::Options {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_options(&text).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(json: &str) -> AddonOptions {
+        parse_options(json).expect("valid options")
+    }
+
+    fn svc() -> MqttService {
+        MqttService {
+            addon: "core_mosquitto".into(),
+            host: "core-mosquitto".into(),
+            port: 1883,
+            ssl: false,
+            protocol: Some("3.1.1".into()),
+            username: Some("addons".into()),
+            password: Some(Secret("s3cret".into())),
+        }
+    }
+
+    #[test]
+    fn add_on_mode_detection() {
+        let env_tok = |k: &str| (k == "SUPERVISOR_TOKEN").then(|| "abc".to_string());
+        let env_none = |_: &str| None;
+        let yes = |_: &Path| true;
+        let no = |_: &Path| false;
+        assert_eq!(
+            options_path(None, &env_tok, &yes),
+            Some(PathBuf::from(DEFAULT_OPTIONS_PATH))
+        );
+        assert_eq!(options_path(None, &env_tok, &no), None);
+        assert_eq!(options_path(None, &env_none, &yes), None);
+        assert_eq!(
+            options_path(Some(Path::new("/tmp/o.json")), &env_none, &no),
+            Some(PathBuf::from("/tmp/o.json"))
+        );
+        let legacy = |k: &str| (k == "HASSIO_TOKEN").then(|| "x".to_string());
+        assert_eq!(supervisor_token(&legacy).as_deref(), Some("x"));
+        let blank = |k: &str| (k == "SUPERVISOR_TOKEN").then(|| "  ".to_string());
+        assert_eq!(supervisor_token(&blank), None);
+    }
+
+    #[test]
+    fn full_options_map_onto_the_config() {
+        let o = opts(
+            r#"{"log_level":"debug","mqtt":{"broker":"","username":"","password":""},
+            "base_topic":"cams","discovery_prefix":"ha",
+            "cameras":[{"name":"Gate","mac":"58-5B-69-40-F4-0D","id":"gate","area":"Drive"},
+                       {"name":"NVR ch 2","serial":"N123","channel":2},
+                       {"name":"Yard","peer":"192.168.1.50"}],
+            "off_delays":{"lpr":15,"intrusion":45},
+            "images":{"retain_per_camera":false,"retain_per_category":true},
+            "receiver":{"username":"cam","password":"pw","allow":["192.168.1.0/24"," "]}}"#,
+        );
+        assert!(o.needs_service());
+        assert_eq!(o.log_level().as_deref(), Some("debug"));
+        let c = o
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
+        assert_eq!(c.mqtt.username.as_deref(), Some("addons"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(c.mqtt.base_topic, "cams");
+        assert_eq!(c.homeassistant.discovery_prefix, "ha");
+        assert_eq!(c.devices.len(), 3);
+        assert_eq!(c.devices[0].mac.as_deref(), Some("58-5B-69-40-F4-0D"));
+        assert_eq!(c.devices[0].area.as_deref(), Some("Drive"));
+        assert_eq!(c.devices[1].channel, Some(2));
+        assert_eq!(c.devices[2].peer, Some("192.168.1.50".parse().unwrap()));
+        assert_eq!(c.categories["lpr"].off_delay, Some(15.0));
+        assert_eq!(c.categories["intrusion"].off_delay, Some(45.0));
+        assert!(!c.images.retain_device && c.images.retain_category);
+        let auth = c.viewtron.auth.as_ref().expect("auth");
+        assert_eq!(auth.username, "cam");
+        assert_eq!(auth.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(c.viewtron.allow, vec!["192.168.1.0/24".to_string()]);
+        assert_eq!(c.spool.dir, PathBuf::from("/data/spool"));
+        assert!(c.spool.max_bytes <= ADDON_SPOOL_MAX_BYTES);
+    }
+
+    #[test]
+    fn explicit_broker_and_credentials_win_over_the_service() {
+        let o = opts(r#"{"mqtt":{"broker":"10.0.0.2:1884","username":"me","password":"mine"}}"#);
+        assert!(!o.needs_service());
+        let c = o
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://10.0.0.2:1884"));
+        assert_eq!(c.mqtt.username.as_deref(), Some("me"));
+        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("mine"));
+        // Service broker with the user's own credentials.
+        let o = opts(r#"{"mqtt":{"username":"me","password":"mine"}}"#);
+        let c = o
+            .apply(Config::default(), Path::new("/d"), Some(&svc()))
+            .expect("valid");
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
+        assert_eq!(c.mqtt.username.as_deref(), Some("me"));
+        let tls = MqttService {
+            ssl: true,
+            port: 8883,
+            ..svc()
+        };
+        assert_eq!(tls.url(), "mqtts://core-mosquitto:8883");
+        let v6 = MqttService {
+            host: "fd00::1".into(),
+            ..svc()
+        };
+        assert_eq!(v6.url(), "mqtt://[fd00::1]:1883");
+    }
+
+    #[test]
+    fn problems_name_the_add_on_option() {
+        let o = opts(
+            r#"{"base_topic":"a/#","cameras":[{"name":"x","mac":"zz"},{"name":"y","peer":"nope"}],
+            "off_delays":{"lpr":-1},"receiver":{"username":"cam","allow":["300.1.1.1"]}}"#,
+        );
+        let problems = o
+            .apply(Config::default(), Path::new("/data"), None)
+            .expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "base_topic",
+            "cameras[0].mac",
+            "cameras[1].peer",
+            "off_delays.lpr",
+            "receiver.password",
+            "receiver.allow[0]",
+        ] {
+            assert!(paths.contains(&want), "{want} missing in {paths:?}");
+        }
+        assert!(parse_options("{\"cameras\": 3}").is_err());
+        assert!(parse_options("{}").is_ok());
+    }
+
+    #[test]
+    fn services_api_answers() {
+        let ok = br#"{"result":"ok","data":{"addon":"core_mosquitto","host":"core-mosquitto","port":1883,"ssl":false,"protocol":"3.1.1","username":"addons","password":"pw"}}"#;
+        let s = parse_mqtt_service(200, ok).expect("ok");
+        assert_eq!(s.host, "core-mosquitto");
+        assert_eq!(s.port, 1883);
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("pw"));
+        assert!(!format!("{s:?}").contains("pw\""));
+        // Port as a string, as in the Supervisor documentation.
+        let doc = br#"{"result":"ok","data":{"host":"h","port":"8883","ssl":true}}"#;
+        let s = parse_mqtt_service(200, doc).expect("ok");
+        assert_eq!((s.port, s.ssl, s.username), (8883, true, None));
+        assert!(matches!(
+            parse_mqtt_service(400, br#"{"result":"error","message":"Service not enabled"}"#),
+            Err(ServiceError::NoService { message }) if message == "Service not enabled"
+        ));
+        assert!(matches!(
+            parse_mqtt_service(200, br#"{"result":"error","message":"No mqtt"}"#),
+            Err(ServiceError::NoService { .. })
+        ));
+        assert!(matches!(
+            parse_mqtt_service(401, b"401: Unauthorized"),
+            Err(ServiceError::Unauthorized { status: 401, .. })
+        ));
+        assert!(matches!(
+            parse_mqtt_service(403, br#"{"result":"error","message":"Not allowed"}"#),
+            Err(ServiceError::Unauthorized { status: 403, .. })
+        ));
+        assert!(matches!(
+            parse_mqtt_service(502, b"bad gateway"),
+            Err(ServiceError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_mqtt_service(200, br#"{"result":"ok","data":{"port":1883}}"#),
+            Err(ServiceError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_mqtt_service(200, br#"{"result":"ok","data":{"host":"h","port":70000}}"#),
+            Err(ServiceError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_mqtt_service(200, b"<html>"),
+            Err(ServiceError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn response_with_content_length() {
+        let r =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello";
+        for cut in 0..r.len() {
+            assert_eq!(
+                parse_response(&r[..cut], false),
+                Ok(Parsed::Incomplete),
+                "cut {cut}"
+            );
+            assert_eq!(
+                parse_response(&r[..cut], true),
+                Err(ResponseError::Truncated),
+                "cut {cut}"
+            );
+        }
+        let Ok(Parsed::Complete(resp)) = parse_response(r, false) else {
+            panic!()
+        };
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+        assert_eq!(
+            resp.headers[0],
+            ("Content-Type".into(), "application/json".into())
+        );
+        let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+        assert!(matches!(
+            parse_response(bad, false),
+            Err(ResponseError::Framing(_))
+        ));
+        let bad = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n";
+        assert!(matches!(
+            parse_response(bad, false),
+            Err(ResponseError::Framing(_))
+        ));
+        assert!(matches!(
+            parse_response(b"SSH-2.0-x\r\n\r\n", false),
+            Err(ResponseError::Head(_))
+        ));
+    }
+
+    #[test]
+    fn response_chunked_with_extensions_and_trailers() {
+        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for cut in 0..r.len() {
+            assert_eq!(
+                parse_response(&r[..cut], false),
+                Ok(Parsed::Incomplete),
+                "cut {cut}"
+            );
+        }
+        let Ok(Parsed::Complete(resp)) = parse_response(r, false) else {
+            panic!()
+        };
+        assert_eq!(resp.body, b"Wikipedia");
+        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert!(matches!(parse_response(r, false), Ok(Parsed::Complete(x)) if x.body.is_empty()));
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert!(matches!(
+            parse_response(bad, false),
+            Err(ResponseError::Framing(_))
+        ));
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n";
+        assert!(matches!(
+            parse_response(bad, false),
+            Err(ResponseError::Framing(_))
+        ));
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffff\r\n";
+        assert!(matches!(
+            parse_response(huge, false),
+            Err(ResponseError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn response_close_delimited_and_bodiless() {
+        let r = b"HTTP/1.0 400 Bad Request\r\n\r\n{\"result\":\"error\"}";
+        assert_eq!(parse_response(r, false), Ok(Parsed::Incomplete));
+        let Ok(Parsed::Complete(resp)) = parse_response(r, true) else {
+            panic!()
+        };
+        assert_eq!((resp.status, resp.body.len()), (400, 18));
+        let r = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert!(matches!(parse_response(r, false), Ok(Parsed::Complete(x)) if x.status == 204));
+    }
+
+    #[test]
+    fn supervisor_urls() {
+        assert_eq!(
+            split_http_url("http://supervisor", "/services/mqtt"),
+            Ok(("supervisor".into(), 80, "/services/mqtt".into()))
+        );
+        assert_eq!(
+            split_http_url("http://127.0.0.1:8080/api/", "services/mqtt"),
+            Ok(("127.0.0.1".into(), 8080, "/api/services/mqtt".into()))
+        );
+        assert_eq!(
+            split_http_url("http://[::1]:81", "/x"),
+            Ok(("::1".into(), 81, "/x".into()))
+        );
+        assert!(split_http_url("https://supervisor", "/x").is_err());
+        assert!(split_http_url("http://h:notaport", "/x").is_err());
+        assert!(split_http_url("http://", "/x").is_err());
+    }
+
+    #[test]
+    fn option_names() {
+        assert_eq!(option_name("devices[2].id"), "cameras[2].id");
+        assert_eq!(option_name("categories.lpr.off_delay"), "off_delays.lpr");
+        assert_eq!(option_name("viewtron.auth.username"), "receiver.username");
+        assert_eq!(option_name("mqtt.url"), "mqtt.broker");
+        assert_eq!(option_name("mqtt.keep_alive"), "mqtt.keep_alive");
+    }
+}

@@ -1,0 +1,349 @@
+//! The on-disk format of spool segments and the ledger (pure: no I/O).
+//!
+//! # Segment file `<first seq, 20 digits>.seg`
+//!
+//! ```text
+//! magic  "CAMQSPL" 0x01                               8 bytes
+//! record*:
+//!   len    u32 LE   length of `body`                  4
+//!   crc    u32 LE   CRC-32C of seq|time|body          4
+//!   seq    u64 LE   record number, strictly increasing 8
+//!   time   u64 LE   append time, ms since the epoch   8
+//!   body   len bytes (see `codec`)
+//! ```
+//!
+//! A segment is only ever appended to by the process that created it; after a restart a new
+//! segment is started, so a torn tail (the process died in the middle of a write, or bytes were
+//! damaged) is never written after. [`scan`] reads the valid prefix of a segment and reports
+//! the first problem; nothing after a bad record can be trusted (the length may be wrong), so
+//! the rest of that segment is skipped. Later segments are still read.
+//!
+//! # Ledger file `ledger`
+//!
+//! ```text
+//! magic "CAMQLDG" 0x01 | released u64 LE | crc u32 LE (CRC-32C of the 16 bytes before)
+//! ```
+//!
+//! `released` is the highest record number the broker has acknowledged (everything at or
+//! below it is done). It is rewritten atomically (write `ledger.tmp`, rename).
+
+/// Magic at the start of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CAMQSPL\x01";
+/// Magic at the start of the ledger.
+pub const LEDGER_MAGIC: [u8; 8] = *b"CAMQLDG\x01";
+/// Bytes before the first record of a segment.
+pub const SEGMENT_HEADER: usize = 8;
+/// Bytes of a record header (`len`, `crc`, `seq`, `time`).
+pub const RECORD_HEADER: usize = 24;
+/// Largest record body accepted (anything larger in a length field is corruption).
+pub const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Size of the ledger file.
+pub const LEDGER_LEN: usize = 20;
+
+/// CRC-32C (Castagnoli), the checksum of records and the ledger.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c_update(0, data)
+}
+
+/// Continue a CRC-32C over more data (`crc` is a previous result, 0 to start).
+pub fn crc32c_update(crc: u32, data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut c = !crc;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+fn record_crc(seq: u64, time_ms: u64, body: &[u8]) -> u32 {
+    let mut c = crc32c_update(0, &seq.to_le_bytes());
+    c = crc32c_update(c, &time_ms.to_le_bytes());
+    crc32c_update(c, body)
+}
+
+/// Append one framed record (`header + body`) to `out`.
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, time_ms: u64, body: &[u8]) {
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    out.reserve(RECORD_HEADER + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&record_crc(seq, time_ms, body).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&time_ms.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Where one valid record sits in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// Record number.
+    pub seq: u64,
+    /// Append time, ms since the epoch.
+    pub time_ms: u64,
+    /// Offset of the record header in the segment file.
+    pub offset: u64,
+    /// Header plus body, bytes.
+    pub len: u32,
+}
+
+/// Why a record (or what follows it) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The segment does not start with [`SEGMENT_MAGIC`].
+    #[error("not a spool segment (bad magic)")]
+    BadMagic,
+    /// The file ends in the middle of a record (a torn write).
+    #[error("truncated record at offset {offset}")]
+    Truncated {
+        /// Offset of the record header.
+        offset: u64,
+    },
+    /// The length field is impossible.
+    #[error("bad record length {len} at offset {offset}")]
+    BadLength {
+        /// Offset of the record header.
+        offset: u64,
+        /// The length read.
+        len: u64,
+    },
+    /// Checksum mismatch.
+    #[error("checksum mismatch at offset {offset}")]
+    BadCrc {
+        /// Offset of the record header.
+        offset: u64,
+    },
+    /// Record numbers must increase within a segment.
+    #[error("record number {seq} out of order at offset {offset}")]
+    OutOfOrder {
+        /// Offset of the record header.
+        offset: u64,
+        /// The number read.
+        seq: u64,
+    },
+}
+
+/// The valid records of a segment, and the first problem found (if any).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Valid records, in file order.
+    pub records: Vec<RecordInfo>,
+    /// The first problem; everything from there on was skipped.
+    pub problem: Option<FrameError>,
+    /// Bytes from the problem to the end of the file (skipped).
+    pub skipped_bytes: u64,
+}
+
+/// Read one record at the start of `buf` (which starts at file offset `offset`).
+/// Returns the record and its body. Never panics, whatever the bytes.
+pub fn decode_record(buf: &[u8], offset: u64) -> Result<(RecordInfo, &[u8]), FrameError> {
+    if buf.len() < RECORD_HEADER {
+        return Err(FrameError::Truncated { offset });
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    let len = u32_at(0) as usize;
+    if len > MAX_BODY {
+        return Err(FrameError::BadLength {
+            offset,
+            len: len as u64,
+        });
+    }
+    if buf.len() - RECORD_HEADER < len {
+        return Err(FrameError::Truncated { offset });
+    }
+    let crc = u32_at(4);
+    let seq = u64_at(8);
+    let time_ms = u64_at(16);
+    let body = &buf[RECORD_HEADER..RECORD_HEADER + len];
+    if record_crc(seq, time_ms, body) != crc {
+        return Err(FrameError::BadCrc { offset });
+    }
+    Ok((
+        RecordInfo {
+            seq,
+            time_ms,
+            offset,
+            len: (RECORD_HEADER + len) as u32,
+        },
+        body,
+    ))
+}
+
+/// Scan a whole segment file. Never panics, whatever the bytes.
+pub fn scan(file: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    if file.len() < SEGMENT_HEADER || file[..SEGMENT_HEADER] != SEGMENT_MAGIC {
+        out.problem = Some(FrameError::BadMagic);
+        out.skipped_bytes = file.len() as u64;
+        return out;
+    }
+    let mut pos = SEGMENT_HEADER;
+    let mut last_seq = 0u64;
+    while pos < file.len() {
+        let offset = pos as u64;
+        match decode_record(&file[pos..], offset) {
+            Ok((info, _)) if info.seq <= last_seq => {
+                out.problem = Some(FrameError::OutOfOrder {
+                    offset,
+                    seq: info.seq,
+                });
+                break;
+            }
+            Ok((info, _)) => {
+                last_seq = info.seq;
+                pos += info.len as usize;
+                out.records.push(info);
+            }
+            Err(e) => {
+                out.problem = Some(e);
+                break;
+            }
+        }
+    }
+    out.skipped_bytes = (file.len() - pos) as u64;
+    out
+}
+
+/// The ledger file's bytes for `released`.
+pub fn encode_ledger(released: u64) -> [u8; LEDGER_LEN] {
+    let mut b = [0u8; LEDGER_LEN];
+    b[..8].copy_from_slice(&LEDGER_MAGIC);
+    b[8..16].copy_from_slice(&released.to_le_bytes());
+    let crc = crc32c(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The released record number of a ledger file; `None` when it is damaged.
+pub fn decode_ledger(b: &[u8]) -> Option<u64> {
+    if b.len() != LEDGER_LEN || b[..8] != LEDGER_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+    if crc32c(&b[..16]) != crc {
+        return None;
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[8..16]);
+    Some(u64::from_le_bytes(v))
+}
+
+/// File name of the segment whose first record is `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+/// The first record number encoded in a segment file name.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        // The standard check value of CRC-32C.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c_update(crc32c(b"1234"), b"56789"), 0xE306_9283);
+    }
+
+    fn segment(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut f = SEGMENT_MAGIC.to_vec();
+        for (seq, body) in records {
+            encode_record(&mut f, *seq, 1000 + seq, body);
+        }
+        f
+    }
+
+    #[test]
+    fn scan_reads_records_and_stops_at_damage() {
+        let f = segment(&[(1, b"one"), (2, b"two"), (5, b"five")]);
+        let s = scan(&f);
+        assert_eq!(s.problem, None);
+        assert_eq!(
+            s.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 5]
+        );
+        assert_eq!(
+            s.records[1].offset,
+            (SEGMENT_HEADER + RECORD_HEADER + 3) as u64
+        );
+        assert_eq!(s.records[2].time_ms, 1005);
+
+        let torn = &f[..f.len() - 2];
+        let s = scan(torn);
+        assert_eq!(s.records.len(), 2);
+        assert!(matches!(s.problem, Some(FrameError::Truncated { .. })));
+        assert_eq!(s.skipped_bytes, (RECORD_HEADER + 4 - 2) as u64);
+
+        let mut flipped = f.clone();
+        let n = flipped.len();
+        flipped[n - 1] ^= 0x40;
+        let s = scan(&flipped);
+        assert_eq!(s.records.len(), 2);
+        assert!(matches!(s.problem, Some(FrameError::BadCrc { .. })));
+
+        let mut garbage = f.clone();
+        garbage.extend_from_slice(&[0xff; 40]);
+        let s = scan(&garbage);
+        assert_eq!(s.records.len(), 3);
+        assert!(matches!(s.problem, Some(FrameError::BadLength { .. })));
+
+        assert_eq!(scan(b"nonsense").problem, Some(FrameError::BadMagic));
+        assert_eq!(scan(b"").problem, Some(FrameError::BadMagic));
+
+        let backwards = segment(&[(3, b"a"), (2, b"b")]);
+        let s = scan(&backwards);
+        assert_eq!(s.records.len(), 1);
+        assert!(matches!(
+            s.problem,
+            Some(FrameError::OutOfOrder { seq: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn ledger_round_trip_and_damage() {
+        let b = encode_ledger(42);
+        assert_eq!(decode_ledger(&b), Some(42));
+        let mut bad = b;
+        bad[9] ^= 1;
+        assert_eq!(decode_ledger(&bad), None);
+        assert_eq!(decode_ledger(&b[..10]), None);
+    }
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(segment_name(7), "00000000000000000007.seg");
+        assert_eq!(parse_segment_name(&segment_name(7)), Some(7));
+        assert_eq!(parse_segment_name("x.seg"), None);
+        assert_eq!(parse_segment_name("ledger"), None);
+        assert_eq!(parse_segment_name(".seg"), None);
+    }
+}

@@ -1,0 +1,1107 @@
+//! Hostile and broken input over real sockets into the real bridge (`camqtt::start`, a real
+//! Mosquitto). After every case a normal post on the same connection (where the case leaves it
+//! usable), a normal post from another, already connected camera, and a fresh connection all
+//! still reach MQTT, and the counters and `camera/bridge/unparsed` say what happened.
+//!
+//! All cases run in one test, one after the other: the counters in `camqtt::stats::stats()`
+//! are process-wide, so every assertion is on a delta.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use camqtt::config::{self, Config};
+use camqtt::stats::stats;
+use common::{Collector, Mosquitto, Msg};
+
+const REPLY: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><config version=\"1.0\" xmlns=\"http://www.ipc.com/ver10\"><status>success</status></config>";
+const T: Duration = Duration::from_secs(10);
+
+/// Limits of the bridge under test: small, so that the timeouts are quick to hit.
+const HEADER_TIMEOUT: f64 = 1.0;
+const REQUEST_TIMEOUT: f64 = 2.0;
+const IDLE_TIMEOUT: f64 = 4.0;
+const MAX_CONNECTIONS: usize = 8;
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+const SAME_MAC: &str = "02:00:5e:77:00:01";
+const OTHER_MAC: &str = "02:00:5e:77:00:02";
+
+fn image(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/viewtron/images")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A valid JPEG of about `size` bytes (comment segments after SOI).
+fn big_jpeg(size: usize) -> Vec<u8> {
+    let small = image("overview.jpg");
+    let mut out = vec![0xFF, 0xD8];
+    let mut n = 0u8;
+    while out.len() + small.len() < size {
+        let chunk = 65_000usize;
+        out.extend_from_slice(&[0xFF, 0xFE]);
+        out.extend_from_slice(&((chunk + 2) as u16).to_be_bytes());
+        out.extend((0..chunk).map(|i| (i as u8).wrapping_add(n)));
+        n = n.wrapping_add(1);
+    }
+    out.extend_from_slice(&small[2..]);
+    out
+}
+
+fn dev(mac: &str) -> String {
+    mac.replace(':', "_")
+}
+
+/// An IPC licence-plate post with an overview (`overview_b64`) and a plate crop (`crop_b64`).
+fn lpr_with(mac: &str, plate: &str, overview_b64: &str, crop_b64: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<config version="1.7" xmlns="http://www.ipc.com/ver10">
+<smartType type="openAlarmObj">VEHICE</smartType>
+<currentTime type="tint64">1790000000250000</currentTime>
+<mac type="string"><![CDATA[{mac}]]></mac>
+<deviceName type="string"><![CDATA[Hostile test]]></deviceName>
+<listInfo type="list" count="2">
+<item><image type="uint32">0</image><targetImageData><dataType>0</dataType><targetBase64Data>{overview_b64}</targetBase64Data></targetImageData></item>
+<item><image type="uint32">1</image><plateNumber type="string"><![CDATA[{plate}]]></plateNumber>
+<targetImageData><dataType>0</dataType><targetBase64Data>{crop_b64}</targetBase64Data></targetImageData></item>
+</listInfo>
+</config>"#
+    )
+}
+
+/// A normal licence-plate post with a small crop.
+fn lpr(mac: &str, plate: &str) -> String {
+    lpr_with(mac, plate, "", &b64(&image("plate1.jpg")))
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn chunked(path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Transfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for c in body.chunks(5_000) {
+        r.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        r.extend_from_slice(c);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"0\r\n\r\n");
+    r
+}
+
+/// One HTTP response: status line, header block, body.
+#[derive(Debug)]
+struct Resp {
+    status: String,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Read one Content-Length framed response; `Err` when the connection closes first.
+async fn read_response(s: &mut TcpStream, within: Duration) -> Result<Resp, String> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let end = tokio::time::Instant::now() + within;
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
+            Err(_) => return Err("no reply in time".into()),
+            Ok(Ok(0)) => return Err("closed before a reply".into()),
+            Ok(Ok(n)) => buf.extend_from_slice(&tmp[..n]),
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok_or("no content-length")?;
+    while buf.len() < head_end + len {
+        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+            _ => return Err("reply body cut".into()),
+        }
+    }
+    Ok(Resp {
+        status: head.lines().next().unwrap_or_default().to_string(),
+        body: buf[head_end..head_end + len].to_vec(),
+        head,
+    })
+}
+
+/// Wait until the server closes `s` (EOF or reset), discarding what it sends; returns when.
+async fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant> {
+    let mut tmp = [0u8; 8192];
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Counter snapshot.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    http_errors: u64,
+    unparsed: u64,
+    events: u64,
+    image_errors: u64,
+    connections: u64,
+}
+
+fn counts() -> Counts {
+    let s = stats();
+    Counts {
+        http_errors: s.http_errors.get(),
+        unparsed: s.unparsed.get(),
+        events: s.events.get(),
+        image_errors: s.image_errors.get(),
+        connections: s.connections.get(),
+    }
+}
+
+/// A camera with a persistent connection.
+struct Camera {
+    mac: &'static str,
+    stream: TcpStream,
+    last_used: Instant,
+}
+
+struct Harness {
+    addr: SocketAddr,
+    col: Collector,
+    seq: u32,
+    /// `camera/bridge/unparsed` messages seen so far.
+    unparsed_seen: usize,
+    shutdown: CancellationToken,
+    running: Option<camqtt::Running>,
+}
+
+impl Harness {
+    async fn connect(&self, mac: &'static str) -> Camera {
+        Camera {
+            mac,
+            stream: TcpStream::connect(self.addr).await.expect("connect"),
+            last_used: Instant::now(),
+        }
+    }
+
+    fn next_plate(&mut self) -> String {
+        self.seq += 1;
+        format!("HX{:05}", self.seq)
+    }
+
+    /// A normal plate read on `cam`'s connection: replied with the exact success document,
+    /// kept alive, and its event reaches MQTT.
+    async fn normal(&mut self, cam: &mut Camera, what: &str) {
+        let plate = self.next_plate();
+        cam.stream
+            .write_all(&post("/API", lpr(cam.mac, &plate).as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        let r = read_response(&mut cam.stream, T)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: normal post on {}: {e}", cam.mac));
+        assert_eq!(r.status, "HTTP/1.1 200 OK", "{what}");
+        assert_eq!(r.body, REPLY, "{what}");
+        assert!(
+            !r.head.to_ascii_lowercase().contains("connection: close"),
+            "{what}: normal post must keep the connection"
+        );
+        cam.last_used = Instant::now();
+        self.expect_plate(cam.mac, &plate, what).await;
+    }
+
+    async fn expect_plate(&self, mac: &str, plate: &str, what: &str) -> serde_json::Value {
+        let topic = format!("camera/{}/lpr/event", dev(mac));
+        let m = self
+            .col
+            .wait_for(
+                |m| m.topic == topic && m.json()["plate"].as_str() == Some(plate),
+                T,
+            )
+            .await
+            .unwrap_or_else(|| panic!("{what}: plate {plate} of {mac} never reached MQTT"));
+        m.json()
+    }
+
+    /// The idle timeout legitimately closes a connection that was quiet for that long (the
+    /// discovery hold of a new category alone is 1.5 s): reconnect such a camera.
+    async fn reconnect_if_idle(&self, cam: &mut Camera) {
+        if cam.last_used.elapsed() > Duration::from_secs_f64(IDLE_TIMEOUT - 1.0) {
+            *cam = self.connect(cam.mac).await;
+        }
+    }
+
+    /// The other camera, connected before the case, posts after it; a fresh connection does too.
+    async fn others_still_work(&mut self, other: &mut Camera, what: &str) {
+        self.reconnect_if_idle(other).await;
+        self.normal(other, &format!("{what} (other camera)")).await;
+        let mut fresh = self.connect(OTHER_MAC).await;
+        self.normal(&mut fresh, &format!("{what} (fresh connection)"))
+            .await;
+    }
+
+    /// The next `camera/bridge/unparsed` message (exactly one new one).
+    async fn next_unparsed(&mut self, what: &str) -> serde_json::Value {
+        let n = self.unparsed_seen + 1;
+        let got = self
+            .col
+            .wait_count(|m| m.topic == "camera/bridge/unparsed", n, T)
+            .await;
+        assert!(got.len() >= n, "{what}: no camera/bridge/unparsed entry");
+        self.unparsed_seen = n;
+        got[n - 1].json()
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(20), r.wait())
+                .await
+                .expect("bridge stops in time")
+                .expect("clean stop");
+        }
+    }
+}
+
+/// A case that breaks HTTP framing: the server answers (200 + `Connection: close`) or just
+/// closes, counts one HTTP error and one unparsed post, and publishes `reason`.
+async fn framing_case(
+    h: &mut Harness,
+    other: &mut Camera,
+    what: &str,
+    request: Vec<u8>,
+    reason: &str,
+    expect_reply: bool,
+) {
+    let before = counts();
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    // Write in the background: the server may stop reading at any point.
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut tmp = Vec::new();
+    let r = tokio::time::timeout(T, rd.read_to_end(&mut tmp)).await;
+    assert!(r.is_ok(), "{what}: connection not closed by the server");
+    let wr = writer.await.expect("writer");
+    s = rd.reunite(wr).expect("reunite");
+    drop(s);
+    let text = String::from_utf8_lossy(&tmp);
+    if expect_reply {
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{what}: reply {text:?}"
+        );
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {text:?}"
+        );
+        assert!(
+            tmp.ends_with(REPLY),
+            "{what}: the reply is the success document"
+        );
+    }
+    let after = counts();
+    assert_eq!(
+        after.http_errors,
+        before.http_errors + 1,
+        "{what}: http_errors"
+    );
+    assert_eq!(
+        after.unparsed,
+        before.unparsed + 1,
+        "{what}: unparsed counter"
+    );
+    let u = h.next_unparsed(what).await;
+    assert_eq!(u["reason"], reason, "{what}: {u}");
+    assert_eq!(u["peer"], "127.0.0.1", "{what}");
+    assert!(
+        u["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{what}: {u}"
+    );
+    h.others_still_work(other, what).await;
+}
+
+/// A post that reaches the parser and is refused there: same reply, connection kept, one
+/// unparsed entry with `reason` and the post's path, then a normal post on the same connection.
+async fn parser_case(
+    h: &mut Harness,
+    same: &mut Camera,
+    other: &mut Camera,
+    what: &str,
+    body: &[u8],
+    reason: &str,
+) -> serde_json::Value {
+    h.reconnect_if_idle(same).await;
+    let before = counts();
+    let path = format!("/hostile/{what}");
+    same.stream
+        .write_all(&post(&path, body))
+        .await
+        .expect("write");
+    let r = read_response(&mut same.stream, T)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        (r.status.as_str(), r.body.as_slice()),
+        ("HTTP/1.1 200 OK", REPLY),
+        "{what}"
+    );
+    let u = h.next_unparsed(what).await;
+    assert_eq!(u["reason"], reason, "{what}: {u}");
+    assert_eq!(u["path"], path.as_str(), "{what}");
+    assert_eq!(u["body_len"], body.len(), "{what}");
+    assert!(
+        u["body"].as_str().is_some_and(|b| b.len() <= 4096 * 3),
+        "{what}: body copy is capped"
+    );
+    let after = counts();
+    assert_eq!(
+        after.unparsed,
+        before.unparsed + 1,
+        "{what}: unparsed counter"
+    );
+    assert_eq!(after.events, before.events, "{what}: no event");
+    assert_eq!(
+        after.http_errors, before.http_errors,
+        "{what}: not an HTTP error"
+    );
+    h.normal(same, &format!("{what} (same connection)")).await;
+    h.others_still_work(other, what).await;
+    u
+}
+
+/// A post whose event is kept with an image problem: the event arrives with warnings.
+async fn image_case(
+    h: &mut Harness,
+    same: &mut Camera,
+    other: &mut Camera,
+    what: &str,
+    overview_b64: &str,
+    crop_b64: &str,
+    warnings: bool,
+) -> serde_json::Value {
+    h.reconnect_if_idle(same).await;
+    let before = counts();
+    let plate = h.next_plate();
+    let body = lpr_with(same.mac, &plate, overview_b64, crop_b64);
+    same.stream
+        .write_all(&post("/API", body.as_bytes()))
+        .await
+        .expect("write");
+    let r = read_response(&mut same.stream, T)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(r.body, REPLY, "{what}");
+    same.last_used = Instant::now();
+    let ev = h.expect_plate(same.mac, &plate, what).await;
+    let after = counts();
+    assert_eq!(after.events, before.events + 1, "{what}: events");
+    assert_eq!(after.unparsed, before.unparsed, "{what}: the event is kept");
+    let w = ev["warnings"].as_array().map(Vec::len).unwrap_or(0);
+    if warnings {
+        assert!(w >= 1, "{what}: warning in the event JSON: {ev}");
+        assert!(
+            after.image_errors > before.image_errors,
+            "{what}: image_errors counter"
+        );
+    } else {
+        assert_eq!(w, 0, "{what}: {ev}");
+    }
+    h.normal(same, &format!("{what} (same connection)")).await;
+    h.others_still_work(other, what).await;
+    ev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    // Log lines go to the test output (shown on failure; RUST_LOG to change the level).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "camqtt=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let col = Collector::start(broker.port, "camera/#").await;
+    // Its own spool: the default directory is relative to the working directory, shared with
+    // every other test and run.
+    let spool = tempfile::tempdir().expect("spool dir");
+    let toml = format!(
+        "[viewtron]\nheader_timeout = {HEADER_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}\n\
+         idle_timeout = {IDLE_TIMEOUT}\nmax_connections = {MAX_CONNECTIONS}\nbody_limit = {BODY_LIMIT}\n\
+         [spool]\ndir = {:?}\n",
+        spool.path().display().to_string()
+    );
+    let mut cfg: Config = config::load_str(&toml).expect("test config");
+    cfg.apply(&config::Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        mqtt_url: Some(broker.url()),
+        client_id: Some(format!("camqtt-hostile-{}", broker.port)),
+        ..Default::default()
+    });
+    let shutdown = CancellationToken::new();
+    let running = camqtt::start(cfg, shutdown.clone())
+        .await
+        .expect("bridge starts");
+    let mut h = Harness {
+        addr: running.viewtron_addr.expect("viewtron on"),
+        col,
+        seq: 0,
+        unparsed_seen: 0,
+        shutdown,
+        running: Some(running),
+    };
+    h.col
+        .wait_payload("camera/bridge/state", "online", T)
+        .await
+        .expect("bridge online");
+    let started = Instant::now();
+
+    let mut same = h.connect(SAME_MAC).await;
+    let mut other = h.connect(OTHER_MAC).await;
+    // Warm up: both devices known (discovery done), both connections in use.
+    h.normal(&mut same, "warm-up").await;
+    h.normal(&mut other, "warm-up").await;
+    h.normal(&mut same, "warm-up").await;
+
+    // ---- Posts that reach the parser: the connection carries on. ----
+    let deep = format!(
+        "<config version=\"1.7\">{}{}</config>",
+        "<a>".repeat(100_000),
+        "</a>".repeat(100_000)
+    );
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "deep-nesting",
+        deep.as_bytes(),
+        "too-complex",
+    )
+    .await;
+
+    let laughs = r#"<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
+<config version="1.7"><smartType>VEHICE</smartType><mac>02:00:5e:77:00:01</mac><listInfo><item><image>1</image><plateNumber>&lol9;</plateNumber></item></listInfo></config>"#;
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "billion-laughs",
+        laughs.as_bytes(),
+        "forbidden-dtd",
+    )
+    .await;
+
+    let xxe = r#"<?xml version="1.0"?><!DOCTYPE config [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<config version="1.7"><smartType>VEHICE</smartType><mac>02:00:5e:77:00:01</mac><listInfo><item><image>1</image><plateNumber>&xxe;</plateNumber></item></listInfo></config>"#;
+    let u = parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "external-entity",
+        xxe.as_bytes(),
+        "forbidden-dtd",
+    )
+    .await;
+    assert!(
+        !u.to_string().contains("root:x:0:0"),
+        "no file content leaks: {u}"
+    );
+
+    let mut bad_utf8 = lpr(SAME_MAC, "UTF8BAD").into_bytes();
+    let at = bad_utf8.windows(7).position(|w| w == b"UTF8BAD").unwrap();
+    bad_utf8[at + 2] = 0xFF;
+    bad_utf8[at + 3] = 0xC0;
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "invalid-utf8",
+        &bad_utf8,
+        "parse-error",
+    )
+    .await;
+
+    let full = lpr(SAME_MAC, "TRUNC01");
+    let truncated = &full.as_bytes()[..full.len() / 2];
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "truncated",
+        truncated,
+        "parse-error",
+    )
+    .await;
+
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "nul-bytes",
+        &[0u8; 4096],
+        "not-xml",
+    )
+    .await;
+
+    let items = "<item><image>1</image></item>".repeat(50_000);
+    let many = format!(
+        "<config version=\"1.7\"><smartType>VEHICE</smartType><mac>{SAME_MAC}</mac><listInfo>{items}</listInfo>{}</config>",
+        "<x/>".repeat(100_001)
+    );
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "node-flood",
+        many.as_bytes(),
+        "too-complex",
+    )
+    .await;
+
+    {
+        // 50,000 plate items (under the node limit): one event, the first 256 plates kept.
+        let before = counts();
+        let plate = h.next_plate();
+        let items = format!(
+            "<item><image>1</image><plateNumber>{plate}</plateNumber></item>{}",
+            "<item><image>1</image><plateNumber>P</plateNumber></item>".repeat(49_999)
+        );
+        let body = format!(
+            "<config version=\"1.7\"><smartType>VEHICE</smartType><mac>{SAME_MAC}</mac><listInfo>{items}</listInfo></config>"
+        );
+        h.reconnect_if_idle(&mut same).await;
+        same.stream
+            .write_all(&post("/API", body.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_response(&mut same.stream, T).await.unwrap().body,
+            REPLY
+        );
+        let ev = h.expect_plate(SAME_MAC, &plate, "50k-items").await;
+        assert_eq!(
+            ev["plates"].as_array().map(Vec::len),
+            Some(256),
+            "plates capped"
+        );
+        assert!(
+            ev.to_string().contains("49744 plates dropped"),
+            "{}",
+            ev["warnings"]
+        );
+        assert_eq!(counts().events, before.events + 1);
+        h.normal(&mut same, "50k-items (same connection)").await;
+        h.others_still_work(&mut other, "50k-items").await;
+    }
+
+    parser_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "unknown-root",
+        b"<html><body>hi</body></html>",
+        "unknown-root",
+    )
+    .await;
+
+    // ---- Posts whose event is kept: control characters, big lists, broken images. ----
+    {
+        let before = counts();
+        let plate = h.next_plate();
+        let body = lpr(SAME_MAC, &plate)
+            .replace(
+                &plate,
+                &format!("{}\u{0}\u{1b}[2J{}", &plate[..3], &plate[3..]),
+            )
+            .replace("Hostile test", "Evil\u{0}\u{7f}cam");
+        h.reconnect_if_idle(&mut same).await;
+        same.stream
+            .write_all(&post("/API", body.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_response(&mut same.stream, T).await.unwrap().body,
+            REPLY
+        );
+        // The control characters are gone: the plate arrives as the clean text plus "[2J".
+        let want = format!("{}[2J{}", &plate[..3], &plate[3..]);
+        let ev = h.expect_plate(SAME_MAC, &want, "nul-in-text").await;
+        assert_eq!(ev["device"]["name"], "Evilcam");
+        assert!(counts().events > before.events);
+        h.normal(&mut same, "nul-in-text (same connection)").await;
+        h.others_still_work(&mut other, "nul-in-text").await;
+    }
+
+    {
+        // 10,000 targets in one intrusion post: the event keeps the first 256, says so, and
+        // stays a reasonable size.
+        let before = counts();
+        let items: String = (0..10_000)
+            .map(|i| format!("<item><targetId>{i}</targetId><rect><x1>1</x1><y1>1</y1><x2>2</x2><y2>2</y2></rect><targetImageData><targetType>1</targetType><targetBase64Data></targetBase64Data></targetImageData></item>"))
+            .collect();
+        let body = format!(
+            "<config version=\"1.7\"><smartType>PEA</smartType><currentTime>1790000300000000</currentTime><mac>{SAME_MAC}</mac>\
+             <perimeter><perInfo><item><eventId>5</eventId><targetId>9</targetId><status>SMART_START</status></item></perInfo></perimeter>\
+             <listInfo>{items}</listInfo></config>"
+        );
+        h.reconnect_if_idle(&mut same).await;
+        same.stream
+            .write_all(&post("/API", body.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_response(&mut same.stream, T).await.unwrap().body,
+            REPLY
+        );
+        let topic = format!("camera/{}/intrusion/event", dev(SAME_MAC));
+        let m: Msg = h
+            .col
+            .wait_for(|m| m.topic == topic, T)
+            .await
+            .expect("intrusion event");
+        let ev = m.json();
+        assert_eq!(
+            ev["targets"].as_array().map(Vec::len),
+            Some(256),
+            "targets capped"
+        );
+        assert!(
+            m.payload.len() < 200_000,
+            "event JSON {} bytes",
+            m.payload.len()
+        );
+        assert!(
+            ev.to_string().contains("9744 targets dropped"),
+            "the cut is reported: {}",
+            ev["warnings"]
+        );
+        assert_eq!(counts().events, before.events + 1);
+        h.normal(&mut same, "10k-targets (same connection)").await;
+        h.others_still_work(&mut other, "10k-targets").await;
+    }
+
+    let crop = b64(&image("plate1.jpg"));
+    image_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "invalid-base64",
+        "",
+        "!!!@@@ not base64 ###",
+        true,
+    )
+    .await;
+    let png = b64(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0");
+    image_case(
+        &mut h,
+        &mut same,
+        &mut other,
+        "non-jpeg-base64",
+        &png,
+        &crop,
+        true,
+    )
+    .await;
+    let ev = image_case(&mut h, &mut same, &mut other, "empty-image", "", "", false).await;
+    assert_eq!(ev["images"]["target"], false, "{ev}");
+    {
+        // A 5 MB overview (6.7 MB of base64): delivered byte for byte.
+        let huge = big_jpeg(5_000_000);
+        let ev = image_case(
+            &mut h,
+            &mut same,
+            &mut other,
+            "huge-image",
+            &b64(&huge),
+            &crop,
+            false,
+        )
+        .await;
+        assert_eq!(ev["images"]["overview_bytes"], huge.len(), "{ev}");
+        let topic = format!("camera/{}/lpr/image", dev(SAME_MAC));
+        let img = h
+            .col
+            .wait_for(|m| m.topic == topic && m.payload.len() == huge.len(), T)
+            .await
+            .expect("huge overview on MQTT");
+        assert!(
+            img.payload.as_ref() == huge.as_slice(),
+            "huge overview bytes differ"
+        );
+    }
+
+    // ---- Framing errors: the connection is closed; everyone else carries on. ----
+    let over = BODY_LIMIT + 1;
+    framing_case(
+        &mut h,
+        &mut other,
+        "body-over-limit-content-length",
+        format!("POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: {over}\r\n\r\n<config>")
+            .into_bytes(),
+        "body-too-large",
+        true,
+    )
+    .await;
+    {
+        let mut req =
+            b"POST /API HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..(BODY_LIMIT / chunk.len() + 2) {
+            req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            req.extend_from_slice(&chunk);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        framing_case(
+            &mut h,
+            &mut other,
+            "body-over-limit-chunked",
+            req,
+            "body-too-large",
+            true,
+        )
+        .await;
+    }
+    framing_case(
+        &mut h,
+        &mut other,
+        "header-section-over-limit",
+        format!(
+            "POST /API HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(70 * 1024)
+        )
+        .into_bytes(),
+        "header-too-large",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "too-many-headers",
+        format!(
+            "POST /API HTTP/1.1\r\n{}Content-Length: 0\r\n\r\n",
+            (0..150)
+                .map(|i| format!("X-H{i}: v\r\n"))
+                .collect::<String>()
+        )
+        .into_bytes(),
+        "too-many-headers",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "garbage-request-line",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n".to_vec(),
+        "bad-request",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "unknown-transfer-coding-with-length",
+        b"POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello".to_vec(),
+        "bad-request",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "conflicting-content-lengths",
+        b"POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+            .to_vec(),
+        "bad-request",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "negative-content-length",
+        b"POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+        "bad-request",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "overflowing-content-length",
+        b"POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999999\r\n\r\n"
+            .to_vec(),
+        "body-too-large",
+        true,
+    )
+    .await;
+    framing_case(
+        &mut h,
+        &mut other,
+        "bad-chunk-size",
+        b"POST /API HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(),
+        "bad-request",
+        true,
+    )
+    .await;
+    {
+        // Content-Length and chunked together (what some firmware sends): chunked wins, the
+        // post is an event and the connection carries on.
+        let plate = h.next_plate();
+        let req = chunked(
+            "/API",
+            lpr(SAME_MAC, &plate).as_bytes(),
+            "Content-Length: 3\r\n",
+        );
+        h.reconnect_if_idle(&mut same).await;
+        same.stream.write_all(&req).await.unwrap();
+        assert_eq!(
+            read_response(&mut same.stream, T).await.unwrap().body,
+            REPLY
+        );
+        h.expect_plate(SAME_MAC, &plate, "length-and-chunked").await;
+        h.normal(&mut same, "length-and-chunked (same connection)")
+            .await;
+    }
+
+    // ---- Slowloris: header trickle, body trickle, silence. ----
+    for (what, head, reason, limit) in [
+        (
+            "header-trickle",
+            b"POST /API HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_vec(),
+            "header-timeout",
+            HEADER_TIMEOUT,
+        ),
+        (
+            "body-trickle",
+            b"POST /API HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n<config>".to_vec(),
+            "body-timeout",
+            REQUEST_TIMEOUT,
+        ),
+    ] {
+        let before = counts();
+        let s = TcpStream::connect(h.addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let t0 = Instant::now();
+        let trickle = tokio::spawn(async move {
+            if wr.write_all(&head).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if wr.write_all(b"a").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(T, rd.read_to_end(&mut got)).await;
+        let held = t0.elapsed();
+        trickle.abort();
+        assert!(closed.is_ok(), "{what}: never closed");
+        assert!(
+            held >= Duration::from_secs_f64(limit - 0.2)
+                && held < Duration::from_secs_f64(limit + 1.5),
+            "{what}: closed after {held:?}, limit {limit} s"
+        );
+        assert!(got.ends_with(REPLY), "{what}: reply before closing");
+        let after = counts();
+        assert_eq!(after.http_errors, before.http_errors + 1, "{what}");
+        assert_eq!(after.unparsed, before.unparsed + 1, "{what}");
+        let u = h.next_unparsed(what).await;
+        assert_eq!(u["reason"], reason, "{what}: {u}");
+        h.others_still_work(&mut other, what).await;
+    }
+    {
+        // A silent connection is closed after the idle timeout, quietly (not an error).
+        let before = counts();
+        let mut s = TcpStream::connect(h.addr).await.unwrap();
+        let t0 = Instant::now();
+        let at = wait_closed(&mut s, Duration::from_secs_f64(IDLE_TIMEOUT + 3.0))
+            .await
+            .expect("idle connection closed");
+        let held = at - t0;
+        assert!(
+            held >= Duration::from_secs_f64(IDLE_TIMEOUT - 0.2),
+            "closed too early: {held:?}"
+        );
+        assert_eq!(
+            counts().http_errors,
+            before.http_errors,
+            "idle close is not an error"
+        );
+        // `same` was idle as long: it was closed too; a reconnect works.
+        same = h.connect(SAME_MAC).await;
+        h.normal(&mut same, "after idle timeout (reconnected)")
+            .await;
+        h.others_still_work(&mut other, "idle-timeout").await;
+    }
+
+    {
+        // Blank lines between requests are allowed, but an endless trickle of them is a request
+        // preamble, not idleness: the header timeout closes it (counted and published), long
+        // before the idle timeout would.
+        let before = counts();
+        let s = TcpStream::connect(h.addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let t0 = Instant::now();
+        let trickle = tokio::spawn(async move {
+            loop {
+                if wr.write_all(b"\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(
+            Duration::from_secs_f64(IDLE_TIMEOUT + 3.0),
+            rd.read_to_end(&mut got),
+        )
+        .await;
+        trickle.abort();
+        let held = t0.elapsed();
+        assert!(
+            closed.is_ok(),
+            "a CRLF trickle held the connection ({held:?})"
+        );
+        assert!(
+            held < Duration::from_secs_f64(IDLE_TIMEOUT),
+            "CRLF trickle closed only after {held:?}"
+        );
+        assert_eq!(counts().http_errors, before.http_errors + 1);
+        let u = h.next_unparsed("crlf-trickle").await;
+        assert_eq!(u["reason"], "header-timeout", "{u}");
+        h.others_still_work(&mut other, "crlf-trickle").await;
+    }
+
+    // ---- Connection limit: at the cap new clients wait; a freed slot serves them. ----
+    {
+        // Every earlier connection of this test is gone except `same` and `other`; let the
+        // server finish lingering ones.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // `same` and `other` were idle that long; use them again so they are fresh.
+        same = h.connect(SAME_MAC).await;
+        other = h.connect(OTHER_MAC).await;
+        h.normal(&mut same, "before cap").await;
+        h.normal(&mut other, "before cap").await;
+        let mut fillers = Vec::new();
+        for _ in 0..MAX_CONNECTIONS - 2 {
+            let mut f = TcpStream::connect(h.addr).await.unwrap();
+            f.write_all(&post("/API", b"")).await.unwrap();
+            read_response(&mut f, T)
+                .await
+                .expect("filler served (heartbeat)");
+            fillers.push(f);
+        }
+        let before = counts();
+        let mut waiting = h.connect(OTHER_MAC).await;
+        let plate = h.next_plate();
+        waiting
+            .stream
+            .write_all(&post("/API", lpr(OTHER_MAC, &plate).as_bytes()))
+            .await
+            .unwrap();
+        assert!(
+            read_response(&mut waiting.stream, Duration::from_millis(600))
+                .await
+                .is_err(),
+            "connection {} served beyond max_connections",
+            MAX_CONNECTIONS + 1
+        );
+        assert_eq!(
+            counts().connections,
+            before.connections,
+            "not accepted at the cap"
+        );
+        // Connections already served keep working at the cap.
+        h.normal(&mut same, "at the cap (same connection)").await;
+        // Free a slot: the waiting camera is served and its plate arrives.
+        drop(fillers.pop());
+        let r = read_response(&mut waiting.stream, T)
+            .await
+            .expect("served once a slot is free");
+        assert_eq!(r.body, REPLY);
+        h.expect_plate(OTHER_MAC, &plate, "after a slot was freed")
+            .await;
+        assert_eq!(counts().connections, before.connections + 1);
+
+        // At the cap again, nobody leaves: idle fillers are closed after the idle timeout, so a
+        // connection flood cannot hold the receiver for longer than that.
+        let mut waiting2 = TcpStream::connect(h.addr).await.unwrap();
+        let plate2 = h.next_plate();
+        let t0 = Instant::now();
+        waiting2
+            .write_all(&post("/API", lpr(OTHER_MAC, &plate2).as_bytes()))
+            .await
+            .unwrap();
+        let r = read_response(&mut waiting2, Duration::from_secs_f64(IDLE_TIMEOUT + 3.0))
+            .await
+            .expect("served after idle connections timed out");
+        assert_eq!(r.body, REPLY);
+        assert!(t0.elapsed() < Duration::from_secs_f64(IDLE_TIMEOUT + 2.0));
+        h.expect_plate(OTHER_MAC, &plate2, "after idle fillers were closed")
+            .await;
+        drop(fillers);
+        let mut fresh = h.connect(SAME_MAC).await;
+        h.normal(&mut fresh, "after the connection limit").await;
+    }
+
+    // The bridge is still up and says so; its info counts the bad posts.
+    let state = h.col.on("camera/bridge/state");
+    assert!(
+        state.iter().all(|m| m.payload.as_ref() == b"online"),
+        "bridge never went offline"
+    );
+    eprintln!(
+        "hostile: {} unparsed entries, {} plates, {:.1} s",
+        h.unparsed_seen,
+        h.seq,
+        started.elapsed().as_secs_f64()
+    );
+    h.stop().await;
+}
