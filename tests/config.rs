@@ -32,6 +32,9 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     assert_eq!(c.viewtron.idle_timeout, d.viewtron.idle_timeout);
     assert_eq!(c.viewtron.offline_after, d.viewtron.offline_after);
     assert_eq!(c.images.retain_device, d.images.retain_device);
+    assert_eq!(c.spool.max_bytes, d.spool.max_bytes);
+    assert_eq!(c.spool.image_max_age, d.spool.image_max_age);
+    assert_eq!(c.spool.dir, d.spool.dir);
 }
 
 #[test]
