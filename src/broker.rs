@@ -2,9 +2,7 @@
 //! command runs the whole bridge on a fresh machine. Mosquitto (or the Home Assistant
 //! add-on) is the normal path; this is the zero-setup default.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +40,7 @@ pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerErr
             max_segment_count: 10,
             ..Default::default()
         },
-        v4: Some(HashMap::from([(
+        v4: Some(std::collections::HashMap::from([(
             "camqtt".to_string(),
             rumqttd::ServerSettings {
                 name: "camqtt-embedded".to_string(),
@@ -75,7 +73,7 @@ pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerErr
         if std::net::TcpListener::bind(addr).is_err() {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Err(BrokerError::NotListening(addr))
 }

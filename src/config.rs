@@ -21,6 +21,7 @@ pub const DEFAULT_EMBEDDED_BROKER: &str = "127.0.0.1:1883";
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     /// Broker connection and topic root.
     pub mqtt: MqttSection,
@@ -36,20 +37,6 @@ pub struct Config {
     pub categories: BTreeMap<String, CategorySection>,
     /// Friendly names and ids per device.
     pub devices: Vec<DeviceSection>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            mqtt: MqttSection::default(),
-            homeassistant: HomeAssistantSection::default(),
-            images: ImagesSection::default(),
-            viewtron: ViewtronSection::default(),
-            spool: SpoolSection::default(),
-            categories: BTreeMap::new(),
-            devices: Vec::new(),
-        }
-    }
 }
 
 /// `[mqtt]`
@@ -554,19 +541,18 @@ impl Config {
         }
         if let Some(p) = pass {
             self.mqtt.password = Some(Secret(p));
-        } else if self.mqtt.password.is_none() {
-            if let Some(f) = self.mqtt.password_file.clone() {
-                match read(&f) {
-                    Ok(v) => {
-                        self.mqtt.password =
-                            Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))
-                    }
-                    Err(e) => problems.push(Problem {
-                        path: "mqtt.password_file".into(),
-                        line: None,
-                        message: format!("cannot read {}: {e}", f.display()),
-                    }),
+        } else if self.mqtt.password.is_none()
+            && let Some(f) = self.mqtt.password_file.clone()
+        {
+            match read(&f) {
+                Ok(v) => {
+                    self.mqtt.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))
                 }
+                Err(e) => problems.push(Problem {
+                    path: "mqtt.password_file".into(),
+                    line: None,
+                    message: format!("cannot read {}: {e}", f.display()),
+                }),
             }
         }
         if vuser.is_some() || vpass.is_some() {
@@ -582,21 +568,17 @@ impl Config {
                 auth.password = Some(Secret(p));
             }
         }
-        if let Some(auth) = self.viewtron.auth.as_mut() {
-            if auth.password.is_none() {
-                if let Some(f) = auth.password_file.clone() {
-                    match read(&f) {
-                        Ok(v) => {
-                            auth.password =
-                                Some(Secret(v.trim_end_matches(['\n', '\r']).to_string()))
-                        }
-                        Err(e) => problems.push(Problem {
-                            path: "viewtron.auth.password_file".into(),
-                            line: None,
-                            message: format!("cannot read {}: {e}", f.display()),
-                        }),
-                    }
-                }
+        if let Some(auth) = self.viewtron.auth.as_mut()
+            && auth.password.is_none()
+            && let Some(f) = auth.password_file.clone()
+        {
+            match read(&f) {
+                Ok(v) => auth.password = Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())),
+                Err(e) => problems.push(Problem {
+                    path: "viewtron.auth.password_file".into(),
+                    line: None,
+                    message: format!("cannot read {}: {e}", f.display()),
+                }),
             }
         }
         problems
@@ -623,23 +605,23 @@ impl Config {
                 bad(name.into(), m);
             }
         }
-        if let Some(t) = &self.homeassistant.status_topic {
-            if t.is_empty() || t.contains(['+', '#', '\0']) {
-                bad(
-                    "homeassistant.status_topic".into(),
-                    "must be a topic without wildcards".into(),
-                );
-            }
+        if let Some(t) = &self.homeassistant.status_topic
+            && (t.is_empty() || t.contains(['+', '#', '\0']))
+        {
+            bad(
+                "homeassistant.status_topic".into(),
+                "must be a topic without wildcards".into(),
+            );
         }
-        if let Some(url) = &self.mqtt.url {
-            if let Err(e) = crate::sinks::mqtt::config::BrokerAddr::from_url(url) {
-                bad("mqtt.url".into(), e.to_string());
-            }
+        if let Some(url) = &self.mqtt.url
+            && let Err(e) = crate::sinks::mqtt::config::BrokerAddr::from_url(url)
+        {
+            bad("mqtt.url".into(), e.to_string());
         }
-        if let Some(id) = &self.mqtt.client_id {
-            if id.is_empty() || id.len() > 128 {
-                bad("mqtt.client_id".into(), "must be 1..=128 characters".into());
-            }
+        if let Some(id) = &self.mqtt.client_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            bad("mqtt.client_id".into(), "must be 1..=128 characters".into());
         }
         if self.mqtt.max_packet_size < 64 * 1024 {
             bad(
@@ -716,13 +698,13 @@ impl Config {
                 "cert_file and key_file go together (mutual TLS)".into(),
             );
         }
-        if let Some(name) = &tls.server_name {
-            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bad(
-                    "mqtt.tls.server_name".into(),
-                    "must be a DNS name or IP address".into(),
-                );
-            }
+        if let Some(name) = &tls.server_name
+            && (name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            bad(
+                "mqtt.tls.server_name".into(),
+                "must be a DNS name or IP address".into(),
+            );
         }
         for (name, c) in &self.categories {
             if Category::from_name(name).is_none() {
@@ -732,13 +714,13 @@ impl Config {
                     format!("unknown category; known: {}", known.join(", ")),
                 );
             }
-            if let Some(d) = c.off_delay {
-                if !d.is_finite() || !(0.0..=86_400.0).contains(&d) {
-                    bad(
-                        format!("categories.{name}.off_delay"),
-                        "must be between 0 and 86400 seconds".into(),
-                    );
-                }
+            if let Some(d) = c.off_delay
+                && (!d.is_finite() || !(0.0..=86_400.0).contains(&d))
+            {
+                bad(
+                    format!("categories.{name}.off_delay"),
+                    "must be between 0 and 86400 seconds".into(),
+                );
             }
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -749,13 +731,13 @@ impl Config {
                     "needs at least one of mac, serial, peer".into(),
                 );
             }
-            if let Some(mac) = &d.mac {
-                if normalise_mac(mac).is_none() {
-                    bad(
-                        format!("devices[{i}].mac"),
-                        format!("`{mac}` is not a MAC address"),
-                    );
-                }
+            if let Some(mac) = &d.mac
+                && normalise_mac(mac).is_none()
+            {
+                bad(
+                    format!("devices[{i}].mac"),
+                    format!("`{mac}` is not a MAC address"),
+                );
             }
             if let Some(id) = &d.id {
                 if id.is_empty()
@@ -772,13 +754,13 @@ impl Config {
                     bad(format!("devices[{i}].id"), format!("`{id}` is used twice"));
                 }
             }
-            if let Some(name) = &d.name {
-                if name.trim().is_empty() || name.chars().any(char::is_control) {
-                    bad(
-                        format!("devices[{i}].name"),
-                        "must be non-empty text without control characters".into(),
-                    );
-                }
+            if let Some(name) = &d.name
+                && (name.trim().is_empty() || name.chars().any(char::is_control))
+            {
+                bad(
+                    format!("devices[{i}].name"),
+                    "must be non-empty text without control characters".into(),
+                );
             }
         }
         problems

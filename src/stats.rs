@@ -73,7 +73,8 @@ pub struct Stats {
     pub unparsed: Counter,
     /// Images decoded.
     pub images: Counter,
-    /// Images that could not be decoded (bad base64, placeholders, not JPEG).
+    /// Events kept with a problem: an image that could not be decoded (bad base64,
+    /// placeholder, not JPEG), an implausible camera time, a list cut to its cap.
     pub image_errors: Counter,
     /// Events dropped because a queue was full.
     pub dropped: Counter,

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -294,15 +293,12 @@ async fn posts_become_mqtt_messages_and_discovery() {
         .await
         .expect("overview");
     assert_eq!(m.payload.len(), overview.len());
-    assert!(
-        m.payload == Bytes::from(overview.clone()),
-        "overview bytes differ"
-    );
+    assert!(m.payload == overview.clone(), "overview bytes differ");
     let m = col
         .wait_for(|m| m.topic == "camera/lpr/image", T)
         .await
         .expect("category overview");
-    assert!(m.payload == Bytes::from(overview.clone()));
+    assert!(m.payload == overview.clone());
     let m = col
         .wait_for(|m| m.topic == format!("camera/{cam}/lpr/target"), T)
         .await

@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(a, b, "split changes a request");
     }
     if err.is_none() && whole_err.is_none() {
-        assert_eq!(pieces.len(), whole.len(), "split changes the number of requests");
+        assert_eq!(
+            pieces.len(),
+            whole.len(),
+            "split changes the number of requests"
+        );
     }
     for r in &whole {
         assert!(r.body.len() <= limits.body_limit);

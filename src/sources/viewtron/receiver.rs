@@ -186,7 +186,7 @@ pub fn handle_post(
                     peer = %peer,
                     path,
                     category = %e.category,
-                    raw_type = %e.raw_type,
+                    raw_type = ?e.raw_type,
                     phase = ?e.phase,
                     images = e.images.len(),
                     plate = e.attrs.plates.first().map(|p| p.plate.as_str()).unwrap_or(""),
