@@ -76,8 +76,10 @@ impl Running {
 }
 
 /// Start everything and return once the listeners are bound.
-pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RunError> {
-    let problems = config.validate();
+pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Running, RunError> {
+    // `password_file` keys (the environment was applied by the caller, if it wanted to).
+    let mut problems = config.resolve_secrets(&|_| None, &|p| std::fs::read_to_string(p));
+    problems.extend(config.validate());
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid(problems).into());
     }
@@ -92,22 +94,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             };
             let mut b =
                 BrokerAddr::from_url(url).map_err(|e| problem("mqtt.url", e.to_string()))?;
-            // `mqtt.username` / `mqtt.password` (already resolved from `password_file` by the
-            // loader; read here as a fallback) override the URL's.
+            // `mqtt.username` / `mqtt.password` override the URL's.
             let m = &config.mqtt;
             if let Some(u) = &m.username {
                 b.username = Some(u.clone());
             }
             if let Some(p) = &m.password {
                 b.password = Some(p.expose().to_owned());
-            } else if let Some(f) = &m.password_file {
-                let p = std::fs::read_to_string(f).map_err(|e| {
-                    problem(
-                        "mqtt.password_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    )
-                })?;
-                b.password = Some(p.trim_end_matches(['\r', '\n']).to_owned());
             }
             b.tls |= m.tls.enabled;
             b.tls_options = sinks::mqtt::TlsOptions {
