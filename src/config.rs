@@ -195,6 +195,9 @@ pub struct HomeAssistantSection {
     pub status_topic: Option<String>,
     /// `device` (one config per device, HA 2024.11+) or `legacy` (one config per entity).
     pub discovery: DiscoveryMode,
+    /// Days after which a device that posted nothing is forgotten: its discovery is cleared
+    /// and it is dropped from the registry kept in the spool directory.
+    pub forget_after: u32,
 }
 
 impl Default for HomeAssistantSection {
@@ -204,6 +207,7 @@ impl Default for HomeAssistantSection {
             discovery_prefix: "homeassistant".into(),
             status_topic: None,
             discovery: DiscoveryMode::Device,
+            forget_after: 30,
         }
     }
 }
@@ -611,6 +615,12 @@ impl Config {
             bad(
                 "homeassistant.status_topic".into(),
                 "must be a topic without wildcards".into(),
+            );
+        }
+        if !(1..=3650).contains(&self.homeassistant.forget_after) {
+            bad(
+                "homeassistant.forget_after".into(),
+                "must be between 1 and 3650 days".into(),
             );
         }
         if let Some(url) = &self.mqtt.url

@@ -270,6 +270,8 @@ fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
         default_off_delay: Duration::from_secs(30),
         alarm_max_hold: Duration::from_secs(600),
         bridge_name: "camqtt".into(),
+        state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
+        forget_after: Duration::from_secs(u64::from(c.homeassistant.forget_after) * 86_400),
     }
 }
 

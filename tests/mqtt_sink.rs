@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -503,4 +504,220 @@ async fn invalid_config_is_an_error() {
     let (_tx, rx) = mpsc::channel(1);
     let r = mqtt::run(c, rx, CancellationToken::new()).await;
     assert!(matches!(r, Err(SinkError::Config(_))), "{r:?}");
+}
+
+/// A counting detection without device counters: the bridge counts one person.
+fn counting_event() -> Routed {
+    let now = SystemTime::now();
+    let e = Event {
+        device: DeviceInfo::default(),
+        category: Category::Counting,
+        phase: Phase::Pulse,
+        time: now,
+        time_source: TimeSource::Receiver,
+        time_raw: None,
+        received: now,
+        source: "viewtron",
+        raw_type: "PASSLINE".into(),
+        envelope: Some("ipc".into()),
+        config_version: None,
+        attrs: Attributes::default(),
+        images: vec![],
+        warnings: vec![],
+    };
+    Routed::Event {
+        device: device(),
+        event: Arc::new(e),
+    }
+}
+
+/// A retained device-discovery payload of `id` hanging off `via`.
+fn disc_of(id: &str, via: Option<&str>) -> String {
+    let mut dev = serde_json::json!({"identifiers": [id], "name": id});
+    if let Some(v) = via {
+        dev["via_device"] = serde_json::json!(v);
+    }
+    serde_json::json!({"device": dev, "origin": {"name": "camqtt"}, "components": {}}).to_string()
+}
+
+async fn stop(sink: Sink) {
+    sink.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(8), sink.task)
+        .await
+        .expect("sink stopped")
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let registry = state.path().join(mqtt::persist::FILE_NAME);
+    // A corrupt registry file is logged and ignored.
+    std::fs::write(&registry, b"{not json").unwrap();
+
+    const BRIDGE: &str = "camqtt_bridge_sink_s";
+    let d = |id: &str| format!("homeassistant/device/{id}/config");
+    let stale_cam = d("camqtt_stalecam");
+    let stale_cam_legacy = "homeassistant/sensor/camqtt_stalecam/lpr_last/config".to_owned();
+    let stale_nvr = d("camqtt_stalenvr");
+    let stale_ch = d("camqtt_stalenvr_ch1");
+    let late_cam = d("camqtt_aabbcc000002");
+    let preset: Vec<(String, String)> = vec![
+        // (a) our stale camera, in both layouts
+        (stale_cam.clone(), disc_of("camqtt_stalecam", Some(BRIDGE))),
+        (
+            stale_cam_legacy.clone(),
+            disc_of("camqtt_stalecam", Some(BRIDGE)),
+        ),
+        // (b) our stale NVR and its channel
+        (stale_nvr.clone(), disc_of("camqtt_stalenvr", Some(BRIDGE))),
+        (
+            stale_ch.clone(),
+            disc_of("camqtt_stalenvr_ch1", Some("camqtt_stalenvr")),
+        ),
+        // (c) another instance's bridge, camera, NVR and channel
+        (
+            d("camqtt_bridge_other"),
+            disc_of("camqtt_bridge_other", None),
+        ),
+        (
+            d("camqtt_othercam"),
+            disc_of("camqtt_othercam", Some("camqtt_bridge_other")),
+        ),
+        (
+            d("camqtt_othernvr"),
+            disc_of("camqtt_othernvr", Some("camqtt_bridge_other")),
+        ),
+        (
+            d("camqtt_othernvr_ch1"),
+            disc_of("camqtt_othernvr_ch1", Some("camqtt_othernvr")),
+        ),
+        // (d) configs of other integrations
+        (d("zigbee_0x1234"), disc_of("zigbee_0x1234", Some(BRIDGE))),
+        (
+            "homeassistant/sensor/0x1234/temperature/config".to_owned(),
+            disc_of("0x1234", Some(BRIDGE)),
+        ),
+        // ours from an earlier run: the camera that posts in the first run, and one that
+        // posts only during the second run's scan
+        (
+            DEV_DISCOVERY.to_owned(),
+            disc_of("camqtt_585b6940f40d", Some(BRIDGE)),
+        ),
+        (
+            late_cam.clone(),
+            disc_of("camqtt_aabbcc000002", Some(BRIDGE)),
+        ),
+    ];
+    let untouched = &preset[4..10];
+    let cleared = [&stale_cam, &stale_cam_legacy, &stale_nvr, &stale_ch];
+    let col = Collector::start(broker.port, "#").await;
+    for (t, p) in &preset {
+        col.publish(t, p.clone(), true).await;
+    }
+    let mut kept = BTreeMap::new();
+    for _ in 0..50 {
+        kept = retained(broker.port, "homeassistant/#", Duration::from_millis(200)).await;
+        if preset.iter().all(|(t, _)| kept.contains_key(t)) {
+            break;
+        }
+    }
+    assert!(preset.iter().all(|(t, _)| kept.contains_key(t)), "{kept:?}");
+    let emptied = |col: &Collector, t: &str| col.on(t).iter().any(|m| m.payload.is_empty());
+
+    // Run 1, no usable registry: nothing of an unknown device may be cleared (it may just
+    // not have posted yet). The camera posts and is counted.
+    col.clear();
+    let mut c = cfg(broker.port, "sink-s");
+    c.state_dir = Some(state.path().to_owned());
+    let sink = start(c.clone());
+    col.wait_payload("camera/bridge/state", "online", T)
+        .await
+        .expect("bridge online");
+    sink.tx.send(counting_event()).await.unwrap();
+    sink.tx.send(counting_event()).await.unwrap();
+    col.wait_payload(&topic("counting/enter_person"), "2", T)
+        .await
+        .expect("bridge-kept counter");
+    tokio::time::sleep(mqtt::stale::SCAN_WINDOW + Duration::from_millis(700)).await;
+    for (t, _) in &preset {
+        assert!(!emptied(&col, t), "{t} cleared without a registry");
+    }
+    // Shutdown writes the registry.
+    stop(sink).await;
+    let reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&registry).expect("registry")).unwrap();
+    assert_eq!(reg["devices"][0]["device"]["id"], DEV);
+    assert_eq!(reg["devices"][0]["counts"]["person"], 2);
+
+    // Run 2 with the registry: the known camera is there before it posts; stale devices of
+    // this bridge are cleared; a device posting during the scan is kept.
+    col.clear();
+    let sink = start(c);
+    // A camera the registry does not know posts while the scan runs.
+    let mut late = device();
+    late.id = "late_cam".into();
+    late.hw_key = "aabbcc000002".into();
+    late.info.mac = Some("aa:bb:cc:00:00:02".into());
+    sink.tx.send(Routed::Seen { device: late }).await.unwrap();
+    let disc = col
+        .wait_for(|m| m.topic == DEV_DISCOVERY && !m.payload.is_empty(), T)
+        .await
+        .expect("known device's discovery re-published on connect");
+    assert!(
+        disc.json()["components"]
+            .get("counting_enter_person")
+            .is_some()
+    );
+    col.wait_payload(&topic("availability"), "offline", T)
+        .await
+        .expect("offline until it posts");
+    col.wait_payload(&topic("counting/enter_person"), "2", T)
+        .await
+        .expect("saved counter re-published");
+
+    // (a) and (b) are cleared with an empty retained message.
+    for t in cleared {
+        col.wait_for(|m| m.topic == *t && m.payload.is_empty(), T)
+            .await
+            .unwrap_or_else(|| panic!("{t} not cleared"));
+    }
+    let kept = retained(broker.port, "homeassistant/#", Duration::from_millis(700)).await;
+    for t in cleared {
+        assert!(!kept.contains_key(t), "{t} still retained");
+    }
+    // (c), (d) untouched, byte for byte.
+    for (t, p) in untouched {
+        assert_eq!(kept.get(t).map(|b| b.as_ref()), Some(p.as_bytes()), "{t}");
+        assert!(!emptied(&col, t), "{t} was touched");
+    }
+    // The known camera, the late one and the bridge are current.
+    for t in [DEV_DISCOVERY, late_cam.as_str(), d(BRIDGE).as_str()] {
+        assert!(!emptied(&col, t), "{t} cleared");
+        let p = kept.get(t).unwrap_or_else(|| panic!("{t} not retained"));
+        let j: serde_json::Value = serde_json::from_slice(p).unwrap();
+        assert!(j["components"]["connectivity"].is_object(), "{t}: {j}");
+    }
+    // Its counter continues.
+    sink.tx.send(counting_event()).await.unwrap();
+    col.wait_payload(&topic("availability"), "online", T)
+        .await
+        .expect("online once it posts");
+    col.wait_payload(&topic("counting/enter_person"), "3", T)
+        .await
+        .expect("counter continues from the saved value");
+    stop(sink).await;
+    let reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    let ids: Vec<&str> = reg["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["device"]["id"].as_str())
+        .collect();
+    assert_eq!(ids, [DEV, "late_cam"]);
 }

@@ -21,8 +21,16 @@
 //! delivered prefix and the spool releases it. A broken connection rewinds the spool to the
 //! oldest unreleased record and replays from there (at-least-once; duplicates counted). The
 //! in-memory channel is still served: it carries what the spool could not take.
+//!
+//! With a state directory the device registry is loaded at start and written (atomically,
+//! off the runtime thread) at most once per [`persist::SAVE_DEBOUNCE`] and on shutdown. After
+//! every connect with Home Assistant discovery enabled, the loop collects retained discovery
+//! for [`stale::SCAN_WINDOW`] and clears what is ours and stale ([`SinkState::clear_stale`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -40,6 +48,7 @@ use super::SinkError;
 use super::acks::{Acks, Tag};
 use super::config::MqttSinkConfig;
 use super::state::{Action, SinkState};
+use super::{persist, stale};
 use crate::event::Routed;
 use crate::spool::Spool;
 use crate::stats::stats;
@@ -166,6 +175,8 @@ enum Conn {
     Up,
     Down,
     HaStatus(Bytes),
+    /// A retained discovery config of ours by name (topic, payload).
+    Retained(String, Bytes),
 }
 
 /// Build the rumqttc options: last will, keep alive, clean session, packet size, auth, TLS.
@@ -217,6 +228,7 @@ async fn drive(
     mut el: EventLoop,
     tx: mpsc::Sender<Conn>,
     ha_status: Option<String>,
+    discovery_prefix: Option<String>,
     broker: String,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -243,7 +255,18 @@ async fn drive(
                 if ha_status
                     .as_deref()
                     .is_some_and(|t| p.topic.as_ref() == t.as_bytes())
-                    && tx.send(Conn::HaStatus(p.payload)).await.is_err()
+                {
+                    if tx.send(Conn::HaStatus(p.payload)).await.is_err() {
+                        return;
+                    }
+                } else if p.retain
+                    && let Some(prefix) = discovery_prefix.as_deref()
+                    && let Ok(topic) = std::str::from_utf8(&p.topic)
+                    && stale::config_object_id(prefix, topic).is_some()
+                    && tx
+                        .send(Conn::Retained(topic.to_owned(), p.payload))
+                        .await
+                        .is_err()
                 {
                     return;
                 }
@@ -497,6 +520,113 @@ impl Shell {
     }
 }
 
+/// Writes the device registry file, debounced, on a blocking thread.
+struct Persister {
+    path: PathBuf,
+    last: Option<Instant>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+    /// A write failed and was logged; later failures go to debug until one succeeds.
+    failing: Arc<AtomicBool>,
+}
+
+impl Persister {
+    /// When the next write is due (`None`: nothing to write).
+    fn due(&self, st: &SinkState) -> Option<Instant> {
+        st.is_dirty().then(|| {
+            self.last
+                .map_or_else(Instant::now, |l| l + persist::SAVE_DEBOUNCE)
+        })
+    }
+
+    /// Start a write when the registry changed and the debounce time has passed.
+    fn poll(&mut self, st: &mut SinkState, now: Instant) {
+        if !st.is_dirty() || self.last.is_some_and(|l| now < l + persist::SAVE_DEBOUNCE) {
+            return;
+        }
+        self.last = Some(now);
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let bytes = persist::encode(&st.snapshot(SystemTime::now()));
+        let path = self.path.clone();
+        let failing = self.failing.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write_logged(&path, &bytes, &failing);
+        }));
+    }
+
+    /// Shutdown: wait for a running write, then write what is still unsaved.
+    async fn finish(&mut self, st: &mut SinkState) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        if st.is_dirty() {
+            let bytes = persist::encode(&st.snapshot(SystemTime::now()));
+            let path = self.path.clone();
+            let failing = self.failing.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || write_logged(&path, &bytes, &failing)).await;
+        }
+    }
+}
+
+fn write_logged(path: &std::path::Path, bytes: &[u8], failing: &AtomicBool) {
+    match persist::write_atomic(path, bytes) {
+        Ok(()) => {
+            if failing.swap(false, Ordering::Relaxed) {
+                info!(path = %path.display(), "device registry written again");
+            }
+        }
+        Err(e) => {
+            if failing.swap(true, Ordering::Relaxed) {
+                debug!(error = %e, "device registry write failed");
+            } else {
+                stats().mqtt_errors.inc();
+                warn!(error = %e, "device registry write failed; known devices may be forgotten on restart");
+            }
+        }
+    }
+}
+
+/// Load the registry file into the state machine; a missing or corrupt file is logged and
+/// ignored.
+fn load_registry(st: &mut SinkState, path: &std::path::Path, forget_after: Duration) {
+    let bytes = match persist::read(path) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            debug!(path = %path.display(), "no device registry yet");
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "device registry unreadable, starting with no known devices");
+            return;
+        }
+    };
+    match persist::decode(&bytes, SystemTime::now(), forget_after) {
+        Ok(loaded) => {
+            info!(
+                path = %path.display(),
+                devices = loaded.devices.len(),
+                forgotten = loaded.forgotten.len(),
+                "device registry loaded"
+            );
+            for id in &loaded.forgotten {
+                info!(device = %id, "device silent for forget_after, forgotten; its discovery will be cleared");
+            }
+            st.restore(loaded.devices);
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "device registry ignored, starting with no known devices");
+        }
+    }
+}
+
+/// Retained discovery collected after a connect.
+struct Scan {
+    until: Instant,
+    found: BTreeMap<String, Bytes>,
+}
+
 /// Run the sink until `shutdown` is cancelled or `rx` is closed. With `spool`, routed
 /// messages are read from the spool (and `rx` only carries what the spool could not take).
 pub(crate) async fn run(
@@ -507,6 +637,16 @@ pub(crate) async fn run(
 ) -> Result<(), SinkError> {
     cfg.validate()?;
     let mut st = SinkState::new(&cfg, Instant::now(), SystemTime::now());
+    let mut persister = cfg.state_dir.as_deref().map(|dir| {
+        let path = persist::path_in(dir);
+        load_registry(&mut st, &path, cfg.forget_after);
+        Persister {
+            path,
+            last: None,
+            writing: None,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    });
     let bridge_state = st.topics().bridge_state();
     let opts = mqtt_options(&cfg, &bridge_state)?;
     let (client, eventloop) = AsyncClient::builder(opts)
@@ -518,6 +658,7 @@ pub(crate) async fn run(
         eventloop,
         conn_tx,
         ha.as_ref().map(|h| h.status_topic.clone()),
+        ha.as_ref().map(|h| h.discovery_prefix.clone()),
         cfg.broker.to_string(),
     )));
     info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, spool = spool.is_some(), "MQTT sink started");
@@ -535,14 +676,25 @@ pub(crate) async fn run(
         }),
     };
     let mut ha_republish_at: Option<Instant> = None;
+    let mut scan: Option<Scan> = None;
     let mut maintain = tokio::time::interval(SPOOL_MAINTAIN);
     maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         sh.read_spool(&mut st);
         sh.flush();
+        if let Some(p) = persister.as_mut() {
+            p.poll(&mut st, Instant::now());
+        }
         let mut deadline = st.next_deadline();
-        if let Some(t) = ha_republish_at {
+        for t in [
+            ha_republish_at,
+            scan.as_ref().map(|s| s.until),
+            persister.as_ref().and_then(|p| p.due(&st)),
+        ]
+        .into_iter()
+        .flatten()
+        {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         }
         let sleep_until = deadline.map(tokio::time::Instant::from_std);
@@ -559,13 +711,33 @@ pub(crate) async fn run(
                         stats().mqtt_errors.inc();
                         warn!(topic = %h.status_topic, error = %e, "MQTT subscribe failed");
                     }
+                    if let Some(h) = &ha {
+                        scan = Some(Scan { until: Instant::now() + stale::SCAN_WINDOW, found: BTreeMap::new() });
+                        for f in stale::scan_filters(&h.discovery_prefix) {
+                            if let Err(e) = sh.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                                stats().mqtt_errors.inc();
+                                warn!(topic = %f, error = %e, "MQTT subscribe failed");
+                                scan = None;
+                            }
+                        }
+                    }
                     let first: Vec<_> = st.on_connected(Instant::now()).into_iter().map(Pending::from).collect();
                     sh.outbox.push_front_all(first);
                     if let Some(sp) = sh.spool.as_mut() {
                         sp.more = true;
                     }
                 }
+                Some(Conn::Retained(topic, payload)) => {
+                    if let Some(s) = scan.as_mut() {
+                        if payload.is_empty() {
+                            s.found.remove(&topic);
+                        } else {
+                            s.found.insert(topic, payload);
+                        }
+                    }
+                }
                 Some(Conn::Down) => {
+                    scan = None;
                     sh.connected = false;
                     sh.outbox.keep_momentary();
                     sh.rewind();
@@ -624,6 +796,11 @@ pub(crate) async fn run(
                     let acts = st.on_ha_online(now);
                     sh.enqueue(acts, None);
                 }
+                if scan.as_ref().is_some_and(|s| s.until <= now)
+                    && let Some(s) = scan.take()
+                {
+                    finish_scan(&mut sh, &st, ha.as_ref().map(|h| h.discovery_prefix.as_str()), &s);
+                }
             }
         }
     }
@@ -666,7 +843,7 @@ pub(crate) async fn run(
             };
             tokio::select! {
                 Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
-                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up | Conn::HaStatus(_))) { break },
+                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up | Conn::HaStatus(_) | Conn::Retained(..))) { break },
                 _ = tokio::time::sleep_until(wake) => {
                     if offline_queued {
                         warn!(queued = sh.outbox.q.len(), in_flight = sh.in_flight.len(), "MQTT shutdown flush timed out");
@@ -692,8 +869,32 @@ pub(crate) async fn run(
             );
         }
     }
+    if let Some(p) = persister.as_mut() {
+        p.finish(&mut st).await;
+    }
     info!("MQTT sink stopped");
     Ok(())
+}
+
+/// End of the stale-discovery scan: unsubscribe and clear what is ours and stale.
+fn finish_scan(sh: &mut Shell, st: &SinkState, prefix: Option<&str>, s: &Scan) {
+    if let Some(prefix) = prefix {
+        for f in stale::scan_filters(prefix) {
+            if let Err(e) = sh.client.try_unsubscribe(f.clone()) {
+                debug!(topic = %f, error = %e, "MQTT unsubscribe failed");
+            }
+        }
+    }
+    let acts = st.clear_stale(&s.found);
+    for a in &acts {
+        info!(topic = %a.topic(), "clearing stale retained discovery");
+    }
+    debug!(
+        retained = s.found.len(),
+        cleared = acts.len(),
+        "stale discovery scan done"
+    );
+    sh.enqueue(acts, None);
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 //! - [`payload`]: event JSON, timestamps, `bridge/unparsed` (pure).
 //! - [`discovery`]: Home Assistant discovery payloads (pure).
 //! - [`state`]: the sans-IO state machine (binary states, timers, settle delay, re-publish).
+//! - [`persist`]: the device registry file (known devices survive restarts).
+//! - [`stale`]: which retained discovery configs are ours and stale (cleared on connect).
 //! - `client`: the async shell (rumqttc connection, outbox, shutdown).
 
 pub mod config;
 pub mod discovery;
 pub mod payload;
+pub mod persist;
+pub mod stale;
 pub mod state;
 pub mod topics;
 

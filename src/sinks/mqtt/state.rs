@@ -20,6 +20,12 @@
 //!   device is published, that device's non-retained publishes are held for
 //!   [`DISCOVERY_SETTLE`]; once one message is held, every later message of the device queues
 //!   behind it, so the per-device order never changes. Other devices are not affected.
+//! * Registry: devices are remembered with their categories and bridge-kept counters
+//!   ([`SinkState::snapshot`] / [`SinkState::restore`], file format in [`super::persist`]).
+//!   A restored device is `offline` until it posts; its discovery goes out on connect. A
+//!   device silent for `forget_after` is forgotten and its discovery cleared. Retained
+//!   discovery of devices the bridge no longer knows is cleared after each connect
+//!   ([`SinkState::clear_stale`], rules in [`super::stale`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +34,9 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::config::{ImageConfig, MqttSinkConfig};
-use super::discovery::{CategoryCaps, DeviceCaps, Discovery};
+use super::discovery::{CategoryCaps, DeviceCaps, Discovery, device_identifier};
 use super::payload::{event_json, image_json, rfc3339, unparsed_json};
+use super::persist::{self, RegistryFile, SavedCategory, SavedDevice};
 use super::topics::{Topics, alarm_key, counter_key};
 use crate::event::{Category, Device, Event, ImageRole, Phase, Routed};
 
@@ -38,6 +45,9 @@ pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
 
 /// How often `bridge/info` is refreshed.
 pub const INFO_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often devices silent for `forget_after` are looked for.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,10 +143,12 @@ struct DevState {
     /// Last published discovery messages.
     discovery: Vec<(String, Bytes)>,
     last_seen: Option<SystemTime>,
+    /// `last_seen` as last written to the registry file.
+    saved_seen: Option<SystemTime>,
     /// Current retained values: topic → (payload, is image).
     retained: BTreeMap<String, (Bytes, bool)>,
     binaries: BTreeMap<String, Binary>,
-    /// Bridge-maintained counters (`enter_<class>`), in memory only.
+    /// Bridge-maintained counters (`enter_<class>`), kept in the registry file.
     counts: BTreeMap<String, u64>,
     settle_until: Option<Instant>,
     held: VecDeque<Action>,
@@ -150,6 +162,7 @@ impl DevState {
             caps: DeviceCaps::default(),
             discovery: Vec::new(),
             last_seen: None,
+            saved_seen: None,
             retained: BTreeMap::new(),
             binaries: BTreeMap::new(),
             counts: BTreeMap::new(),
@@ -209,6 +222,12 @@ pub struct SinkState {
     /// Retained bridge-level values (`<base>/<category>/image` when retained).
     global_retained: BTreeMap<String, Bytes>,
     next_info: Instant,
+    forget_after: Duration,
+    next_prune: Instant,
+    /// The registry changed since the last [`SinkState::snapshot`].
+    dirty: bool,
+    /// The registry was restored from a valid file: a device it does not know is gone.
+    authoritative: bool,
 }
 
 impl SinkState {
@@ -238,6 +257,10 @@ impl SinkState {
             devices: BTreeMap::new(),
             global_retained: BTreeMap::new(),
             next_info: now + INFO_INTERVAL,
+            forget_after: cfg.forget_after,
+            next_prune: now + PRUNE_INTERVAL,
+            dirty: false,
+            authoritative: false,
         }
     }
 
@@ -312,8 +335,15 @@ impl SinkState {
         });
         if dev.device != *device {
             dev.device = device.clone();
+            self.dirty = true;
         }
         dev.last_seen = Some(wall);
+        if dev.saved_seen.is_none_or(|s| {
+            wall.duration_since(s)
+                .is_ok_and(|d| d >= persist::LAST_SEEN_RESOLUTION)
+        }) {
+            self.dirty = true;
+        }
         if sync {
             sync_discovery(self.discovery.as_ref(), dev, now, out, false);
         }
@@ -338,6 +368,7 @@ impl SinkState {
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
+        let before = dev.caps.clone();
         let cat = ev.category.as_str().to_owned();
         let cc = dev
             .caps
@@ -365,6 +396,9 @@ impl SinkState {
         }
         for class in bridge_count_classes(ev) {
             cc.counters.insert(("enter".to_owned(), class));
+        }
+        if dev.caps != before {
+            self.dirty = true;
         }
         sync_discovery(self.discovery.as_ref(), dev, now, out, false);
     }
@@ -461,6 +495,9 @@ impl SinkState {
                     dev.put(t, Bytes::from(value.to_string()), false, now, out);
                 }
             }
+        }
+        if !bridge_counts.is_empty() {
+            self.dirty = true;
         }
         for class in &bridge_counts {
             let n = dev.counts.entry(class.clone()).or_insert(0);
@@ -599,10 +636,158 @@ impl SinkState {
                 dev.binaries.insert(cat, bin);
             }
         }
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_INTERVAL;
+            self.prune(now, &mut out);
+        }
         if now >= self.next_info {
             self.push_info(now, &mut out);
         }
         out
+    }
+
+    /// Forget devices silent for `forget_after`: clear their discovery (empty retained).
+    fn prune(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(cutoff) = self.wall(now).checked_sub(self.forget_after) else {
+            return;
+        };
+        let old: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.last_seen.is_none_or(|t| t <= cutoff))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        for id in &old {
+            if let Some(dev) = self.devices.remove(id) {
+                tracing::info!(device = %id, "device silent for forget_after, forgotten; its discovery is cleared");
+                for (t, _) in dev.discovery {
+                    out.push(Action::retained(t, Bytes::new()));
+                }
+            }
+        }
+        self.dirty = true;
+        self.push_info(now, out);
+    }
+
+    /// Restore the registry loaded from the state file (before the first connect). The
+    /// devices are `offline` until they post; their discovery goes out on connect; the
+    /// bridge-kept counters continue from the saved values (and are re-published). From
+    /// now on the registry is authoritative: retained discovery of devices it does not know
+    /// is cleared ([`SinkState::clear_stale`]).
+    pub fn restore(&mut self, devices: Vec<SavedDevice>) {
+        self.authoritative = true;
+        for sd in devices {
+            let id = sd.device.id.clone();
+            let mut dev = DevState::new(sd.device);
+            let seen = persist::from_unix(sd.last_seen);
+            dev.last_seen = Some(seen);
+            dev.saved_seen = Some(seen);
+            dev.online = Some(false);
+            for (name, c) in sd.categories {
+                let category = crate::event::Category::from_name(&name)
+                    .unwrap_or_else(|| crate::event::Category::Other(name.clone()));
+                let mut cc = CategoryCaps::new(category);
+                cc.overview = c.overview;
+                cc.target = c.target;
+                cc.content_type = persist::static_mime(&c.content_type);
+                cc.counters = c.counters.into_iter().collect();
+                dev.caps.categories.insert(name, cc);
+            }
+            for (class, n) in sd.counts {
+                let t = self.topics.device_cat(
+                    &id,
+                    Category::Counting.as_str(),
+                    &counter_key("enter", &class),
+                );
+                dev.retained.insert(t, (Bytes::from(n.to_string()), false));
+                dev.counts.insert(class, n);
+            }
+            self.devices.insert(id, dev);
+        }
+    }
+
+    /// True when the registry changed since the last [`SinkState::snapshot`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The registry as written to the state file; marks it clean.
+    pub fn snapshot(&mut self, wall: SystemTime) -> RegistryFile {
+        self.dirty = false;
+        let devices = self
+            .devices
+            .values_mut()
+            .map(|d| {
+                d.saved_seen = d.last_seen;
+                SavedDevice {
+                    device: d.device.clone(),
+                    last_seen: d.last_seen.map_or(persist::unix(wall), persist::unix),
+                    categories: d
+                        .caps
+                        .categories
+                        .iter()
+                        .map(|(k, c)| {
+                            (
+                                k.clone(),
+                                SavedCategory {
+                                    overview: c.overview,
+                                    target: c.target,
+                                    content_type: c.content_type.to_owned(),
+                                    counters: c.counters.iter().cloned().collect(),
+                                },
+                            )
+                        })
+                        .collect(),
+                    counts: d.counts.clone(),
+                }
+            })
+            .collect();
+        RegistryFile {
+            version: persist::VERSION,
+            saved: persist::unix(wall),
+            devices,
+        }
+    }
+
+    /// Discovery is enabled: the bridge's HA identifier.
+    pub fn bridge_identifier(&self) -> Option<&str> {
+        self.discovery.as_ref().map(Discovery::bridge_identifier)
+    }
+
+    /// After the stale-discovery scan: empty retained publishes for every config in `found`
+    /// (retained topic → payload) that this bridge owns and no longer publishes (see
+    /// [`super::stale`]). Devices that posted while the scan ran are known by now and kept.
+    /// Until [`SinkState::restore`] was called (no registry file), configs of unknown devices
+    /// are left alone: they may belong to devices that have not posted yet.
+    pub fn clear_stale(&self, found: &BTreeMap<String, Bytes>) -> Vec<Action> {
+        let Some(disc) = &self.discovery else {
+            return Vec::new();
+        };
+        let mut current: BTreeSet<String> =
+            disc.bridge_messages().into_iter().map(|(t, _)| t).collect();
+        let mut known = BTreeSet::new();
+        for dev in self.devices.values() {
+            current.extend(
+                disc.device_messages(&dev.device, &dev.caps)
+                    .into_iter()
+                    .map(|(t, _)| t),
+            );
+            current.extend(dev.discovery.iter().map(|(t, _)| t.clone()));
+            known.insert(device_identifier(&dev.device));
+        }
+        super::stale::stale_topics(
+            found,
+            disc.bridge_identifier(),
+            &known,
+            &current,
+            self.authoritative,
+        )
+        .into_iter()
+        .map(|t| Action::retained(t, Bytes::new()))
+        .collect()
     }
 
     /// True while any device's publishes wait in the discovery settle queue (they come out
@@ -613,7 +798,7 @@ impl SinkState {
 
     /// The earliest time [`SinkState::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut best = Some(self.next_info);
+        let mut best = Some(self.next_info.min(self.next_prune));
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 best = Some(best.map_or(t, |b: Instant| b.min(t)));

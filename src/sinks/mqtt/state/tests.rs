@@ -817,3 +817,199 @@ fn hostile_ids_stay_single_level() {
         }
     }
 }
+
+/// A counting event the bridge counts (no device counters), one person.
+fn counted() -> Event {
+    event(Category::Counting, Phase::Pulse)
+}
+
+#[test]
+fn registry_snapshot_restore_continues_counters_and_starts_offline() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    assert!(!st.is_dirty());
+    st.on_routed(
+        &Routed::Seen {
+            device: nvr_channel(2),
+        },
+        t0,
+    );
+    st.on_routed(&ev_msg(counted()), t0);
+    st.on_routed(&ev_msg(counted()), t0 + s(1.0));
+    assert!(st.is_dirty());
+    let file = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_005));
+    assert!(!st.is_dirty());
+    assert_eq!(file.devices.len(), 3, "camera, NVR, channel");
+    let cam = file.devices.iter().find(|d| d.device.id == DEV).unwrap();
+    assert_eq!(cam.counts.get("person"), Some(&2));
+    assert_eq!(cam.last_seen, 1_800_000_001);
+    assert!(
+        cam.categories["counting"]
+            .counters
+            .contains(&("enter".to_owned(), "person".to_owned()))
+    );
+
+    // Another post within the last-seen resolution, no new capability: still clean.
+    st.on_routed(&Routed::Seen { device: dev() }, t0 + s(2.0));
+    assert!(!st.is_dirty());
+
+    // A new run from the file.
+    let loaded = persist::decode(
+        &persist::encode(&file),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100),
+        c.forget_after,
+    )
+    .unwrap();
+    let (mut st2, t1) = state_with(&c);
+    st2.restore(loaded.devices);
+    assert!(!st2.is_dirty());
+    let acts = st2.on_connected(t1);
+    // Discovery of every known device right away, with the counter entity.
+    for id in [
+        "camqtt_585b6940f40d",
+        "camqtt_aabbccddeeff",
+        "camqtt_aabbccddeeff_ch2",
+    ] {
+        let topic = format!("homeassistant/device/{id}/config");
+        assert!(
+            find(&acts, &topic).is_some(),
+            "{topic} in {:?}",
+            topics(&acts)
+        );
+    }
+    let d: Value = serde_json::from_str(
+        &payload_of(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap(),
+    )
+    .unwrap();
+    assert!(d["components"].get("counting_enter_person").is_some());
+    // Offline until heard from; the saved counter is re-published.
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("offline")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("2")
+    );
+    st2.on_tick(t1 + DISCOVERY_SETTLE);
+    // The counter continues.
+    let acts = st2.on_routed(&ev_msg(counted()), t1 + s(2.0));
+    assert_eq!(
+        payload_of(&acts, &t("availability")).as_deref(),
+        Some("online")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("3")
+    );
+    assert!(st2.is_dirty());
+}
+
+#[test]
+fn clear_stale_spares_known_devices_and_current_topics() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    st.on_routed(&Routed::Seen { device: dev() }, t0);
+    let bridge = st.bridge_identifier().unwrap().to_owned();
+    let cfg_of = |id: &str, via: &str| {
+        Bytes::from(
+            json!({"device": {"identifiers": [id], "via_device": via}, "components": {}})
+                .to_string(),
+        )
+    };
+    let mut found = BTreeMap::new();
+    found.insert(
+        "homeassistant/device/camqtt_585b6940f40d/config".to_owned(),
+        cfg_of("camqtt_585b6940f40d", &bridge),
+    );
+    found.insert(
+        "homeassistant/device/camqtt_stale/config".to_owned(),
+        cfg_of("camqtt_stale", &bridge),
+    );
+    // The known camera's entity in the legacy layout: left over from a mode switch.
+    found.insert(
+        "homeassistant/binary_sensor/camqtt_585b6940f40d/connectivity/config".to_owned(),
+        cfg_of("camqtt_585b6940f40d", &bridge),
+    );
+    found.insert(
+        "homeassistant/device/camqtt_foreign/config".to_owned(),
+        cfg_of("camqtt_foreign", "camqtt_bridge_other"),
+    );
+    // Without a registry file only the known camera's leftover goes.
+    let acts = st.clear_stale(&found);
+    assert_eq!(
+        topics(&acts),
+        ["homeassistant/binary_sensor/camqtt_585b6940f40d/connectivity/config"]
+    );
+    st.restore(Vec::new());
+    let acts = st.clear_stale(&found);
+    assert_eq!(
+        view(&acts),
+        [
+            (
+                "homeassistant/binary_sensor/camqtt_585b6940f40d/connectivity/config".to_owned(),
+                String::new(),
+                true
+            ),
+            (
+                "homeassistant/device/camqtt_stale/config".to_owned(),
+                String::new(),
+                true
+            ),
+        ]
+    );
+    // Without discovery nothing is ever cleared.
+    let mut c2 = cfg();
+    c2.homeassistant = None;
+    let (st2, _) = state_with(&c2);
+    assert!(st2.clear_stale(&found).is_empty());
+}
+
+#[test]
+fn silent_devices_are_forgotten_at_runtime() {
+    let mut c = cfg();
+    c.forget_after = Duration::from_secs(2 * 3600);
+    let (mut st, t0) = state_with(&c);
+    st.on_routed(&Routed::Seen { device: dev() }, t0);
+    st.on_routed(
+        &Routed::Seen {
+            device: nvr_channel(1),
+        },
+        t0 + s(1800.0),
+    );
+    st.snapshot(SystemTime::now());
+    // First prune after an hour: nothing is old enough.
+    let acts = st.on_tick(t0 + PRUNE_INTERVAL);
+    assert!(
+        !topics(&acts)
+            .iter()
+            .any(|t| t.starts_with("homeassistant/"))
+    );
+    assert!(!st.is_dirty());
+    // Keep the channel (and so its NVR) alive.
+    st.on_routed(
+        &Routed::Seen {
+            device: nvr_channel(1),
+        },
+        t0 + s(5000.0),
+    );
+    // Second prune: the camera was silent for 2 h.
+    let acts = st.on_tick(t0 + PRUNE_INTERVAL * 2);
+    assert_eq!(
+        view(&acts)
+            .into_iter()
+            .filter(|(t, _, _)| t.starts_with("homeassistant/"))
+            .collect::<Vec<_>>(),
+        [(
+            "homeassistant/device/camqtt_585b6940f40d/config".to_owned(),
+            String::new(),
+            true
+        )]
+    );
+    assert!(st.is_dirty());
+    let info: Value =
+        serde_json::from_str(&payload_of(&acts, "camera/bridge/info").unwrap()).unwrap();
+    assert_eq!(info["devices"].as_array().unwrap().len(), 2);
+    let file = st.snapshot(SystemTime::now());
+    assert!(!file.devices.iter().any(|d| d.device.id == DEV));
+}

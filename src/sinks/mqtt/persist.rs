@@ -1,0 +1,431 @@
+//! The device registry file: which devices the sink knows, so that "known" survives restarts.
+//!
+//! `<state_dir>/mqtt-devices.json`, written atomically (`.tmp` + rename) by the shell at most
+//! once per [`SAVE_DEBOUNCE`] and on shutdown. Format (version 1):
+//!
+//! ```json
+//! {"version": 1, "saved": 1791408287,
+//!  "devices": [{"device": { …the normalised Device… }, "last_seen": 1791408287,
+//!               "categories": {"lpr": {"overview": true, "target": true,
+//!                                      "content_type": "image/jpeg", "counters": []}},
+//!               "counts": {"person": 12}}]}
+//! ```
+//!
+//! Times are Unix seconds. `counts` are the bridge-kept counters of counting categories
+//! (devices that send no counters of their own). Encoding and decoding are pure; a missing,
+//! unreadable or corrupt file is logged by the caller and ignored.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Device;
+
+/// File name of the registry inside the state directory.
+pub const FILE_NAME: &str = "mqtt-devices.json";
+
+/// Version written (and the only one read).
+pub const VERSION: u32 = 1;
+
+/// The registry is written at most this often.
+pub const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// A device's `last_seen` alone makes the registry dirty only when it moved this much past
+/// the saved value (it changes on every post; a day-granular `forget_after` does not need
+/// more).
+pub const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(3600);
+
+/// Image MIME types this build produces (the model holds `&'static str`).
+const MIME: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/bmp"];
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryFile {
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// When it was written (Unix seconds).
+    #[serde(default)]
+    pub saved: u64,
+    /// Known devices (NVRs and their channels each have an entry).
+    pub devices: Vec<SavedDevice>,
+}
+
+/// One known device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedDevice {
+    /// The device as the pipeline resolved it last.
+    pub device: Device,
+    /// Last post (Unix seconds).
+    pub last_seen: u64,
+    /// Categories seen, by name.
+    #[serde(default)]
+    pub categories: BTreeMap<String, SavedCategory>,
+    /// Bridge-kept counters by class (`person`, `car`, ...).
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// What one category of a device has shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCategory {
+    /// An overview image was seen.
+    #[serde(default)]
+    pub overview: bool,
+    /// A target crop was seen.
+    #[serde(default)]
+    pub target: bool,
+    /// Image MIME type.
+    #[serde(default = "jpeg")]
+    pub content_type: String,
+    /// Device counters seen, `(dir, class)`.
+    #[serde(default)]
+    pub counters: Vec<(String, String)>,
+}
+
+fn jpeg() -> String {
+    "image/jpeg".to_owned()
+}
+
+/// Map a stored MIME type back to the `&'static str` the model uses.
+pub fn static_mime(s: &str) -> &'static str {
+    MIME.iter()
+        .copied()
+        .find(|m| *m == s)
+        .unwrap_or("image/jpeg")
+}
+
+/// Why the registry file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Reading or writing failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The content is not a registry file.
+    #[error("corrupt device registry: {0}")]
+    Corrupt(String),
+    /// Written by an unknown format version.
+    #[error("device registry version {0} is not supported (expected {VERSION})")]
+    Version(u32),
+}
+
+/// Unix seconds of a wall-clock time (0 before the epoch).
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The wall-clock time of Unix seconds.
+pub fn from_unix(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// Serialise the registry (pretty JSON, small and human-readable).
+pub fn encode(file: &RegistryFile) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(file).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// What [`decode`] kept and dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// Devices to restore.
+    pub devices: Vec<SavedDevice>,
+    /// Ids of devices dropped because they were silent for `forget_after` or longer.
+    pub forgotten: Vec<String>,
+}
+
+/// Parse a registry file and drop the devices last seen `forget_after` or longer before
+/// `now`. A kept NVR channel whose NVR entry was dropped or is missing keeps its NVR (the
+/// channel's posts prove the NVR alive).
+pub fn decode(
+    bytes: &[u8],
+    now: SystemTime,
+    forget_after: Duration,
+) -> Result<Loaded, PersistError> {
+    #[derive(Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt(e.to_string()))?;
+    if head.version != VERSION {
+        return Err(PersistError::Version(head.version));
+    }
+    let file: RegistryFile =
+        serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt(e.to_string()))?;
+    let cutoff = unix(now).saturating_sub(forget_after.as_secs());
+    let (mut devices, mut old): (Vec<SavedDevice>, Vec<SavedDevice>) = file
+        .devices
+        .into_iter()
+        .filter(|d| !d.device.id.is_empty())
+        .partition(|d| d.last_seen > cutoff);
+    // Parents of kept channels stay (their own entry, else the channel's embedded copy).
+    let parents: Vec<(Device, u64)> = devices
+        .iter()
+        .filter_map(|d| d.device.parent.as_deref().map(|p| (p.clone(), d.last_seen)))
+        .collect();
+    for (p, seen) in parents {
+        if let Some(d) = devices.iter_mut().find(|d| d.device.id == p.id) {
+            d.last_seen = d.last_seen.max(seen);
+            continue;
+        }
+        let entry = match old.iter().position(|d| d.device.id == p.id) {
+            Some(i) => SavedDevice {
+                last_seen: seen,
+                ..old.swap_remove(i)
+            },
+            None => SavedDevice {
+                device: p,
+                last_seen: seen,
+                categories: BTreeMap::new(),
+                counts: BTreeMap::new(),
+            },
+        };
+        devices.push(entry);
+    }
+    let mut forgotten: Vec<String> = old.into_iter().map(|d| d.device.id).collect();
+    // One entry per id (the last wins), in a stable order.
+    let mut by_id: BTreeMap<String, SavedDevice> = BTreeMap::new();
+    for d in devices {
+        by_id.insert(d.device.id.clone(), d);
+    }
+    forgotten.sort();
+    forgotten.dedup();
+    forgotten.retain(|id| !by_id.contains_key(id));
+    Ok(Loaded {
+        devices: by_id.into_values().collect(),
+        forgotten,
+    })
+}
+
+/// The registry path inside `dir`.
+pub fn path_in(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// Read the registry file; `Ok(None)` when it does not exist.
+pub fn read(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PersistError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Write `bytes` to `path` atomically: `<path>.tmp`, fsync, rename (a crash leaves the old
+/// or the new file, never a torn one). Creates the directory when missing.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| PersistError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("sync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DeviceInfo, DeviceKind};
+
+    fn dev(id: &str, parent: Option<Device>) -> Device {
+        Device {
+            id: id.into(),
+            name: format!("{id} name"),
+            info: DeviceInfo {
+                mac: Some("58:5b:69:40:f4:0d".into()),
+                kind: if parent.is_some() {
+                    DeviceKind::Camera
+                } else {
+                    DeviceKind::Nvr
+                },
+                channel: parent.as_ref().map(|_| 2),
+                ..DeviceInfo::default()
+            },
+            hw_key: id.replace('_', ""),
+            parent: parent.map(Box::new),
+            area: Some("Garden".into()),
+        }
+    }
+
+    fn saved(d: Device, last_seen: u64) -> SavedDevice {
+        SavedDevice {
+            device: d,
+            last_seen,
+            categories: BTreeMap::from([(
+                "counting".to_owned(),
+                SavedCategory {
+                    overview: true,
+                    target: false,
+                    content_type: "image/jpeg".into(),
+                    counters: vec![("enter".into(), "person".into())],
+                },
+            )]),
+            counts: BTreeMap::from([("person".to_owned(), 7)]),
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn round_trip() {
+        let nvr = dev("nvr", None);
+        let file = RegistryFile {
+            version: VERSION,
+            saved: NOW,
+            devices: vec![
+                saved(nvr.clone(), NOW - 10),
+                saved(dev("nvr_ch2", Some(nvr)), NOW - 10),
+            ],
+        };
+        let bytes = encode(&file);
+        let back = decode(&bytes, from_unix(NOW), Duration::from_secs(30 * DAY)).unwrap();
+        assert!(back.forgotten.is_empty());
+        assert_eq!(back.devices, file.devices);
+    }
+
+    #[test]
+    fn corrupt_and_foreign_files_are_errors() {
+        let f = Duration::from_secs(DAY);
+        let now = from_unix(NOW);
+        for bad in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[1,2]",
+            b"{\"version\":1}",
+            b"{\"version\":1,\"devices\":[{\"device\":7}]}",
+            b"\xff\xfe garbage",
+        ] {
+            let e = decode(bad, now, f).unwrap_err();
+            assert!(matches!(e, PersistError::Corrupt(_)), "{bad:?}: {e}");
+        }
+        assert!(matches!(
+            decode(b"{\"version\":2,\"devices\":[]}", now, f),
+            Err(PersistError::Version(2))
+        ));
+    }
+
+    #[test]
+    fn forget_after_drops_silent_devices_but_keeps_parents_of_kept_channels() {
+        let nvr = dev("nvr", None);
+        let file = RegistryFile {
+            version: VERSION,
+            saved: NOW,
+            devices: vec![
+                saved(dev("cam_old", None), NOW - 31 * DAY),
+                saved(dev("cam_new", None), NOW - 29 * DAY),
+                // Inconsistent on purpose: the NVR entry is older than its channel.
+                saved(nvr.clone(), NOW - 40 * DAY),
+                saved(dev("nvr_ch2", Some(nvr.clone())), NOW - DAY),
+                saved(dev("other_ch1", Some(dev("other", None))), NOW - 50 * DAY),
+            ],
+        };
+        let got = decode(
+            &encode(&file),
+            from_unix(NOW),
+            Duration::from_secs(30 * DAY),
+        )
+        .unwrap();
+        let ids: Vec<&str> = got.devices.iter().map(|d| d.device.id.as_str()).collect();
+        assert_eq!(ids, ["cam_new", "nvr", "nvr_ch2"]);
+        assert_eq!(got.forgotten, ["cam_old", "other_ch1"]);
+        let nvr_entry = &got.devices[1];
+        assert_eq!(nvr_entry.last_seen, NOW - DAY);
+        assert_eq!(nvr_entry.counts.get("person"), Some(&7));
+        // Exactly forget_after ago counts as forgotten.
+        let file = RegistryFile {
+            version: VERSION,
+            saved: NOW,
+            devices: vec![saved(dev("edge", None), NOW - 30 * DAY)],
+        };
+        let got = decode(
+            &encode(&file),
+            from_unix(NOW),
+            Duration::from_secs(30 * DAY),
+        )
+        .unwrap();
+        assert!(got.devices.is_empty());
+        assert_eq!(got.forgotten, ["edge"]);
+    }
+
+    #[test]
+    fn missing_channel_parent_is_restored_from_the_channel() {
+        let nvr = dev("nvr", None);
+        let file = RegistryFile {
+            version: VERSION,
+            saved: NOW,
+            devices: vec![saved(dev("nvr_ch2", Some(nvr.clone())), NOW - 5)],
+        };
+        let got = decode(&encode(&file), from_unix(NOW), Duration::from_secs(DAY)).unwrap();
+        assert_eq!(got.devices.len(), 2);
+        assert_eq!(got.devices[0].device, nvr);
+        assert_eq!(got.devices[0].last_seen, NOW - 5);
+    }
+
+    #[test]
+    fn defaults_for_missing_fields_and_unknown_mime() {
+        let d = serde_json::to_value(dev("cam", None)).unwrap();
+        let text = serde_json::json!({
+            "version": 1,
+            "devices": [{"device": d, "last_seen": NOW, "categories": {"lpr": {}}}],
+        });
+        let got = decode(
+            text.to_string().as_bytes(),
+            from_unix(NOW),
+            Duration::from_secs(DAY),
+        )
+        .unwrap();
+        let c = &got.devices[0].categories["lpr"];
+        assert_eq!(c.content_type, "image/jpeg");
+        assert!(!c.overview && c.counters.is_empty());
+        assert!(got.devices[0].counts.is_empty());
+        assert_eq!(static_mime("image/png"), "image/png");
+        assert_eq!(static_mime("text/evil"), "image/jpeg");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(&dir.path().join("sub"));
+        assert!(read(&path).unwrap().is_none());
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(read(&path).unwrap().as_deref(), Some(&b"two"[..]));
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
+    }
+}
