@@ -14,12 +14,14 @@
 //! - [`guard`] (pure): [`Guard`], the allow-list and HTTP Basic auth the server applies before
 //!   the handler sees a request.
 
+pub mod client;
 pub mod guard;
 pub mod request;
 pub mod response;
 pub mod server;
 
 pub use guard::{BasicAuth, Cidr, Denied, Guard};
+
 pub use request::{Framed, Limits, Request, RequestFramer};
 pub use response::Response;
 pub use server::{Handler, HttpConfig, Reply, serve};
