@@ -4,57 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use camqtt::config::{self, Config};
+use common::bridge::Bridge;
+use common::camera::{
+    REPLY, T, b64, b64_wrapped, big_jpeg, exchange, image, post_chunked_absolute, post_with,
+};
 use common::{Collector, Mosquitto, retained};
-
-const REPLY: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><config version=\"1.0\" xmlns=\"http://www.ipc.com/ver10\"><status>success</status></config>";
-const T: Duration = Duration::from_secs(10);
-
-fn image(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/viewtron/images")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// A valid JPEG of about `size` bytes: the small fixture with comment segments inserted
-/// after SOI, so the file is as large as a real 4K overview.
-fn big_jpeg(size: usize) -> Vec<u8> {
-    let small = image("overview.jpg");
-    let mut out = vec![0xFF, 0xD8];
-    let mut n = 0u8;
-    while out.len() + small.len() < size {
-        let chunk = 65_000usize;
-        out.extend_from_slice(&[0xFF, 0xFE]);
-        out.extend_from_slice(&((chunk + 2) as u16).to_be_bytes());
-        out.extend((0..chunk).map(|i| (i as u8).wrapping_add(n)));
-        n = n.wrapping_add(1);
-    }
-    out.extend_from_slice(&small[2..]);
-    out
-}
-
-/// base64 wrapped at 76 columns, as some firmware (and MIME) does.
-fn b64_wrapped(data: &[u8]) -> String {
-    let s = base64::engine::general_purpose::STANDARD.encode(data);
-    s.as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join("\r\n")
-}
-
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
 
 /// An IPC (config 1.7) licence-plate post: overview item (image=0) and plate item (image=1).
 fn ipc_lpr(mac: &str, plate: &str, list: Option<&str>, overview: &[u8], crop: &[u8]) -> String {
@@ -123,114 +81,22 @@ fn ipc_intrusion(mac: &str, status: &str) -> String {
     )
 }
 
-/// Write one request and read its response (Content-Length framed). Returns (status line, body).
-async fn exchange(s: &mut TcpStream, request: &[u8]) -> (String, Vec<u8>) {
-    s.write_all(request).await.expect("write");
-    read_response(s).await
-}
-
-async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(T, s.read(&mut tmp))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(n > 0, "connection closed before a reply");
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    while buf.len() < head_end + len {
-        let n = tokio::time::timeout(T, s.read(&mut tmp))
-            .await
-            .expect("body in time")
-            .expect("read");
-        assert!(n > 0);
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        buf[head_end..head_end + len].to_vec(),
-    )
-}
-
+/// A post as the IPCs send it: a charset parameter and an explicit keep-alive.
 fn post(target: &str, body: &str) -> Vec<u8> {
-    let mut r = format!(
-        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml; charset=utf-8\r\nConnection: keep-alive\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+    post_with(
+        target,
+        &[
+            "Host: 127.0.0.1",
+            "Content-Type: application/xml; charset=utf-8",
+            "Connection: keep-alive",
+        ],
+        body.as_bytes(),
     )
-    .into_bytes();
-    r.extend_from_slice(body.as_bytes());
-    r
 }
 
-/// Chunked, with the NVR's habits: absolute-form target, no space after the colons,
-/// `application/soap+xml`, and a bogus `Content-Length: 0` that Transfer-Encoding overrides.
-fn post_chunked_absolute(addr: SocketAddr, body: &str) -> Vec<u8> {
-    let mut r = format!(
-        "POST http://{addr}/API HTTP/1.1\r\nHost:{addr}\r\nContent-Type:application/soap+xml; charset=utf-8\r\nContent-Length:0\r\nTransfer-Encoding:chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for chunk in body.as_bytes().chunks(7_777) {
-        r.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        r.extend_from_slice(chunk);
-        r.extend_from_slice(b"\r\n");
-    }
-    r.extend_from_slice(b"0\r\n\r\n");
-    r
-}
-
-struct Bridge {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    running: Option<camqtt::Running>,
-    _spool: tempfile::TempDir,
-}
-
-impl Bridge {
-    async fn start(broker: &Mosquitto, extra: &str) -> Bridge {
-        let mut cfg: Config = config::load_str(extra).expect("test config");
-        cfg.apply(&config::Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            mqtt_url: Some(broker.url()),
-            client_id: Some(format!("camqtt-test-{}", broker.port)),
-            ..Default::default()
-        });
-        let spool = tempfile::tempdir().expect("spool dir");
-        cfg.spool.dir = spool.path().to_path_buf();
-        let shutdown = CancellationToken::new();
-        let running = camqtt::start(cfg, shutdown.clone())
-            .await
-            .expect("bridge starts");
-        Bridge {
-            addr: running.viewtron_addr.expect("viewtron on"),
-            shutdown,
-            running: Some(running),
-            _spool: spool,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            tokio::time::timeout(Duration::from_secs(20), r.wait())
-                .await
-                .expect("stops in time")
-                .expect("clean stop");
-        }
-    }
+/// The bridge from `toml` against `broker`.
+async fn start_bridge(broker: &Mosquitto, toml: &str) -> Bridge {
+    Bridge::start(broker, toml, "camqtt-test").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +105,7 @@ async fn posts_become_mqtt_messages_and_discovery() {
         return;
     };
     let col = Collector::start(broker.port, "#").await;
-    let bridge = Bridge::start(&broker, "[categories.intrusion]\noff_delay = 1\n").await;
+    let bridge = start_bridge(&broker, "[categories.intrusion]\noff_delay = 1\n").await;
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("bridge online");
@@ -253,12 +119,12 @@ async fn posts_become_mqtt_messages_and_discovery() {
 
     // One persistent connection carries a heartbeat, the LPR read, garbage, and the NVR post.
     let mut s = TcpStream::connect(bridge.addr).await.expect("connect");
-    let (status, body) = exchange(&mut s, &post("/API", "")).await;
+    let r = exchange(&mut s, &post("/API", "")).await;
     assert_eq!(
-        (status.as_str(), body.as_slice()),
+        (r.status.as_str(), r.body.as_slice()),
         ("HTTP/1.1 200 OK", REPLY)
     );
-    let (status, body) = exchange(
+    let r = exchange(
         &mut s,
         &post(
             "/API",
@@ -267,24 +133,25 @@ async fn posts_become_mqtt_messages_and_discovery() {
     )
     .await;
     assert_eq!(
-        (status.as_str(), body.as_slice()),
+        (r.status.as_str(), r.body.as_slice()),
         ("HTTP/1.1 200 OK", REPLY)
     );
-    let (_, body) = exchange(
+    let r = exchange(
         &mut s,
         &post("/odd/path", "<config><smartType>VEHICE</smart"),
     )
     .await;
-    assert_eq!(body, REPLY, "malformed posts get the same reply");
-    let (_, body) = exchange(
+    assert_eq!(r.body, REPLY, "malformed posts get the same reply");
+    let r = exchange(
         &mut s,
         &post_chunked_absolute(
             bridge.addr,
-            &nvr_face(nvr_mac, 3, &face_overview, &face_crop),
+            nvr_face(nvr_mac, 3, &face_overview, &face_crop).as_bytes(),
+            7_777,
         ),
     )
     .await;
-    assert_eq!(body, REPLY);
+    assert_eq!(r.body, REPLY);
 
     let cam = "58_5b_69_aa_10_01";
     // Images: byte-identical to what the camera encoded, on the device and category topics.
@@ -484,7 +351,7 @@ async fn alarm_status_drives_state_and_heartbeats_drive_availability() {
         return;
     };
     let col = Collector::start(broker.port, "camera/#").await;
-    let bridge = Bridge::start(&broker, "[viewtron]\noffline_after = 2\n").await;
+    let bridge = start_bridge(&broker, "[viewtron]\noffline_after = 2\n").await;
     let nvr_status = |active: &str| {
         format!(
             "<config version=\"2.0.0\" xmlns=\"http://www.ipc.com/ver10\"><messageType>alarmStatus</messageType>\

@@ -18,42 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-use camqtt::config::{self, Config};
 use camqtt::event::{
     Attributes, Category, Device, DeviceInfo, Event, Phase, Plate, Routed, TimeSource,
 };
 use camqtt::spool::{Spool, SpoolConfig};
+use common::bridge::Bridge;
+use common::camera::{b64, big_jpeg, image, post_with, read_response_until};
 use common::{Collector, Mosquitto, Msg};
-
-fn image(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/viewtron/images")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// A valid JPEG of about `size` bytes (comment segments after SOI).
-fn big_jpeg(size: usize) -> Vec<u8> {
-    let small = image("overview.jpg");
-    let mut out = vec![0xFF, 0xD8];
-    while out.len() + small.len() < size {
-        let chunk = 60_000usize.min(size - out.len());
-        out.extend_from_slice(&[0xFF, 0xFE]);
-        out.extend_from_slice(&((chunk + 2) as u16).to_be_bytes());
-        out.extend((0..chunk).map(|i| (i % 251) as u8));
-    }
-    out.extend_from_slice(&small[2..]);
-    out
-}
-
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
 
 /// An IPC (config 1.7) licence-plate post with an overview and a plate crop.
 fn lpr_post(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
@@ -78,39 +52,22 @@ fn lpr_post(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
     )
 }
 
-/// Send one post on a keep-alive connection and read the reply; the status code.
-async fn post(s: &mut TcpStream, body: &str) -> std::io::Result<u16> {
-    let head = format!(
-        "POST /API HTTP/1.1\r\nHost: camqtt\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
-        body.len()
+/// Send one post on a keep-alive connection and read the reply (no time limit); the status
+/// code, or why there is none.
+async fn post(s: &mut TcpStream, body: &str) -> Result<u16, String> {
+    let request = post_with(
+        "/API",
+        &[
+            "Host: camqtt",
+            "Content-Type: application/xml",
+            "Connection: keep-alive",
+        ],
+        body.as_bytes(),
     );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                return Ok(status);
-            }
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    s.write_all(&request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    Ok(read_response_until(s, None).await?.code())
 }
 
 /// Plates per device topic, in arrival order, from `camera/<device>/lpr/event`.
@@ -210,20 +167,13 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
     let started = Instant::now();
     let col = Collector::start(broker.port, "camera/+/lpr/event").await;
     let gate = Gate::start(broker.port).await;
-    let spool = tempfile::tempdir().unwrap();
-    let mut cfg: Config = config::load_str("[homeassistant]\nenabled = false\n").unwrap();
-    cfg.apply(&config::Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        mqtt_url: Some(format!("mqtt://127.0.0.1:{}", gate.port)),
-        client_id: Some(format!("camqtt-fault-a-{}", broker.port)),
-        ..Default::default()
-    });
-    cfg.spool.dir = spool.path().to_path_buf();
-    let shutdown = CancellationToken::new();
-    let running = camqtt::start(cfg, shutdown.clone())
-        .await
-        .expect("bridge starts");
-    let addr = running.viewtron_addr.unwrap();
+    let bridge = Bridge::start_with(
+        "[homeassistant]\nenabled = false\n",
+        Some(format!("mqtt://127.0.0.1:{}", gate.port)),
+        format!("camqtt-fault-a-{}", broker.port),
+    )
+    .await;
+    let addr = bridge.addr;
 
     const DEVICES: usize = 4;
     const PER_DEVICE: usize = 250;
@@ -325,11 +275,7 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
     );
     assert!(all.len() >= total);
     assert_eq!(stats.spool_dropped.get(), 0);
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), running.wait())
-        .await
-        .expect("stops in time")
-        .expect("clean stop");
+    bridge.stop().await;
 }
 
 /// The bridge binary as a child process with its own config file and spool directory.

@@ -11,17 +11,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use camqtt::config::{self, Config};
 use camqtt::stats::stats;
+use common::bridge::Bridge;
+use common::camera::{
+    REPLY, T, b64, big_jpeg, chunks, head, image, mac_slug, post, read_response, wait_closed,
+};
 use common::{Collector, Mosquitto, Msg};
-
-const REPLY: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><config version=\"1.0\" xmlns=\"http://www.ipc.com/ver10\"><status>success</status></config>";
-const T: Duration = Duration::from_secs(10);
 
 /// Limits of the bridge under test: small, so that the timeouts are quick to hit.
 const HEADER_TIMEOUT: f64 = 1.0;
@@ -32,37 +30,6 @@ const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 const SAME_MAC: &str = "02:00:5e:77:00:01";
 const OTHER_MAC: &str = "02:00:5e:77:00:02";
-
-fn image(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/viewtron/images")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// A valid JPEG of about `size` bytes (comment segments after SOI).
-fn big_jpeg(size: usize) -> Vec<u8> {
-    let small = image("overview.jpg");
-    let mut out = vec![0xFF, 0xD8];
-    let mut n = 0u8;
-    while out.len() + small.len() < size {
-        let chunk = 65_000usize;
-        out.extend_from_slice(&[0xFF, 0xFE]);
-        out.extend_from_slice(&((chunk + 2) as u16).to_be_bytes());
-        out.extend((0..chunk).map(|i| (i as u8).wrapping_add(n)));
-        n = n.wrapping_add(1);
-    }
-    out.extend_from_slice(&small[2..]);
-    out
-}
-
-fn dev(mac: &str) -> String {
-    mac.replace(':', "_")
-}
 
 /// An IPC licence-plate post with an overview (`overview_b64`) and a plate crop (`crop_b64`).
 fn lpr_with(mac: &str, plate: &str, overview_b64: &str, crop_b64: &str) -> String {
@@ -87,87 +54,14 @@ fn lpr(mac: &str, plate: &str) -> String {
     lpr_with(mac, plate, "", &b64(&image("plate1.jpg")))
 }
 
-fn post(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
+/// A chunked post (5,000-byte chunks) with `extra_headers` before `Transfer-Encoding`.
+fn chunked(path: &str, body: &[u8], extra_headers: &[&str]) -> Vec<u8> {
+    let mut r = head(
+        path,
+        &[&["Host: x"], extra_headers, &["Transfer-Encoding: chunked"]].concat(),
+    );
+    r.extend(chunks(body, 5_000));
     r
-}
-
-fn chunked(path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
-    let mut r = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Transfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for c in body.chunks(5_000) {
-        r.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-        r.extend_from_slice(c);
-        r.extend_from_slice(b"\r\n");
-    }
-    r.extend_from_slice(b"0\r\n\r\n");
-    r
-}
-
-/// One HTTP response: status line, header block, body.
-#[derive(Debug)]
-struct Resp {
-    status: String,
-    head: String,
-    body: Vec<u8>,
-}
-
-/// Read one Content-Length framed response; `Err` when the connection closes first.
-async fn read_response(s: &mut TcpStream, within: Duration) -> Result<Resp, String> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let end = tokio::time::Instant::now() + within;
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
-            Err(_) => return Err("no reply in time".into()),
-            Ok(Ok(0)) => return Err("closed before a reply".into()),
-            Ok(Ok(n)) => buf.extend_from_slice(&tmp[..n]),
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .ok_or("no content-length")?;
-    while buf.len() < head_end + len {
-        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
-            _ => return Err("reply body cut".into()),
-        }
-    }
-    Ok(Resp {
-        status: head.lines().next().unwrap_or_default().to_string(),
-        body: buf[head_end..head_end + len].to_vec(),
-        head,
-    })
-}
-
-/// Wait until the server closes `s` (EOF or reset), discarding what it sends; returns when.
-async fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant> {
-    let mut tmp = [0u8; 8192];
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 /// Counter snapshot.
@@ -204,8 +98,7 @@ struct Harness {
     seq: u32,
     /// `camera/bridge/unparsed` messages seen so far.
     unparsed_seen: usize,
-    shutdown: CancellationToken,
-    running: Option<camqtt::Running>,
+    bridge: Bridge,
 }
 
 impl Harness {
@@ -243,8 +136,16 @@ impl Harness {
         self.expect_plate(cam.mac, &plate, what).await;
     }
 
+    /// Write `request` on `cam`'s connection (reconnected first if idle); the reply is the
+    /// success document.
+    async fn post_ok(&self, cam: &mut Camera, request: &[u8]) {
+        self.reconnect_if_idle(cam).await;
+        cam.stream.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut cam.stream, T).await.unwrap().body, REPLY);
+    }
+
     async fn expect_plate(&self, mac: &str, plate: &str, what: &str) -> serde_json::Value {
-        let topic = format!("camera/{}/lpr/event", dev(mac));
+        let topic = format!("camera/{}/lpr/event", mac_slug(mac));
         let m = self
             .col
             .wait_for(
@@ -273,6 +174,14 @@ impl Harness {
             .await;
     }
 
+    /// After a case: a normal post on `same`'s connection, then the other camera and a fresh
+    /// connection.
+    async fn all_still_work(&mut self, same: &mut Camera, other: &mut Camera, what: &str) {
+        self.normal(same, &format!("{what} (same connection)"))
+            .await;
+        self.others_still_work(other, what).await;
+    }
+
     /// The next `camera/bridge/unparsed` message (exactly one new one).
     async fn next_unparsed(&mut self, what: &str) -> serde_json::Value {
         let n = self.unparsed_seen + 1;
@@ -285,14 +194,8 @@ impl Harness {
         got[n - 1].json()
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            tokio::time::timeout(Duration::from_secs(20), r.wait())
-                .await
-                .expect("bridge stops in time")
-                .expect("clean stop");
-        }
+    async fn stop(self) {
+        self.bridge.stop().await;
     }
 }
 
@@ -400,8 +303,7 @@ async fn parser_case(
         after.http_errors, before.http_errors,
         "{what}: not an HTTP error"
     );
-    h.normal(same, &format!("{what} (same connection)")).await;
-    h.others_still_work(other, what).await;
+    h.all_still_work(same, other, what).await;
     u
 }
 
@@ -442,8 +344,7 @@ async fn image_case(
     } else {
         assert_eq!(w, 0, "{what}: {ev}");
     }
-    h.normal(same, &format!("{what} (same connection)")).await;
-    h.others_still_work(other, what).await;
+    h.all_still_work(same, other, what).await;
     ev
 }
 
@@ -461,33 +362,19 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         .with_test_writer()
         .try_init();
     let col = Collector::start(broker.port, "camera/#").await;
-    // Its own spool: the default directory is relative to the working directory, shared with
-    // every other test and run.
-    let spool = tempfile::tempdir().expect("spool dir");
+    // `Bridge` gives it its own spool: the default directory is relative to the working
+    // directory, shared with every other test and run.
     let toml = format!(
         "[viewtron]\nheader_timeout = {HEADER_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}\n\
-         idle_timeout = {IDLE_TIMEOUT}\nmax_connections = {MAX_CONNECTIONS}\nbody_limit = {BODY_LIMIT}\n\
-         [spool]\ndir = {:?}\n",
-        spool.path().display().to_string()
+         idle_timeout = {IDLE_TIMEOUT}\nmax_connections = {MAX_CONNECTIONS}\nbody_limit = {BODY_LIMIT}\n"
     );
-    let mut cfg: Config = config::load_str(&toml).expect("test config");
-    cfg.apply(&config::Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        mqtt_url: Some(broker.url()),
-        client_id: Some(format!("camqtt-hostile-{}", broker.port)),
-        ..Default::default()
-    });
-    let shutdown = CancellationToken::new();
-    let running = camqtt::start(cfg, shutdown.clone())
-        .await
-        .expect("bridge starts");
+    let bridge = Bridge::start(&broker, &toml, "camqtt-hostile").await;
     let mut h = Harness {
-        addr: running.viewtron_addr.expect("viewtron on"),
+        addr: bridge.addr,
         col,
         seq: 0,
         unparsed_seen: 0,
-        shutdown,
-        running: Some(running),
+        bridge,
     };
     h.col
         .wait_payload("camera/bridge/state", "online", T)
@@ -611,15 +498,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         let body = format!(
             "<config version=\"1.7\"><smartType>VEHICE</smartType><mac>{SAME_MAC}</mac><listInfo>{items}</listInfo></config>"
         );
-        h.reconnect_if_idle(&mut same).await;
-        same.stream
-            .write_all(&post("/API", body.as_bytes()))
-            .await
-            .unwrap();
-        assert_eq!(
-            read_response(&mut same.stream, T).await.unwrap().body,
-            REPLY
-        );
+        h.post_ok(&mut same, &post("/API", body.as_bytes())).await;
         let ev = h.expect_plate(SAME_MAC, &plate, "50k-items").await;
         assert_eq!(
             ev["plates"].as_array().map(Vec::len),
@@ -632,8 +511,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             ev["warnings"]
         );
         assert_eq!(counts().events, before.events + 1);
-        h.normal(&mut same, "50k-items (same connection)").await;
-        h.others_still_work(&mut other, "50k-items").await;
+        h.all_still_work(&mut same, &mut other, "50k-items").await;
     }
 
     parser_case(
@@ -656,22 +534,13 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
                 &format!("{}\u{0}\u{1b}[2J{}", &plate[..3], &plate[3..]),
             )
             .replace("Hostile test", "Evil\u{0}\u{7f}cam");
-        h.reconnect_if_idle(&mut same).await;
-        same.stream
-            .write_all(&post("/API", body.as_bytes()))
-            .await
-            .unwrap();
-        assert_eq!(
-            read_response(&mut same.stream, T).await.unwrap().body,
-            REPLY
-        );
+        h.post_ok(&mut same, &post("/API", body.as_bytes())).await;
         // The control characters are gone: the plate arrives as the clean text plus "[2J".
         let want = format!("{}[2J{}", &plate[..3], &plate[3..]);
         let ev = h.expect_plate(SAME_MAC, &want, "nul-in-text").await;
         assert_eq!(ev["device"]["name"], "Evilcam");
         assert!(counts().events > before.events);
-        h.normal(&mut same, "nul-in-text (same connection)").await;
-        h.others_still_work(&mut other, "nul-in-text").await;
+        h.all_still_work(&mut same, &mut other, "nul-in-text").await;
     }
 
     {
@@ -686,16 +555,8 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
              <perimeter><perInfo><item><eventId>5</eventId><targetId>9</targetId><status>SMART_START</status></item></perInfo></perimeter>\
              <listInfo>{items}</listInfo></config>"
         );
-        h.reconnect_if_idle(&mut same).await;
-        same.stream
-            .write_all(&post("/API", body.as_bytes()))
-            .await
-            .unwrap();
-        assert_eq!(
-            read_response(&mut same.stream, T).await.unwrap().body,
-            REPLY
-        );
-        let topic = format!("camera/{}/intrusion/event", dev(SAME_MAC));
+        h.post_ok(&mut same, &post("/API", body.as_bytes())).await;
+        let topic = format!("camera/{}/intrusion/event", mac_slug(SAME_MAC));
         let m: Msg = h
             .col
             .wait_for(|m| m.topic == topic, T)
@@ -718,8 +579,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             ev["warnings"]
         );
         assert_eq!(counts().events, before.events + 1);
-        h.normal(&mut same, "10k-targets (same connection)").await;
-        h.others_still_work(&mut other, "10k-targets").await;
+        h.all_still_work(&mut same, &mut other, "10k-targets").await;
     }
 
     let crop = b64(&image("plate1.jpg"));
@@ -760,7 +620,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         )
         .await;
         assert_eq!(ev["images"]["overview_bytes"], huge.len(), "{ev}");
-        let topic = format!("camera/{}/lpr/image", dev(SAME_MAC));
+        let topic = format!("camera/{}/lpr/image", mac_slug(SAME_MAC));
         let img = h
             .col
             .wait_for(|m| m.topic == topic && m.payload.len() == huge.len(), T)
@@ -785,15 +645,10 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
     )
     .await;
     {
-        let mut req =
-            b"POST /API HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        let chunk = vec![b'A'; 1 << 20];
-        for _ in 0..(BODY_LIMIT / chunk.len() + 2) {
-            req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-            req.extend_from_slice(&chunk);
-            req.extend_from_slice(b"\r\n");
-        }
-        req.extend_from_slice(b"0\r\n\r\n");
+        // 1 MiB chunks, two more than the limit holds.
+        let chunk = 1 << 20;
+        let mut req = head("/API", &["Host: x", "Transfer-Encoding: chunked"]);
+        req.extend(chunks(&vec![b'A'; (BODY_LIMIT / chunk + 2) * chunk], chunk));
         framing_case(
             &mut h,
             &mut other,
@@ -895,14 +750,9 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         let req = chunked(
             "/API",
             lpr(SAME_MAC, &plate).as_bytes(),
-            "Content-Length: 3\r\n",
+            &["Content-Length: 3"],
         );
-        h.reconnect_if_idle(&mut same).await;
-        same.stream.write_all(&req).await.unwrap();
-        assert_eq!(
-            read_response(&mut same.stream, T).await.unwrap().body,
-            REPLY
-        );
+        h.post_ok(&mut same, &req).await;
         h.expect_plate(SAME_MAC, &plate, "length-and-chunked").await;
         h.normal(&mut same, "length-and-chunked (same connection)")
             .await;

@@ -9,14 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-
-use camqtt::config::{self, Config};
+use common::bridge::Bridge;
+use common::camera::{T, post_with, send_close};
 use common::{Collector, Mosquitto};
-
-const T: Duration = Duration::from_secs(10);
 
 fn ipc(mac: &str, serial: &str, name: &str, smart_type: &str) -> String {
     format!(
@@ -47,19 +42,12 @@ fn nvr(mac: &str, name: &str, channel: &str) -> String {
 }
 
 async fn send(addr: SocketAddr, body: &[u8]) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "POST /../../etc/passwd?x=/+# HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    s.write_all(&req).await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut reply))
-        .await
-        .expect("reply in time")
-        .expect("read");
+    let request = post_with(
+        "/../../etc/passwd?x=/+#",
+        &["Host: x", "Connection: close"],
+        body,
+    );
+    let reply = send_close(addr, &request).await;
     assert!(
         reply.starts_with(b"HTTP/1.1 200 OK"),
         "hostile names still get the normal reply"
@@ -94,18 +82,8 @@ async fn hostile_device_names_never_reach_topics_unsanitised() {
         return;
     };
     let col = Collector::start(broker.port, "#").await;
-    let mut cfg: Config = config::load_str("").unwrap();
-    cfg.apply(&config::Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        mqtt_url: Some(broker.url()),
-        client_id: Some(format!("camqtt-names-{}", broker.port)),
-        ..Default::default()
-    });
-    let spool = tempfile::tempdir().unwrap();
-    cfg.spool.dir = spool.path().to_path_buf();
-    let shutdown = CancellationToken::new();
-    let running = camqtt::start(cfg, shutdown.clone()).await.expect("start");
-    let addr = running.viewtron_addr.unwrap();
+    let bridge = Bridge::start(&broker, "", "camqtt-names").await;
+    let addr = bridge.addr;
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("online");
@@ -232,6 +210,5 @@ async fn hostile_device_names_never_reach_topics_unsanitised() {
             m.topic
         );
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), running.wait()).await;
+    bridge.stop().await;
 }

@@ -92,38 +92,45 @@ fn image(role: ImageRole, data: Bytes) -> Image {
     }
 }
 
-fn lpr_event(plate: &str, overview: Bytes, target: Bytes) -> Routed {
+/// A pulse event from the test device (received now, IPC envelope), routed.
+fn pulse(category: Category, raw_type: &str, attrs: Attributes, images: Vec<Image>) -> Routed {
     let now = SystemTime::now();
     let e = Event {
         device: DeviceInfo::default(),
-        category: Category::Lpr,
+        category,
         phase: Phase::Pulse,
         time: now,
         time_source: TimeSource::Receiver,
         time_raw: None,
         received: now,
         source: "viewtron",
-        raw_type: "VEHICE".into(),
+        raw_type: raw_type.into(),
         envelope: Some("ipc".into()),
         config_version: None,
-        attrs: Attributes {
-            plates: vec![Plate {
-                plate: plate.into(),
-                list: Some("whiteList".into()),
-                ..Plate::default()
-            }],
-            ..Attributes::default()
-        },
-        images: vec![
-            image(ImageRole::Overview, overview),
-            image(ImageRole::Target, target),
-        ],
+        attrs,
+        images,
         warnings: vec![],
     };
     Routed::Event {
         device: device(),
         event: Arc::new(e),
     }
+}
+
+fn lpr_event(plate: &str, overview: Bytes, target: Bytes) -> Routed {
+    let attrs = Attributes {
+        plates: vec![Plate {
+            plate: plate.into(),
+            list: Some("whiteList".into()),
+            ..Plate::default()
+        }],
+        ..Attributes::default()
+    };
+    let images = vec![
+        image(ImageRole::Overview, overview),
+        image(ImageRole::Target, target),
+    ];
+    pulse(Category::Lpr, "VEHICE", attrs, images)
 }
 
 fn topic(leaf: &str) -> String {
@@ -508,27 +515,12 @@ async fn invalid_config_is_an_error() {
 
 /// A counting detection without device counters: the bridge counts one person.
 fn counting_event() -> Routed {
-    let now = SystemTime::now();
-    let e = Event {
-        device: DeviceInfo::default(),
-        category: Category::Counting,
-        phase: Phase::Pulse,
-        time: now,
-        time_source: TimeSource::Receiver,
-        time_raw: None,
-        received: now,
-        source: "viewtron",
-        raw_type: "PASSLINE".into(),
-        envelope: Some("ipc".into()),
-        config_version: None,
-        attrs: Attributes::default(),
-        images: vec![],
-        warnings: vec![],
-    };
-    Routed::Event {
-        device: device(),
-        event: Arc::new(e),
-    }
+    pulse(
+        Category::Counting,
+        "PASSLINE",
+        Attributes::default(),
+        vec![],
+    )
 }
 
 /// A retained device-discovery payload of `id` hanging off `via`.

@@ -7,19 +7,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use camqtt::config::{self, Config};
+use camqtt::config;
 use camqtt::stats::stats;
+use common::bridge::Bridge;
+use common::camera::{self, Response, T, basic, mac_slug, post_with, wait_closed};
 use common::{Collector, Mosquitto};
 
-const T: Duration = Duration::from_secs(10);
 const USER: &str = "gatecam";
 const PASSWORD: &str = "Zq7-very:secret pass";
 
@@ -38,130 +36,30 @@ fn intrusion(mac: &str) -> String {
     )
 }
 
-fn mac_slug(mac: &str) -> String {
-    mac.to_ascii_lowercase().replace([':', '-'], "_")
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
-}
-
+/// A post to `/API` with an optional `Authorization` header.
 fn post(body: &str, authorization: Option<&str>) -> Vec<u8> {
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let mut r = format!(
-        "POST /API HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\n{auth}Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body.as_bytes());
-    r
+    let auth = authorization.map(|a| format!("Authorization: {a}"));
+    let mut headers = vec!["Host: 127.0.0.1", "Content-Type: application/xml"];
+    headers.extend(auth.as_deref());
+    post_with("/API", &headers, body.as_bytes())
 }
 
-/// A response: status line, header section (lower-cased), body.
-struct Resp {
-    status: String,
-    head: String,
-    body: Vec<u8>,
+/// Write a request and read the response, status line and head lower-cased.
+async fn exchange(s: &mut TcpStream, req: &[u8]) -> Response {
+    camera::exchange(s, req).await.lowercased()
 }
 
-async fn read_response(s: &mut TcpStream) -> Resp {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(T, s.read(&mut tmp))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(n > 0, "connection closed before a reply");
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    while buf.len() < head_end + len {
-        let n = tokio::time::timeout(T, s.read(&mut tmp))
-            .await
-            .expect("body in time")
-            .expect("read");
-        assert!(n > 0);
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    Resp {
-        status: head.lines().next().unwrap_or_default().to_string(),
-        head: head.clone(),
-        body: buf[head_end..head_end + len].to_vec(),
-    }
-}
-
-async fn exchange(s: &mut TcpStream, req: &[u8]) -> Resp {
-    s.write_all(req).await.expect("write");
-    read_response(s).await
+/// Read a response, status line and head lower-cased.
+async fn read_response(s: &mut TcpStream) -> Response {
+    camera::reply(s).await.lowercased()
 }
 
 /// The server closes the connection (EOF or reset) within `T`.
 async fn assert_closed(s: &mut TcpStream) {
-    let mut tmp = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(T, s.read(&mut tmp)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("connection not closed after a refusal"),
-        }
-    }
-}
-
-struct Bridge {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    running: Option<camqtt::Running>,
-    _spool: tempfile::TempDir,
-}
-
-impl Bridge {
-    async fn start(broker: &Mosquitto, toml: &str, id: &str) -> Bridge {
-        let mut cfg: Config = config::load_str(toml).expect("test config");
-        cfg.apply(&config::Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            mqtt_url: Some(broker.url()),
-            client_id: Some(format!("camqtt-auth-{id}-{}", broker.port)),
-            ..Default::default()
-        });
-        let spool = tempfile::tempdir().expect("spool dir");
-        cfg.spool.dir = spool.path().to_path_buf();
-        let shutdown = CancellationToken::new();
-        let running = camqtt::start(cfg, shutdown.clone())
-            .await
-            .expect("bridge starts");
-        Bridge {
-            addr: running.viewtron_addr.expect("viewtron on"),
-            shutdown,
-            running: Some(running),
-            _spool: spool,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            tokio::time::timeout(Duration::from_secs(20), r.wait())
-                .await
-                .expect("stops in time")
-                .expect("clean stop");
-        }
-    }
+    assert!(
+        wait_closed(s, T).await.is_some(),
+        "connection not closed after a refusal"
+    );
 }
 
 fn auth_toml() -> String {
@@ -174,7 +72,7 @@ async fn basic_auth_refuses_without_credentials_and_admits_with_them() {
         return;
     };
     let col = Collector::start(broker.port, "#").await;
-    let bridge = Bridge::start(&broker, &auth_toml(), "basic").await;
+    let bridge = Bridge::start(&broker, &auth_toml(), "camqtt-auth-basic").await;
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("bridge online");
@@ -321,7 +219,7 @@ async fn allow_list_refuses_peers_outside_it() {
         "[viewtron]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]\n{}",
         auth_toml()
     );
-    let closed = Bridge::start(&broker, &toml, "deny").await;
+    let closed = Bridge::start(&broker, &toml, "camqtt-auth-deny").await;
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("bridge online");
@@ -345,7 +243,7 @@ async fn allow_list_refuses_peers_outside_it() {
     let open = Bridge::start(
         &broker,
         "[viewtron]\nallow = [\"192.168.0.0/16\", \"127.0.0.0/8\"]\n",
-        "allow",
+        "camqtt-auth-allow",
     )
     .await;
     let ok_mac = "58:5B:69:CC:00:02";

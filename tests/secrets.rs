@@ -11,10 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use common::camera::{T, basic, intrusion, post_with};
 use common::{Collector, MOSQUITTO, free_port};
 
-const T: Duration = Duration::from_secs(10);
 /// The broker password, given in the configuration (overrides the URL's).
 const MQTT_SECRET: &str = "Mq77-cfg-SECRET";
 /// A different password written into the URL, which must not be logged either.
@@ -97,20 +96,12 @@ fn broker() -> Option<Broker> {
 }
 
 fn post(mac: &str, authorization: &str) -> Vec<u8> {
-    let body = format!(
-        r#"<config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlramObj">PEA</smartType>
-<currentTime type="tint64">1790000300000000</currentTime>
-<mac type="string">{mac}</mac>
-<perimeter><perInfo type="list" count="1"><item><eventId type="uint32">5</eventId><targetId type="uint32">9</targetId>
-<status type="perStatus">SMART_START</status></item></perInfo></perimeter>
-</config>"#
-    );
-    format!(
-        "POST /API HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let authorization = format!("Authorization: {authorization}");
+    post_with(
+        "/API",
+        &["Host: x", &authorization, "Connection: close"],
+        intrusion(mac).as_bytes(),
     )
-    .into_bytes()
 }
 
 fn send(port: u16, req: &[u8]) -> String {
@@ -120,13 +111,6 @@ fn send(port: u16, req: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
 }
 
 fn assert_clean(what: &str, text: &str) {

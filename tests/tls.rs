@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,14 +20,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use camqtt::config::{self, Config};
+use common::bridge::Bridge;
+use common::camera::{T, intrusion, post_with, send_close};
 use common::{Collector, MOSQUITTO, free_port};
 
-const T: Duration = Duration::from_secs(10);
 const USER: &str = "bridge";
 const PASSWORD: &str = "tls-Pa55word-xyz";
 
@@ -306,74 +305,30 @@ impl Drop for TlsBroker {
 // ---------------------------------------------------------------------------------------------
 // The bridge.
 
-struct Bridge {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    running: Option<camqtt::Running>,
-    _spool: tempfile::TempDir,
+/// The bridge from `toml` (its URL names the TLS broker), logging into the capture.
+async fn start_bridge(toml: &str, id: &str) -> Bridge {
+    logs();
+    Bridge::start_with(
+        toml,
+        None,
+        format!("camqtt-tls-{id}-{}", std::process::id()),
+    )
+    .await
 }
 
-impl Bridge {
-    async fn start(toml: &str, id: &str) -> Bridge {
-        logs();
-        let mut cfg: Config = config::load_str(toml).expect("test config");
-        cfg.apply(&config::Overrides {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            client_id: Some(format!("camqtt-tls-{id}-{}", std::process::id())),
-            ..Default::default()
-        });
-        let spool = tempfile::tempdir().expect("spool dir");
-        cfg.spool.dir = spool.path().to_path_buf();
-        let shutdown = CancellationToken::new();
-        let running = camqtt::start(cfg, shutdown.clone())
-            .await
-            .expect("bridge starts");
-        Bridge {
-            addr: running.viewtron_addr.expect("viewtron on"),
-            shutdown,
-            running: Some(running),
-            _spool: spool,
-        }
-    }
-
-    /// Post an intrusion event from `mac`; the camera must get `200` at once.
-    async fn post(&self, mac: &str) {
-        let body = format!(
-            r#"<config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlramObj">PEA</smartType>
-<currentTime type="tint64">1790000300000000</currentTime>
-<mac type="string">{mac}</mac>
-<perimeter><perInfo type="list" count="1"><item><eventId type="uint32">5</eventId><targetId type="uint32">9</targetId>
-<status type="perStatus">SMART_START</status></item></perInfo></perimeter>
-</config>"#
-        );
-        let mut s = TcpStream::connect(self.addr).await.expect("connect");
-        let req = format!(
-            "POST /API HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut reply = Vec::new();
-        tokio::time::timeout(T, s.read_to_end(&mut reply))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(
-            reply.starts_with(b"HTTP/1.1 200 OK"),
-            "{}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            tokio::time::timeout(Duration::from_secs(20), r.wait())
-                .await
-                .expect("stops in time")
-                .expect("clean stop");
-        }
-    }
+/// Post an intrusion event from `mac`; the camera must get `200` at once.
+async fn post(bridge: &Bridge, mac: &str) {
+    let request = post_with(
+        "/API",
+        &["Host: x", "Connection: close"],
+        intrusion(mac).as_bytes(),
+    );
+    let reply = send_close(bridge.addr, &request).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 }
 
 fn tls_toml(url: &str, extra_mqtt: &str, tls: &str) -> String {
@@ -391,7 +346,7 @@ async fn assert_connected(broker: &TlsBroker, bridge: &Bridge, mac_slug: &str, m
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .unwrap_or_else(|| panic!("bridge online over TLS; broker log:\n{}", broker.log()));
-    bridge.post(mac).await;
+    post(bridge, mac).await;
     col.wait_for(
         |m| m.topic == format!("camera/{mac_slug}/intrusion/event"),
         T,
@@ -417,7 +372,7 @@ async fn assert_refused(broker: &TlsBroker, bridge: &Bridge, expect_in_log: &[&s
         broker.log()
     );
     // Still serving cameras.
-    bridge.post("58:5B:69:EE:00:01").await;
+    post(bridge, "58:5B:69:EE:00:01").await;
     let port = format!(":{}", broker.tls_port);
     let text = log_text();
     let line = text
@@ -446,7 +401,7 @@ async fn tls_with_password_connects_and_the_config_password_overrides_the_url() 
         &format!("password = \"{PASSWORD}\""),
         &format!("ca_file = {}", q(pki.path("ca.pem"))),
     );
-    let bridge = Bridge::start(&toml, "pw").await;
+    let bridge = start_bridge(&toml, "pw").await;
     assert_connected(&broker, &bridge, "58_5b_69_dd_00_01", "58:5B:69:DD:00:01").await;
     bridge.stop().await;
     assert!(!log_text().contains(PASSWORD));
@@ -470,7 +425,7 @@ async fn mutual_tls_and_server_name_override_connect() {
             q(pki.path("client.key")),
         ),
     );
-    let bridge = Bridge::start(&toml, "mtls").await;
+    let bridge = start_bridge(&toml, "mtls").await;
     assert_connected(&broker, &bridge, "58_5b_69_dd_00_02", "58:5B:69:DD:00:02").await;
     bridge.stop().await;
 }
@@ -486,7 +441,7 @@ async fn wrong_ca_is_refused_and_retried() {
         "",
         &format!("ca_file = {}", q(pki.path("other-ca.pem"))),
     );
-    let bridge = Bridge::start(&toml, "wrongca").await;
+    let bridge = start_bridge(&toml, "wrongca").await;
     assert_refused(&broker, &bridge, &["certificate"]).await;
     bridge.stop().await;
 }
@@ -505,7 +460,7 @@ async fn wrong_server_name_is_refused_and_retried() {
             q(pki.path("ca.pem"))
         ),
     );
-    let bridge = Bridge::start(&toml, "wrongname").await;
+    let bridge = start_bridge(&toml, "wrongname").await;
     assert_refused(&broker, &bridge, &["certificate"]).await;
     bridge.stop().await;
 }
@@ -521,7 +476,7 @@ async fn wrong_password_is_refused_and_retried() {
         &format!("username = \"{USER}\"\npassword = \"{PASSWORD}-wrong\""),
         &format!("ca_file = {}", q(pki.path("ca.pem"))),
     );
-    let bridge = Bridge::start(&toml, "wrongpw").await;
+    let bridge = start_bridge(&toml, "wrongpw").await;
     assert_refused(&broker, &bridge, &[]).await;
     assert!(!log_text().contains("-wrong\""), "no password in the log");
     bridge.stop().await;
@@ -538,7 +493,7 @@ async fn missing_or_foreign_client_certificate_is_refused() {
         "",
         &format!("ca_file = {}", q(pki.path("ca.pem"))),
     );
-    let bridge = Bridge::start(&toml, "nocert").await;
+    let bridge = start_bridge(&toml, "nocert").await;
     assert_refused(&broker, &bridge, &[]).await;
     bridge.stop().await;
 
@@ -554,7 +509,7 @@ async fn missing_or_foreign_client_certificate_is_refused() {
             q(pki.path("rogue.key")),
         ),
     );
-    let bridge = Bridge::start(&toml, "rogue").await;
+    let bridge = start_bridge(&toml, "rogue").await;
     let col = Collector::start(broker.plain_port, "camera/#").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(col.on("camera/bridge/state").is_empty());

@@ -1,5 +1,6 @@
-//! Helpers shared by integration tests: a real Mosquitto on a free loopback port and an MQTT
-//! collector that records everything it receives.
+//! Helpers shared by integration tests: a real Mosquitto on a free loopback port, an MQTT
+//! collector that records everything it receives, the bridge in-process ([`bridge`]) and a
+//! camera's HTTP side ([`camera`]).
 //!
 //! Usage:
 //! ```ignore
@@ -9,6 +10,9 @@
 //! let m = col.wait_for(|m| m.topic == "camera/bridge/state", Duration::from_secs(5)).await;
 //! ```
 #![allow(dead_code)]
+
+pub mod bridge;
+pub mod camera;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
