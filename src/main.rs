@@ -116,8 +116,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The embedded broker (rumqttd) logs every subscribe at info and ordinary disconnects as
+    // errors; keep it quiet unless the filter asks for it by name.
+    let level = if level.contains("rumqttd") {
+        level.to_string()
+    } else {
+        format!("{level},rumqttd=off")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
