@@ -150,6 +150,10 @@ pub struct SpoolSection {
     pub image_max_age: f64,
     /// Size of one segment file, bytes.
     pub segment_bytes: u64,
+    /// `fdatasync` after every append: survives a power cut too, at the cost of a disk
+    /// flush per post (slow on SD cards). Without it the spool survives a crash or kill of
+    /// the bridge, not of the machine.
+    pub fsync: bool,
 }
 
 impl Default for SpoolSection {
@@ -162,6 +166,7 @@ impl Default for SpoolSection {
             max_age: 86_400.0,
             image_max_age: 600.0,
             segment_bytes: 64 * 1024 * 1024,
+            fsync: false,
         }
     }
 }

@@ -518,3 +518,28 @@ proptest! {
         prop_assert_eq!(after.last().map(|(q, _)| *q), Some(seq));
     }
 }
+
+#[test]
+fn fsync_mode_keeps_the_same_records_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.fsync = true;
+    let section: camqtt::config::SpoolSection = toml::from_str("fsync = true").unwrap();
+    assert!(
+        SpoolConfig::from_section(&section).fsync,
+        "the config key reaches the spool"
+    );
+    {
+        let (s, _) = Spool::open(c.clone()).unwrap();
+        for i in 0..5 {
+            s.append(&plate_event(&format!("F{i}"), 1_000)).unwrap();
+        }
+    }
+    let (s, report) = Spool::open(c).unwrap();
+    assert_eq!(report.records, 5);
+    let plates: Vec<String> = drain(&s)
+        .iter()
+        .map(|(_, m)| plate_of(m.as_ref().unwrap()))
+        .collect();
+    assert_eq!(plates, ["F0", "F1", "F2", "F3", "F4"]);
+}

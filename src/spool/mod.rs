@@ -89,7 +89,7 @@ impl SpoolConfig {
             max_age: crate::config::secs(s.max_age),
             image_max_age: crate::config::secs(s.image_max_age),
             segment_bytes: s.segment_bytes,
-            fsync: false,
+            fsync: s.fsync,
         }
     }
 
