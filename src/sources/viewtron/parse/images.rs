@@ -105,6 +105,24 @@ fn data_node<'n, 'a>(container: &'n Node<'a>) -> Option<&'n Node<'a>> {
 }
 
 impl Collector {
+    /// The crop in a list item's `targetImageData` (`<list>/item[<n>]`, 1-based), if any.
+    pub(crate) fn add_item_crop(
+        &mut self,
+        item: &Node<'_>,
+        target_id: Option<u64>,
+        list: &str,
+        index: usize,
+    ) {
+        if let Some(data) = item.child("targetImageData") {
+            self.add(
+                data,
+                ImageRole::Target,
+                target_id,
+                &format!("{list}/item[{}]", index + 1),
+            );
+        }
+    }
+
     /// Try to take one image from a container (`sourceDataInfo` or `targetImageData`).
     /// Returns true when an image was added. A second overview is ignored (not decoded).
     pub(crate) fn add(

@@ -72,14 +72,7 @@ fn target_items(list: &Node<'_>, attrs: &mut Attributes, images: &mut Collector)
         {
             attrs.faces.push(face);
         }
-        if let Some(data) = item.child("targetImageData") {
-            images.add(
-                data,
-                ImageRole::Target,
-                target_id,
-                &format!("listInfo/item[{}]", i + 1),
-            );
-        }
+        images.add_item_crop(item, target_id, "listInfo", i);
     }
 }
 

@@ -1,7 +1,7 @@
 //! NVR-layout containers (`protocol.md` §7.3): `eventInfo`, `targetListInfo`,
 //! `licensePlateListInfo`, `faceListInfo`.
 
-use crate::event::{Attributes, FaceAttributes, ImageRole, Plate, Target, Units};
+use crate::event::{Attributes, FaceAttributes, Plate, Target, Units};
 
 use super::fields;
 use super::images::Collector;
@@ -32,14 +32,7 @@ pub(crate) fn collect(config: &Node<'_>, attrs: &mut Attributes, images: &mut Co
             let target = fields::target(item, Units::Norm10000);
             let target_id = target.as_ref().and_then(|t| t.target_id);
             attrs.targets.extend(target);
-            if let Some(data) = item.child("targetImageData") {
-                images.add(
-                    data,
-                    ImageRole::Target,
-                    target_id,
-                    &format!("targetListInfo/item[{}]", i + 1),
-                );
-            }
+            images.add_item_crop(item, target_id, "targetListInfo", i);
         }
     }
     if let Some(list) = config.child("licensePlateListInfo") {
@@ -48,14 +41,7 @@ pub(crate) fn collect(config: &Node<'_>, attrs: &mut Attributes, images: &mut Co
             if let Some(plate) = plate(item, target_id) {
                 attrs.plates.push(plate);
             }
-            if let Some(data) = item.child("targetImageData") {
-                images.add(
-                    data,
-                    ImageRole::Target,
-                    target_id,
-                    &format!("licensePlateListInfo/item[{}]", i + 1),
-                );
-            }
+            images.add_item_crop(item, target_id, "licensePlateListInfo", i);
         }
     }
     if let Some(list) = config.child("faceListInfo") {
@@ -83,14 +69,7 @@ pub(crate) fn collect(config: &Node<'_>, attrs: &mut Attributes, images: &mut Co
                 direction: None,
             };
             attrs.targets.push(target);
-            if let Some(data) = item.child("targetImageData") {
-                images.add(
-                    data,
-                    ImageRole::Target,
-                    target_id,
-                    &format!("faceListInfo/item[{}]", i + 1),
-                );
-            }
+            images.add_item_crop(item, target_id, "faceListInfo", i);
         }
     }
 }
