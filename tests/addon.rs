@@ -937,10 +937,10 @@ async fn serve_one(mut s: TcpStream, answer: Answer, log: Requests) -> std::io::
 }
 
 /// Mosquitto on a free loopback port that only lets `addons` / [`MQTT_PASS`] in.
+/// Mosquitto that refuses anonymous clients and knows one user.
 struct SecureMosquitto {
     port: u16,
-    _dir: tempfile::TempDir,
-    child: Child,
+    _broker: common::ConfiguredMosquitto,
 }
 
 impl SecureMosquitto {
@@ -950,57 +950,18 @@ impl SecureMosquitto {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("passwd");
-        let st = Command::new("/usr/bin/mosquitto_passwd")
-            .args(["-c", "-b"])
-            .arg(&pw)
-            .args([MQTT_USER, MQTT_PASS])
-            .status()
-            .expect("mosquitto_passwd");
-        assert!(st.success());
-        for _ in 0..5 {
-            let port = common::free_port();
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest stderr\n",
-                    pw.display()
-                ),
+        let pw = common::password_file(dir.path(), MQTT_USER, MQTT_PASS);
+        let broker = common::ConfiguredMosquitto::start(dir, 1, |ports| {
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest stderr\n",
+                ports[0],
+                pw.display()
             )
-            .unwrap();
-            let mut child = Command::new(common::MOSQUITTO)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn mosquitto");
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(SecureMosquitto {
-                        port,
-                        _dir: dir,
-                        child,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("mosquitto with a password file did not start");
-    }
-}
-
-impl Drop for SecureMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        });
+        Some(SecureMosquitto {
+            port: broker.ports[0],
+            _broker: broker,
+        })
     }
 }
 

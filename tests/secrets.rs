@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream as StdTcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::camera::{T, basic, intrusion, post_with};
@@ -24,15 +24,7 @@ const CAM_SECRET: &str = "Cam-SECRET-pass:word";
 struct Broker {
     auth_port: u16,
     open_port: u16,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _broker: common::ConfiguredMosquitto,
 }
 
 /// Mosquitto with a password-protected listener (for the bridge) and an anonymous one (for the
@@ -43,56 +35,22 @@ fn broker() -> Option<Broker> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    let out = Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&passwd)
-        .args(["bridge", MQTT_SECRET])
-        .output()
-        .expect("mosquitto_passwd runs");
-    assert!(out.status.success(), "{out:?}");
-    for _ in 0..5 {
-        let (auth_port, open_port) = (free_port(), free_port());
-        let conf = dir.path().join("m.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "per_listener_settings true\npersistence false\nuser root\nlog_dest stderr\n\
-                 listener {auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-                 listener {open_port} 127.0.0.1\nallow_anonymous true\n",
-                passwd.display()
-            ),
+    let passwd = common::password_file(dir.path(), "bridge", MQTT_SECRET);
+    let broker = common::ConfiguredMosquitto::start(dir, 2, |p| {
+        format!(
+            "per_listener_settings true\npersistence false\nuser root\nlog_dest stderr\n\
+             listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             listener {} 127.0.0.1\nallow_anonymous true\n",
+            p[0],
+            passwd.display(),
+            p[1]
         )
-        .unwrap();
-        let mut child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto");
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if StdTcpStream::connect(("127.0.0.1", auth_port)).is_ok()
-                && StdTcpStream::connect(("127.0.0.1", open_port)).is_ok()
-            {
-                return Some(Broker {
-                    auth_port,
-                    open_port,
-                    _dir: dir,
-                    child,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("mosquitto did not start");
+    });
+    Some(Broker {
+        auth_port: broker.ports[0],
+        open_port: broker.ports[1],
+        _broker: broker,
+    })
 }
 
 fn post(mac: &str, authorization: &str) -> Vec<u8> {

@@ -363,3 +363,73 @@ pub async fn retained(port: u16, filter: &str, settle: Duration) -> BTreeMap<Str
         .map(|m| (m.topic, m.payload))
         .collect()
 }
+
+/// A Mosquitto with a configuration of the test's own (listeners, password files, TLS),
+/// killed on drop.
+pub struct ConfiguredMosquitto {
+    /// The free ports handed to the configuration, in order.
+    pub ports: Vec<u16>,
+    /// Scratch directory (configuration, password file, certificates).
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ConfiguredMosquitto {
+    /// Start Mosquitto with `conf(ports)` for `n` fresh free ports; retries with new ports
+    /// when a port was taken in between. Returns once every port accepts connections.
+    pub fn start(
+        dir: tempfile::TempDir,
+        n: usize,
+        conf: impl Fn(&[u16]) -> String,
+    ) -> ConfiguredMosquitto {
+        for _ in 0..5 {
+            let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+            let path = dir.path().join("mosquitto.conf");
+            std::fs::write(&path, conf(&ports)).expect("write mosquitto.conf");
+            let mut child = Command::new(MOSQUITTO)
+                .arg("-c")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn mosquitto");
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+                {
+                    return ConfiguredMosquitto { ports, dir, child };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("mosquitto with a custom configuration did not start");
+    }
+}
+
+impl Drop for ConfiguredMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a Mosquitto password file for one user into `dir` (needs `mosquitto_passwd`).
+pub fn password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let path = dir.join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&path)
+        .args([user, password])
+        .output()
+        .expect("mosquitto_passwd runs");
+    assert!(out.status.success(), "{out:?}");
+    path
+}

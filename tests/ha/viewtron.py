@@ -163,138 +163,117 @@ def lpr_post(dev: Device, plate: str, overview: bytes, crop: bytes, list_type: s
     ).encode("utf-8")
 
 
-# --------------------------------------------------------------------------- IPC PEA (intrusion)
+# --------------------------------------------------------------------------- IPC building blocks
 
-_PEA = Template("""<?xml version="1.0" encoding="UTF-8"?>
+def _ipc_document(smart_type: str, dev: Device, body: str) -> bytes:
+    """An IPC (config 1.7) smart-data post: envelope, identity, then ``body``."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
 <config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlramObj">PEA</smartType>
+<smartType type="openAlramObj">{smart_type}</smartType>
 <subscribeOption type="subscribeRelation[V1]">FEATURE_RESULT</subscribeOption>
-<currentTime type="tint64">$time_us</currentTime>
+<currentTime type="tint64">{now_us()}</currentTime>
 <relativeTime type="tint64">98765432</relativeTime>
-<mac type="string"><![CDATA[$mac]]></mac>
-<sn type="string"><![CDATA[$serial]]></sn>
-<deviceName type="string"><![CDATA[$name]]></deviceName>
-<perimeter>
-<perInfo type="list" count="1">
+<mac type="string"><![CDATA[{dev.mac}]]></mac>
+<sn type="string"><![CDATA[{dev.serial}]]></sn>
+<deviceName type="string"><![CDATA[{dev.name}]]></deviceName>
+{body}
+</config>
+""".encode("utf-8")
+
+
+def _rect(x1: int, y1: int, x2: int, y2: int) -> str:
+    return (f'<rect><x1 type="uint32">{x1}</x1><y1 type="uint32">{y1}</y1>'
+            f'<x2 type="uint32">{x2}</x2><y2 type="uint32">{y2}</y2></rect>')
+
+
+def _ipc_target_list(target_id: int, rect: str, target_type: int, crop: bytes,
+                     crop_size: tuple[int, int]) -> str:
+    """``listInfo`` with one target and its crop (object class 1 person, 2 car, 4 bike)."""
+    b64 = _b64(crop)
+    return f"""<listInfo type="list" count="1">
 <item>
-<eventId type="uint32">3</eventId>
-<targetId type="tuint32">$target_id</targetId>
-<status type="perStatus">SMART_START</status>
-<boundary type="list" count="4">
-<item><point><x type="uint32">1500</x><y type="uint32">2000</y></point></item>
-<item><point><x type="uint32">8500</x><y type="uint32">2000</y></point></item>
-<item><point><x type="uint32">8500</x><y type="uint32">9000</y></point></item>
-<item><point><x type="uint32">1500</x><y type="uint32">9000</y></point></item>
-</boundary>
-<rect><x1 type="uint32">3000</x1><y1 type="uint32">3500</y1><x2 type="uint32">4200</x2><y2 type="uint32">8000</y2></rect>
-</item>
-</perInfo>
-</perimeter>
-<listInfo type="list" count="1">
-<item>
-<targetId type="tuint32">$target_id</targetId>
-<rect><x1 type="uint32">3000</x1><y1 type="uint32">3500</y1><x2 type="uint32">4200</x2><y2 type="uint32">8000</y2></rect>
+<targetId type="tuint32">{target_id}</targetId>
+{rect}
 <targetImageData>
 <dataType type="uint32">0</dataType>
-<targetType type="uint32">$target_type</targetType>
-<Width type="uint32">$crop_w</Width>
-<Height type="uint32">$crop_h</Height>
-<targetBase64Length type="uint32">$crop_len</targetBase64Length>
-<targetBase64Data type="string"><![CDATA[$crop_b64]]></targetBase64Data>
+<targetType type="uint32">{target_type}</targetType>
+<Width type="uint32">{crop_size[0]}</Width>
+<Height type="uint32">{crop_size[1]}</Height>
+<targetBase64Length type="uint32">{len(b64)}</targetBase64Length>
+<targetBase64Data type="string"><![CDATA[{b64}]]></targetBase64Data>
 </targetImageData>
 </item>
-</listInfo>
-<sourceDataInfo>
-<dataType type="uint32">0</dataType>
-<width type="uint32">$ov_w</width>
-<height type="uint32">$ov_h</height>
-<sourceBase64Length type="uint32">$ov_len</sourceBase64Length>
-<sourceBase64Data type="string"><![CDATA[$ov_b64]]></sourceBase64Data>
-</sourceDataInfo>
-</config>
-""")
+</listInfo>"""
 
+
+def _ipc_source(overview: bytes, size: tuple[int, int]) -> str:
+    b64 = _b64(overview)
+    return f"""<sourceDataInfo>
+<dataType type="uint32">0</dataType>
+<width type="uint32">{size[0]}</width>
+<height type="uint32">{size[1]}</height>
+<sourceBase64Length type="uint32">{len(b64)}</sourceBase64Length>
+<sourceBase64Data type="string"><![CDATA[{b64}]]></sourceBase64Data>
+</sourceDataInfo>"""
+
+
+# --------------------------------------------------------------------------- IPC PEA (intrusion)
 
 def intrusion_post(dev: Device, overview: bytes, crop: bytes, target_id: int,
                    size: tuple[int, int], crop_size: tuple[int, int],
                    target_type: int = 1) -> bytes:
     """``target_type`` is the object class: 1 person, 2 car, 4 bike."""
-    ov_b64, crop_b64 = _b64(overview), _b64(crop)
-    return _PEA.substitute(target_type=target_type,
-        time_us=now_us(), mac=dev.mac, serial=dev.serial, name=dev.name, target_id=target_id,
-        ov_w=size[0], ov_h=size[1], ov_len=len(ov_b64), ov_b64=ov_b64,
-        crop_w=crop_size[0], crop_h=crop_size[1], crop_len=len(crop_b64), crop_b64=crop_b64,
-    ).encode("utf-8")
+    rect = _rect(3000, 3500, 4200, 8000)
+    points = "\n".join(f'<item><point><x type="uint32">{x}</x><y type="uint32">{y}</y></point></item>'
+                       for x, y in ((1500, 2000), (8500, 2000), (8500, 9000), (1500, 9000)))
+    perimeter = f"""<perimeter>
+<perInfo type="list" count="1">
+<item>
+<eventId type="uint32">3</eventId>
+<targetId type="tuint32">{target_id}</targetId>
+<status type="perStatus">SMART_START</status>
+<boundary type="list" count="4">
+{points}
+</boundary>
+{rect}
+</item>
+</perInfo>
+</perimeter>"""
+    return _ipc_document("PEA", dev, "\n".join([
+        perimeter,
+        _ipc_target_list(target_id, rect, target_type, crop, crop_size),
+        _ipc_source(overview, size),
+    ]))
 
 
 # --------------------------------------------------------------------------- IPC PASSLINECOUNT
-
-_PASSLINE = Template("""<?xml version="1.0" encoding="UTF-8"?>
-<config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlramObj">PASSLINECOUNT</smartType>
-<subscribeOption type="subscribeRelation[V1]">FEATURE_RESULT</subscribeOption>
-<currentTime type="tint64">$time_us</currentTime>
-<mac type="string"><![CDATA[$mac]]></mac>
-<sn type="string"><![CDATA[$serial]]></sn>
-<deviceName type="string"><![CDATA[$name]]></deviceName>
-<passLineCount>
-<enterCarCount type="uint32">$enter_car</enterCarCount>
-<enterPersonCount type="uint32">$enter_person</enterPersonCount>
-<enterBikeCount type="uint32">$enter_bike</enterBikeCount>
-<leaveCarCount type="uint32">$leave_car</leaveCarCount>
-<leavePersonCount type="uint32">$leave_person</leavePersonCount>
-<leaveBikeCount type="uint32">$leave_bike</leaveBikeCount>
-<existCarCount type="uint32">0</existCarCount>
-<existPersonCount type="uint32">0</existPersonCount>
-<existBikeCount type="uint32">0</existBikeCount>
-<aoiInfo type="list" count="1">
-<item>
-<eventId type="uint32">1</eventId>
-<targetId type="tuint32">$target_id</targetId>
-<status type="perStatus">SMART_START</status>
-<line><x1 type="uint32">1000</x1><y1 type="uint32">5000</y1><x2 type="uint32">9000</x2><y2 type="uint32">5000</y2><Direct type="uint32">1</Direct></line>
-<rect><x1 type="uint32">4000</x1><y1 type="uint32">3000</y1><x2 type="uint32">5000</x2><y2 type="uint32">7000</y2></rect>
-</item>
-</aoiInfo>
-</passLineCount>
-<listInfo type="list" count="1">
-<item>
-<targetId type="tuint32">$target_id</targetId>
-<rect><x1 type="uint32">4000</x1><y1 type="uint32">3000</y1><x2 type="uint32">5000</x2><y2 type="uint32">7000</y2></rect>
-<targetImageData>
-<dataType type="uint32">0</dataType>
-<targetType type="uint32">1</targetType>
-<Width type="uint32">$crop_w</Width>
-<Height type="uint32">$crop_h</Height>
-<targetBase64Length type="uint32">$crop_len</targetBase64Length>
-<targetBase64Data type="string"><![CDATA[$crop_b64]]></targetBase64Data>
-</targetImageData>
-</item>
-</listInfo>
-<sourceDataInfo>
-<dataType type="uint32">0</dataType>
-<width type="uint32">$ov_w</width>
-<height type="uint32">$ov_h</height>
-<sourceBase64Length type="uint32">$ov_len</sourceBase64Length>
-<sourceBase64Data type="string"><![CDATA[$ov_b64]]></sourceBase64Data>
-</sourceDataInfo>
-</config>
-""")
-
 
 def passline_post(dev: Device, counts: dict[str, int], overview: bytes, crop: bytes,
                   target_id: int, size: tuple[int, int], crop_size: tuple[int, int]) -> bytes:
     """A line-counting post; ``counts`` keys are ``enter_person``, ``leave_car``, ...
     (running totals as the camera keeps them; missing keys are 0)."""
-    ov_b64, crop_b64 = _b64(overview), _b64(crop)
-    totals = {f"{d}_{c}": int(counts.get(f"{d}_{c}", 0))
-              for d in ("enter", "leave") for c in ("car", "person", "bike")}
-    return _PASSLINE.substitute(
-        time_us=now_us(), mac=dev.mac, serial=dev.serial, name=dev.name, target_id=target_id,
-        ov_w=size[0], ov_h=size[1], ov_len=len(ov_b64), ov_b64=ov_b64,
-        crop_w=crop_size[0], crop_h=crop_size[1], crop_len=len(crop_b64), crop_b64=crop_b64,
-        **totals,
-    ).encode("utf-8")
+    counters = "\n".join(
+        f'<{d}{c.capitalize()}Count type="uint32">{int(counts.get(f"{d}_{c}", 0)) if d != "exist" else 0}'
+        f'</{d}{c.capitalize()}Count>'
+        for d in ("enter", "leave", "exist") for c in ("car", "person", "bike"))
+    rect = _rect(4000, 3000, 5000, 7000)
+    passline = f"""<passLineCount>
+{counters}
+<aoiInfo type="list" count="1">
+<item>
+<eventId type="uint32">1</eventId>
+<targetId type="tuint32">{target_id}</targetId>
+<status type="perStatus">SMART_START</status>
+<line><x1 type="uint32">1000</x1><y1 type="uint32">5000</y1><x2 type="uint32">9000</x2><y2 type="uint32">5000</y2><Direct type="uint32">1</Direct></line>
+{rect}
+</item>
+</aoiInfo>
+</passLineCount>"""
+    return _ipc_document("PASSLINECOUNT", dev, "\n".join([
+        passline,
+        _ipc_target_list(target_id, rect, 1, crop, crop_size),
+        _ipc_source(overview, size),
+    ]))
 
 
 # --------------------------------------------------------------------------- NVR face
