@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 
+/// The embedded broker's packet limit when `[mqtt] max_packet_size` is not set.
+pub const DEFAULT_MAX_PACKET: usize = 64 * 1024 * 1024;
+
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -51,8 +51,14 @@ pub struct MqttSection {
     pub base_topic: String,
     /// MQTT keep-alive in seconds.
     pub keep_alive: u64,
-    /// Largest MQTT packet in bytes (JPEGs are large; rumqttc's default of 10 KiB is not).
-    pub max_packet_size: usize,
+    /// The broker's packet size limit in bytes (Mosquitto `max_packet_size`). Unset: taken from
+    /// the broker's MQTT 5 CONNACK when it announces one. A publish that would exceed the limit
+    /// is skipped before sending (counted in `images_oversize` / `messages_oversize`); the
+    /// embedded broker uses it (default 64 MiB) as its own limit.
+    pub max_packet_size: Option<usize>,
+    /// MQTT version: `auto` (MQTT 5, falling back to 3.1.1 for brokers that refuse it), `5`, or
+    /// `3.1.1`.
+    pub protocol: MqttProtocol,
     /// Where the embedded broker listens when no `url` is given.
     pub embedded_listen: SocketAddr,
     /// User name (overrides one in `url`).
@@ -63,6 +69,21 @@ pub struct MqttSection {
     pub password_file: Option<PathBuf>,
     /// TLS settings; TLS is on for `mqtts://` URLs or when `tls.enabled` is true.
     pub tls: TlsSection,
+}
+
+/// `[mqtt] protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 5, falling back to 3.1.1.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// MQTT 5 only.
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1 only.
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 /// `[mqtt.tls]`
@@ -178,7 +199,8 @@ impl Default for MqttSection {
             client_id: None,
             base_topic: "camera".into(),
             keep_alive: 30,
-            max_packet_size: 64 * 1024 * 1024,
+            max_packet_size: None,
+            protocol: MqttProtocol::Auto,
             embedded_listen: DEFAULT_EMBEDDED_BROKER.parse().expect("valid constant"),
             username: None,
             password: None,
@@ -638,10 +660,12 @@ impl Config {
         {
             bad("mqtt.client_id".into(), "must be 1..=128 characters".into());
         }
-        if self.mqtt.max_packet_size < 64 * 1024 {
+        if let Some(n) = self.mqtt.max_packet_size
+            && !(1024..=268_435_460).contains(&n)
+        {
             bad(
                 "mqtt.max_packet_size".into(),
-                "must be at least 65536 (camera JPEGs are large)".into(),
+                "must be between 1024 and 268435460 bytes (the MQTT maximum)".into(),
             );
         }
         if self.mqtt.keep_alive < 5 {

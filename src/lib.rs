@@ -29,7 +29,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::sinks::mqtt::ProtocolChoice;
 use crate::sinks::mqtt::config::{BrokerAddr, HaConfig, ImageConfig, MqttSinkConfig};
+
+/// Messages queued from the sources to the pipeline.
+const SOURCE_QUEUE: usize = 64;
+/// Routed messages queued from the pipeline to the MQTT sink.
+const SINK_QUEUE: usize = 16;
 
 /// Why the bridge could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +121,14 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
         None => {
             let addr = config.mqtt.embedded_listen;
             tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
-            broker::start(addr, config.mqtt.max_packet_size).await?;
+            broker::start(
+                addr,
+                config
+                    .mqtt
+                    .max_packet_size
+                    .unwrap_or(broker::DEFAULT_MAX_PACKET),
+            )
+            .await?;
             BrokerAddr::tcp(addr.ip().to_string(), addr.port())
         }
     };
@@ -138,8 +151,10 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
         None
     };
 
-    let (src_tx, src_rx) = mpsc::channel(1024);
-    let (sink_tx, sink_rx) = mpsc::channel(1024);
+    // Small queues: under load the back-pressure must reach the cameras' replies quickly,
+    // and every queued message may hold megabytes of images.
+    let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE);
+    let (sink_tx, sink_rx) = mpsc::channel(SINK_QUEUE);
     let sources_token = shutdown.child_token();
     let sink_token = CancellationToken::new();
 
@@ -247,6 +262,13 @@ fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
         base_topic: c.mqtt.base_topic.clone(),
         keep_alive: Duration::from_secs(c.mqtt.keep_alive),
         max_packet_size: c.mqtt.max_packet_size,
+        protocol: match (c.mqtt.protocol, c.mqtt.url.is_some()) {
+            // The embedded broker (rumqttd) listens for MQTT 3.1.1.
+            (_, false) => ProtocolChoice::V311,
+            (config::MqttProtocol::Auto, true) => ProtocolChoice::Auto,
+            (config::MqttProtocol::V5, true) => ProtocolChoice::V5,
+            (config::MqttProtocol::V311, true) => ProtocolChoice::V311,
+        },
         homeassistant: c.homeassistant.enabled.then(|| HaConfig {
             discovery_prefix: c.homeassistant.discovery_prefix.clone(),
             status_topic: c

@@ -378,7 +378,12 @@ struct Outputs {
     sinks: Vec<mpsc::Sender<Routed>>,
     spool: Option<Spool>,
     failures: u64,
+    /// When the last "holding camera replies" line was logged.
+    held_logged: Option<Instant>,
 }
+
+/// At most one "MQTT slower than the cameras" line per this period.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Outputs {
     /// Store (spool) or hand over (channels) every routed message, in order.
@@ -386,9 +391,17 @@ impl Outputs {
     /// With a spool, the sink reads from the spool; a message the spool cannot take (disk
     /// full, I/O error) is counted, logged and goes on through the in-memory channel, so it
     /// is still delivered unless the bridge dies first.
+    ///
+    /// Back-pressure: while the broker is connected but slower than the cameras, the spool has
+    /// no room (or, without a spool, the sink's channel is full) and this waits; the source
+    /// meanwhile holds its reply to the camera. Nothing is dropped for load.
     async fn deliver(&mut self, routed: Vec<Routed>) {
         for r in routed {
-            if let Some(spool) = &self.spool {
+            if let Some(spool) = self.spool.clone() {
+                if !spool.has_room() {
+                    self.held();
+                    spool.room().await;
+                }
                 // A write into the page cache; no fsync unless configured.
                 match spool.append(&r) {
                     Ok(_) => continue,
@@ -402,11 +415,37 @@ impl Outputs {
                 }
             }
             for sink in &self.sinks {
-                if sink.send(r.clone()).await.is_err() {
+                let r = match sink.try_send(r.clone()) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Full(r)) => r,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        stats().dropped.inc();
+                        tracing::warn!("sink has stopped; message dropped");
+                        continue;
+                    }
+                };
+                stats().backpressure_waits.inc();
+                if sink.send(r).await.is_err() {
                     stats().dropped.inc();
                     tracing::warn!("sink has stopped; message dropped");
                 }
             }
+        }
+    }
+
+    /// Count a wait for the MQTT side and say so, at most once a minute.
+    fn held(&mut self) {
+        stats().backpressure_waits.inc();
+        let now = Instant::now();
+        if self
+            .held_logged
+            .is_none_or(|t| now.duration_since(t) >= HELD_LOG_EVERY)
+        {
+            self.held_logged = Some(now);
+            tracing::info!(
+                waits = stats().backpressure_waits.get(),
+                "MQTT broker slower than the cameras: holding camera replies until it catches up"
+            );
         }
     }
 }
@@ -427,6 +466,7 @@ pub async fn run(
         sinks,
         spool,
         failures: 0,
+        held_logged: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

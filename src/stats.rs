@@ -76,8 +76,12 @@ pub struct Stats {
     /// Events kept with a problem: an image that could not be decoded (bad base64,
     /// placeholder, not JPEG), an implausible camera time, a list cut to its cap.
     pub image_errors: Counter,
-    /// Events dropped because a queue was full.
+    /// Messages dropped because a queue was full: the MQTT outbox while the broker was away
+    /// for longer than it holds (spool off), or a source whose pipeline had stopped.
     pub dropped: Counter,
+    /// Times the pipeline waited for the MQTT side to catch up (broker connected but slower
+    /// than the cameras): camera replies were held instead of events dropped.
+    pub backpressure_waits: Counter,
     /// Events filtered out by configuration (category disabled).
     pub filtered: Counter,
     /// Traject posts folded into a rate-limited summary.
@@ -88,6 +92,16 @@ pub struct Stats {
     pub mqtt_errors: Counter,
     /// MQTT (re)connections.
     pub mqtt_connects: Counter,
+    /// Images not published because they exceed the broker's packet limit
+    /// (`[mqtt] max_packet_size`, the broker's MQTT 5 CONNACK, or learned).
+    pub images_oversize: Counter,
+    /// Other messages (event JSON, states) not published because they exceed that limit.
+    pub messages_oversize: Counter,
+    /// Publishes the broker refused (MQTT 5 PUBACK reason code 0x80 or above).
+    pub mqtt_refused: Counter,
+    /// Publishes set aside (refused, or closed the connection twice in a row): reported on
+    /// `bridge/unparsed` and kept in the dead-letter folder.
+    pub mqtt_set_aside: Counter,
     /// Records appended to the disk spool.
     pub spool_appended: Counter,
     /// Spool records the size or age bound pushed out before they were delivered.

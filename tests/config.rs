@@ -29,6 +29,7 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     // The documented defaults are the real defaults.
     let d = camqtt::config::Config::default();
     assert_eq!(c.mqtt.max_packet_size, d.mqtt.max_packet_size);
+    assert_eq!(c.mqtt.protocol, d.mqtt.protocol);
     assert_eq!(c.viewtron.idle_timeout, d.viewtron.idle_timeout);
     assert_eq!(c.viewtron.offline_after, d.viewtron.offline_after);
     assert_eq!(c.images.retain_device, d.images.retain_device);

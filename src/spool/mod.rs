@@ -31,6 +31,18 @@
 //!   JSON says so in `warnings`), so Home Assistant never shows an hour-old picture as the
 //!   latest one. Counted in `spool_images_dropped`.
 //!
+//! # Flow control
+//! The bounds above are for broker outages. While the consumer is delivering (the MQTT sink
+//! says so with [`Spool::set_draining`]: the broker is connected), a broker that is merely
+//! slower than the cameras must not make the spool grow until the size bound drops events the
+//! cameras were told were stored. So, while draining, [`Spool::room`] lets a producer append
+//! only while the backlog (records not yet released) is below [`BACKLOG_RECORDS`] records and
+//! [`BACKLOG_BYTES`] bytes — or below the backlog the connection started with, whichever is
+//! larger; that level only falls as the backlog drains, so an outage's backlog drains while new
+//! events keep flowing at the delivery rate. The pipeline waits for room before appending; the
+//! receiver holds the camera's reply until the append, which slows the cameras down to what the
+//! broker takes (DESIGN §5: "under load the bridge slows its replies rather than drop").
+//!
 //! # Damage
 //! [`Spool::open`] scans every segment: a torn or damaged tail (truncated record, bad
 //! checksum, garbage) ends that segment's valid part with one warn line and a count in
@@ -62,6 +74,12 @@ use format::RecordInfo;
 pub const LEDGER_INTERVAL: Duration = Duration::from_millis(100);
 /// Smallest segment roll size, whatever the bounds say.
 const MIN_ROLL: u64 = 64 * 1024;
+/// While the consumer drains, appends wait while this many records are unreleased (or the
+/// backlog the connection started with, if larger).
+pub const BACKLOG_RECORDS: u64 = 1024;
+/// While the consumer drains, appends wait while this many record bytes are unreleased (or
+/// the backlog the connection started with, if larger).
+pub const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Settings of the spool.
 #[derive(Debug, Clone)]
@@ -171,7 +189,21 @@ struct Inner {
     ledger_at: Instant,
     reader: Option<(u64, File)>,
     aged_images: u64,
+    /// Bytes of the records not yet released (headers included).
+    pending_bytes: u64,
+    /// Flow control while the consumer drains.
+    flow: Flow,
     _lock: File,
+}
+
+/// Flow-control state (see the module docs).
+#[derive(Debug, Default)]
+struct Flow {
+    draining: bool,
+    /// Backlog level (records, bytes) allowed while draining; starts at the backlog of the
+    /// connection and only falls.
+    floor_records: u64,
+    floor_bytes: u64,
 }
 
 /// A shared handle on an open spool (cheap to clone; appends and reads are serialised).
@@ -179,6 +211,7 @@ struct Inner {
 pub struct Spool {
     inner: Arc<Mutex<Inner>>,
     appended: Arc<Notify>,
+    room: Arc<Notify>,
 }
 
 fn now_ms() -> u64 {
@@ -289,6 +322,11 @@ impl Spool {
                 records,
             });
         }
+        let pending_bytes: u64 = segments
+            .iter()
+            .flat_map(|s: &Segment| s.records.iter())
+            .map(|r| u64::from(r.len))
+            .sum();
         let inner = Inner {
             segments,
             writer: None,
@@ -301,6 +339,8 @@ impl Spool {
             ledger_at: Instant::now(),
             reader: None,
             aged_images: 0,
+            pending_bytes,
+            flow: Flow::default(),
             _lock: lock,
             cfg,
         };
@@ -315,6 +355,7 @@ impl Spool {
             Spool {
                 inner: Arc::new(Mutex::new(inner)),
                 appended: Arc::new(Notify::new()),
+                room: Arc::new(Notify::new()),
             },
             report,
         ))
@@ -362,6 +403,41 @@ impl Spool {
         if g.ledger_dirty && g.ledger_at.elapsed() >= LEDGER_INTERVAL {
             g.persist_ledger();
         }
+        drop(g);
+        self.room.notify_waiters();
+    }
+
+    /// The consumer says whether it is delivering (broker connected). While it is, appends
+    /// wait for [`Spool::room`]; while it is not, the spool takes everything up to its bounds.
+    pub fn set_draining(&self, draining: bool) {
+        let mut g = self.lock();
+        if draining && !g.flow.draining {
+            g.flow.floor_records = g.depth;
+            g.flow.floor_bytes = g.pending_bytes;
+        }
+        g.flow.draining = draining;
+        drop(g);
+        self.room.notify_waiters();
+    }
+
+    /// True when an append may go ahead now (see the module docs, "Flow control").
+    pub fn has_room(&self) -> bool {
+        self.lock().has_room()
+    }
+
+    /// Wait until an append may go ahead: at once unless the consumer is draining and the
+    /// backlog is at its allowed level; then until records are released (or the consumer
+    /// stops draining).
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().has_room() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Move the read cursor back to the oldest unreleased record (after a broken broker
@@ -385,6 +461,8 @@ impl Spool {
         if g.ledger_dirty {
             g.persist_ledger();
         }
+        drop(g);
+        self.room.notify_waiters();
     }
 
     /// Persist the release position now (shutdown).
@@ -417,6 +495,12 @@ impl Spool {
 }
 
 impl Inner {
+    fn has_room(&self) -> bool {
+        !self.flow.draining
+            || (self.depth < BACKLOG_RECORDS.max(self.flow.floor_records)
+                && self.pending_bytes < BACKLOG_BYTES.max(self.flow.floor_bytes))
+    }
+
     fn gauges(&self) {
         stats().spool_depth.set(self.depth);
         stats().spool_bytes.set(self.bytes);
@@ -473,6 +557,7 @@ impl Inner {
         });
         seg.size += len;
         self.bytes += len;
+        self.pending_bytes += len;
         self.depth += 1;
         self.next_seq += 1;
         stats().spool_appended.inc();
@@ -498,6 +583,7 @@ impl Inner {
                 break;
             };
             let n = seg.records.len() as u64;
+            self.pending_bytes -= seg.records.iter().map(|r| u64::from(r.len)).sum::<u64>();
             if let Some(last) = seg.records.back() {
                 self.released = self.released.max(last.seq);
                 self.read_next = self.read_next.max(last.seq + 1);
@@ -562,7 +648,9 @@ impl Inner {
             let active = self.is_active(i);
             let seg = &mut self.segments[i];
             while seg.records.front().is_some_and(|r| r.seq <= seq) {
-                seg.records.pop_front();
+                if let Some(r) = seg.records.pop_front() {
+                    self.pending_bytes -= u64::from(r.len);
+                }
                 self.depth -= 1;
             }
             if seg.records.is_empty() && !active {
@@ -576,6 +664,8 @@ impl Inner {
             }
             i += 1;
         }
+        self.flow.floor_records = self.flow.floor_records.min(self.depth);
+        self.flow.floor_bytes = self.flow.floor_bytes.min(self.pending_bytes);
         self.gauges();
     }
 

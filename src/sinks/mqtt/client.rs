@@ -1,33 +1,45 @@
-//! The async shell around [`SinkState`]: rumqttc connection, outbox, timers, shutdown.
+//! The async shell around [`SinkState`]: broker link, outbox, timers, shutdown.
 //!
 //! Two tasks:
-//! * the **driver** polls rumqttc's `EventLoop` on its own, so publishing never waits for the
-//!   network; it reconnects with backoff (logged once per outage) and reports `Up`, `Down` and
-//!   HA status messages;
+//! * the **driver** ([`super::link`]) polls the client library's event loop on its own, so
+//!   publishing never waits for the network; it reconnects with backoff (logged once per
+//!   outage) and reports `Up` (with what the broker announced), `Down`, and HA status messages;
 //! * the **sink loop** receives routed messages, runs the state machine, and feeds publishes
 //!   from a bounded outbox to the client, at most [`MAX_IN_FLIGHT`] at a time. Every publish is
-//!   tracked (`publish_tracked`): its PUBACK (or failure) comes back to the loop, which is where
-//!   a disk spool will later release its records.
+//!   QoS 1 and tracked: its PUBACK (or failure) comes back to the loop, which is where the disk
+//!   spool releases its records.
 //!
-//! While the broker is away, states are not queued ([`SinkState::on_connected`] re-publishes
-//! the current ones); momentary messages (events, unparsed, non-retained images) wait in the
-//! outbox, oldest dropped first when it is full (counted in `mqtt_errors`). With a clean
-//! session rumqttc fails publishes that were in flight when the link broke; momentary ones
-//! are queued again.
+//! What the broker can never take never blocks the queue (DESIGN §5):
+//! * every publish is measured against the packet limit in force ([`PacketLimit`]: the
+//!   configured `max_packet_size`, the broker's MQTT 5 CONNACK, or a learned one) and one that
+//!   does not fit is skipped before sending (logged once per topic, counted);
+//! * a publish the broker refuses (MQTT 5 PUBACK reason ≥ 0x80) is set aside;
+//! * a connection that drops with publishes in flight while the broker takes the bridge straight
+//!   back makes those publishes suspects: they are sent again one at a time, and one that is
+//!   alone in flight at the next drop is set aside ([`KillGuard`]). Set-aside publishes are
+//!   counted, reported on `bridge/unparsed` and kept on disk ([`DeadLetters`]).
+//!
+//! Load: while connected, the loop stops taking routed messages when the outbox holds more
+//! than [`ACCEPT_MESSAGES`] / [`ACCEPT_BYTES`], so a broker slower than the cameras slows the
+//! cameras' replies (the pipeline waits, the receiver holds its reply) instead of dropping. While
+//! the broker is away, states are not queued ([`SinkState::on_connected`] re-publishes the
+//! current ones); momentary messages (events, unparsed, non-retained images) wait in the outbox,
+//! oldest dropped first when its bound is reached (counted in `dropped`).
 //!
 //! With a disk spool ([`crate::spool`]) the loop reads routed messages from the spool instead,
 //! only while connected and only as fast as the broker acknowledges (so a backlog stays on
 //! disk, not in memory). Every publish is tagged with its spool record; [`Acks`] finds the
 //! delivered prefix and the spool releases it. A broken connection rewinds the spool to the
 //! oldest unreleased record and replays from there (at-least-once; duplicates counted). The
-//! in-memory channel is still served: it carries what the spool could not take.
+//! loop tells the spool whether it is draining, which is what lets the spool hold back new
+//! appends while connected (see [`Spool::room`]).
 //!
 //! With a state directory the device registry is loaded at start and written (atomically,
 //! off the runtime thread) at most once per [`persist::SAVE_DEBOUNCE`] and on shutdown. After
 //! every connect with Home Assistant discovery enabled, the loop collects retained discovery
 //! for [`stale::SCAN_WINDOW`] and clears what is ours and stale ([`SinkState::clear_stale`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,33 +47,34 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rand::Rng as _;
-use rumqttc::{
-    AsyncClient, ClientError, ConnectionError, Event as MqttEvent, EventLoop, LastWill,
-    MqttOptions, NoticeFailureReason, Packet, PublishNoticeError, PublishOptions, QoS, Transport,
-};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::SinkError;
 use super::acks::{Acks, Tag};
 use super::config::MqttSinkConfig;
+use super::dead_letter::{DeadLetters, Letter};
+use super::limits::{KillGuard, PacketLimit, PublishKey, Verdict};
+use super::link::{Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, TryPublishError};
+use super::payload::unparsed_json;
 use super::state::{Action, SinkState};
 use super::{persist, stale};
-use crate::event::Routed;
+use crate::event::{Routed, Unparsed};
 use crate::spool::Spool;
 use crate::stats::stats;
 
-/// Publishes handed to rumqttc and not yet acknowledged, at most.
+/// Publishes handed to the client and not yet acknowledged, at most.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// rumqttc request channel capacity (above `MAX_IN_FLIGHT`, so `try_publish` never finds it
-/// full in normal operation).
-const REQUEST_CAPACITY: usize = 256;
-/// Outbox bound (messages).
+/// Outbox bound while the broker is away (messages).
 pub const OUTBOX_MAX_MESSAGES: usize = 10_000;
-/// Outbox bound (payload bytes).
+/// Outbox bound while the broker is away (payload bytes).
 pub const OUTBOX_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// While connected, routed messages are taken only while the outbox holds fewer messages.
+pub const ACCEPT_MESSAGES: usize = 512;
+/// While connected, routed messages are taken only while the outbox holds fewer bytes.
+pub const ACCEPT_BYTES: usize = 32 * 1024 * 1024;
 /// How long shutdown waits for the outbox and the `offline` publish.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 /// Spool reading stops while this many publishes wait in the outbox.
@@ -72,8 +85,9 @@ const SPOOL_MAX_OPEN: usize = 512;
 const SPOOL_BATCH: usize = 32;
 /// Spool housekeeping period (age bound, ledger write).
 const SPOOL_MAINTAIN: Duration = Duration::from_millis(250);
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Topics remembered as already warned about (oversize, refused); beyond this the set is
+/// cleared, so a warning may repeat.
+const WARNED_MAX: usize = 4096;
 
 /// One queued publish.
 #[derive(Debug, Clone)]
@@ -82,6 +96,7 @@ struct Pending {
     payload: Bytes,
     retain: bool,
     momentary: bool,
+    image: bool,
     /// The spool record this publish delivers (part of).
     tag: Option<Tag>,
 }
@@ -94,11 +109,13 @@ impl From<Action> for Pending {
                 payload,
                 retain,
                 momentary,
+                image,
             } => Pending {
                 topic,
                 payload,
                 retain,
                 momentary,
+                image,
                 tag: None,
             },
         }
@@ -150,6 +167,7 @@ impl Outbox {
         self.bytes = self.q.iter().map(|p| p.payload.len()).sum();
     }
 
+    /// The outage bound: the oldest messages go when it is exceeded (counted in `dropped`).
     fn enforce_bound(&mut self) {
         while self.q.len() > OUTBOX_MAX_MESSAGES
             || (self.bytes > OUTBOX_MAX_BYTES && self.q.len() > 1)
@@ -157,173 +175,20 @@ impl Outbox {
             let Some(p) = self.pop_front() else { break };
             self.dropped += 1;
             self.lost.extend(p.tag);
-            stats().mqtt_errors.inc();
+            stats().dropped.inc();
             if self.dropped == 1 || self.dropped.is_power_of_two() {
-                warn!(topic = %p.topic, dropped = self.dropped, "MQTT outbox full, dropped oldest message");
+                warn!(topic = %p.topic, dropped = self.dropped, max_messages = OUTBOX_MAX_MESSAGES, max_bytes = OUTBOX_MAX_BYTES, "MQTT broker away too long: outbox full, dropped the oldest message");
             }
         }
+    }
+
+    /// True while the outbox is below the level up to which new routed messages are taken.
+    fn below_accept_level(&self) -> bool {
+        self.q.len() < ACCEPT_MESSAGES && self.bytes < ACCEPT_BYTES
     }
 
     fn is_empty(&self) -> bool {
         self.q.is_empty()
-    }
-}
-
-/// What the driver reports.
-#[derive(Debug)]
-enum Conn {
-    Up,
-    Down,
-    HaStatus(Bytes),
-    /// A retained discovery config of ours by name (topic, payload).
-    Retained(String, Bytes),
-}
-
-/// Build the rumqttc options: last will, keep alive, clean session, packet size, auth, TLS.
-pub(crate) fn mqtt_options(
-    cfg: &MqttSinkConfig,
-    will_topic: &str,
-) -> Result<MqttOptions, SinkError> {
-    let b = &cfg.broker;
-    // With a TLS server name override, rumqttc is told that name (it drives SNI and the
-    // certificate check) and a socket connector dials the real host.
-    let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
-    let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
-    let mut o = MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
-    let keep_alive = u16::try_from(cfg.keep_alive.as_secs().max(5)).unwrap_or(u16::MAX);
-    o.set_keep_alive(keep_alive);
-    o.set_clean_session(true);
-    o.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
-    o.set_last_will(LastWill::new(will_topic, "offline", QoS::AtLeastOnce, true));
-    match (&b.username, &b.password) {
-        (Some(u), Some(p)) => {
-            o.set_credentials(u.clone(), Bytes::from(p.clone()));
-        }
-        (Some(u), None) => {
-            o.set_username(u.clone());
-        }
-        _ => {}
-    }
-    if b.tls {
-        let tls = super::tls::client_config(&b.tls_options)?;
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
-        ));
-        if name_override.is_some() {
-            let real = if b.host.contains(':') {
-                format!("[{}]:{}", b.host, b.port)
-            } else {
-                format!("{}:{}", b.host, b.port)
-            };
-            o.set_socket_connector(move |_name, network| {
-                rumqttc::default_socket_connect(real.clone(), network)
-            });
-        }
-    }
-    Ok(o)
-}
-
-/// Poll the event loop forever; report connection changes and HA status messages.
-async fn drive(
-    mut el: EventLoop,
-    tx: mpsc::Sender<Conn>,
-    ha_status: Option<String>,
-    discovery_prefix: Option<String>,
-    broker: String,
-) {
-    let mut backoff = MIN_BACKOFF;
-    let mut up = false;
-    let mut in_outage = false;
-    loop {
-        match el.poll().await {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                up = true;
-                backoff = MIN_BACKOFF;
-                stats().mqtt_connects.inc();
-                stats().mqtt_connected.set(1);
-                if in_outage {
-                    info!(broker = %broker, "MQTT connection restored");
-                } else {
-                    info!(broker = %broker, "MQTT connected");
-                }
-                in_outage = false;
-                if tx.send(Conn::Up).await.is_err() {
-                    return;
-                }
-            }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                if ha_status
-                    .as_deref()
-                    .is_some_and(|t| p.topic.as_ref() == t.as_bytes())
-                {
-                    if tx.send(Conn::HaStatus(p.payload)).await.is_err() {
-                        return;
-                    }
-                } else if p.retain
-                    && let Some(prefix) = discovery_prefix.as_deref()
-                    && let Ok(topic) = std::str::from_utf8(&p.topic)
-                    && stale::config_object_id(prefix, topic).is_some()
-                    && tx
-                        .send(Conn::Retained(topic.to_owned(), p.payload))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(ConnectionError::RequestsDone) => return,
-            Err(e) => {
-                // Nothing queued for the broken connection may go out on the next one: it
-                // would overtake what the sink replays (an event lost in flight would then
-                // arrive after its successor). Fail it all now; the sink re-queues
-                // momentary messages and replays spool records in order.
-                discard_queued(&mut el);
-                stats().mqtt_connected.set(0);
-                if up {
-                    up = false;
-                    if tx.send(Conn::Down).await.is_err() {
-                        return;
-                    }
-                }
-                if in_outage {
-                    debug!(broker = %broker, error = %e, "MQTT reconnect failed");
-                } else {
-                    in_outage = true;
-                    stats().mqtt_errors.inc();
-                    warn!(broker = %broker, error = %e, "MQTT broker unavailable, reconnecting with backoff");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                // Publishes handed over while the sink had not yet seen `Down`.
-                discard_queued(&mut el);
-            }
-        }
-    }
-}
-
-/// Fail every request rumqttc still holds (in flight, pending replay, not yet read from the
-/// request channel) with `SessionReset`.
-fn discard_queued(el: &mut EventLoop) {
-    el.clean();
-    let n = el.drain_pending_as_failed(NoticeFailureReason::SessionReset);
-    if n > 0 {
-        debug!(
-            requests = n,
-            "MQTT link down; queued requests failed for re-queueing"
-        );
-    }
-}
-
-type Done = (Pending, Result<(), PublishNoticeError>);
-
-/// Aborts the driver task when the sink future is dropped (e.g. its task aborted), so the
-/// connection closes without DISCONNECT and the broker fires the last will.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -335,12 +200,32 @@ struct SpoolSide {
     more: bool,
 }
 
+/// A publish handed to the client.
+struct Flying {
+    pending: Pending,
+    key: PublishKey,
+}
+
 /// The shell.
 struct Shell {
-    client: AsyncClient,
+    link: Link,
+    choice: ProtocolChoice,
+    listen: Listen,
+    will_topic: String,
+    unparsed_topic: String,
+    broker: String,
     outbox: Outbox,
-    in_flight: JoinSet<Done>,
+    in_flight: JoinSet<(u64, Delivery)>,
+    flying: HashMap<u64, Flying>,
+    next_id: u64,
     connected: bool,
+    limit: PacketLimit,
+    guard: KillGuard,
+    /// Publishes lost with the last connection (judged once it is back up).
+    lost: Vec<Flying>,
+    /// Topics already warned about (oversize).
+    warned: HashSet<String>,
+    dead: DeadLetters,
     spool: Option<SpoolSide>,
 }
 
@@ -358,6 +243,13 @@ impl Shell {
             }
             self.outbox.push_back(p);
         }
+    }
+
+    /// True while routed messages from the pipeline are taken: always while the broker is away
+    /// (the outbox bound handles an outage), and while connected only below the accept level,
+    /// so that a broker slower than the cameras holds the cameras' replies instead of dropping.
+    fn accepting(&self) -> bool {
+        !self.connected || self.outbox.below_accept_level()
     }
 
     /// Read spool records (while connected and below the read-ahead limits) and turn them
@@ -401,7 +293,8 @@ impl Shell {
         }
     }
 
-    fn ack(&mut self, tag: Tag, acked: bool) {
+    fn ack(&mut self, tag: Option<Tag>, acked: bool) {
+        let Some(tag) = tag else { return };
         if let Some(sp) = self.spool.as_mut() {
             sp.acks.done(tag, acked);
         }
@@ -429,54 +322,142 @@ impl Shell {
         }
     }
 
-    /// Hand queued publishes to rumqttc while connected and below the in-flight cap.
+    /// Hand queued publishes to the client while connected and below the in-flight cap (one at
+    /// a time while [`KillGuard`] retries suspects). Publishes that cannot fit the broker's
+    /// packet limit or were set aside are not sent.
     fn flush(&mut self) {
         for tag in std::mem::take(&mut self.outbox.lost) {
-            self.ack(tag, false);
+            self.ack(Some(tag), false);
         }
-        while self.connected && self.in_flight.len() < MAX_IN_FLIGHT {
+        let cap = self.guard.max_in_flight(MAX_IN_FLIGHT);
+        while self.connected && self.in_flight.len() < cap {
             let Some(p) = self.outbox.pop_front() else {
                 break;
             };
-            let opts = PublishOptions::at_least_once().retain(p.retain);
-            match self
-                .client
-                .try_publish_tracked(p.topic.clone(), p.payload.clone(), opts)
-            {
-                Ok(notice) => {
-                    self.in_flight.spawn(async move {
-                        let r = notice.wait_completion_async().await;
-                        (p, r)
-                    });
+            let packet = self.limit.packet_size(p.topic.len(), p.payload.len());
+            if !self.limit.fits(p.topic.len(), p.payload.len()) {
+                self.skip_oversize(p, packet);
+                continue;
+            }
+            let key = PublishKey::new(&p.topic, &p.payload, packet);
+            if self.guard.is_set_aside(&key) {
+                debug!(topic = %p.topic, bytes = p.payload.len(), "MQTT publish skipped: set aside earlier");
+                self.ack(p.tag, false);
+                continue;
+            }
+            match self.link.try_publish(&p.topic, p.payload.clone(), p.retain) {
+                Ok(done) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.flying.insert(id, Flying { pending: p, key });
+                    self.in_flight.spawn(async move { (id, done.await) });
                 }
-                Err(ClientError::RequestChannelFull(_)) => {
+                Err(TryPublishError::Full) => {
                     // Retried after the next completion.
                     self.outbox.push_front_all(vec![p]);
                     break;
                 }
-                Err(e) => {
+                Err(TryPublishError::Other(e)) => {
                     stats().mqtt_errors.inc();
-                    warn!(topic = %p.topic, error = %e, "MQTT publish rejected");
-                    if let Some(tag) = p.tag {
-                        self.ack(tag, false);
-                    }
+                    warn!(topic = %p.topic, error = %e, "MQTT publish rejected by the client");
+                    self.ack(p.tag, false);
                 }
             }
         }
     }
 
-    fn completed(&mut self, done: Result<Done, tokio::task::JoinError>) {
-        let Ok((p, r)) = done else { return };
-        match r {
-            Ok(()) => {
+    /// A publish larger than the broker's packet limit: counted, logged once per topic with the
+    /// setting to change, never sent.
+    fn skip_oversize(&mut self, p: Pending, packet: usize) {
+        if p.image {
+            stats().images_oversize.inc();
+        } else {
+            stats().messages_oversize.inc();
+        }
+        if self.warned.len() >= WARNED_MAX {
+            self.warned.clear();
+        }
+        if self.warned.insert(p.topic.clone()) {
+            let (max, source) = self
+                .limit
+                .max()
+                .map_or((0, "the MQTT maximum"), |(n, s)| (n, s.describe()));
+            warn!(
+                topic = %p.topic,
+                bytes = p.payload.len(),
+                packet_bytes = packet,
+                max_packet_size = max,
+                limit_from = source,
+                "MQTT publish skipped: larger than the broker's packet limit (raise max_packet_size in the broker, then set [mqtt] max_packet_size to match); further skips on this topic are only counted"
+            );
+        }
+        self.ack(p.tag, false);
+    }
+
+    /// A publish the broker will never take: counted, logged, reported on `bridge/unparsed`,
+    /// kept on disk; its spool record goes on without it.
+    fn set_aside(&mut self, p: Pending, reason: &'static str, detail: String) {
+        stats().mqtt_set_aside.inc();
+        warn!(
+            topic = %p.topic,
+            bytes = p.payload.len(),
+            reason,
+            detail = %detail,
+            dead_letter_dir = %self.dead.dir().map(|d| d.display().to_string()).unwrap_or_else(|| "-".into()),
+            "MQTT publish set aside: the broker will not take it"
+        );
+        self.dead.keep(Letter {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            retain: p.retain,
+            reason,
+            detail: detail.clone(),
+            record: p.tag.map(|t| t.seq),
+        });
+        if p.topic != self.unparsed_topic {
+            let report = Unparsed {
+                peer: self.broker.clone(),
+                source: "mqtt",
+                reason: reason.to_owned(),
+                detail,
+                path: Some(p.topic.clone()),
+                body: String::new(),
+                body_len: p.payload.len(),
+            };
+            self.outbox.push_back(Pending {
+                topic: self.unparsed_topic.clone(),
+                payload: Bytes::from(unparsed_json(&report)),
+                retain: false,
+                momentary: true,
+                image: false,
+                tag: None,
+            });
+        }
+        self.ack(p.tag, false);
+    }
+
+    fn completed(&mut self, id: u64, delivery: Delivery) {
+        let Some(f) = self.flying.remove(&id) else {
+            return;
+        };
+        match delivery {
+            Delivery::Acked => {
                 stats().mqtt_published.inc();
-                if let Some(tag) = p.tag {
-                    self.ack(tag, true);
-                }
+                self.guard.on_answered(&f.key, true);
+                self.ack(f.pending.tag, true);
             }
-            Err(PublishNoticeError::SessionReset | PublishNoticeError::Recv) => {
+            Delivery::Refused(reason) => {
+                stats().mqtt_refused.inc();
+                self.guard.on_answered(&f.key, false);
+                let detail = format!("the broker refused the publish: PUBACK reason {reason}");
+                self.set_aside(f.pending, "refused-by-broker", detail);
+            }
+            Delivery::Lost => {
                 // The link broke before the PUBACK. States are re-published on connect;
-                // spool records are replayed from the oldest unreleased one.
+                // spool records are replayed from the oldest unreleased one; other momentary
+                // messages are queued again.
+                let p = f.pending.clone();
+                self.lost.push(f);
                 match p.tag {
                     Some(tag) => {
                         let current = self
@@ -491,14 +472,91 @@ impl Shell {
                     None => {}
                 }
             }
-            Err(e) => {
+            Delivery::Failed(e) => {
                 stats().mqtt_errors.inc();
-                warn!(topic = %p.topic, error = %e, "MQTT publish failed");
-                if let Some(tag) = p.tag {
-                    self.ack(tag, false);
+                warn!(topic = %f.pending.topic, error = %e, "MQTT publish failed");
+                self.ack(f.pending.tag, false);
+            }
+        }
+    }
+
+    /// The link went down. A broker that said the packet was too large (MQTT 5 DISCONNECT
+    /// 0x95) teaches the limit at once: the largest publish in flight did not fit.
+    fn link_down(&mut self, st: &mut SinkState, packet_too_large: bool) {
+        self.connected = false;
+        if let Some(sp) = self.spool.as_ref() {
+            sp.spool.set_draining(false);
+        }
+        if packet_too_large {
+            let largest = self
+                .flying
+                .values()
+                .chain(self.lost.iter())
+                .map(|f| f.key.clone())
+                .max_by_key(|k| k.packet);
+            if let Some(key) = largest {
+                self.learned(st, &key);
+            }
+            self.lost.clear();
+        }
+        self.outbox.keep_momentary();
+        self.rewind();
+    }
+
+    /// The link is up. Judge the publishes lost with the previous connection: when the broker
+    /// took the bridge back at once, they are suspects; one that was alone in flight at two
+    /// such drops in a row is set aside.
+    fn link_up(&mut self, st: &mut SinkState, session: &super::link::Session) {
+        self.connected = true;
+        self.limit
+            .connected(session.protocol, session.max_packet_size);
+        st.set_packet_limit(self.limit.clone());
+        if let Some(sp) = self.spool.as_ref() {
+            sp.spool.set_draining(true);
+        }
+        // Every publish of the old connection has come back as lost by now: the driver fails
+        // them before it reports the drop, and reconnecting takes at least one backoff step.
+        let lost = std::mem::take(&mut self.lost);
+        let keys = lost.iter().map(|f| f.key.clone()).collect();
+        match self.guard.on_drop(keys, session.failed_attempts == 0) {
+            Verdict::Outage => {}
+            Verdict::Suspect(n) => info!(
+                publishes = n,
+                "MQTT broker closed the connection with publishes in flight and took the bridge straight back; sending them again one at a time"
+            ),
+            Verdict::SetAside(key) => {
+                self.learned(st, &key);
+                if let Some(f) = lost.into_iter().find(|f| f.key == key) {
+                    let detail = format!(
+                        "the broker closed the connection twice in a row while this {} byte packet was alone in flight",
+                        key.packet
+                    );
+                    self.set_aside(f.pending, "kills-connection", detail);
                 }
             }
         }
+    }
+
+    /// A publish closed the connection because of its size (or twice in a row): lower the
+    /// learned limit below it when that is what it shows.
+    fn learned(&mut self, st: &mut SinkState, key: &PublishKey) {
+        if let Some(limit) = self.limit.learn(key, self.guard.known_good()) {
+            warn!(
+                topic = %key.topic,
+                packet_bytes = key.packet,
+                learned_max_packet_size = limit,
+                "MQTT broker closes the connection on packets this large; larger publishes are skipped from now on (set [mqtt] max_packet_size to the broker's limit)"
+            );
+            st.set_packet_limit(self.limit.clone());
+        }
+    }
+
+    /// The broker refused MQTT 5: speak 3.1.1 from now on (when the configuration allows).
+    fn downgrade(&mut self, cfg: &MqttSinkConfig) -> Result<(), SinkError> {
+        info!(broker = %self.broker, "MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (its packet limit is then only known from [mqtt] max_packet_size)");
+        self.link = Link::start(cfg, &self.will_topic, Protocol::V311, self.listen.clone())?;
+        self.limit = PacketLimit::new(Protocol::V311, cfg.max_packet_size);
+        Ok(())
     }
 
     /// Timer work of the state machine; publishes leaving the settle queue are charged to
@@ -648,27 +706,38 @@ pub(crate) async fn run(
         }
     });
     let bridge_state = st.topics().bridge_state();
-    let opts = mqtt_options(&cfg, &bridge_state)?;
-    let (client, eventloop) = AsyncClient::builder(opts)
-        .capacity(REQUEST_CAPACITY)
-        .build();
     let (conn_tx, mut conn_rx) = mpsc::channel(64);
     let ha = cfg.homeassistant.clone();
-    let mut driver = AbortOnDrop(tokio::spawn(drive(
-        eventloop,
-        conn_tx,
-        ha.as_ref().map(|h| h.status_topic.clone()),
-        ha.as_ref().map(|h| h.discovery_prefix.clone()),
-        cfg.broker.to_string(),
-    )));
-    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, spool = spool.is_some(), "MQTT sink started");
+    let listen = Listen {
+        tx: conn_tx,
+        ha_status: ha.as_ref().map(|h| h.status_topic.clone()),
+        discovery_prefix: ha.as_ref().map(|h| h.discovery_prefix.clone()),
+        fallback: cfg.protocol == ProtocolChoice::Auto,
+    };
+    let first = cfg.protocol.first();
+    let link = Link::start(&cfg, &bridge_state, first, listen.clone())?;
+    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, protocol = ?cfg.protocol, spool = spool.is_some(), "MQTT sink started");
 
     let appended = spool.clone();
+    let limit = PacketLimit::new(first, cfg.max_packet_size);
+    st.set_packet_limit(limit.clone());
     let mut sh = Shell {
-        client,
+        link,
+        choice: cfg.protocol,
+        listen,
+        will_topic: bridge_state.clone(),
+        unparsed_topic: st.topics().bridge_unparsed(),
+        broker: cfg.broker.to_string(),
         outbox: Outbox::default(),
         in_flight: JoinSet::new(),
+        flying: HashMap::new(),
+        next_id: 0,
         connected: false,
+        limit,
+        guard: KillGuard::default(),
+        lost: Vec::new(),
+        warned: HashSet::new(),
+        dead: DeadLetters::new(cfg.state_dir.as_deref()),
         spool: spool.map(|spool| SpoolSide {
             spool,
             acks: Acks::default(),
@@ -699,14 +768,15 @@ pub(crate) async fn run(
         }
         let sleep_until = deadline.map(tokio::time::Instant::from_std);
         let wait_spool = appended.is_some() && sh.spool_idle();
+        let accepting = sh.accepting();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             ev = conn_rx.recv() => match ev {
-                Some(Conn::Up) => {
-                    sh.connected = true;
+                Some(Conn::Up(session)) => {
+                    sh.link_up(&mut st, &session);
                     if let Some(h) = &ha
-                        && let Err(e) = sh.client.try_subscribe(h.status_topic.clone(), QoS::AtLeastOnce)
+                        && let Err(e) = sh.link.try_subscribe(&h.status_topic)
                     {
                         stats().mqtt_errors.inc();
                         warn!(topic = %h.status_topic, error = %e, "MQTT subscribe failed");
@@ -714,7 +784,7 @@ pub(crate) async fn run(
                     if let Some(h) = &ha {
                         scan = Some(Scan { until: Instant::now() + stale::SCAN_WINDOW, found: BTreeMap::new() });
                         for f in stale::scan_filters(&h.discovery_prefix) {
-                            if let Err(e) = sh.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            if let Err(e) = sh.link.try_subscribe(&f) {
                                 stats().mqtt_errors.inc();
                                 warn!(topic = %f, error = %e, "MQTT subscribe failed");
                                 scan = None;
@@ -736,11 +806,15 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                Some(Conn::Down) => {
+                Some(Conn::Down { packet_too_large, .. }) => {
                     scan = None;
-                    sh.connected = false;
-                    sh.outbox.keep_momentary();
-                    sh.rewind();
+                    sh.link_down(&mut st, packet_too_large);
+                }
+                Some(Conn::Unsupported) => {
+                    if sh.choice == ProtocolChoice::Auto && sh.link.protocol() == Protocol::V5 {
+                        sh.downgrade(&cfg)?;
+                        st.set_packet_limit(sh.limit.clone());
+                    }
                 }
                 Some(Conn::HaStatus(p)) => {
                     if p.as_ref() == b"online"
@@ -754,12 +828,16 @@ pub(crate) async fn run(
                     }
                 }
                 None => {
-                    warn!("MQTT event loop ended");
+                    error!("MQTT event loop ended");
                     break;
                 }
             },
-            Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
-            msg = rx.recv() => match msg {
+            Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => {
+                if let Ok((id, delivery)) = done {
+                    sh.completed(id, delivery);
+                }
+            }
+            msg = rx.recv(), if accepting => match msg {
                 Some(m) => {
                     let acts = st.on_routed(&m, Instant::now());
                     sh.enqueue(acts, None);
@@ -829,6 +907,7 @@ pub(crate) async fn run(
                     payload: Bytes::from_static(b"offline"),
                     retain: true,
                     momentary: false,
+                    image: false,
                     tag: None,
                 }]);
                 continue;
@@ -842,8 +921,12 @@ pub(crate) async fn run(
                 drain_until
             };
             tokio::select! {
-                Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => sh.completed(done),
-                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up | Conn::HaStatus(_) | Conn::Retained(..))) { break },
+                Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => {
+                    if let Ok((id, delivery)) = done {
+                        sh.completed(id, delivery);
+                    }
+                }
+                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up(_) | Conn::HaStatus(_) | Conn::Retained(..))) { break },
                 _ = tokio::time::sleep_until(wake) => {
                     if offline_queued {
                         warn!(queued = sh.outbox.q.len(), in_flight = sh.in_flight.len(), "MQTT shutdown flush timed out");
@@ -852,14 +935,14 @@ pub(crate) async fn run(
                 }
             }
         }
-        let _ = sh
-            .client
-            .try_disconnect_with_timeout(Duration::from_secs(1));
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut driver.0).await;
+        sh.in_flight.abort_all();
+        sh.link.disconnect(Duration::from_secs(2)).await;
+    } else {
+        sh.in_flight.abort_all();
+        drop(sh.link);
     }
-    drop(driver);
-    sh.in_flight.abort_all();
     if let Some(sp) = &sh.spool {
+        sp.spool.set_draining(false);
         sp.spool.flush();
         let left = sp.spool.depth();
         if left > 0 {
@@ -880,7 +963,7 @@ pub(crate) async fn run(
 fn finish_scan(sh: &mut Shell, st: &SinkState, prefix: Option<&str>, s: &Scan) {
     if let Some(prefix) = prefix {
         for f in stale::scan_filters(prefix) {
-            if let Err(e) = sh.client.try_unsubscribe(f.clone()) {
+            if let Err(e) = sh.link.try_unsubscribe(&f) {
                 debug!(topic = %f, error = %e, "MQTT unsubscribe failed");
             }
         }
@@ -900,33 +983,6 @@ fn finish_scan(sh: &mut Shell, st: &SinkState, prefix: Option<&str>, s: &Scan) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::mqtt::config::BrokerAddr;
-
-    #[test]
-    fn options_raise_packet_size_and_set_will() {
-        let mut cfg =
-            MqttSinkConfig::new(BrokerAddr::from_url("mqtt://u:p@127.0.0.1:1999").unwrap());
-        cfg.client_id = "cid".into();
-        let o = mqtt_options(&cfg, "camera/bridge/state").unwrap();
-        assert_eq!(o.max_packet_size(), 64 * 1024 * 1024);
-        assert_eq!(o.client_id(), "cid");
-        assert!(o.clean_session());
-        assert_eq!(o.keep_alive(), Duration::from_secs(30));
-        let will = o.last_will().expect("last will");
-        assert_eq!(will.topic, "camera/bridge/state");
-        assert_eq!(will.message.as_ref(), b"offline");
-        assert!(will.retain);
-        assert_eq!(will.qos, QoS::AtLeastOnce);
-    }
-
-    #[test]
-    fn tls_is_configured_or_reports_an_error() {
-        let cfg = MqttSinkConfig::new(BrokerAddr::from_url("mqtts://broker.example").unwrap());
-        match mqtt_options(&cfg, "camera/bridge/state") {
-            Ok(o) => assert!(!matches!(o.transport(), Transport::Tcp)),
-            Err(e) => assert!(matches!(e, SinkError::Tls(_)), "{e}"),
-        }
-    }
 
     #[test]
     fn outbox_drops_oldest_and_keeps_momentary() {
@@ -935,6 +991,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             retain: !momentary,
             momentary,
+            image: false,
             tag: None,
         };
         let mut o = Outbox::default();
@@ -948,9 +1005,11 @@ mod tests {
         o.keep_momentary();
         assert_eq!(o.q.len(), 1);
         assert_eq!(o.bytes, 1);
+        assert!(o.below_accept_level());
         for i in 0..OUTBOX_MAX_MESSAGES + 5 {
             o.push_back(p(&format!("e{i}"), true));
         }
+        assert!(!o.below_accept_level());
         assert_eq!(o.q.len(), OUTBOX_MAX_MESSAGES);
         assert_eq!(o.dropped, 6);
         assert_eq!(

@@ -20,9 +20,12 @@ pub struct MqttSinkConfig {
     pub base_topic: String,
     /// MQTT keep alive.
     pub keep_alive: Duration,
-    /// Maximum MQTT packet size in both directions. The client library defaults to 10 KiB,
-    /// which silently kills JPEG publishes; this defaults to 64 MiB.
-    pub max_packet_size: usize,
+    /// The broker's packet size limit in bytes, when known from configuration (`None`: learn
+    /// it from the broker's MQTT 5 CONNACK, else only the MQTT maximum applies). Publishes
+    /// that would exceed it are skipped before sending.
+    pub max_packet_size: Option<usize>,
+    /// MQTT protocol version to speak.
+    pub protocol: super::link::ProtocolChoice,
     /// Home Assistant discovery; `None` disables discovery.
     pub homeassistant: Option<HaConfig>,
     /// Image topics.
@@ -50,7 +53,8 @@ impl MqttSinkConfig {
             client_id: "camqtt".to_owned(),
             base_topic: "camera".to_owned(),
             keep_alive: Duration::from_secs(30),
-            max_packet_size: 64 * 1024 * 1024,
+            max_packet_size: None,
+            protocol: super::link::ProtocolChoice::Auto,
             homeassistant: Some(HaConfig::default()),
             images: ImageConfig::default(),
             off_delay: default_off_delays(),
@@ -90,17 +94,18 @@ impl MqttSinkConfig {
                 problems.push("republish delay: minimum is larger than maximum".to_owned());
             }
         }
-        if self.max_packet_size < 1024 {
-            problems.push(format!(
-                "max packet size {} is too small (images need megabytes)",
-                self.max_packet_size
-            ));
-        }
-        if self.max_packet_size > 268_435_455 {
-            problems.push(format!(
-                "max packet size {} exceeds the MQTT maximum of 268435455",
-                self.max_packet_size
-            ));
+        if let Some(n) = self.max_packet_size {
+            if n < 1024 {
+                problems.push(format!(
+                    "max packet size {n} is too small (the event JSON alone takes up to a few KiB)"
+                ));
+            }
+            if n > super::link::PROTOCOL_MAX_PACKET {
+                problems.push(format!(
+                    "max packet size {n} exceeds the MQTT maximum of {}",
+                    super::link::PROTOCOL_MAX_PACKET
+                ));
+            }
         }
         if self.keep_alive.as_secs() > u64::from(u16::MAX) {
             problems.push("keep alive is longer than 65535 s".to_owned());
@@ -478,7 +483,7 @@ mod tests {
         let mut c = MqttSinkConfig::new(BrokerAddr::tcp("h", 1883));
         assert!(c.validate().is_ok());
         c.base_topic = "camera/#".into();
-        c.max_packet_size = 10;
+        c.max_packet_size = Some(10);
         let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("base topic") && e.contains("max packet size"),

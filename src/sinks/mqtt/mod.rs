@@ -10,10 +10,15 @@
 //! - [`state`]: the sans-IO state machine (binary states, timers, settle delay, re-publish).
 //! - [`persist`]: the device registry file (known devices survive restarts).
 //! - [`stale`]: which retained discovery configs are ours and stale (cleared on connect).
-//! - `client`: the async shell (rumqttc connection, outbox, shutdown).
+//! - [`limits`]: packet sizes, the broker's packet limit, publishes that kill the connection.
+//! - `link`: the broker connection (MQTT 5, falling back to 3.1.1), the only code that knows
+//!   the client library.
+//! - `dead_letter`: publishes the broker will never take, kept on disk.
+//! - `client`: the async shell (outbox, timers, spool reading, shutdown).
 
 pub mod config;
 pub mod discovery;
+pub mod limits;
 pub mod payload;
 pub mod persist;
 pub mod stale;
@@ -22,7 +27,11 @@ pub mod topics;
 
 mod acks;
 mod client;
+mod dead_letter;
+mod link;
 mod tls;
+
+pub use link::{Protocol, ProtocolChoice};
 
 pub use config::{
     BrokerAddr, ConfigError, HaConfig, ImageConfig, MqttSinkConfig, TlsOptions, default_off_delays,

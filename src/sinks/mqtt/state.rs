@@ -35,6 +35,7 @@ use serde_json::json;
 
 use super::config::{ImageConfig, MqttSinkConfig};
 use super::discovery::{CategoryCaps, DeviceCaps, Discovery, device_identifier};
+use super::limits::PacketLimit;
 use super::payload::{event_json, image_json, rfc3339, unparsed_json};
 use super::persist::{self, RegistryFile, SavedCategory, SavedDevice};
 use super::topics::{Topics, alarm_key, counter_key};
@@ -64,6 +65,8 @@ pub enum Action {
         /// keeps it while the broker is away. States are not kept: [`SinkState::on_connected`]
         /// re-publishes the current ones.
         momentary: bool,
+        /// The payload is an image (counted as `images_oversize` when it cannot fit).
+        image: bool,
     },
 }
 
@@ -74,6 +77,7 @@ impl Action {
             payload: payload.into(),
             retain: true,
             momentary: false,
+            image: false,
         }
     }
     /// A non-retained state (`ON`).
@@ -83,6 +87,7 @@ impl Action {
             payload: payload.into(),
             retain: false,
             momentary: false,
+            image: false,
         }
     }
     fn momentary(topic: String, payload: impl Into<Bytes>) -> Action {
@@ -91,6 +96,7 @@ impl Action {
             payload: payload.into(),
             retain: false,
             momentary: true,
+            image: false,
         }
     }
     fn image(topic: String, payload: Bytes, retain: bool) -> Action {
@@ -99,6 +105,7 @@ impl Action {
             payload,
             retain,
             momentary: !retain,
+            image: true,
         }
     }
 
@@ -202,7 +209,12 @@ impl DevState {
     ) {
         self.retained
             .insert(topic.clone(), (payload.clone(), image));
-        self.emit(Action::retained(topic, payload), now, out);
+        let a = if image {
+            Action::image(topic, payload, true)
+        } else {
+            Action::retained(topic, payload)
+        };
+        self.emit(a, now, out);
     }
 }
 
@@ -228,6 +240,8 @@ pub struct SinkState {
     dirty: bool,
     /// The registry was restored from a valid file: a device it does not know is gone.
     authoritative: bool,
+    /// The broker's packet limit as far as known (the shell keeps it current).
+    packet_limit: PacketLimit,
 }
 
 impl SinkState {
@@ -261,7 +275,14 @@ impl SinkState {
             next_prune: now + PRUNE_INTERVAL,
             dirty: false,
             authoritative: false,
+            packet_limit: PacketLimit::new(cfg.protocol.first(), cfg.max_packet_size),
         }
+    }
+
+    /// The broker's packet limit changed (connect, learned): images that cannot fit are not
+    /// published, and `bridge/info` shows it.
+    pub fn set_packet_limit(&mut self, limit: PacketLimit) {
+        self.packet_limit = limit;
     }
 
     /// The topic layout in use.
@@ -850,14 +871,19 @@ impl SinkState {
                 let p = Bytes::from_static(if online { b"online" } else { b"offline" });
                 out.push(Action::retained(topics.availability(id), p));
             }
-            let retained: Vec<(String, Bytes)> = dev
+            let retained: Vec<(String, Bytes, bool)> = dev
                 .retained
                 .iter()
                 .filter(|(_, (_, is_image))| images || !is_image)
-                .map(|(t, (p, _))| (t.clone(), p.clone()))
+                .map(|(t, (p, is_image))| (t.clone(), p.clone(), *is_image))
                 .collect();
-            for (t, p) in retained {
-                dev.emit(Action::retained(t, p), now, &mut out);
+            for (t, p, is_image) in retained {
+                let a = if is_image {
+                    Action::image(t, p, true)
+                } else {
+                    Action::retained(t, p)
+                };
+                dev.emit(a, now, &mut out);
             }
             let on: Vec<String> = dev
                 .binaries
@@ -875,7 +901,7 @@ impl SinkState {
         }
         if images {
             for (t, p) in &self.global_retained {
-                out.push(Action::retained(t.clone(), p.clone()));
+                out.push(Action::image(t.clone(), p.clone(), true));
             }
         }
         out
@@ -914,6 +940,11 @@ impl SinkState {
             "started": rfc3339(self.started_wall),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "client_id": self.client_id,
+            "mqtt": {
+                "protocol": self.packet_limit.protocol(),
+                "max_packet_size": self.packet_limit.max().map(|(n, _)| n),
+                "max_packet_size_from": self.packet_limit.max().map(|(_, s)| s.describe()),
+            },
             "devices": devices,
             "counters": crate::stats::stats(),
         });

@@ -708,6 +708,7 @@ fn unparsed_goes_to_bridge_topic() {
         payload,
         retain,
         momentary,
+        ..
     } = &acts[0];
     assert_eq!(topic, "camera/bridge/unparsed");
     assert!(!retain && *momentary);

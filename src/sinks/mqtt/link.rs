@@ -1,0 +1,625 @@
+//! The broker connection, protocol-neutral: MQTT 5 first, MQTT 3.1.1 where the broker refuses 5.
+//!
+//! Both flavours are the same client library (`rumqttc-v5-next`, `rumqttc-v4-next`); this module
+//! is the only place that knows which one is in use. The shell ([`super::client`]) sees:
+//! * [`Link::try_publish`] → a [`Completion`] that resolves to a [`Delivery`] (acknowledged,
+//!   refused by the broker with an MQTT 5 reason code, lost with the connection, failed);
+//! * [`Conn`] events from the driver task: `Up` with what the broker announced in its CONNACK
+//!   (MQTT 5 §3.2.2.3: Maximum Packet Size, Receive Maximum), `Down` with the broker's
+//!   DISCONNECT reason when it sent one (MQTT 5 §3.14.2.1), HA status and retained discovery.
+//!
+//! Protocol choice ([`ProtocolChoice::Auto`], the default): the first CONNECT is MQTT 5. A
+//! broker that only speaks 3.1.1 answers it with CONNACK return code 1 ("unacceptable protocol
+//! version", MQTT 3.1.1 §3.2.2.3) or closes the connection; the driver then reports
+//! [`Conn::Unsupported`] and the shell starts a 3.1.1 link, which it keeps for the life of the
+//! process.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::SinkError;
+use super::config::MqttSinkConfig;
+use super::stale;
+use crate::stats::stats;
+
+/// MQTT protocol version of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Protocol {
+    /// MQTT 5.0 (OASIS, 2019).
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1 (OASIS, 2014).
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::V5 => "5",
+            Protocol::V311 => "3.1.1",
+        })
+    }
+}
+
+/// Which protocol to speak (`[mqtt] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolChoice {
+    /// MQTT 5, falling back to 3.1.1 when the broker refuses it.
+    #[default]
+    Auto,
+    /// MQTT 5 only.
+    V5,
+    /// MQTT 3.1.1 only (the broker's packet limit is then unknown unless configured).
+    V311,
+}
+
+impl ProtocolChoice {
+    /// The protocol of the first connection attempt.
+    pub fn first(self) -> Protocol {
+        match self {
+            ProtocolChoice::Auto | ProtocolChoice::V5 => Protocol::V5,
+            ProtocolChoice::V311 => Protocol::V311,
+        }
+    }
+}
+
+/// What the broker announced when the connection came up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Protocol in use.
+    pub protocol: Protocol,
+    /// The broker's Maximum Packet Size in bytes (MQTT 5 CONNACK property 0x27); `None` when
+    /// it announced none (no limit below the protocol maximum) or speaks 3.1.1.
+    pub max_packet_size: Option<usize>,
+    /// Failed connection attempts before this one succeeded (0: the first attempt after the
+    /// link went down succeeded, i.e. the broker was reachable all along).
+    pub failed_attempts: u32,
+}
+
+/// What the driver reports to the shell.
+#[derive(Debug)]
+pub enum Conn {
+    /// Connected (CONNACK success).
+    Up(Session),
+    /// The connection went down after having been up (the driver has logged why).
+    Down {
+        /// The broker's DISCONNECT said a packet was too large (MQTT 5 reason code 0x95).
+        packet_too_large: bool,
+    },
+    /// The broker refused MQTT 5 before ever accepting it (only when [`Listen::fallback`]).
+    Unsupported,
+    /// A message on Home Assistant's status topic.
+    HaStatus(Bytes),
+    /// A retained discovery config (topic, payload) seen during the stale scan.
+    Retained(String, Bytes),
+}
+
+/// The outcome of one QoS 1 publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// PUBACK with a success reason (MQTT 5 0x00 or 0x10 "no matching subscribers").
+    Acked,
+    /// PUBACK with an error reason (MQTT 5 §3.4.2.1: 0x80 and above, e.g. `NotAuthorized`).
+    Refused(String),
+    /// The connection broke before the PUBACK (the publish may be repeated).
+    Lost,
+    /// Any other failure.
+    Failed(String),
+}
+
+/// Resolves when the broker has answered a publish (or the link gave up on it).
+pub type Completion = Pin<Box<dyn Future<Output = Delivery> + Send>>;
+
+/// Why a publish could not be handed to the client.
+#[derive(Debug)]
+pub enum TryPublishError {
+    /// The client's request queue is full; try again after a completion.
+    Full,
+    /// Refused by the client (invalid topic, client gone).
+    Other(String),
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc5::AsyncClient),
+}
+
+/// Aborts the driver task when dropped, so the connection closes without DISCONNECT and the
+/// broker fires the last will.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One broker connection (reconnecting on its own) and its driver task.
+pub struct Link {
+    client: Client,
+    protocol: Protocol,
+    driver: AbortOnDrop,
+}
+
+/// rumqttc request channel capacity (above the shell's in-flight cap, so `try_publish` never
+/// finds it full in normal operation).
+const REQUEST_CAPACITY: usize = 256;
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Largest packet the bridge accepts from the broker (it only subscribes to HA's status and,
+/// briefly, to discovery configs).
+const INCOMING_MAX: usize = 16 * 1024 * 1024;
+/// The MQTT maximum: remaining length ≤ 268,435,455 (MQTT 5 §1.5.5) plus a 5-byte header.
+pub const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Where the driver reports to, and what it listens for.
+#[derive(Clone)]
+pub struct Listen {
+    /// Report channel.
+    pub tx: mpsc::Sender<Conn>,
+    /// Home Assistant's status topic, when discovery is on.
+    pub ha_status: Option<String>,
+    /// Discovery prefix, for the stale scan.
+    pub discovery_prefix: Option<String>,
+    /// Report [`Conn::Unsupported`] when the broker refuses MQTT 5 (else keep retrying).
+    pub fallback: bool,
+}
+
+impl Link {
+    /// Build the client for `protocol` and spawn its driver; it connects on its own.
+    pub fn start(
+        cfg: &MqttSinkConfig,
+        will_topic: &str,
+        protocol: Protocol,
+        listen: Listen,
+    ) -> Result<Link, SinkError> {
+        let broker = cfg.broker.to_string();
+        let (client, task) = match protocol {
+            Protocol::V5 => {
+                let (c, el) = rumqttc5::AsyncClient::builder(v5_options(cfg, will_topic)?)
+                    .capacity(REQUEST_CAPACITY)
+                    .build();
+                (Client::V5(c), tokio::spawn(drive_v5(el, listen, broker)))
+            }
+            Protocol::V311 => {
+                let (c, el) = rumqttc::AsyncClient::builder(v4_options(cfg, will_topic)?)
+                    .capacity(REQUEST_CAPACITY)
+                    .build();
+                (Client::V4(c), tokio::spawn(drive_v4(el, listen, broker)))
+            }
+        };
+        Ok(Link {
+            client,
+            protocol,
+            driver: AbortOnDrop(task),
+        })
+    }
+
+    /// The protocol this link speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Hand a QoS 1 publish to the client without waiting.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<Completion, TryPublishError> {
+        match &self.client {
+            Client::V4(c) => {
+                let opts = rumqttc::PublishOptions::at_least_once().retain(retain);
+                match c.try_publish_tracked(topic.to_owned(), payload, opts) {
+                    Ok(notice) => Ok(Box::pin(async move {
+                        match notice.wait_completion_async().await {
+                            Ok(()) => Delivery::Acked,
+                            Err(
+                                rumqttc::PublishNoticeError::SessionReset
+                                | rumqttc::PublishNoticeError::Recv,
+                            ) => Delivery::Lost,
+                            Err(e) => Delivery::Failed(e.to_string()),
+                        }
+                    })),
+                    Err(rumqttc::ClientError::RequestChannelFull(_)) => Err(TryPublishError::Full),
+                    Err(e) => Err(TryPublishError::Other(e.to_string())),
+                }
+            }
+            Client::V5(c) => {
+                let opts = rumqttc5::PublishOptions::at_least_once().retain(retain);
+                match c.try_publish_tracked(topic.to_owned(), payload, opts) {
+                    Ok(notice) => Ok(Box::pin(async move {
+                        use rumqttc5::{PubAckReason, PublishNoticeError as E, PublishResult};
+                        match notice.wait_async().await {
+                            Ok(PublishResult::Qos1(ack)) => match ack.reason {
+                                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                                    Delivery::Acked
+                                }
+                                other => Delivery::Refused(format!("{other:?}")),
+                            },
+                            Ok(other) => Delivery::Failed(format!("unexpected result {other:?}")),
+                            Err(E::SessionReset | E::Recv) => Delivery::Lost,
+                            Err(E::V5PubAck(reason)) => Delivery::Refused(format!("{reason:?}")),
+                            Err(E::RetainNotSupported) => {
+                                Delivery::Refused("RetainNotSupported".into())
+                            }
+                            Err(e) => Delivery::Failed(e.to_string()),
+                        }
+                    })),
+                    Err(rumqttc5::ClientError::RequestChannelFull(_)) => Err(TryPublishError::Full),
+                    Err(e) => Err(TryPublishError::Other(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Subscribe (QoS 1) without waiting.
+    pub fn try_subscribe(&self, filter: &str) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .try_subscribe(filter.to_owned(), rumqttc::QoS::AtLeastOnce)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(filter.to_owned(), rumqttc5::QoS::AtLeastOnce)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Unsubscribe without waiting.
+    pub fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .try_unsubscribe(filter.to_owned())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_unsubscribe(filter.to_owned())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Send DISCONNECT (the broker then discards the last will) and wait up to `wait` for the
+    /// driver to end.
+    pub async fn disconnect(mut self, wait: Duration) {
+        let _ = match &self.client {
+            Client::V4(c) => c
+                .try_disconnect_with_timeout(Duration::from_secs(1))
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_disconnect_with_timeout(Duration::from_secs(1))
+                .map_err(|e| e.to_string()),
+        };
+        let _ = tokio::time::timeout(wait, &mut self.driver.0).await;
+    }
+}
+
+/// Build the MQTT 5 options: clean start, last will, keep alive, packet limits, auth, TLS.
+pub(crate) fn v5_options(
+    cfg: &MqttSinkConfig,
+    will_topic: &str,
+) -> Result<rumqttc5::MqttOptions, SinkError> {
+    let b = &cfg.broker;
+    let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
+    let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
+    let mut o = rumqttc5::MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
+    o.set_keep_alive(keep_alive_secs(cfg));
+    o.set_clean_start(true);
+    // Largest packet we accept; the broker's own limit comes back in its CONNACK and the
+    // client enforces it on what we send.
+    o.set_max_packet_size(Some(INCOMING_MAX as u32));
+    o.set_last_will(rumqttc5::LastWill::new(
+        will_topic,
+        "offline",
+        rumqttc5::QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    match (&b.username, &b.password) {
+        (Some(u), Some(p)) => {
+            o.set_credentials(u.clone(), Bytes::from(p.clone()));
+        }
+        (Some(u), None) => {
+            o.set_username(u.clone());
+        }
+        _ => {}
+    }
+    if b.tls {
+        let tls = super::tls::client_config(&b.tls_options)?;
+        o.set_transport(rumqttc5::Transport::tls_with_config(
+            rumqttc5::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+        ));
+        if name_override.is_some() {
+            let real = socket_addr_text(&b.host, b.port);
+            o.set_socket_connector(move |_name, network| {
+                rumqttc5::default_socket_connect(real.clone(), network)
+            });
+        }
+    }
+    Ok(o)
+}
+
+/// Build the MQTT 3.1.1 options (same settings; the outgoing packet limit is the configured
+/// broker limit, else the protocol maximum).
+pub(crate) fn v4_options(
+    cfg: &MqttSinkConfig,
+    will_topic: &str,
+) -> Result<rumqttc::MqttOptions, SinkError> {
+    let b = &cfg.broker;
+    let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
+    let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
+    let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
+    o.set_keep_alive(keep_alive_secs(cfg));
+    o.set_clean_session(true);
+    o.set_max_packet_size(
+        INCOMING_MAX,
+        cfg.max_packet_size.unwrap_or(PROTOCOL_MAX_PACKET),
+    );
+    o.set_last_will(rumqttc::LastWill::new(
+        will_topic,
+        "offline",
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ));
+    match (&b.username, &b.password) {
+        (Some(u), Some(p)) => {
+            o.set_credentials(u.clone(), Bytes::from(p.clone()));
+        }
+        (Some(u), None) => {
+            o.set_username(u.clone());
+        }
+        _ => {}
+    }
+    if b.tls {
+        let tls = super::tls::client_config(&b.tls_options)?;
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+        ));
+        if name_override.is_some() {
+            let real = socket_addr_text(&b.host, b.port);
+            o.set_socket_connector(move |_name, network| {
+                rumqttc::default_socket_connect(real.clone(), network)
+            });
+        }
+    }
+    Ok(o)
+}
+
+fn keep_alive_secs(cfg: &MqttSinkConfig) -> u16 {
+    u16::try_from(cfg.keep_alive.as_secs().max(5)).unwrap_or(u16::MAX)
+}
+
+fn socket_addr_text(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Turn an incoming PUBLISH into a report: HA status, or a retained discovery config of the
+/// stale scan. Everything else is ignored.
+fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Option<Conn> {
+    if listen
+        .ha_status
+        .as_deref()
+        .is_some_and(|t| topic == t.as_bytes())
+    {
+        return Some(Conn::HaStatus(payload));
+    }
+    let prefix = listen.discovery_prefix.as_deref()?;
+    let topic = std::str::from_utf8(topic).ok()?;
+    (retain && stale::config_object_id(prefix, topic).is_some())
+        .then(|| Conn::Retained(topic.to_owned(), payload))
+}
+
+/// Reconnect bookkeeping shared by both drivers: backoff, one log line per outage.
+struct Reconnect {
+    broker: String,
+    backoff: Duration,
+    up: bool,
+    in_outage: bool,
+    failed: u32,
+    ever_up: bool,
+    since: Instant,
+}
+
+impl Reconnect {
+    fn new(broker: String) -> Self {
+        Reconnect {
+            broker,
+            backoff: MIN_BACKOFF,
+            up: false,
+            in_outage: false,
+            failed: 0,
+            ever_up: false,
+            since: Instant::now(),
+        }
+    }
+
+    fn connected(&mut self, protocol: Protocol, max_packet_size: Option<usize>) -> Session {
+        let s = Session {
+            protocol,
+            max_packet_size,
+            failed_attempts: self.failed,
+        };
+        self.up = true;
+        self.ever_up = true;
+        self.backoff = MIN_BACKOFF;
+        self.failed = 0;
+        stats().mqtt_connects.inc();
+        stats().mqtt_connected.set(1);
+        let limit = max_packet_size.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        if self.in_outage {
+            info!(broker = %self.broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
+        } else {
+            info!(broker = %self.broker, protocol = %protocol, broker_max_packet = %limit, "MQTT connected");
+        }
+        self.in_outage = false;
+        s
+    }
+
+    /// The link failed; returns the `Down` report when it had been up.
+    fn failed(&mut self, error: &str, broker_reason: Option<String>) -> Option<Conn> {
+        stats().mqtt_connected.set(0);
+        let was_up = std::mem::replace(&mut self.up, false);
+        if self.in_outage {
+            self.failed += 1;
+            debug!(broker = %self.broker, error = %error, "MQTT reconnect failed");
+        } else {
+            self.in_outage = true;
+            self.since = Instant::now();
+            if !was_up {
+                self.failed += 1;
+            }
+            stats().mqtt_errors.inc();
+            match &broker_reason {
+                Some(r) => {
+                    warn!(broker = %self.broker, error = %error, broker_reason = %r, "MQTT broker closed the connection, reconnecting with backoff")
+                }
+                None => {
+                    warn!(broker = %self.broker, error = %error, "MQTT broker unavailable, reconnecting with backoff")
+                }
+            }
+        }
+        was_up.then(|| Conn::Down {
+            packet_too_large: broker_reason.as_deref() == Some("PacketTooLarge"),
+        })
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Poll the MQTT 5 event loop forever; report connection changes and interesting messages.
+async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
+    use rumqttc5::{ConnectionError, Event, Packet};
+    let mut rc = Reconnect::new(broker);
+    let mut broker_reason: Option<String> = None;
+    loop {
+        let report = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                broker_reason = None;
+                let max = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.max_packet_size)
+                    .map(|n| n as usize);
+                Some(Conn::Up(rc.connected(Protocol::V5, max)))
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                incoming(&listen, &p.topic, p.payload, p.retain)
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                broker_reason = Some(format!("{:?}", d.reason_code));
+                None
+            }
+            Ok(_) => None,
+            Err(ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                // Nothing queued for the broken connection may go out on the next one: it
+                // would overtake what the sink replays. Fail it all now.
+                el.clean();
+                el.drain_pending_as_failed(rumqttc5::NoticeFailureReason::SessionReset);
+                if listen.fallback && !rc.ever_up && refuses_v5(&e) {
+                    stats().mqtt_connected.set(0);
+                    info!(error = %e, "MQTT broker refused MQTT 5; trying MQTT 3.1.1");
+                    let _ = listen.tx.send(Conn::Unsupported).await;
+                    return;
+                }
+                let down = rc.failed(&e.to_string(), broker_reason.take());
+                if let Some(d) = down
+                    && listen.tx.send(d).await.is_err()
+                {
+                    return;
+                }
+                rc.pause().await;
+                el.clean();
+                el.drain_pending_as_failed(rumqttc5::NoticeFailureReason::SessionReset);
+                None
+            }
+        };
+        if let Some(r) = report
+            && listen.tx.send(r).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The broker's answer to a v5 CONNECT says it does not speak MQTT 5: CONNACK "unacceptable
+/// protocol version" (3.1.1 return code 1 / MQTT 5 reason 0x84), a CONNACK that does not parse
+/// as MQTT 5, or the connection closed right after the CONNECT.
+fn refuses_v5(e: &rumqttc5::ConnectionError) -> bool {
+    use rumqttc5::{ConnectReturnCode, ConnectionError};
+    matches!(
+        e,
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::RefusedProtocolVersion
+                | ConnectReturnCode::UnsupportedProtocolVersion
+        ) | ConnectionError::MqttState(rumqttc5::StateError::Deserialization(_))
+            | ConnectionError::NotConnAck(_)
+    ) || is_closed_after_connect(e)
+}
+
+/// A v5 CONNECT answered by the connection closing (a 3.1.1-only broker that does not send the
+/// refusal CONNACK): end of file or reset, not a refused TCP connection.
+fn is_closed_after_connect(e: &rumqttc5::ConnectionError) -> bool {
+    match e {
+        rumqttc5::ConnectionError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        rumqttc5::ConnectionError::MqttState(rumqttc5::StateError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        _ => false,
+    }
+}
+
+/// Poll the MQTT 3.1.1 event loop forever; report connection changes and interesting messages.
+async fn drive_v4(mut el: rumqttc::EventLoop, listen: Listen, broker: String) {
+    use rumqttc::{ConnectionError, Event, Packet};
+    let mut rc = Reconnect::new(broker);
+    loop {
+        let report = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Some(Conn::Up(rc.connected(Protocol::V311, None)))
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                incoming(&listen, &p.topic, p.payload, p.retain)
+            }
+            Ok(_) => None,
+            Err(ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                el.clean();
+                el.drain_pending_as_failed(rumqttc::NoticeFailureReason::SessionReset);
+                if let Some(d) = rc.failed(&e.to_string(), None)
+                    && listen.tx.send(d).await.is_err()
+                {
+                    return;
+                }
+                rc.pause().await;
+                el.clean();
+                el.drain_pending_as_failed(rumqttc::NoticeFailureReason::SessionReset);
+                None
+            }
+        };
+        if let Some(r) = report
+            && listen.tx.send(r).await.is_err()
+        {
+            return;
+        }
+    }
+}
