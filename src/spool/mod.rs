@@ -77,8 +77,8 @@ const MIN_ROLL: u64 = 64 * 1024;
 /// While the consumer drains, appends wait while this many records are unreleased (or the
 /// backlog the connection started with, if larger).
 pub const BACKLOG_RECORDS: u64 = 1024;
-/// While the consumer drains, appends wait while this many record bytes are unreleased (or
-/// the backlog the connection started with, if larger).
+/// While the consumer drains, appends wait while this many record bytes are unreleased (at
+/// most half of `max_bytes`; or the backlog the connection started with, if larger).
 pub const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Settings of the spool.
@@ -412,8 +412,10 @@ impl Spool {
     pub fn set_draining(&self, draining: bool) {
         let mut g = self.lock();
         if draining && !g.flow.draining {
+            // Keep a segment's worth below the size bound, which drops.
+            let ceiling = g.cfg.max_bytes.saturating_sub(g.cfg.roll_at());
             g.flow.floor_records = g.depth;
-            g.flow.floor_bytes = g.pending_bytes;
+            g.flow.floor_bytes = g.pending_bytes.min(ceiling);
         }
         g.flow.draining = draining;
         drop(g);
@@ -496,9 +498,11 @@ impl Spool {
 
 impl Inner {
     fn has_room(&self) -> bool {
+        // Never let the flow-control level reach the size bound, which drops.
+        let bytes = BACKLOG_BYTES.min(self.cfg.max_bytes / 2);
         !self.flow.draining
             || (self.depth < BACKLOG_RECORDS.max(self.flow.floor_records)
-                && self.pending_bytes < BACKLOG_BYTES.max(self.flow.floor_bytes))
+                && self.pending_bytes < bytes.max(self.flow.floor_bytes))
     }
 
     fn gauges(&self) {

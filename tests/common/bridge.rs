@@ -61,6 +61,11 @@ impl Bridge {
         }
     }
 
+    /// The bridge's spool and state directory (registry file, dead letters).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self._spool.path()
+    }
+
     /// Shut down and wait (20 s at most) for a clean stop.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -274,3 +274,50 @@ pub async fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant>
         }
     }
 }
+
+/// An IPC (config 1.7) licence-plate post (`VEHICE`): an overview item (`image` 0) and the
+/// plate item (`image` 1) with its crop; device name `Gate camera`.
+pub fn ipc_lpr(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<config version="1.7" xmlns="http://www.ipc.com/ver10">
+<smartType type="openAlarmObj">VEHICE</smartType>
+<currentTime type="tint64">1790000000250000</currentTime>
+<mac type="string"><![CDATA[{mac}]]></mac>
+<deviceName type="string"><![CDATA[Gate camera]]></deviceName>
+<plateCount type="uint32">1</plateCount>
+<listInfo type="list" count="2">
+<item><image type="uint32">0</image><vehiceId type="uint32">0</vehiceId><plateNumber type="string"></plateNumber>
+<targetImageData><dataType type="uint32">0</dataType><targetBase64Data type="string">{ov}</targetBase64Data></targetImageData></item>
+<item><image type="uint32">1</image><vehiceId type="uint32">7</vehiceId><plateNumber type="string"><![CDATA[{plate}]]></plateNumber>
+<targetImageData><dataType type="uint32">0</dataType><targetType type="targetType">car</targetType>
+<targetBase64Data type="string"><![CDATA[{crop}]]></targetBase64Data></targetImageData></item>
+</listInfo>
+</config>"#,
+        ov = b64(overview),
+        crop = b64(crop),
+    )
+}
+
+/// An IPC (config 1.7) perimeter-intrusion start (PEA, perimeter block) with the scene in
+/// `sourceDataInfo` and the person crop in `listInfo` (protocol.md §6.3).
+pub fn ipc_intrusion_with_images(mac: &str, overview: &[u8], crop: &[u8]) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<config version="1.7" xmlns="http://www.ipc.com/ver10">
+<smartType type="openAlramObj">PEA</smartType>
+<currentTime type="tint64">1790000400000000</currentTime>
+<mac type="string">{mac}</mac>
+<deviceName type="string"><![CDATA[Side gate]]></deviceName>
+<perimeter><perInfo type="list" count="1"><item><eventId type="uint32">77</eventId><targetId type="uint32">12</targetId>
+<status type="perStatus">SMART_START</status></item></perInfo></perimeter>
+<sourceDataInfo><dataType type="uint32">0</dataType><width type="uint32">2560</width><height type="uint32">1440</height>
+<sourceBase64Data type="string">{ov}</sourceBase64Data></sourceDataInfo>
+<listInfo type="list" count="1"><item><targetId type="uint32">12</targetId>
+<targetImageData><dataType type="uint32">0</dataType><targetType type="uint32">1</targetType><Width type="uint32">120</Width><Height type="uint32">240</Height>
+<targetBase64Data type="string">{crop}</targetBase64Data></targetImageData></item></listInfo>
+</config>"#,
+        ov = b64(overview),
+        crop = b64(crop),
+    )
+}

@@ -13,6 +13,7 @@
 
 pub mod bridge;
 pub mod camera;
+pub mod logs;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -153,6 +154,28 @@ impl Mosquitto {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freeze the broker (SIGSTOP): connections stay open, nothing is answered, like a broker
+    /// that is up but cannot keep up. [`Mosquitto::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continue a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
     }
 
     /// Stop and start again on the same port (retained messages are gone).

@@ -396,8 +396,11 @@ impl Shell {
 
     /// A publish the broker will never take: counted, logged, reported on `bridge/unparsed`,
     /// kept on disk; its spool record goes on without it.
-    fn set_aside(&mut self, p: Pending, reason: &'static str, detail: String) {
+    fn set_aside(&mut self, st: &mut SinkState, p: Pending, reason: &'static str, detail: String) {
         stats().mqtt_set_aside.inc();
+        if p.retain {
+            st.forget_retained(&p.topic);
+        }
         warn!(
             topic = %p.topic,
             bytes = p.payload.len(),
@@ -436,7 +439,7 @@ impl Shell {
         self.ack(p.tag, false);
     }
 
-    fn completed(&mut self, id: u64, delivery: Delivery) {
+    fn completed(&mut self, st: &mut SinkState, id: u64, delivery: Delivery) {
         let Some(f) = self.flying.remove(&id) else {
             return;
         };
@@ -450,7 +453,7 @@ impl Shell {
                 stats().mqtt_refused.inc();
                 self.guard.on_answered(&f.key, false);
                 let detail = format!("the broker refused the publish: PUBACK reason {reason}");
-                self.set_aside(f.pending, "refused-by-broker", detail);
+                self.set_aside(st, f.pending, "refused-by-broker", detail);
             }
             Delivery::Lost => {
                 // The link broke before the PUBACK. States are re-published on connect;
@@ -520,10 +523,15 @@ impl Shell {
         let keys = lost.iter().map(|f| f.key.clone()).collect();
         match self.guard.on_drop(keys, session.failed_attempts == 0) {
             Verdict::Outage => {}
-            Verdict::Suspect(n) => info!(
-                publishes = n,
-                "MQTT broker closed the connection with publishes in flight and took the bridge straight back; sending them again one at a time"
-            ),
+            Verdict::Suspect(n) => {
+                let largest = lost.iter().max_by_key(|f| f.key.packet).map(|f| &f.key);
+                info!(
+                    publishes = n,
+                    largest_topic = largest.map_or("", |k| k.topic.as_str()),
+                    largest_packet_bytes = largest.map_or(0, |k| k.packet),
+                    "MQTT broker closed the connection with publishes in flight and took the bridge straight back; sending them again one at a time"
+                );
+            }
             Verdict::SetAside(key) => {
                 self.learned(st, &key);
                 if let Some(f) = lost.into_iter().find(|f| f.key == key) {
@@ -531,7 +539,7 @@ impl Shell {
                         "the broker closed the connection twice in a row while this {} byte packet was alone in flight",
                         key.packet
                     );
-                    self.set_aside(f.pending, "kills-connection", detail);
+                    self.set_aside(st, f.pending, "kills-connection", detail);
                 }
             }
         }
@@ -834,7 +842,7 @@ pub(crate) async fn run(
             },
             Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => {
                 if let Ok((id, delivery)) = done {
-                    sh.completed(id, delivery);
+                    sh.completed(&mut st, id, delivery);
                 }
             }
             msg = rx.recv(), if accepting => match msg {
@@ -923,7 +931,7 @@ pub(crate) async fn run(
             tokio::select! {
                 Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => {
                     if let Ok((id, delivery)) = done {
-                        sh.completed(id, delivery);
+                        sh.completed(&mut st, id, delivery);
                     }
                 }
                 ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up(_) | Conn::HaStatus(_) | Conn::Retained(..))) { break },

@@ -132,17 +132,35 @@ impl PacketLimit {
     }
 }
 
-/// What identifies a publish across replays: topic, payload size and a fingerprint of the
-/// payload's ends (cheap for large images; a replay regenerates the same bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What identifies a publish's payload across replays and topics: its size and a fingerprint
+/// of its ends (cheap for large images; a replay regenerates the same bytes). The topic is not
+/// part of the identity: the same image goes to the device topic and the category topic, and a
+/// payload that closes the connection does so on either. `topic` and `packet` are kept to
+/// report and to learn the limit.
+#[derive(Debug, Clone)]
 pub struct PublishKey {
-    /// Topic.
+    /// Topic of the publish this key was taken from.
     pub topic: String,
     /// Payload size in bytes.
     pub len: usize,
     /// Packet size in bytes.
     pub packet: usize,
     fingerprint: u64,
+}
+
+impl PartialEq for PublishKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for PublishKey {}
+
+impl std::hash::Hash for PublishKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.len.hash(state);
+        self.fingerprint.hash(state);
+    }
 }
 
 impl PublishKey {
@@ -327,10 +345,10 @@ mod tests {
     }
 
     #[test]
-    fn keys_tell_payloads_apart() {
+    fn keys_tell_payloads_apart_whatever_the_topic() {
         let a = PublishKey::new("t", b"hello world", 20);
         let b = PublishKey::new("t", b"hello worle", 20);
         assert_ne!(a, b);
-        assert_eq!(a, PublishKey::new("t", b"hello world", 20));
+        assert_eq!(a, PublishKey::new("other/topic", b"hello world", 30));
     }
 }

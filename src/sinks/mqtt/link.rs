@@ -576,6 +576,7 @@ fn refuses_v5(e: &rumqttc5::ConnectionError) -> bool {
 /// refusal CONNACK): end of file or reset, not a refused TCP connection.
 fn is_closed_after_connect(e: &rumqttc5::ConnectionError) -> bool {
     match e {
+        rumqttc5::ConnectionError::MqttState(rumqttc5::StateError::ConnectionAborted) => true,
         rumqttc5::ConnectionError::Io(io) => matches!(
             io.kind(),
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset

@@ -137,7 +137,7 @@ struct EventJson<'a> {
     counters: Option<&'a Counters>,
     alarm: Option<&'a AlarmState>,
     subscription: Option<&'a str>,
-    warnings: &'a [String],
+    warnings: Vec<&'a str>,
     images: ImagesInfo,
 }
 
@@ -148,6 +148,12 @@ struct EventJson<'a> {
 /// when there is a plate, else the event's coarse grouping (`intrusion`). Absent values are
 /// `null`.
 pub fn event_json(device: &Device, ev: &Event) -> Vec<u8> {
+    event_json_with(device, ev, &[])
+}
+
+/// [`event_json`] with `notes` added to the event's `warnings` (what the bridge itself had to
+/// leave out, e.g. an image larger than the broker's packet limit).
+pub fn event_json_with(device: &Device, ev: &Event, notes: &[String]) -> Vec<u8> {
     let plate = ev.attrs.plates.first();
     let face = ev.attrs.faces.first();
     let overview = ev.image(ImageRole::Overview);
@@ -191,7 +197,12 @@ pub fn event_json(device: &Device, ev: &Event) -> Vec<u8> {
         counters: ev.attrs.counters.as_ref(),
         alarm: ev.attrs.alarm.as_ref(),
         subscription: ev.attrs.subscription.as_deref(),
-        warnings: &ev.warnings,
+        warnings: ev
+            .warnings
+            .iter()
+            .chain(notes)
+            .map(String::as_str)
+            .collect(),
         images: ImagesInfo {
             overview: overview.is_some(),
             target: target.is_some(),

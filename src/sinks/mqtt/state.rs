@@ -36,10 +36,10 @@ use serde_json::json;
 use super::config::{ImageConfig, MqttSinkConfig};
 use super::discovery::{CategoryCaps, DeviceCaps, Discovery, device_identifier};
 use super::limits::PacketLimit;
-use super::payload::{event_json, image_json, rfc3339, unparsed_json};
+use super::payload::{event_json_with, image_json, rfc3339, unparsed_json};
 use super::persist::{self, RegistryFile, SavedCategory, SavedDevice};
 use super::topics::{Topics, alarm_key, counter_key};
-use crate::event::{Category, Device, Event, ImageRole, Phase, Routed};
+use crate::event::{Category, Device, Event, Image, ImageRole, Phase, Routed};
 
 /// How long a device's non-retained publishes wait after its discovery was published.
 pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
@@ -242,6 +242,8 @@ pub struct SinkState {
     authoritative: bool,
     /// The broker's packet limit as far as known (the shell keeps it current).
     packet_limit: PacketLimit,
+    /// `<device>/<category>/<role>` already warned about an oversize image.
+    oversize_warned: BTreeSet<String>,
 }
 
 impl SinkState {
@@ -276,13 +278,84 @@ impl SinkState {
             dirty: false,
             authoritative: false,
             packet_limit: PacketLimit::new(cfg.protocol.first(), cfg.max_packet_size),
+            oversize_warned: BTreeSet::new(),
         }
     }
 
     /// The broker's packet limit changed (connect, learned): images that cannot fit are not
-    /// published, and `bridge/info` shows it.
+    /// published (nor kept for re-publishing), and `bridge/info` shows it.
     pub fn set_packet_limit(&mut self, limit: PacketLimit) {
+        for dev in self.devices.values_mut() {
+            dev.retained
+                .retain(|t, (p, image)| !*image || limit.fits(t.len(), p.len()));
+        }
+        self.global_retained
+            .retain(|t, p| limit.fits(t.len(), p.len()));
         self.packet_limit = limit;
+    }
+
+    /// The broker will not take `topic` (it refused a retained value there): stop
+    /// re-publishing the value on every connect.
+    pub fn forget_retained(&mut self, topic: &str) {
+        for dev in self.devices.values_mut() {
+            dev.retained.remove(topic);
+        }
+        self.global_retained.remove(topic);
+    }
+
+    /// The event's overview and target, each only when it fits the broker's packet limit on
+    /// its longest topic (`<base>/<device>/<category>/image|target`; the category topic is
+    /// shorter). An image left out is counted in `images_oversize`, logged once per device,
+    /// category and role, and named in the returned notes for the event JSON's `warnings`.
+    fn publishable_images<'e>(
+        &mut self,
+        id: &str,
+        ev: &'e Event,
+    ) -> (Option<&'e Image>, Option<&'e Image>, Vec<String>) {
+        let cat = ev.category.as_str();
+        let mut notes = Vec::new();
+        let mut keep = |role: ImageRole, leaf: &str| {
+            let img = ev.image(role)?;
+            let topic = self.topics.device_cat(id, cat, leaf);
+            if self.packet_limit.fits(topic.len(), img.data.len()) {
+                return Some(img);
+            }
+            crate::stats::stats().images_oversize.inc();
+            let (max, from) = self
+                .packet_limit
+                .max()
+                .map_or((0, "the MQTT maximum"), |(n, s)| (n, s.describe()));
+            let role_name = match role {
+                ImageRole::Overview => "overview",
+                ImageRole::Target => "target",
+            };
+            if self.oversize_warned.len() >= 4096 {
+                self.oversize_warned.clear();
+            }
+            if self
+                .oversize_warned
+                .insert(format!("{id}/{cat}/{role_name}"))
+            {
+                tracing::warn!(
+                    device = %id,
+                    category = %cat,
+                    role = role_name,
+                    topic = %topic,
+                    bytes = img.data.len(),
+                    max_packet_size = max,
+                    limit_from = from,
+                    "image skipped: larger than the broker's packet limit (raise max_packet_size in the broker, then set [mqtt] max_packet_size to match); later ones from this device and category are only counted"
+                );
+            }
+            notes.push(format!(
+                "{role_name} image of {} bytes not published: larger than the broker's packet limit of {max} bytes",
+                img.data.len()
+            ));
+            None
+        };
+        let overview = keep(ImageRole::Overview, "image");
+        let target = keep(ImageRole::Target, "target");
+        (overview, target, notes)
     }
 
     /// The topic layout in use.
@@ -429,13 +502,13 @@ impl SinkState {
         let max_hold = self.alarm_max_hold;
         let images = self.images.clone();
         let topics = self.topics.clone();
+        let (overview, target, notes) = self.publishable_images(id, ev);
+        let limit = self.packet_limit.clone();
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
         let cat = ev.category.as_str().to_owned();
         let detection = ev.attrs.alarm.is_none() && matches!(ev.phase, Phase::Start | Phase::Pulse);
-        let overview = ev.image(ImageRole::Overview);
-        let target = ev.image(ImageRole::Target);
 
         let device_counters = ev.attrs.counters.as_ref().filter(|c| !c.is_empty());
         let bridge_counts = bridge_count_classes(ev);
@@ -468,6 +541,10 @@ impl SinkState {
                     ev.time,
                     &img.data,
                 ));
+                let t = topics.device_cat(&dev_id, &cat, "image_json");
+                if !limit.fits(t.len(), p.len()) {
+                    continue;
+                }
                 dev.emit(
                     Action::image(
                         topics.device_cat(&dev_id, &cat, "image_json"),
@@ -604,7 +681,7 @@ impl SinkState {
 
         // 4. The event itself: detections only.
         if detection {
-            let p = event_json(&dev.device, ev);
+            let p = event_json_with(&dev.device, ev, &notes);
             dev.emit(
                 Action::momentary(topics.device_cat(&dev_id, &cat, "event"), p),
                 now,
