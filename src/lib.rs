@@ -171,6 +171,16 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
                         message: e.to_string(),
                     }])
                 })?,
+                tls: match &v.tls {
+                    Some(t) => Some(t.load().map_err(|e| {
+                        config::ConfigError::Invalid(vec![config::Problem {
+                            path: format!("viewtron.tls.{}", e.config_key()),
+                            line: None,
+                            message: e.to_string(),
+                        }])
+                    })?),
+                    None => None,
+                },
                 ..http::HttpConfig::default()
             },
             unparsed_body_cap: v.unparsed_body_cap,
