@@ -1244,6 +1244,21 @@ mod tests {
             }
 
             #[test]
+            fn tls_record_header_is_never_framed_as_http(
+                minor in 0u8..=4,
+                blank in "[\r\n]{0,4}",
+                tail in proptest::collection::vec(any::<u8>(), 0..300),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut input = blank.into_bytes();
+                input.extend_from_slice(&[TLS_HANDSHAKE_RECORD, 0x03, minor]);
+                input.extend_from_slice(&tail);
+                let limits = Limits { body_limit: 512, header_limit: 256, max_headers: 4 };
+                prop_assert_eq!(frame_all(&input, limits), (vec![], Some(HttpError::TlsOnPlainPort)));
+                prop_assert_eq!(frame_pieces(&input, &cuts, limits), (vec![], Some(HttpError::TlsOnPlainPort)));
+            }
+
+            #[test]
             fn chunked_round_trip(body in proptest::collection::vec(any::<u8>(), 0..2000), cuts in proptest::collection::vec(any::<usize>(), 0..20), upper: bool, ext: bool) {
                 let mut input = b"POST /API HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
                 input.extend(chunk_encode(&body, &cuts, upper, ext));
