@@ -10,6 +10,12 @@
 //! connection are answered in order, so the per-connection order is kept. Nothing a camera
 //! sends can change the reply or close its connection, except a framing error the HTTP layer
 //! cannot recover from.
+//!
+//! Framing errors are counted and published on `bridge/unparsed` with a short reason
+//! (`bad-request`, `body-too-large`, ...). The wrong protocol is named as such and never gets
+//! the success document: a TLS handshake on the plain receiver (`tls-on-plain-port`, a camera
+//! set to `https`; the server closes without a reply) and plain HTTP on an HTTPS-only
+//! receiver (`plain-http-on-tls-port`; the server answers `400`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
