@@ -144,7 +144,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Called when a request could not be framed (too large, malformed, timeout, peer gone).
     /// Returns the response to send, if the connection can still take one (e.g. body too
     /// large: reply then close). The server closes the connection afterwards; the response is
-    /// not sent for [`HttpError::Incomplete`] (the peer is gone).
+    /// not sent for [`HttpError::Incomplete`] (the peer is gone), nor for the wrong protocol:
+    /// nothing is sent to a TLS client on a plain port ([`HttpError::TlsOnPlainPort`]) and a
+    /// fixed `400` to plain HTTP on an HTTPS-only port ([`HttpError::PlainHttpOnTlsPort`]).
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response>;
 }
 
