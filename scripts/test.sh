@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need on a fresh Debian/Ubuntu
-# machine (Mosquitto; Home Assistant into tests/ha/venv from PyPI), then runs the Rust tests
+# machine (Mosquitto, curl; Home Assistant into tests/ha/venv from PyPI), then runs the Rust tests
 # (unit, fixtures, shared samples, real-Mosquitto integration) and the real-Home-Assistant
 # end-to-end test.
 #   scripts/test.sh            everything
@@ -14,6 +14,8 @@ log() { printf '[test] %s\n' "$*"; }
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# A real TLS client for the HTTPS receiver test (tests/receiver_tls.rs).
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     log "installing ${need[*]}"

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{BasicAuthSection, Config, ConfigError, DeviceSection, Problem, Secret};
+use crate::config::{
+    BasicAuthSection, Config, ConfigError, DeviceSection, Problem, ReceiverTlsSection, Secret,
+};
 use crate::http::client::http_get;
 
 /// Where the Supervisor writes the validated options.
@@ -26,6 +28,13 @@ pub const DEFAULT_SUPERVISOR_URL: &str = "http://supervisor";
 pub const ADVANCED_CONFIG_PATH: &str = "/config/camqtt.toml";
 /// Spool size limit in add-on mode (SD cards and small disks): 512 MiB.
 pub const ADDON_SPOOL_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Where Home Assistant keeps certificates (`map: [ssl]`); `certfile` / `keyfile` are
+/// relative to it.
+pub const ADDON_SSL_DIR: &str = "/ssl";
+/// Default `certfile`: Home Assistant's convention (Let's Encrypt / DuckDNS add-ons).
+pub const DEFAULT_CERTFILE: &str = "fullchain.pem";
+/// Default `keyfile`.
+pub const DEFAULT_KEYFILE: &str = "privkey.pem";
 
 /// The add-on options as the Supervisor stores them (`config.yaml` `options`/`schema`).
 /// Empty strings count as "not set" (the UI stores cleared text fields as `""`).
@@ -48,6 +57,13 @@ pub struct AddonOptions {
     pub images: ImageOptions,
     /// The camera receiver: HTTP Basic auth and allow-list.
     pub receiver: ReceiverOptions,
+    /// HTTPS on the receiver port (Home Assistant's `ssl` / `certfile` / `keyfile`
+    /// convention); plain HTTP keeps working on the same port.
+    pub ssl: Option<bool>,
+    /// PEM certificate chain, relative to [`ADDON_SSL_DIR`]; default [`DEFAULT_CERTFILE`].
+    pub certfile: Option<String>,
+    /// PEM private key, relative to [`ADDON_SSL_DIR`]; default [`DEFAULT_KEYFILE`].
+    pub keyfile: Option<String>,
 }
 
 /// `mqtt` option group.
@@ -356,6 +372,24 @@ impl AddonOptions {
         if !allow.is_empty() {
             base.viewtron.allow = allow;
         }
+        if self.ssl == Some(true) {
+            let ssl = Path::new(ADDON_SSL_DIR);
+            let certfile = non_empty(&self.certfile).unwrap_or_else(|| DEFAULT_CERTFILE.into());
+            let keyfile = non_empty(&self.keyfile).unwrap_or_else(|| DEFAULT_KEYFILE.into());
+            base.viewtron.tls = Some(ReceiverTlsSection {
+                cert_file: ssl.join(certfile),
+                key_file: ssl.join(keyfile),
+                plain_http: true,
+            });
+        }
+        if base.viewtron.tls.as_ref().is_some_and(|t| !t.plain_http) {
+            // `camqtt healthcheck` (the image's HEALTHCHECK) asks /healthz over plain HTTP;
+            // refusing it would make the Supervisor restart the add-on over and over.
+            bad(
+                "viewtron.tls.plain_http".into(),
+                "must stay true in the add-on: its health check uses plain HTTP".into(),
+            );
+        }
         if !self.cameras.is_empty() {
             base.devices.clear();
         }
@@ -408,6 +442,8 @@ pub fn option_name(config_path: &str) -> String {
         ("mqtt.base_topic", "base_topic"),
         ("homeassistant.discovery_prefix", "discovery_prefix"),
         ("mqtt.url", "mqtt.broker"),
+        ("viewtron.tls.cert_file", "certfile"),
+        ("viewtron.tls.key_file", "keyfile"),
     ];
     for (from, to) in MAP {
         if let Some(rest) = config_path.strip_prefix(from) {
@@ -809,11 +845,49 @@ mod tests {
     }
 
     #[test]
+    fn ssl_options_map_onto_the_receiver_tls() {
+        // Off by default, and when off the certificate options are ignored.
+        let c = opts(r#"{"ssl":false,"certfile":"x.pem","keyfile":"y.pem"}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert!(c.viewtron.tls.is_none());
+        let c = opts("{}")
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert!(c.viewtron.tls.is_none());
+        // On: files under /ssl, plain HTTP still served (health check, cameras set to http).
+        let c = opts(r#"{"ssl":true,"certfile":"fullchain.pem","keyfile":"privkey.pem"}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        let t = c.viewtron.tls.as_ref().expect("tls");
+        assert_eq!(t.cert_file, PathBuf::from("/ssl/fullchain.pem"));
+        assert_eq!(t.key_file, PathBuf::from("/ssl/privkey.pem"));
+        assert!(t.plain_http);
+        // Empty names fall back to the convention; sub-folders of /ssl work.
+        let c = opts(r#"{"ssl":true,"certfile":" ","keyfile":"cams/key.pem"}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        let t = c.viewtron.tls.as_ref().expect("tls");
+        assert_eq!(t.cert_file, PathBuf::from("/ssl/fullchain.pem"));
+        assert_eq!(t.key_file, PathBuf::from("/ssl/cams/key.pem"));
+        // An advanced camqtt.toml that refuses plain HTTP would break the health check.
+        let base = crate::config::load_str(
+            "[viewtron.tls]\ncert_file = \"/ssl/a.pem\"\nkey_file = \"/ssl/b.pem\"\nplain_http = false\n",
+        )
+        .unwrap();
+        let problems = opts("{}")
+            .apply(base, Path::new("/data"), Some(&svc()))
+            .expect_err("plain_http = false");
+        assert_eq!(problems[0].path, "viewtron.tls.plain_http");
+    }
+
+    #[test]
     fn option_names() {
         assert_eq!(option_name("devices[2].id"), "cameras[2].id");
         assert_eq!(option_name("categories.lpr.off_delay"), "off_delays.lpr");
         assert_eq!(option_name("viewtron.auth.username"), "receiver.username");
         assert_eq!(option_name("mqtt.url"), "mqtt.broker");
         assert_eq!(option_name("mqtt.keep_alive"), "mqtt.keep_alive");
+        assert_eq!(option_name("viewtron.tls.cert_file"), "certfile");
     }
 }

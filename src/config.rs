@@ -300,6 +300,38 @@ pub struct ViewtronSection {
     /// Addresses or CIDR blocks allowed to post (`192.168.1.0/24`, `10.0.0.5`, `fd00::/8`);
     /// empty: everyone.
     pub allow: Vec<String>,
+    /// HTTPS on the receiver port; off when absent.
+    pub tls: Option<ReceiverTlsSection>,
+}
+
+/// `[viewtron.tls]`: HTTPS on the receiver port (rustls, ring provider, TLS 1.2 and 1.3).
+/// Present: the port accepts HTTPS; a connection whose first byte is not a TLS handshake
+/// record is plain HTTP, served too unless `plain_http = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverTlsSection {
+    /// PEM certificate chain: the server certificate first, then intermediates
+    /// (`fullchain.pem`).
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate (`privkey.pem`; PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Also serve plain HTTP on the same port (cameras set to `http`). Default `true`;
+    /// `false`: plain HTTP gets `400`, one warn line per peer per 5 minutes, counted in
+    /// `plain_http_on_tls_port`.
+    #[serde(default = "yes")]
+    pub plain_http: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ReceiverTlsSection {
+    /// Read the certificate and key and build the server's TLS configuration. Errors name
+    /// the key (`cert_file` / `key_file`) and the file, never its contents.
+    pub fn load(&self) -> Result<crate::http::ServerTls, crate::http::TlsError> {
+        crate::http::ServerTls::from_pem_files(&self.cert_file, &self.key_file, self.plain_http)
+    }
 }
 
 /// `[viewtron.auth]`
@@ -331,6 +363,7 @@ impl Default for ViewtronSection {
             unparsed_body_cap: 4096,
             auth: None,
             allow: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -432,6 +465,24 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     load_str(&src)
+}
+
+/// [`load_file`], then load the files the configuration names ([`Config::check_files`]):
+/// what `check-config` runs. Every problem carries its line where possible.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let config = load_str(&src)?;
+    let mut problems = config.check_files();
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    for p in &mut problems {
+        p.line = locate(&src, &p.path);
+    }
+    Err(ConfigError::Invalid(problems))
 }
 
 /// Parse and validate configuration text; every problem carries its line where possible.
@@ -730,6 +781,13 @@ impl Config {
                 _ => {}
             }
         }
+        if let Some(tls) = &v.tls {
+            for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if path.as_os_str().is_empty() {
+                    bad(format!("viewtron.tls.{key}"), "must name a PEM file".into());
+                }
+            }
+        }
         let tls = &self.mqtt.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             bad(
@@ -801,6 +859,24 @@ impl Config {
                     "must be non-empty text without control characters".into(),
                 );
             }
+        }
+        problems
+    }
+
+    /// Problems with the files the configuration names, found by loading them the way
+    /// [`crate::start`] does: the receiver's TLS certificate and key (`viewtron.tls`). Used by
+    /// `check-config`; [`Config::validate`] itself does no I/O. Messages name the file, never
+    /// its contents.
+    pub fn check_files(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Some(tls) = self.viewtron.tls.as_ref().filter(|_| self.viewtron.enabled)
+            && let Err(e) = tls.load()
+        {
+            problems.push(Problem {
+                path: format!("viewtron.tls.{}", e.config_key()),
+                line: None,
+                message: e.to_string(),
+            });
         }
         problems
     }
@@ -925,6 +1001,66 @@ mod tests {
         let problems = c.resolve_secrets(&env, &read);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("CAMQTT_MQTT_PASSWORD_FILE"));
+    }
+
+    #[test]
+    fn receiver_tls_section() {
+        let c = load_str(
+            "[viewtron.tls]\ncert_file = \"/ssl/fullchain.pem\"\nkey_file = \"/ssl/privkey.pem\"\n",
+        )
+        .expect("valid");
+        let t = c.viewtron.tls.as_ref().expect("tls on");
+        assert_eq!(t.cert_file, PathBuf::from("/ssl/fullchain.pem"));
+        assert_eq!(t.key_file, PathBuf::from("/ssl/privkey.pem"));
+        assert!(t.plain_http, "plain HTTP is served too by default");
+        assert!(Config::default().viewtron.tls.is_none());
+        // Both files are required; unknown keys and empty paths are problems with lines.
+        let Err(ConfigError::Invalid(p)) =
+            load_str("[viewtron.tls]\ncert_file = \"/ssl/fullchain.pem\"\n")
+        else {
+            panic!("key_file missing")
+        };
+        assert!(p[0].message.contains("key_file"), "{p:?}");
+        let Err(ConfigError::Invalid(p)) =
+            load_str("[viewtron.tls]\ncert_file = \"a\"\nkey_file = \"b\"\nplain_https = false\n")
+        else {
+            panic!("unknown key")
+        };
+        assert_eq!(p[0].line, Some(4), "{p:?}");
+        let Err(ConfigError::Invalid(p)) =
+            load_str("[viewtron.tls]\ncert_file = \"\"\nkey_file = \"b\"\n")
+        else {
+            panic!("empty path")
+        };
+        assert_eq!(
+            (p[0].path.as_str(), p[0].line),
+            ("viewtron.tls.cert_file", Some(2))
+        );
+    }
+
+    #[test]
+    fn check_file_loads_the_receiver_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("camqtt.toml");
+        let missing = dir.path().join("nope.pem");
+        std::fs::write(
+            &conf,
+            format!(
+                "[viewtron]\nlisten = \"127.0.0.1:5002\"\n\n[viewtron.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+                missing, missing
+            ),
+        )
+        .unwrap();
+        // `load_file` does no I/O beyond the configuration itself ...
+        assert!(load_file(&conf).is_ok());
+        // ... `check_file` loads the certificate, names the key, the file and the line.
+        let Err(ConfigError::Invalid(p)) = check_file(&conf) else {
+            panic!("missing certificate accepted")
+        };
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, "viewtron.tls.cert_file");
+        assert_eq!(p[0].line, Some(5));
+        assert!(p[0].message.contains("nope.pem"), "{}", p[0]);
     }
 
     #[test]

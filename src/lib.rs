@@ -89,6 +89,18 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid(problems).into());
     }
+    // The receiver's certificate and key are read now: a bad file stops the start before
+    // anything runs (broker, spool, listeners).
+    let mut receiver_tls = match config.viewtron.tls.as_ref() {
+        Some(t) if config.viewtron.enabled => Some(t.load().map_err(|e| {
+            config::ConfigError::Invalid(vec![config::Problem {
+                path: format!("viewtron.tls.{}", e.config_key()),
+                line: None,
+                message: e.to_string(),
+            }])
+        })?),
+        _ => None,
+    };
     let broker_addr = match &config.mqtt.url {
         Some(url) => {
             let problem = |path: &str, message: String| {
@@ -186,6 +198,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
                         message: e.to_string(),
                     }])
                 })?,
+                tls: receiver_tls.take(),
                 ..http::HttpConfig::default()
             },
             unparsed_body_cap: v.unparsed_body_cap,

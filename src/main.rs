@@ -312,7 +312,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
-    match config::load_file(file) {
+    // The files the configuration names (the receiver's TLS certificate and key) must load too.
+    match config::check_file(file) {
         Ok(c) => {
             println!("{}: OK", file.display());
             println!(
@@ -325,10 +326,13 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             );
             println!(
                 "  viewtron receiver: {}",
-                if c.viewtron.enabled {
-                    c.viewtron.listen.to_string()
-                } else {
-                    "off".into()
+                match (&c.viewtron.tls, c.viewtron.enabled) {
+                    (_, false) => "off".to_string(),
+                    (None, true) => format!("{} (http)", c.viewtron.listen),
+                    (Some(t), true) if t.plain_http => {
+                        format!("{} (https and http)", c.viewtron.listen)
+                    }
+                    (Some(_), true) => format!("{} (https only)", c.viewtron.listen),
                 }
             );
             println!(

@@ -65,6 +65,16 @@ pub struct Stats {
     pub auth_failures: Counter,
     /// Connections refused with 403: peer not on a listener's allow-list.
     pub forbidden: Counter,
+    /// TLS handshakes the receiver completed (HTTPS connections).
+    pub tls_connections: Counter,
+    /// TLS handshakes that failed: garbage after `0x16`, no common protocol version or cipher
+    /// suite, the client rejected the receiver's certificate, or a timeout.
+    pub tls_handshake_errors: Counter,
+    /// TLS handshakes (an HTTPS client, e.g. a camera set to `https`) on a plain-HTTP
+    /// receiver; closed without a reply.
+    pub tls_on_plain_port: Counter,
+    /// Plain-HTTP connections refused by an HTTPS-only receiver (`plain_http = false`).
+    pub plain_http_on_tls_port: Counter,
     /// Heartbeats received.
     pub heartbeats: Counter,
     /// Events produced by sources.

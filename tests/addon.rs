@@ -580,6 +580,36 @@ fn manifest_defaults_parse_as_add_on_options() {
     assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
     assert_eq!(c.spool.dir, Path::new("/data/spool"));
     assert_eq!(c.viewtron.listen.port(), 5002);
+    assert!(c.viewtron.tls.is_none(), "HTTPS is off by default");
+
+    // Switching `ssl` on uses the default certificate names under /ssl (mapped read-only).
+    let mut on = m["options"].clone();
+    on.as_mapping_mut()
+        .expect("options mapping")
+        .insert("ssl".into(), true.into());
+    let json = serde_json::to_string(&on).expect("options as JSON");
+    let c = camqtt::addon::parse_options(&json)
+        .expect("options parse")
+        .apply(
+            camqtt::config::Config::default(),
+            Path::new("/data"),
+            Some(&svc),
+        )
+        .expect("ssl on is valid");
+    let tls = c.viewtron.tls.expect("HTTPS on");
+    assert_eq!(tls.cert_file, Path::new("/ssl/fullchain.pem"));
+    assert_eq!(tls.key_file, Path::new("/ssl/privkey.pem"));
+    assert!(tls.plain_http, "plain HTTP stays on (health check)");
+    let maps: Vec<&str> = m["map"]
+        .as_sequence()
+        .expect("map list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        maps.iter().any(|v| v.split(':').next() == Some("ssl")),
+        "/ssl mapped for the certificate: {maps:?}"
+    );
 }
 
 #[test]

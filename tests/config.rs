@@ -36,6 +36,17 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     assert_eq!(c.spool.max_bytes, d.spool.max_bytes);
     assert_eq!(c.spool.image_max_age, d.spool.image_max_age);
     assert_eq!(c.spool.dir, d.spool.dir);
+    // HTTPS on the receiver is documented, commented out: off by default.
+    assert!(c.viewtron.tls.is_none() && d.viewtron.tls.is_none());
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in [
+        "# [viewtron.tls]",
+        "# cert_file",
+        "# key_file",
+        "# plain_http = true",
+    ] {
+        assert!(text.contains(key), "example lacks `{key}`");
+    }
 }
 
 #[test]

@@ -199,8 +199,9 @@ impl Harness {
     }
 }
 
-/// A case that breaks HTTP framing: the server answers (200 + `Connection: close`) or just
-/// closes, counts one HTTP error and one unparsed post, and publishes `reason`.
+/// A case that breaks HTTP framing: the server answers (200 + `Connection: close`) or, with
+/// `expect_reply` false, closes without sending a byte; either way it counts one HTTP error
+/// and one unparsed post, and publishes `reason`.
 async fn framing_case(
     h: &mut Harness,
     other: &mut Camera,
@@ -237,6 +238,8 @@ async fn framing_case(
             tmp.ends_with(REPLY),
             "{what}: the reply is the success document"
         );
+    } else {
+        assert!(tmp.is_empty(), "{what}: no reply expected, got {text:?}");
     }
     let after = counts();
     assert_eq!(
@@ -691,9 +694,20 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         &mut h,
         &mut other,
         "garbage-request-line",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n".to_vec(),
+        b"\x16\x01\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n".to_vec(),
         "bad-request",
         true,
+    )
+    .await;
+    // A camera set to `https`: a TLS ClientHello gets no HTTP reply at all (a `200` would look
+    // like success), and says what it is.
+    framing_case(
+        &mut h,
+        &mut other,
+        "tls-client-hello",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n".to_vec(),
+        "tls-on-plain-port",
+        false,
     )
     .await;
     framing_case(

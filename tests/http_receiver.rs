@@ -538,14 +538,25 @@ async fn default_idle_timeout_outlives_heartbeats() {
 async fn garbage_is_refused_and_server_survives() {
     let s = start(HttpConfig::default()).await;
     let mut c = Conn::open(&s).await;
-    // A TLS ClientHello start: not HTTP.
+    // A TLS ClientHello start: not HTTP. No reply at all (the handler's 400 is not sent to a
+    // TLS client), closed at once.
     c.send(&[
         0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
     ])
     .await;
+    assert!(c.reply().await.is_none(), "no HTTP reply to a TLS client");
+    c.closed_within(Duration::from_secs(1)).await;
+    assert_eq!(s.rec.errors(), [HttpError::TlsOnPlainPort]);
+
+    // 0x16 without a TLS version after it is just a bad request.
+    let mut c = Conn::open(&s).await;
+    c.send(b"\x16\x01\x01garbage\r\n\r\n").await;
     assert_eq!(c.reply().await.expect("error reply").status, 400);
     c.closed_within(WAIT).await;
-    assert!(matches!(s.rec.errors()[..], [HttpError::BadRequest(_)]));
+    assert!(matches!(
+        s.rec.errors()[..],
+        [HttpError::TlsOnPlainPort, HttpError::BadRequest(_)]
+    ));
 
     let mut c = Conn::open(&s).await;
     c.send(b"HELLO\x00\x01\x02 garbage\r\n\r\n").await;

@@ -2,7 +2,9 @@
 //!
 //! The first bytes choose the limits and where the input is cut into reads; the rest is the
 //! stream. Properties: never panics; feeding the stream in pieces yields the same requests as
-//! feeding it at once; every request respects the limits; once failed, the framer stays failed.
+//! feeding it at once; every request respects the limits; once failed, the framer stays failed;
+//! a stream that starts (after blank lines) with a TLS record header frames nothing and fails
+//! with `TlsOnPlainPort`, however it is split.
 //!
 //! `cargo fuzz run --sanitizer none http_frame` (from the repository root).
 
@@ -11,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use camqtt::http::request::frame_all;
-use camqtt::http::{Framed, Limits, RequestFramer};
+use camqtt::http::{Framed, HttpError, Limits, RequestFramer, TlsSniff, sniff_tls};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -67,6 +69,15 @@ fuzz_target!(|data: &[u8]| {
             whole.len(),
             "split changes the number of requests"
         );
+    }
+    let start = stream
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(stream.len());
+    if sniff_tls(&stream[start..]) == TlsSniff::Tls {
+        assert!(whole.is_empty() && pieces.is_empty(), "TLS framed as HTTP");
+        assert_eq!(whole_err, Some(HttpError::TlsOnPlainPort));
+        assert_eq!(err, Some(HttpError::TlsOnPlainPort));
     }
     for r in &whole {
         assert!(r.body.len() <= limits.body_limit);

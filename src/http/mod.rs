@@ -13,18 +13,27 @@
 //!   enforces the limits of [`HttpConfig`].
 //! - [`guard`] (pure): [`Guard`], the allow-list and HTTP Basic auth the server applies before
 //!   the handler sees a request.
+//! - [`tls`]: [`ServerTls`], the receiver's rustls (ring) configuration read once from PEM
+//!   files. With it the server sniffs the first byte of each connection and serves HTTPS and,
+//!   unless refused, plain HTTP on the same port.
+//! - [`throttle`] (pure): [`LogThrottle`], which keeps a misconfigured camera's repeated
+//!   warning to one line per peer per five minutes.
 
 pub mod client;
 pub mod guard;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod throttle;
+pub mod tls;
 
 pub use guard::{BasicAuth, Cidr, Denied, Guard};
 
-pub use request::{Framed, Limits, Request, RequestFramer};
+pub use request::{Framed, Limits, Request, RequestFramer, TlsSniff, sniff_tls};
 pub use response::Response;
 pub use server::{Handler, HttpConfig, Reply, serve};
+pub use throttle::{LogThrottle, Notice};
+pub use tls::{ServerTls, TlsError};
 
 /// Why a request could not be framed (or was cut off).
 ///
@@ -66,6 +75,18 @@ pub enum HttpError {
     /// The peer closed the connection in the middle of a request.
     #[error("connection closed in the middle of a request")]
     Incomplete,
+    /// The bytes start with a TLS handshake record header (RFC 8446 §5.1, see
+    /// [`request::sniff_tls`]) on a plain-HTTP connection: the client speaks HTTPS (a camera
+    /// set to `https`). Nothing can be answered in HTTP: the server closes at once without a
+    /// reply, whatever [`Handler::on_error`] returns.
+    #[error("TLS handshake (ClientHello) on the plain-HTTP port: the client speaks HTTPS")]
+    TlsOnPlainPort,
+    /// A plain-HTTP request on a port that only serves HTTPS (TLS configured with plain HTTP
+    /// refused, see [`ServerTls::plain_http`]). Produced by the server from the first byte of
+    /// the connection, never by the framer; the server answers a fixed `400` whatever
+    /// [`Handler::on_error`] returns.
+    #[error("plain-HTTP request on the HTTPS-only port: the client speaks HTTP")]
+    PlainHttpOnTlsPort,
 }
 
 impl HttpError {

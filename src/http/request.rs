@@ -16,6 +16,10 @@
 //! Strictness, because the peer is untrusted: conflicting `Content-Length` values, non-digit
 //! lengths, unknown final transfer codings and bad chunk framing are errors; sizes are checked
 //! against [`Limits`] before anything is buffered beyond them.
+//!
+//! A request that starts with a TLS handshake record header ([`sniff_tls`]) is a client
+//! speaking HTTPS to a plain-HTTP port (a camera set to `https`): it fails with
+//! [`HttpError::TlsOnPlainPort`], not with a generic bad request, so the shell can say so.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -35,6 +39,41 @@ const EAGER_PARSE_BYTES: usize = 1024;
 /// preamble, so the header timeout applies (otherwise a CRLF every few seconds would hold a
 /// connection slot forever, never reaching the idle timeout).
 const IDLE_BLANK_BYTES: usize = 8;
+
+/// Content type `handshake(22)` of a TLS record (RFC 8446 §5.1; the same value since SSL 3.0,
+/// RFC 6101 §5.2.1): the first byte every TLS client sends.
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What the first bytes of a connection (or request) say about TLS; see [`sniff_tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSniff {
+    /// A TLS handshake record header: a client opening TLS (a ClientHello follows).
+    Tls,
+    /// Not a TLS handshake record header.
+    NotTls,
+    /// Fewer than 3 bytes, and they are a prefix of a TLS handshake record header.
+    NeedMore,
+}
+
+/// Does `bytes` start with a TLS handshake record header?
+///
+/// The header of a `TLSPlaintext` record (RFC 8446 §5.1) is `type` (1 byte), then
+/// `legacy_record_version` (2 bytes), then `length` (2 bytes). A client's first record is a
+/// handshake record (`type` = [`TLS_HANDSHAKE_RECORD`], `0x16`) carrying its ClientHello; its
+/// version is `0x03 0x00` (SSL 3.0) to `0x03 0x04` (TLS 1.3; in practice `0x03 0x01` or
+/// `0x03 0x03`). So the rule is: byte 0 is `0x16`, byte 1 is `0x03`, byte 2 is `0x00..=0x04`.
+/// No HTTP request can start that way (a method is a token of printable characters, RFC 9110
+/// §9.1), so a match is unambiguous. `0x16` followed by anything else is [`TlsSniff::NotTls`]
+/// (an ordinary bad request for the HTTP parser). The SSL 2.0 compatible ClientHello (high bit
+/// set in byte 0) is not recognised; no camera firmware of the last twenty years sends it.
+pub fn sniff_tls(bytes: &[u8]) -> TlsSniff {
+    match bytes {
+        [] => TlsSniff::NeedMore,
+        [TLS_HANDSHAKE_RECORD] | [TLS_HANDSHAKE_RECORD, 0x03] => TlsSniff::NeedMore,
+        [TLS_HANDSHAKE_RECORD, 0x03, 0x00..=0x04, ..] => TlsSniff::Tls,
+        _ => TlsSniff::NotTls,
+    }
+}
 
 /// Size limits of the framer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +290,13 @@ impl RequestFramer {
         }
         if self.buf.is_empty() {
             return Ok(Framed::NeedMore);
+        }
+        // A TLS ClientHello instead of a request line: an HTTPS client on a plain-HTTP port.
+        // Checked before httparse, which would call it a bad token.
+        match sniff_tls(&self.buf) {
+            TlsSniff::Tls => return Err(HttpError::TlsOnPlainPort),
+            TlsSniff::NeedMore => return Ok(Framed::NeedMore),
+            TlsSniff::NotTls => {}
         }
         let len = self.buf.len();
         let fresh_lf = self.buf[(*scanned).min(len)..].contains(&b'\n');
@@ -954,7 +1000,7 @@ mod tests {
     #[test]
     fn garbage_fails_fast_and_sticks() {
         let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
-        f.push(b"\x16\x03\x01\x02\x00\x01\x00");
+        f.push(b"\x16\x01\x01\x02\x00\x01\x00");
         assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
         f.push(b"GET / HTTP/1.1\r\n\r\n");
         assert!(matches!(f.poll(), Err(HttpError::BadRequest(_))));
@@ -962,6 +1008,84 @@ mod tests {
             frame_all(b"GET / HTTP/2.0\r\n\r\n", limits()).1,
             Some(HttpError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn tls_record_header_sniffing() {
+        // SSL 3.0, TLS 1.0, 1.1, 1.2 and 1.3 record versions (RFC 8446 §5.1, RFC 6101 §5.2.1).
+        for minor in 0x00..=0x04u8 {
+            assert_eq!(sniff_tls(&[0x16, 0x03, minor]), TlsSniff::Tls, "{minor}");
+            assert_eq!(
+                sniff_tls(&[0x16, 0x03, minor, 0x02, 0x00, 0x01]),
+                TlsSniff::Tls
+            );
+        }
+        // Prefixes wait for more bytes.
+        assert_eq!(sniff_tls(b""), TlsSniff::NeedMore);
+        assert_eq!(sniff_tls(&[0x16]), TlsSniff::NeedMore);
+        assert_eq!(sniff_tls(&[0x16, 0x03]), TlsSniff::NeedMore);
+        // Anything else is not TLS.
+        for not in [
+            &[0x16, 0x03, 0x05][..],
+            &[0x16, 0x03, 0xff],
+            &[0x16, 0x02, 0x01],
+            &[0x16, 0x04, 0x01],
+            &[0x16, 0x00],
+            &[0x15, 0x03, 0x01],
+            &[0x17, 0x03, 0x03],
+            &[0x80, 0x2e, 0x01],
+            b"POST / HTTP/1.1\r\n",
+            b"G",
+        ] {
+            assert_eq!(sniff_tls(not), TlsSniff::NotTls, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn tls_client_hello_on_a_plain_connection() {
+        for minor in 0x00..=0x04u8 {
+            let hello = [
+                0x16, 0x03, minor, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ];
+            assert_eq!(
+                frame_all(&hello, limits()),
+                (vec![], Some(HttpError::TlsOnPlainPort)),
+                "version 3.{minor}"
+            );
+            // Byte by byte: undecided until the third byte, then the TLS error, for good.
+            let mut f = RequestFramer::new(limits(), "127.0.0.1:9".parse().unwrap());
+            f.push(&hello[..1]);
+            assert_eq!(f.poll(), Ok(Framed::NeedMore));
+            assert!(
+                !f.is_idle(),
+                "a started handshake is not an idle connection"
+            );
+            f.push(&hello[1..2]);
+            assert_eq!(f.poll(), Ok(Framed::NeedMore));
+            f.push(&hello[2..3]);
+            assert_eq!(f.poll(), Err(HttpError::TlsOnPlainPort));
+            f.push(b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(f.poll(), Err(HttpError::TlsOnPlainPort));
+        }
+        // After a complete request on the same connection, and after blank lines.
+        let mut input = b"GET / HTTP/1.1\r\n\r\n\r\n".to_vec();
+        input.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x05]);
+        let (reqs, err) = frame_all(&input, limits());
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(err, Some(HttpError::TlsOnPlainPort));
+        // 0x16 not followed by a TLS version is an ordinary bad request.
+        for bad in [
+            &b"\x16\x01\x01\x02\x00"[..],
+            b"\x16\x03\x05\x02\x00",
+            b"\x16\x02\x03\x02\x00",
+            b"\x16GET / HTTP/1.1\r\n\r\n",
+        ] {
+            let (_, err) = frame_all(bad, limits());
+            assert!(
+                matches!(err, Some(HttpError::BadRequest(_))),
+                "{bad:?}: {err:?}"
+            );
+        }
     }
 
     #[test]
@@ -1117,6 +1241,21 @@ mod tests {
                 let limits = Limits { body_limit: 100, header_limit: 256, max_headers: 8 };
                 let input = [head.as_bytes(), &tail].concat();
                 let _ = frame_all(&input, limits);
+            }
+
+            #[test]
+            fn tls_record_header_is_never_framed_as_http(
+                minor in 0u8..=4,
+                blank in "[\r\n]{0,4}",
+                tail in proptest::collection::vec(any::<u8>(), 0..300),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut input = blank.into_bytes();
+                input.extend_from_slice(&[TLS_HANDSHAKE_RECORD, 0x03, minor]);
+                input.extend_from_slice(&tail);
+                let limits = Limits { body_limit: 512, header_limit: 256, max_headers: 4 };
+                prop_assert_eq!(frame_all(&input, limits), (vec![], Some(HttpError::TlsOnPlainPort)));
+                prop_assert_eq!(frame_pieces(&input, &cuts, limits), (vec![], Some(HttpError::TlsOnPlainPort)));
             }
 
             #[test]

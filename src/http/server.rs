@@ -27,12 +27,30 @@
 //! - Shutdown: when the token is cancelled the listener is closed, idle connections are closed,
 //!   requests in flight finish (their replies carry `Connection: close`); connections still busy
 //!   after [`HttpConfig::shutdown_grace`] are aborted.
+//! - A TLS client on a plain-HTTP connection (the framer's [`HttpError::TlsOnPlainPort`]: a
+//!   camera set to `https`): one warn line per peer per five minutes naming the cause and the
+//!   fix (see [`super::throttle`]), counted in `tls_on_plain_port` (and `http_errors`), passed
+//!   to [`Handler::on_error`] (unless auth is configured), and the connection is closed at once
+//!   **without any reply**: HTTP means nothing to a client waiting for a ServerHello, and a
+//!   `200` would look like success.
+//! - HTTPS ([`HttpConfig::tls`], off by default): the first byte of each connection decides.
+//!   `0x16` (a TLS handshake record, RFC 8446 §5.1) starts a TLS handshake, bounded by
+//!   [`HttpConfig::header_timeout`]; then the same request loop runs over the TLS stream. Any
+//!   other first byte is plain HTTP: served as usual when [`ServerTls::plain_http`] is set
+//!   (one port for cameras set to either protocol), otherwise answered with a fixed `400`,
+//!   counted in `plain_http_on_tls_port`, warned about once per peer per five minutes and
+//!   passed to [`Handler::on_error`] as [`HttpError::PlainHttpOnTlsPort`]. A failed handshake
+//!   (garbage, no common version or cipher suite, the client rejects the certificate,
+//!   timeout) is counted in `tls_handshake_errors`, warned about once per peer per five
+//!   minutes, and closes only that connection. Before its first byte a connection counts as
+//!   idle ([`HttpConfig::idle_timeout`]). A peer outside the allow-list gets the `403` when
+//!   its first byte (awaited for at most 1 s) is plain HTTP, and a silent close otherwise.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -42,8 +60,10 @@ use tracing::{debug, error, warn};
 
 use super::HttpError;
 use super::guard::{Denied, Guard};
-use super::request::{Framed, Limits, Request, RequestFramer};
+use super::request::{Framed, Limits, Request, RequestFramer, TLS_HANDSHAKE_RECORD};
 use super::response::Response;
+use super::throttle::{LogThrottle, Notice};
+use super::tls::ServerTls;
 use crate::stats::stats;
 
 /// Size of one socket read.
@@ -78,6 +98,8 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Allow-list and HTTP Basic auth. Default: open to everyone.
     pub guard: Guard,
+    /// HTTPS on the same port (see the module documentation). Default: none, plain HTTP only.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for HttpConfig {
@@ -92,6 +114,7 @@ impl Default for HttpConfig {
             max_connections: 512,
             shutdown_grace: Duration::from_secs(5),
             guard: Guard::default(),
+            tls: None,
         }
     }
 }
@@ -121,21 +144,47 @@ pub trait Handler: Send + Sync + 'static {
     /// Called when a request could not be framed (too large, malformed, timeout, peer gone).
     /// Returns the response to send, if the connection can still take one (e.g. body too
     /// large: reply then close). The server closes the connection afterwards; the response is
-    /// not sent for [`HttpError::Incomplete`] (the peer is gone).
+    /// not sent for [`HttpError::Incomplete`] (the peer is gone), nor for the wrong protocol:
+    /// nothing is sent to a TLS client on a plain port ([`HttpError::TlsOnPlainPort`]) and a
+    /// fixed `400` to plain HTTP on an HTTPS-only port ([`HttpError::PlainHttpOnTlsPort`]).
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response>;
 }
 
-/// Serve HTTP/1.x on `listener` until `shutdown` is cancelled and in-flight requests are done.
+/// What the connection tasks of one listener share.
+struct Shared {
+    cfg: HttpConfig,
+    /// One warn line per peer per window for repeated protocol mix-ups.
+    notices: Mutex<LogThrottle>,
+}
+
+impl Shared {
+    /// Log this occurrence of `notice` from `peer`? `Some(n)`: yes, `n` held back since the
+    /// last line. A poisoned lock (a panic elsewhere) errs on the side of logging.
+    fn notice(&self, notice: Notice, peer: std::net::IpAddr) -> Option<u64> {
+        match self.notices.lock() {
+            Ok(mut t) => t.check(notice, peer, std::time::Instant::now()),
+            Err(_) => Some(0),
+        }
+    }
+}
+
+/// Serve HTTP/1.x (and HTTPS when [`HttpConfig::tls`] is set) on `listener` until `shutdown`
+/// is cancelled and in-flight requests are done.
 ///
 /// Accept errors (e.g. out of file descriptors) are logged and retried after a short pause;
-/// they do not end the server.
+/// they do not end the server. Nothing a client sends (garbage, TLS on a plain port, a failed
+/// handshake) affects another connection.
 pub async fn serve(
     listener: TcpListener,
     cfg: HttpConfig,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared {
+        cfg,
+        notices: Mutex::new(LogThrottle::default()),
+    });
+    let cfg = &shared.cfg;
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut at_cap = false;
@@ -175,13 +224,9 @@ pub async fn serve(
         };
         stats().connections.inc();
         debug!(%peer, "HTTP connection accepted.");
-        let (cfg, handler, shutdown) = (cfg.clone(), handler.clone(), shutdown.clone());
+        let (shared, handler, shutdown) = (shared.clone(), handler.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if cfg.guard.allows_peer(peer.ip()) {
-                connection(stream, peer, &cfg, handler.as_ref(), &shutdown).await;
-            } else {
-                refuse_peer(stream, peer).await;
-            }
+            accepted(stream, peer, &shared, handler.as_ref(), &shutdown).await;
             drop(permit);
         });
     }
@@ -215,6 +260,175 @@ fn report_task(res: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// A new connection: apply the allow-list, and with TLS configured sniff the first byte to
+/// choose between a TLS handshake and plain HTTP.
+async fn accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) {
+    let cfg = &shared.cfg;
+    // Replies are small and must leave at once.
+    let _ = stream.set_nodelay(true);
+    let allowed = cfg.guard.allows_peer(peer.ip());
+    let Some(tls) = &cfg.tls else {
+        if allowed {
+            connection(stream, peer, shared, handler, shutdown).await;
+        } else {
+            refuse_peer(stream, peer, true).await;
+        }
+        return;
+    };
+    // Before its first byte a connection is idle; a refused peer is not waited for long.
+    let wait = if allowed {
+        cfg.idle_timeout
+    } else {
+        REFUSE_LINGER_TIME
+    };
+    let first = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {
+            debug!(%peer, "HTTP connection closed for shutdown.");
+            return;
+        }
+        r = tokio::time::timeout(wait, first_byte(&stream)) => r,
+    };
+    let first = match first {
+        Ok(Ok(Some(b))) => Some(b),
+        Ok(Ok(None)) => {
+            debug!(%peer, "HTTP connection closed by peer.");
+            return;
+        }
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "HTTP connection I/O error.");
+            return;
+        }
+        Err(_elapsed) => None,
+    };
+    if !allowed {
+        // A TLS client (or a silent one) cannot read a plain `403`: it is just closed.
+        let plain = first.is_some_and(|b| b != TLS_HANDSHAKE_RECORD);
+        refuse_peer(stream, peer, plain).await;
+        return;
+    }
+    match first {
+        None => {
+            debug!(%peer, timeout_s = cfg.idle_timeout.as_secs_f64(), "HTTP connection idle, closing.");
+        }
+        Some(TLS_HANDSHAKE_RECORD) => {
+            match tokio::time::timeout(cfg.header_timeout, tls.acceptor().accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    stats().tls_connections.inc();
+                    debug!(%peer, "TLS handshake complete.");
+                    connection(stream, peer, shared, handler, shutdown).await;
+                }
+                Ok(Err(error)) => tls_handshake_failed(shared, peer, &error),
+                Err(_elapsed) => tls_handshake_failed(
+                    shared,
+                    peer,
+                    &format_args!(
+                        "handshake not complete within the header timeout ({} s)",
+                        cfg.header_timeout.as_secs_f64()
+                    ),
+                ),
+            }
+        }
+        Some(_) if tls.plain_http => connection(stream, peer, shared, handler, shutdown).await,
+        Some(_) => refuse_plain_http(stream, peer, shared, handler).await,
+    }
+}
+
+/// The first byte the peer sent, without consuming it; `None` at EOF.
+async fn first_byte(stream: &TcpStream) -> std::io::Result<Option<u8>> {
+    let mut b = [0u8; 1];
+    Ok((stream.peek(&mut b).await? == 1).then_some(b[0]))
+}
+
+/// A TLS handshake on a plain-HTTP connection: count, warn (throttled). The caller closes.
+fn tls_on_plain_port(shared: &Shared, peer: SocketAddr) {
+    stats().http_errors.inc();
+    stats().tls_on_plain_port.inc();
+    let ip = peer.ip().to_canonical();
+    match shared.notice(Notice::TlsOnPlainPort, ip) {
+        Some(suppressed) => warn!(
+            peer = %ip,
+            reason = "tls-on-plain-port",
+            suppressed,
+            "peer {ip} is speaking TLS/HTTPS to the plain-HTTP receiver: set the camera's HTTP POST protocol to http, or configure [viewtron.tls]"
+        ),
+        None => {
+            debug!(peer = %ip, reason = "tls-on-plain-port", "TLS handshake on the plain-HTTP receiver again (warned recently).")
+        }
+    }
+}
+
+/// A failed TLS handshake: count, warn (throttled). The caller closes.
+fn tls_handshake_failed(shared: &Shared, peer: SocketAddr, error: &dyn std::fmt::Display) {
+    stats().tls_handshake_errors.inc();
+    let ip = peer.ip().to_canonical();
+    match shared.notice(Notice::TlsHandshakeFailed, ip) {
+        Some(suppressed) => warn!(
+            peer = %ip,
+            reason = "tls-handshake-failed",
+            %error,
+            suppressed,
+            "TLS handshake with peer {ip} failed: the camera must trust the receiver's certificate (import its CA) and speak TLS 1.2 or 1.3"
+        ),
+        None => {
+            debug!(peer = %ip, reason = "tls-handshake-failed", %error, "TLS handshake failed again (warned recently).")
+        }
+    }
+}
+
+/// Fixed reply to plain HTTP on an HTTPS-only port.
+fn https_only() -> Response {
+    Response::new(
+        400,
+        "Bad Request",
+        &b"this port speaks HTTPS only: post to https://\n"[..],
+    )
+    .with_header("Content-Type", "text/plain")
+}
+
+/// Plain HTTP on an HTTPS-only port: count, warn (throttled), tell the handler, fixed `400`,
+/// close. Nothing of the request is framed.
+async fn refuse_plain_http(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handler: &dyn Handler,
+) {
+    stats().http_errors.inc();
+    stats().plain_http_on_tls_port.inc();
+    let ip = peer.ip().to_canonical();
+    match shared.notice(Notice::PlainHttpOnTlsPort, ip) {
+        Some(suppressed) => warn!(
+            peer = %ip,
+            reason = "plain-http-on-tls-port",
+            suppressed,
+            "peer {ip} is speaking plain HTTP to the HTTPS-only receiver: set the camera's HTTP POST protocol to https, or set plain_http = true in [viewtron.tls]"
+        ),
+        None => {
+            debug!(peer = %ip, reason = "plain-http-on-tls-port", "plain HTTP on the HTTPS-only receiver again (warned recently).")
+        }
+    }
+    if shared.cfg.guard.auth.is_none() {
+        // Published by the handler; its reply is not used.
+        let _ = handler.on_error(peer, &HttpError::PlainHttpOnTlsPort);
+    }
+    let reply = https_only().encode(true, false);
+    if write_all(&mut stream, &reply, REFUSE_LINGER_TIME)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    discard(&mut stream, REFUSE_LINGER_TIME, REFUSE_LINGER_BYTES).await;
+}
+
 /// How a connection ended.
 enum End {
     /// Peer closed between requests.
@@ -233,15 +447,17 @@ enum End {
     Denied(Denied),
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// The request loop of one connection, over plain TCP or TLS alike.
+async fn connection<S>(
+    mut stream: S,
     peer: SocketAddr,
-    cfg: &HttpConfig,
+    shared: &Shared,
     handler: &dyn Handler,
     shutdown: &CancellationToken,
-) {
-    // Replies are small and must leave at once.
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = &shared.cfg;
     let mut framer = RequestFramer::new(cfg.limits(), peer);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut started: Option<Instant> = None;
@@ -313,6 +529,11 @@ async fn connection(
             () = shutdown.cancelled(), if idle => break End::Shutdown,
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
         };
+        // A TLS peer that closes without close_notify is, for HTTP, a peer that closed.
+        let read = match read {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Ok(0)),
+            other => other,
+        };
         match read {
             Err(_elapsed) => match on_timeout {
                 None => break End::Idle,
@@ -369,6 +590,16 @@ async fn connection(
             let _ = stream.shutdown().await;
             linger(&mut stream).await;
         }
+        End::Error(HttpError::TlsOnPlainPort) => {
+            tls_on_plain_port(shared, peer);
+            if cfg.guard.auth.is_none() {
+                // Published by the handler; its reply is not used.
+                let _ = handler.on_error(peer, &HttpError::TlsOnPlainPort);
+            }
+            // Closed at once, without a reply or a linger: the client waits for a ServerHello
+            // and would otherwise hold the connection until it times out.
+            debug!(%peer, "HTTP connection closed: TLS on the plain-HTTP port.");
+        }
         End::Error(error) if cfg.guard.auth.is_some() && !authed => {
             // Nothing of this request was authenticated: the handler does not see it.
             stats().http_errors.inc();
@@ -409,8 +640,18 @@ async fn connection(
     }
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
-    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+/// Write and flush `bytes` within `limit` (a TLS stream holds written data in its session
+/// until flushed).
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -424,11 +665,15 @@ const REFUSE_LINGER_TIME: Duration = Duration::from_secs(1);
 /// How much of a refused peer's leftovers is discarded before closing.
 const REFUSE_LINGER_BYTES: usize = 64 * 1024;
 
-/// A peer outside the allow-list: fixed `403`, nothing it sends is framed or parsed.
-async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr) {
+/// A peer outside the allow-list: fixed `403` (`reply`; otherwise just closed), nothing it
+/// sends is framed or parsed.
+async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr, reply: bool) {
     stats().forbidden.inc();
+    if !reply {
+        warn!(%peer, reason = Denied::NotAllowed.reason(), "HTTP connection refused: peer not in allow-list (closed without a reply).");
+        return;
+    }
     warn!(%peer, reason = Denied::NotAllowed.reason(), status = 403, "HTTP connection refused: peer not in allow-list.");
-    let _ = stream.set_nodelay(true);
     let reply = Denied::NotAllowed.response().encode(true, false);
     if write_all(&mut stream, &reply, REFUSE_LINGER_TIME)
         .await
@@ -442,12 +687,12 @@ async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr) {
 
 /// After our FIN, read and discard what the client still sends (bounded), so that closing with
 /// unread data does not reset the connection before the client has read our reply.
-async fn linger(stream: &mut TcpStream) {
+async fn linger<S: AsyncRead + Unpin>(stream: &mut S) {
     discard(stream, LINGER_TIME, LINGER_BYTES).await;
 }
 
 /// Read and drop at most `max_bytes` for at most `max_time`, until EOF or an error.
-async fn discard(stream: &mut TcpStream, max_time: Duration, max_bytes: usize) {
+async fn discard<S: AsyncRead + Unpin>(stream: &mut S, max_time: Duration, max_bytes: usize) {
     let mut sink = vec![0u8; READ_CHUNK];
     let mut total = 0usize;
     let _ = tokio::time::timeout(max_time, async {

@@ -1,6 +1,6 @@
 //! Helpers shared by integration tests: a real Mosquitto on a free loopback port, an MQTT
-//! collector that records everything it receives, the bridge in-process ([`bridge`]) and a
-//! camera's HTTP side ([`camera`]).
+//! collector that records everything it receives, the bridge in-process ([`bridge`]) or as a
+//! child process with its log captured ([`process`]), and a camera's HTTP side ([`camera`]).
 //!
 //! Usage:
 //! ```ignore
@@ -14,6 +14,7 @@
 pub mod bridge;
 pub mod camera;
 pub mod logs;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};

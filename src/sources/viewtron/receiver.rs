@@ -10,6 +10,12 @@
 //! connection are answered in order, so the per-connection order is kept. Nothing a camera
 //! sends can change the reply or close its connection, except a framing error the HTTP layer
 //! cannot recover from.
+//!
+//! Framing errors are counted and published on `bridge/unparsed` with a short reason
+//! (`bad-request`, `body-too-large`, ...). The wrong protocol is named as such and never gets
+//! the success document: a TLS handshake on the plain receiver (`tls-on-plain-port`, a camera
+//! set to `https`; the server closes without a reply) and plain HTTP on an HTTPS-only
+//! receiver (`plain-http-on-tls-port`; the server answers `400`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +110,12 @@ impl Handler for ViewtronHandler {
 
     fn on_error(&self, peer: SocketAddr, err: &HttpError) -> Option<Response> {
         let reason = http_reason(err).to_string();
+        // The wrong protocol: never the success document (the server sends nothing to a TLS
+        // client and a fixed 400 to plain HTTP on an HTTPS-only port anyway).
+        let reply = match err {
+            HttpError::TlsOnPlainPort | HttpError::PlainHttpOnTlsPort => None,
+            _ => Some(success()),
+        };
         // The HTTP server has already logged this occurrence; here it is counted and published.
         stats().unparsed.inc();
         let _ = self.out.try_send(Input::from(Message::Unparsed(Unparsed {
@@ -115,7 +127,7 @@ impl Handler for ViewtronHandler {
             body: String::new(),
             body_len: 0,
         })));
-        Some(success())
+        reply
     }
 }
 
@@ -129,6 +141,8 @@ fn http_reason(err: &HttpError) -> &'static str {
         HttpError::HeaderTimeout => "header-timeout",
         HttpError::BodyTimeout => "body-timeout",
         HttpError::Incomplete => "incomplete-request",
+        HttpError::TlsOnPlainPort => "tls-on-plain-port",
+        HttpError::PlainHttpOnTlsPort => "plain-http-on-tls-port",
     }
 }
 
@@ -147,8 +161,12 @@ pub async fn spawn(
         started: std::time::Instant::now(),
     });
     let http = cfg.http.clone();
+    let (tls, plain_http) = match &http.tls {
+        Some(t) => (true, t.plain_http),
+        None => (false, true),
+    };
     let task = tokio::spawn(async move {
-        tracing::info!(listen = %addr, "viewtron receiver listening");
+        tracing::info!(listen = %addr, tls, plain_http, "viewtron receiver listening");
         if let Err(error) = crate::http::serve(listener, http, handler, shutdown).await {
             tracing::error!(%error, "viewtron receiver stopped");
         }
