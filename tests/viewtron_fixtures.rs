@@ -547,7 +547,8 @@ fn ipc_alarm_status_two_elements() {
         Some(AlarmState {
             name: "perimeterAlarm".into(),
             id: Some("1".into()),
-            active: true
+            active: true,
+            covers: vec![Category::Intrusion],
         })
     );
     assert_eq!(e[1].category, Category::LineCrossing);
@@ -557,7 +558,8 @@ fn ipc_alarm_status_two_elements() {
         Some(AlarmState {
             name: "tripwireAlarm".into(),
             id: Some("2".into()),
-            active: false
+            active: false,
+            covers: vec![Category::LineCrossing],
         })
     );
     for ev in &e {
@@ -596,7 +598,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "motionAlarm".into(),
                     id: Some("1".into()),
-                    active: true
+                    active: true,
+                    covers: vec![Category::Motion],
                 }
             ),
             (
@@ -605,7 +608,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "motionAlarm".into(),
                     id: Some("2".into()),
-                    active: false
+                    active: false,
+                    covers: vec![Category::Motion],
                 }
             ),
             (
@@ -614,7 +618,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "chlOfflineAlarm".into(),
                     id: Some("5".into()),
-                    active: true
+                    active: true,
+                    covers: vec![Category::Alarm],
                 }
             ),
         ],

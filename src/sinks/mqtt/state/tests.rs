@@ -312,11 +312,12 @@ fn rule_stop_turns_off_at_once_and_has_no_event() {
 }
 
 fn alarm(cat: Category, name: &str, id: &str, active: bool) -> Event {
-    let mut e = event(cat, if active { Phase::Start } else { Phase::Stop });
+    let mut e = event(cat.clone(), if active { Phase::Start } else { Phase::Stop });
     e.attrs.alarm = Some(AlarmState {
         name: name.into(),
         id: Some(id.into()),
         active,
+        covers: vec![cat.clone()],
     });
     e
 }
