@@ -742,6 +742,7 @@ impl SinkState {
                         })
                         .collect(),
                     counts: d.counts.clone(),
+                    alarms: Vec::new(),
                 }
             })
             .collect();
