@@ -136,7 +136,8 @@ pub enum Category {
     Traject,
     /// Motion detection.
     Motion,
-    /// Alarm inputs, tamper, camera offline and other alarms.
+    /// Alarm inputs, tamper, camera offline and other alarms; also an alarm status that may
+    /// stand for several categories ([`AlarmState::covers`]).
     Alarm,
     /// Object left / removed.
     Object,
