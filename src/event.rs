@@ -136,7 +136,8 @@ pub enum Category {
     Traject,
     /// Motion detection.
     Motion,
-    /// Alarm inputs, tamper, camera offline and other alarms.
+    /// Alarm inputs, tamper, camera offline and other alarms; also an alarm status that may
+    /// stand for several categories ([`AlarmState::covers`]).
     Alarm,
     /// Object left / removed.
     Object,
@@ -426,6 +427,25 @@ pub struct AlarmState {
     pub id: Option<String>,
     /// On or off.
     pub active: bool,
+    /// The categories this status may stand for, as the source knows them from the alarm
+    /// name and the envelope (`protocol.md` §6.11 IPC, §7.2 NVR).
+    ///
+    /// * one entry: the status names one category (IPC `perimeterAlarm` → `intrusion`,
+    ///   `vehiceAlarm` → `lpr`, `sceneChange` → `alarm`); the event's `category` is that one;
+    /// * several: the status does not say which (NVR `perimeterAlarm` → `intrusion` or
+    ///   `line_crossing`); the event's `category` is [`Category::Alarm`] and a sink may tie
+    ///   the status to one of them only on evidence (a detection of that category);
+    /// * empty: written before this field existed (spool records); read as "the event's
+    ///   `category`".
+    #[serde(default)]
+    pub covers: Vec<Category>,
+}
+
+impl AlarmState {
+    /// True when the status may stand for more than one category ([`AlarmState::covers`]).
+    pub fn is_ambiguous(&self) -> bool {
+        self.covers.len() > 1
+    }
 }
 
 /// Typed attributes of an event. Only what applies is filled.
@@ -484,7 +504,48 @@ pub struct Event {
     pub warnings: Vec<String>,
 }
 
+/// What an event is, which decides what it may move downstream ([`Event::kind`]).
+///
+/// Only a detection is evidence that something was seen *now*: only it sets images, plates,
+/// lists, "last detection" times, bridge-kept counters and event entities. A status is the
+/// device's own on/off for a rule, sent after the detection and again `alarmHoldTime` later
+/// (`protocol.md` §2.4, §6.11; field case 03); a tracking summary is a stream of positions
+/// (§6.10); an end closes a rule (`SMART_STOP`, §3). Heartbeats are not events at all
+/// ([`Message::Heartbeat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// Something was detected (a smart-data post: rule start, procedure or no rule status).
+    Detection,
+    /// An alarm-status element: the device says a rule is on or off.
+    Status,
+    /// A real-time tracking summary (`traject`).
+    Tracking,
+    /// A rule ended (`SMART_STOP`).
+    End,
+}
+
 impl Event {
+    /// What this event is, derived from facts the model already holds, in this order:
+    /// an alarm-status element (`attrs.alarm`) is a [`EventKind::Status`]; the `traject`
+    /// category is [`EventKind::Tracking`]; phase [`Phase::Stop`] is an [`EventKind::End`];
+    /// everything else (start, pulse) is a [`EventKind::Detection`].
+    ///
+    /// Derived rather than stored so it can never disagree with those facts, every source
+    /// gets it without setting it, and the spool record format (which mirrors `Event`) stays
+    /// as it is.
+    pub fn kind(&self) -> EventKind {
+        if self.attrs.alarm.is_some() {
+            EventKind::Status
+        } else if self.category == Category::Traject {
+            EventKind::Tracking
+        } else if self.phase == Phase::Stop {
+            EventKind::End
+        } else {
+            EventKind::Detection
+        }
+    }
+
     /// The first image with the given role.
     pub fn image(&self, role: ImageRole) -> Option<&Image> {
         self.images.iter().find(|i| i.role == role)
@@ -530,4 +591,87 @@ pub enum Routed {
     },
     /// Input that did not become an event.
     Unparsed(Unparsed),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(category: Category, phase: Phase, alarm: Option<AlarmState>) -> Event {
+        Event {
+            device: DeviceInfo::default(),
+            category,
+            phase,
+            time: SystemTime::UNIX_EPOCH,
+            time_source: TimeSource::Receiver,
+            time_raw: None,
+            received: SystemTime::UNIX_EPOCH,
+            source: "test",
+            raw_type: "X".into(),
+            envelope: None,
+            config_version: None,
+            attrs: Attributes {
+                alarm,
+                ..Attributes::default()
+            },
+            images: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn alarm(active: bool, covers: Vec<Category>) -> Option<AlarmState> {
+        Some(AlarmState {
+            name: "perimeterAlarm".into(),
+            id: Some("1".into()),
+            active,
+            covers,
+        })
+    }
+
+    #[test]
+    fn kind_is_derived_from_alarm_category_and_phase() {
+        use EventKind::*;
+        let cases = [
+            (Category::Lpr, Phase::Pulse, None, Detection),
+            (Category::Intrusion, Phase::Start, None, Detection),
+            (Category::Intrusion, Phase::Stop, None, End),
+            (Category::Traject, Phase::Pulse, None, Tracking),
+            // A status is a status whatever its phase or category.
+            (
+                Category::Intrusion,
+                Phase::Start,
+                alarm(true, vec![Category::Intrusion]),
+                Status,
+            ),
+            (
+                Category::Lpr,
+                Phase::Stop,
+                alarm(false, vec![Category::Lpr]),
+                Status,
+            ),
+            (
+                Category::Traject,
+                Phase::Start,
+                alarm(true, vec![Category::Traject]),
+                Status,
+            ),
+        ];
+        for (category, phase, alarm, want) in cases {
+            let e = event(category.clone(), phase, alarm);
+            assert_eq!(e.kind(), want, "{category} {phase:?}");
+        }
+    }
+
+    #[test]
+    fn covers_default_when_absent_and_ambiguity() {
+        // A spool record written before `covers` existed still decodes.
+        let a: AlarmState =
+            serde_json::from_str(r#"{"name":"vehiceAlarm","id":"1","active":true}"#).unwrap();
+        assert!(a.covers.is_empty());
+        assert!(!a.is_ambiguous());
+        let a = alarm(true, vec![Category::Intrusion, Category::LineCrossing]).unwrap();
+        assert!(a.is_ambiguous());
+        let back: AlarmState = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
 }

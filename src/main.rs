@@ -245,6 +245,7 @@ fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
                 .map(|e| {
                     json!({
                         "category": e.category,
+                        "kind": e.kind(),
                         "phase": e.phase,
                         "raw_type": e.raw_type,
                         "envelope": e.envelope,

@@ -352,25 +352,29 @@ async fn alarm_status_drives_state_and_heartbeats_drive_availability() {
     };
     let col = Collector::start(broker.port, "camera/#").await;
     let bridge = start_bridge(&broker, "[viewtron]\noffline_after = 2\n").await;
+    // motionAlarm names one category; an NVR's perimeterAlarm would not (see alarm_status.rs).
     let nvr_status = |active: &str| {
         format!(
             "<config version=\"2.0.0\" xmlns=\"http://www.ipc.com/ver10\"><messageType>alarmStatus</messageType>\
              <deviceInfo><deviceName>Yard NVR</deviceName><ip>10.1.1.2</ip><mac>58:5B:69:AA:40:04</mac><channelId>1</channelId></deviceInfo>\
-             <currentTime>1790000400000000</currentTime><alarmStatusInfo><perimeterAlarm><item id=\"1\">{active}</item></perimeterAlarm></alarmStatusInfo></config>"
+             <currentTime>1790000400000000</currentTime><alarmStatusInfo><motionAlarm><item id=\"1\">{active}</item></motionAlarm></alarmStatusInfo></config>"
         )
     };
     let mut s = TcpStream::connect(bridge.addr).await.unwrap();
     exchange(&mut s, &post("/API", &nvr_status("true"))).await;
     let dev = "58_5b_69_aa_40_04_ch1";
-    col.wait_payload(&format!("camera/{dev}/intrusion/state"), "ON", T)
+    col.wait_payload(&format!("camera/{dev}/motion/state"), "ON", T)
         .await
         .expect("alarm on");
     exchange(&mut s, &post("/API", &nvr_status("false"))).await;
-    col.wait_payload(&format!("camera/{dev}/intrusion/state"), "OFF", T)
+    col.wait_payload(&format!("camera/{dev}/motion/state"), "OFF", T)
         .await
         .expect("alarm off");
+    col.wait_payload(&format!("camera/{dev}/alarm/motionAlarm_1"), "OFF", T)
+        .await
+        .expect("alarm topic off");
     assert!(
-        col.on(&format!("camera/{dev}/intrusion/event")).is_empty(),
+        col.on(&format!("camera/{dev}/motion/event")).is_empty(),
         "alarm status is a state, not a detection"
     );
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use camqtt::event::{
-    AlarmState, Category, DeviceInfo, DeviceKind, Event, ImageRole, Phase, Point, Rect, TimeSource,
-    Units,
+    AlarmState, Category, DeviceInfo, DeviceKind, Event, EventKind, ImageRole, Phase, Point, Rect,
+    TimeSource, Units,
 };
 use camqtt::sources::viewtron::parse::{ParseError, Post, PostMeta, parse_post};
 
@@ -547,7 +547,8 @@ fn ipc_alarm_status_two_elements() {
         Some(AlarmState {
             name: "perimeterAlarm".into(),
             id: Some("1".into()),
-            active: true
+            active: true,
+            covers: vec![Category::Intrusion],
         })
     );
     assert_eq!(e[1].category, Category::LineCrossing);
@@ -557,7 +558,8 @@ fn ipc_alarm_status_two_elements() {
         Some(AlarmState {
             name: "tripwireAlarm".into(),
             id: Some("2".into()),
-            active: false
+            active: false,
+            covers: vec![Category::LineCrossing],
         })
     );
     for ev in &e {
@@ -596,7 +598,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "motionAlarm".into(),
                     id: Some("1".into()),
-                    active: true
+                    active: true,
+                    covers: vec![Category::Motion],
                 }
             ),
             (
@@ -605,7 +608,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "motionAlarm".into(),
                     id: Some("2".into()),
-                    active: false
+                    active: false,
+                    covers: vec![Category::Motion],
                 }
             ),
             (
@@ -614,7 +618,8 @@ fn nvr_alarm_status_items() {
                 AlarmState {
                     name: "chlOfflineAlarm".into(),
                     id: Some("5".into()),
-                    active: true
+                    active: true,
+                    covers: vec![Category::Alarm],
                 }
             ),
         ],
@@ -625,6 +630,166 @@ fn nvr_alarm_status_items() {
     assert_eq!(e[0].device.kind, DeviceKind::Nvr);
     assert_eq!(e[0].device.channel, Some(5));
     assert_eq!(e[0].envelope.as_deref(), Some("nvr"));
+}
+
+/// The alarm fields of a status event, and that it is a status.
+fn alarm_of(e: &Event) -> &AlarmState {
+    assert_eq!(e.kind(), EventKind::Status, "{}", e.raw_type);
+    e.attrs.alarm.as_ref().unwrap()
+}
+
+#[test]
+fn ipc_lpr_read_and_its_alarm_status_pair() {
+    let e = one("ipc-lpr-test123.xml");
+    assert_eq!(e.kind(), EventKind::Detection);
+    assert_eq!((e.category.clone(), e.phase), (Category::Lpr, Phase::Pulse));
+    assert_eq!(e.attrs.plates.len(), 1);
+    let p = &e.attrs.plates[0];
+    assert_eq!(
+        (p.plate.as_str(), p.list.as_deref(), p.direction.as_deref()),
+        ("TEST123", Some("whiteList"), Some("approach"))
+    );
+    assert_eq!(p.confidence, Some(97.0));
+    assert_eq!(micros(e.time), 1_790_002_000_250_000);
+    assert_eq!(e.device.mac.as_deref(), Some("02:00:5e:10:30:01"));
+    assert_eq!(e.image(ImageRole::Overview).unwrap().data, jpeg("overview"));
+    assert_eq!(e.image(ImageRole::Target).unwrap().data, jpeg("plate1"));
+
+    for (file, active, raw) in [
+        (
+            "ipc-alarm-status-vehice-on-12h.xml",
+            true,
+            "12-02-2026 01:05:09 PM",
+        ),
+        (
+            "ipc-alarm-status-vehice-off-12h.xml",
+            false,
+            "12-02-2026 01:05:29 PM",
+        ),
+    ] {
+        let e = one(file);
+        assert_eq!(
+            alarm_of(&e),
+            &AlarmState {
+                name: "vehiceAlarm".into(),
+                id: Some("1".into()),
+                active,
+                covers: vec![Category::Lpr],
+            },
+            "{file}"
+        );
+        assert_eq!(e.category, Category::Lpr);
+        assert_eq!(e.phase, if active { Phase::Start } else { Phase::Stop });
+        // 12-hour camera-local text without a zone: receive time, raw text kept.
+        assert_eq!(e.time_source, TimeSource::Receiver, "{file}");
+        assert_eq!(e.time, meta().received);
+        assert_eq!(e.time_raw.as_deref(), Some(raw));
+        assert!(e.attrs.plates.is_empty() && e.images.is_empty());
+        assert_eq!(e.device.mac.as_deref(), Some("02:00:5e:10:30:01"));
+        assert_eq!(e.device.device_no.as_deref(), Some("1"));
+        assert_eq!(e.device.serial.as_deref(), Some("CAMQTT-SN-3001"));
+        assert_eq!(e.device.kind, DeviceKind::Camera);
+    }
+}
+
+#[test]
+fn ipc_intrusion_and_its_perimeter_alarm() {
+    let e = one("ipc-pea-intrusion-start.xml");
+    assert_eq!(e.kind(), EventKind::Detection);
+    assert_eq!(
+        (e.category.clone(), e.phase),
+        (Category::Intrusion, Phase::Start)
+    );
+    let r = &e.attrs.rules[0];
+    assert_eq!((r.event_id, r.target_id), (Some(7101), Some(7201)));
+    assert_eq!(r.polygon.len(), 3);
+    assert_eq!(e.attrs.targets[0].object.as_deref(), Some("person"));
+    assert_eq!(e.image(ImageRole::Overview).unwrap().data, jpeg("overview"));
+    assert_eq!(e.image(ImageRole::Target).unwrap().data, jpeg("crop"));
+    // On an IP camera perimeterAlarm is intrusion (line crossing has tripwireAlarm).
+    for (file, active) in [
+        ("ipc-alarm-status-perimeter-on.xml", true),
+        ("ipc-alarm-status-perimeter-off.xml", false),
+    ] {
+        let e = one(file);
+        let a = alarm_of(&e);
+        assert_eq!((a.name.as_str(), a.active), ("perimeterAlarm", active));
+        assert_eq!(a.covers, vec![Category::Intrusion]);
+        assert_eq!(e.category, Category::Intrusion);
+        assert_eq!(e.device.mac.as_deref(), Some("02:00:5e:10:30:02"));
+    }
+}
+
+#[test]
+fn ipc_avd_scene_change_and_its_status() {
+    let e = one("ipc-avd-scene-change.xml");
+    assert_eq!(e.kind(), EventKind::Detection);
+    assert_eq!(e.raw_type, "AVD");
+    assert_eq!(e.category, Category::Alarm);
+    assert_eq!(e.attrs.subtype.as_deref(), Some("tamper"));
+    assert!(e.images.is_empty());
+    assert_eq!(e.device.mac.as_deref(), Some("02:00:5e:10:30:03"));
+    for (file, active) in [
+        ("ipc-alarm-status-scene-change-on.xml", true),
+        ("ipc-alarm-status-scene-change-off.xml", false),
+    ] {
+        let e = one(file);
+        let a = alarm_of(&e);
+        assert_eq!(
+            (a.name.as_str(), a.id.as_deref(), a.active),
+            ("sceneChange", Some("1"), active)
+        );
+        assert_eq!(a.covers, vec![Category::Alarm]);
+        assert_eq!(e.category, Category::Alarm);
+        assert_eq!(e.attrs.subtype.as_deref(), Some("tamper"));
+        assert_eq!(e.time_raw.as_deref().map(|t| &t[..10]), Some("2026-12-02"));
+    }
+}
+
+#[test]
+fn nvr_perimeter_alarm_around_a_line_crossing() {
+    for (file, active, t) in [
+        (
+            "nvr-alarm-status-perimeter-on.xml",
+            true,
+            1_790_002_300_000_000,
+        ),
+        (
+            "nvr-alarm-status-perimeter-off.xml",
+            false,
+            1_790_002_320_000_000,
+        ),
+    ] {
+        let e = one(file);
+        let a = alarm_of(&e);
+        assert_eq!(
+            (a.name.as_str(), a.id.as_deref(), a.active),
+            ("perimeterAlarm", Some("1"), active)
+        );
+        // The NVR reports region intrusion and line crossing alike (§7.2): no category.
+        assert_eq!(a.covers, vec![Category::Intrusion, Category::LineCrossing]);
+        assert!(a.is_ambiguous());
+        assert_eq!(e.category, Category::Alarm, "{file}");
+        assert_eq!(e.attrs.group, None);
+        assert_eq!(micros(e.time), t);
+        assert_eq!(e.time_source, TimeSource::Camera);
+        assert_eq!(e.device.kind, DeviceKind::Nvr);
+        assert_eq!(e.device.channel, Some(4));
+        assert_eq!(e.device.mac.as_deref(), Some("02:00:5e:aa:30:04"));
+    }
+    let e = one("nvr-line-crossing-tripwire.xml");
+    assert_eq!(e.kind(), EventKind::Detection);
+    assert_eq!(e.category, Category::LineCrossing);
+    assert_eq!(e.raw_type, "lineCrossing");
+    let r = &e.attrs.rules[0];
+    assert_eq!(
+        (r.event_id, r.target_id, r.boundary.as_deref()),
+        (Some(3301), Some(3401), Some("tripwire"))
+    );
+    assert_eq!(r.line, Some((pt(2000, 1000), pt(2000, 9000))));
+    assert_eq!(e.attrs.targets[0].object.as_deref(), Some("person"));
+    assert!(e.images.is_empty());
+    assert_eq!(e.device.channel, Some(4));
 }
 
 #[test]

@@ -540,12 +540,22 @@ fn examples_match_fixtures_expected_json() {
                     assert_eq!(ev.config_version, str_of(&exp["config_version"]), "{name}");
                     check_device(name, &exp["device"], &ev.device);
                     check_time(name, exp, ev);
-                    let want_cat = match state.name.as_str() {
-                        "vehiceAlarm" => Category::Lpr,
-                        "perimeterAlarm" => Category::Intrusion,
-                        other => panic!("{name}: unexpected alarm {other}"),
+                    // On an NVR perimeterAlarm stands for region intrusion or line crossing
+                    // (protocol.md §7.2): no single category; on an IPC it is intrusion.
+                    let nvr = exp["envelope"].as_str().unwrap().starts_with("nvr");
+                    let (want_cat, want_covers) = match (state.name.as_str(), nvr) {
+                        ("vehiceAlarm", _) => (Category::Lpr, vec![Category::Lpr]),
+                        ("perimeterAlarm", false) => {
+                            (Category::Intrusion, vec![Category::Intrusion])
+                        }
+                        ("perimeterAlarm", true) => (
+                            Category::Alarm,
+                            vec![Category::Intrusion, Category::LineCrossing],
+                        ),
+                        (other, _) => panic!("{name}: unexpected alarm {other}"),
                     };
                     assert_eq!(ev.category, want_cat, "{name}");
+                    assert_eq!(state.covers, want_covers, "{name}");
                 }
             }
             "event" => {
@@ -1095,13 +1105,21 @@ fn docs_samples() {
                 };
                 assert!(d.mac.is_some(), "{name}");
             }
-            n if n.contains("ipc-event-format--block2")
-                || n.contains("nvr-event-format--block2") =>
-            {
+            n if n.contains("ipc-event-format--block2") => {
                 let ev = expect_cat("intrusion");
+                let a = ev.attrs.alarm.as_ref().unwrap();
+                assert_eq!(a.name, "perimeterAlarm");
+                assert_eq!(a.covers, vec![Category::Intrusion], "{name}");
+            }
+            n if n.contains("nvr-event-format--block2") => {
+                // The NVR's perimeterAlarm covers regionIntrusion and lineCrossing (§7.2).
+                let ev = expect_cat("alarm");
+                let a = ev.attrs.alarm.as_ref().unwrap();
+                assert_eq!(a.name, "perimeterAlarm");
                 assert_eq!(
-                    ev.attrs.alarm.as_ref().map(|a| a.name.as_str()),
-                    Some("perimeterAlarm")
+                    a.covers,
+                    vec![Category::Intrusion, Category::LineCrossing],
+                    "{name}"
                 );
             }
             n if n.contains("ipc-event-format--block3") => {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The success document the bridge answers every post with.
@@ -178,13 +178,14 @@ impl Response {
 }
 
 /// Read one Content-Length framed response, waiting until `end` (forever with `None`); `Err`
-/// when the connection closes or fails first, or time runs out.
-pub async fn read_response_until(
-    s: &mut TcpStream,
+/// when the connection closes or fails first, or time runs out. `s` is a `TcpStream` or its
+/// read half (pipelined requests).
+pub async fn read_response_until<R: AsyncRead + Unpin>(
+    s: &mut R,
     end: Option<tokio::time::Instant>,
 ) -> Result<Response, String> {
-    async fn read_some(
-        s: &mut TcpStream,
+    async fn read_some<R: AsyncRead + Unpin>(
+        s: &mut R,
         tmp: &mut [u8],
         end: Option<tokio::time::Instant>,
     ) -> Result<usize, String> {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::HaConfig;
 use super::payload::event_type;
-use super::topics::{Topics, counter_key, slug};
+use super::topics::{Topics, alarm_key, counter_key, slug};
 use crate::event::{Category, Device};
 
 /// What a device has shown so far; every entry becomes one or more entities.
@@ -22,6 +22,80 @@ use crate::event::{Category, Device};
 pub struct DeviceCaps {
     /// Per category name.
     pub categories: BTreeMap<String, CategoryCaps>,
+    /// Alarm-status elements that name no single category (an NVR's `perimeterAlarm`,
+    /// `protocol.md` §7.2): each is an entity of its own.
+    pub alarms: BTreeSet<AlarmEntity>,
+}
+
+/// An alarm-status element exposed as its own `binary_sensor` (state topic
+/// `<base>/<device>/alarm/<name>[_<id>]`, `ON` not retained, `OFF` retained), because the
+/// status does not say which detection it is (field case 15).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlarmEntity {
+    /// Alarm name as the device sent it (`perimeterAlarm`).
+    pub name: String,
+    /// Rule / input id, when sent.
+    pub id: Option<String>,
+}
+
+/// Display name of an alarm entity: the alarm name in words, then the id
+/// (`perimeterAlarm`, `1` → `Perimeter alarm 1`; `VFDAlarm` → `VFD alarm`).
+pub fn alarm_label(name: &str, id: Option<&str>) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut words: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1).copied();
+        let boundary = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_numeric()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if boundary && !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut label = words
+        .iter()
+        .map(|w| {
+            // Acronyms (`VFD`, `CPC`) stay as sent; other words are lower case.
+            if w.chars().count() > 1 && w.chars().all(|c| !c.is_lowercase()) {
+                w.clone()
+            } else {
+                w.to_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(first) = label.chars().next() {
+        let up: String = first.to_uppercase().collect();
+        label.replace_range(..first.len_utf8(), &up);
+    }
+    if label.is_empty() {
+        label = "Alarm".into();
+    }
+    let id: String = id
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(32)
+        .collect();
+    match id.trim() {
+        "" => label,
+        id => format!("{label} {id}"),
+    }
 }
 
 /// What one category of a device has shown.
@@ -461,6 +535,24 @@ impl Discovery {
                 })),
             });
         }
+        for a in &caps.alarms {
+            let state_topic = t.alarm(&d.id, &a.name, a.id.as_deref());
+            let key = format!(
+                "alarm_status_{}",
+                slug(&alarm_key(&a.name, a.id.as_deref()))
+            );
+            out.push(self.entity(
+                d,
+                &key,
+                "binary_sensor",
+                &alarm_label(&a.name, a.id.as_deref()),
+                obj(json!({
+                    "state_topic": state_topic,
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                })),
+            ));
+        }
         out
     }
 
@@ -880,6 +972,74 @@ mod tests {
             c["version"]["default_entity_id"],
             "sensor.camqtt_bridge_version"
         );
+    }
+
+    #[test]
+    fn alarm_entities() {
+        let ch = nvr_channel(4);
+        let mut caps = DeviceCaps::default();
+        caps.alarms.insert(AlarmEntity {
+            name: "perimeterAlarm".into(),
+            id: Some("1".into()),
+        });
+        let v = parse(&disc(false).device_messages(&ch, &caps)[0].1);
+        no_object_id(&v);
+        let a = &v["components"]["alarm_status_perimeteralarm_1"];
+        assert_eq!(a["platform"], "binary_sensor");
+        assert_eq!(a["name"], "Perimeter alarm 1");
+        assert_eq!(
+            a["state_topic"],
+            "camera/aa_bb_cc_dd_ee_ff_ch4/alarm/perimeterAlarm_1"
+        );
+        assert_eq!(
+            (a["payload_on"].as_str(), a["payload_off"].as_str()),
+            (Some("ON"), Some("OFF"))
+        );
+        assert_eq!(
+            a["unique_id"],
+            "camqtt_aabbccddeeff_ch4_alarm_status_perimeteralarm_1"
+        );
+        assert_eq!(
+            a["default_entity_id"],
+            "binary_sensor.aa_bb_cc_dd_ee_ff_ch4_alarm_status_perimeteralarm_1"
+        );
+        // Held by the device until its false: no off_delay, no expire_after; availability as
+        // every other entity of the device (the device-level list).
+        assert!(a.get("off_delay").is_none() && a.get("expire_after").is_none());
+        assert!(a.get("availability").is_none());
+        assert_eq!(v["availability"].as_array().unwrap().len(), 2);
+        assert!(
+            !a["name"].as_str().unwrap().contains("Channel"),
+            "no device name"
+        );
+        // Legacy mode: its own config topic, with the device availability.
+        let msgs = disc(true).device_messages(&ch, &caps);
+        let (_, p) = msgs
+            .iter()
+            .find(|(t, _)| {
+                t == "homeassistant/binary_sensor/camqtt_aabbccddeeff_ch4/alarm_status_perimeteralarm_1/config"
+            })
+            .expect("legacy alarm entity");
+        let v = parse(p);
+        assert_eq!(v["availability"].as_array().unwrap().len(), 2);
+        assert_eq!(v["availability_mode"], "all");
+    }
+
+    #[test]
+    fn alarm_labels() {
+        assert_eq!(
+            alarm_label("perimeterAlarm", Some("1")),
+            "Perimeter alarm 1"
+        );
+        assert_eq!(alarm_label("perimeterAlarm", None), "Perimeter alarm");
+        assert_eq!(alarm_label("VFDAlarm", Some("2")), "VFD alarm 2");
+        assert_eq!(
+            alarm_label("chlOfflineAlarm", Some("")),
+            "Chl offline alarm"
+        );
+        assert_eq!(alarm_label("sensorAlarmIn", Some("3")), "Sensor alarm in 3");
+        assert_eq!(alarm_label("x_y", Some("a\u{0}b")), "X y ab");
+        assert_eq!(alarm_label("", None), "Alarm");
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //!  "devices": [{"device": { …the normalised Device… }, "last_seen": 1791408287,
 //!               "categories": {"lpr": {"overview": true, "target": true,
 //!                                      "content_type": "image/jpeg", "counters": []}},
-//!               "counts": {"person": 12}}]}
+//!               "counts": {"person": 12},
+//!               "alarms": [{"name": "perimeterAlarm", "id": "1"}]}]}
 //! ```
 //!
 //! Times are Unix seconds. `counts` are the bridge-kept counters of counting categories
-//! (devices that send no counters of their own). Encoding and decoding are pure; a missing,
-//! unreadable or corrupt file is logged by the caller and ignored.
+//! (devices that send no counters of their own); `alarms` the alarm-status entities of the
+//! device (absent when it has none; files without it read as none). Encoding and decoding
+//! are pure; a missing, unreadable or corrupt file is logged by the caller and ignored.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -66,6 +68,20 @@ pub struct SavedDevice {
     /// Bridge-kept counters by class (`person`, `car`, ...).
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,
+    /// Alarm-status elements exposed as entities of their own (those that name no single
+    /// category, see [`super::discovery::AlarmEntity`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<SavedAlarm>,
+}
+
+/// An alarm entity of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAlarm {
+    /// Alarm name as sent (`perimeterAlarm`).
+    pub name: String,
+    /// Rule / input id.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// What one category of a device has shown.
@@ -190,6 +206,7 @@ pub fn decode(
                 last_seen: seen,
                 categories: BTreeMap::new(),
                 counts: BTreeMap::new(),
+                alarms: Vec::new(),
             },
         };
         devices.push(entry);
@@ -291,6 +308,10 @@ mod tests {
                 },
             )]),
             counts: BTreeMap::from([("person".to_owned(), 7)]),
+            alarms: vec![SavedAlarm {
+                name: "perimeterAlarm".into(),
+                id: Some("1".into()),
+            }],
         }
     }
 
@@ -410,6 +431,10 @@ mod tests {
         assert_eq!(c.content_type, "image/jpeg");
         assert!(!c.overview && c.counters.is_empty());
         assert!(got.devices[0].counts.is_empty());
+        assert!(
+            got.devices[0].alarms.is_empty(),
+            "files without alarms read as none"
+        );
         assert_eq!(static_mime("image/png"), "image/png");
         assert_eq!(static_mime("text/evil"), "image/jpeg");
     }

@@ -5,16 +5,28 @@
 //! in, so every rule here is unit-tested with deterministic `Instant`s.
 //!
 //! Rules:
+//! * What an event may move depends on its [`EventKind`]; [`Moves::of`] is the one table
+//!   that decides it (images, plate/list, `last`, bridge counters and the event entity come
+//!   from detections only; a status drives only binary states and `alarm/…` topics; an end only
+//!   turns a state OFF; tracking only its own category's values).
 //! * Binary state per (device, category): a Start/Pulse detection publishes `ON` (not
 //!   retained) and (re)starts an off timer of that category's `off_delay`; when it runs out,
 //!   `OFF` (retained). A rule's Stop publishes `OFF` at once. When the settle window (below)
 //!   delays the `ON`, the timers count from the moment it goes out.
-//! * Alarm-status events (`attrs.alarm`): `active = true` turns the state `ON` and holds it
-//!   until the device's `false` for that alarm (or `alarm_max_hold`), re-publishing `ON`
+//! * Alarm-status events (`attrs.alarm`): every element mirrors on `alarm/<name>[_<id>]`
+//!   (`ON` not retained, `OFF` retained). A status that names one category
+//!   ([`crate::event::AlarmState::covers`]): `active = true` turns that state `ON` and holds
+//!   it until the device's `false` for that alarm (or `alarm_max_hold`), re-publishing `ON`
 //!   every `off_delay / 2` so HA's own `off_delay` does not end it early. `active = false`
 //!   turns it `OFF` at once, even if a detection timer is still running: the device's OFF
-//!   wins. Several alarm ids of one category keep it ON while any is active. The raw
-//!   `alarm/<name>[_<id>]` topic mirrors each element (`ON` not retained, `OFF` retained).
+//!   wins. Several alarms of one category keep it ON while any is active.
+//! * A status that may stand for several categories (an NVR's `perimeterAlarm`: intrusion or
+//!   line crossing, `protocol.md` §7.2) claims none of them by itself: it drives only its
+//!   `alarm/…` topic (an entity of its own). It is tied to a covered category only by
+//!   evidence from the same device: a detection of that category arriving while the alarm is
+//!   active (NVRs send the status first), or a detection of it still ON when the status
+//!   arrives (IPCs send it after). The tied category is then held like above, until the
+//!   alarm's `false` or `alarm_max_hold`.
 //! * Discovery settle: HA subscribes to a new entity's topics 0.1–0.5 s after its discovery
 //!   message, and non-retained messages sent before that are lost. So whenever discovery of a
 //!   device is published, that device's non-retained publishes are held for
@@ -34,12 +46,12 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::config::{ImageConfig, MqttSinkConfig};
-use super::discovery::{CategoryCaps, DeviceCaps, Discovery, device_identifier};
+use super::discovery::{AlarmEntity, CategoryCaps, DeviceCaps, Discovery, device_identifier};
 use super::limits::PacketLimit;
 use super::payload::{event_json_with, image_json, rfc3339, unparsed_json};
-use super::persist::{self, RegistryFile, SavedCategory, SavedDevice};
+use super::persist::{self, RegistryFile, SavedAlarm, SavedCategory, SavedDevice};
 use super::topics::{Topics, alarm_key, counter_key};
-use crate::event::{Category, Device, Event, Image, ImageRole, Phase, Routed};
+use crate::event::{AlarmState, Category, Device, Event, EventKind, Image, ImageRole, Routed};
 
 /// How long a device's non-retained publishes wait after its discovery was published.
 pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
@@ -133,12 +145,121 @@ struct Binary {
     on: bool,
     /// Detection off timer.
     off_at: Option<Instant>,
-    /// Alarm-status keys currently active.
+    /// Keys of the active alarms ([`DevState::alarms`]) that hold this state ON.
     alarms: BTreeSet<String>,
-    /// Safety cap of the alarm hold.
-    hold_until: Option<Instant>,
     /// Next ON refresh while held.
     refresh_at: Option<Instant>,
+}
+
+/// An alarm-status element of a device that is active (`true` seen, no `false` yet).
+#[derive(Debug)]
+struct ActiveAlarm {
+    /// Categories it may stand for (names); one when the status names its category.
+    covers: Vec<String>,
+    /// Categories it holds ON: its own one, or those tied to it by evidence.
+    holds: BTreeSet<String>,
+    /// Safety cap: `alarm_max_hold` after its last `true`.
+    until: Instant,
+}
+
+/// What one event may move, by its [`EventKind`]. This table is the one place the sink
+/// decides it; [`SinkState::on_event`] and [`SinkState::update_caps`] only consult it.
+///
+/// | kind | images | plate, list, bridge counters | `targets` | `last` | event JSON | state |
+/// |---|---|---|---|---|---|---|
+/// | detection | yes | yes | – | yes | yes | ON, off timer; evidence for active statuses |
+/// | tracking | – | – | yes | yes (its own category) | yes (the rate-limited summary) | ON, off timer |
+/// | status | – | – | – | – | – | held ON / OFF by the device; `alarm/…` topic |
+/// | end | – | – | – | – | – | OFF (unless a status holds it) |
+///
+/// Why: a status repeats (or ends, `alarmHoldTime` later) a detection the device already
+/// posted, so letting it set "Last plate read" makes reads look late and re-sends stale
+/// values (field case 03); a tracking summary is not a detection but its own category's
+/// data (field case 06); an end says the rule stopped, nothing new was seen.
+///
+/// Device-reported counters (`PASSLINECOUNT` running totals, `protocol.md` §6.5) are facts
+/// of the device, not of one detection: they are published from any post that carries them
+/// (a rule's end included). Only the bridge-kept counters count detections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Moves {
+    /// Overview / target images (device, category and `image_json` topics) and their
+    /// image entities.
+    images: bool,
+    /// Plate, list and the bridge-kept counters.
+    detection_values: bool,
+    /// The tracked-target count (`traject/targets`).
+    tracking_values: bool,
+    /// `<category>/last` (the HA "Last …" sensor).
+    last: bool,
+    /// The event JSON (`<category>/event`: the HA event entity and device trigger).
+    event: bool,
+    /// What the binary state does.
+    state: StateRule,
+}
+
+/// How an event acts on its category's binary state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateRule {
+    /// `ON` and the off timer restarted; with `evidence`, the event also ties active statuses
+    /// that may stand for its category to it.
+    On {
+        /// The event is evidence for ambiguous statuses.
+        evidence: bool,
+    },
+    /// `OFF` at once, unless an active status holds the state.
+    Off,
+    /// Driven by the alarm-status element (`attrs.alarm`).
+    Alarm,
+}
+
+impl Moves {
+    /// The rules for one kind of event.
+    const fn of(kind: EventKind) -> Moves {
+        match kind {
+            EventKind::Detection => Moves {
+                images: true,
+                detection_values: true,
+                tracking_values: false,
+                last: true,
+                event: true,
+                state: StateRule::On { evidence: true },
+            },
+            EventKind::Tracking => Moves {
+                images: false,
+                detection_values: false,
+                tracking_values: true,
+                last: true,
+                event: true,
+                state: StateRule::On { evidence: false },
+            },
+            EventKind::Status => Moves {
+                images: false,
+                detection_values: false,
+                tracking_values: false,
+                last: false,
+                event: false,
+                state: StateRule::Alarm,
+            },
+            EventKind::End => Moves {
+                images: false,
+                detection_values: false,
+                tracking_values: false,
+                last: false,
+                event: false,
+                state: StateRule::Off,
+            },
+        }
+    }
+}
+
+/// The category names a status stands for: its `covers`, or its event category when it
+/// names none (spool records written before `covers` existed).
+fn status_covers(alarm: &AlarmState, category: &Category) -> Vec<String> {
+    if alarm.covers.is_empty() {
+        vec![category.as_str().to_owned()]
+    } else {
+        alarm.covers.iter().map(|c| c.as_str().to_owned()).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -155,6 +276,8 @@ struct DevState {
     /// Current retained values: topic → (payload, is image).
     retained: BTreeMap<String, (Bytes, bool)>,
     binaries: BTreeMap<String, Binary>,
+    /// Active alarm-status elements by `alarm_key` (`perimeterAlarm_1`).
+    alarms: BTreeMap<String, ActiveAlarm>,
     /// Bridge-maintained counters (`enter_<class>`), kept in the registry file.
     counts: BTreeMap<String, u64>,
     settle_until: Option<Instant>,
@@ -172,6 +295,7 @@ impl DevState {
             saved_seen: None,
             retained: BTreeMap::new(),
             binaries: BTreeMap::new(),
+            alarms: BTreeMap::new(),
             counts: BTreeMap::new(),
             settle_until: None,
             held: VecDeque::new(),
@@ -215,6 +339,151 @@ impl DevState {
             Action::retained(topic, payload)
         };
         self.emit(a, now, out);
+    }
+
+    /// Let the active alarm `key` hold `cat` ON (until the alarm ends); the first ON refresh
+    /// is due at `refresh_at` unless one is already planned.
+    fn hold(&mut self, key: &str, cat: &str, refresh_at: Instant) {
+        if let Some(a) = self.alarms.get_mut(key) {
+            a.holds.insert(cat.to_owned());
+        }
+        let bin = self.binaries.entry(cat.to_owned()).or_default();
+        bin.alarms.insert(key.to_owned());
+        bin.refresh_at.get_or_insert(refresh_at);
+    }
+
+    /// The alarm `key` no longer holds `cat`. With `device_off` (the device said `false`)
+    /// the state goes `OFF` at once when no other alarm holds it, detection timer or not;
+    /// otherwise (safety cap) a running detection timer still runs out on its own.
+    fn release(
+        &mut self,
+        key: &str,
+        cat: &str,
+        device_off: bool,
+        topics: &Topics,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let bin = self.binaries.entry(cat.to_owned()).or_default();
+        bin.alarms.remove(key);
+        if !bin.alarms.is_empty() {
+            return;
+        }
+        bin.refresh_at = None;
+        if device_off {
+            bin.off_at = None;
+            bin.on = false;
+            let t = topics.device_cat(&self.device.id, cat, "state");
+            self.put(t, Bytes::from_static(OFF), false, now, out);
+        }
+    }
+
+    /// An alarm-status element (rules in the module doc). `covers` are the categories it
+    /// may stand for with their `off_delay`s; one entry when it names its category.
+    fn on_status(
+        &mut self,
+        alarm: &AlarmState,
+        covers: &[(String, Duration)],
+        max_hold: Duration,
+        topics: &Topics,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let dev_id = self.device.id.clone();
+        let key = alarm_key(&alarm.name, alarm.id.as_deref());
+        let alarm_topic = topics.device_cat(&dev_id, "alarm", &key);
+        let ambiguous = covers.len() > 1;
+        if !alarm.active {
+            self.put(alarm_topic, Bytes::from_static(OFF), false, now, out);
+            let mut cats = self
+                .alarms
+                .remove(&key)
+                .map(|a| a.holds)
+                .unwrap_or_default();
+            if !ambiguous {
+                // The device's OFF for the category it names, held or not.
+                cats.extend(covers.iter().map(|(c, _)| c.clone()));
+            }
+            for cat in cats {
+                self.release(&key, &cat, true, topics, now, out);
+            }
+            return;
+        }
+        self.retained.remove(&alarm_topic);
+        self.emit(Action::transient(alarm_topic, ON), now, out);
+        let from = self.visible_from(now);
+        let entry = self.alarms.entry(key.clone()).or_insert(ActiveAlarm {
+            covers: Vec::new(),
+            holds: BTreeSet::new(),
+            until: from,
+        });
+        entry.covers = covers.iter().map(|(c, _)| c.clone()).collect();
+        entry.until = from + max_hold;
+        if ambiguous {
+            // Evidence after the fact: a covered detection still ON (IPCs send the status
+            // after the data post). Nothing else ties the status to a category.
+            for (cat, off_delay) in covers {
+                let detected = self
+                    .binaries
+                    .get(cat)
+                    .is_some_and(|b| b.on && b.off_at.is_some());
+                if detected {
+                    tracing::debug!(device = %dev_id, alarm = %key, category = %cat, "status tied to the detection it follows");
+                    self.hold(&key, cat, from + *off_delay / 2);
+                }
+            }
+            return;
+        }
+        let Some((cat, off_delay)) = covers.first() else {
+            return;
+        };
+        self.hold(&key, cat, from + *off_delay / 2);
+        if let Some(bin) = self.binaries.get_mut(cat) {
+            bin.on = true;
+            bin.refresh_at = Some(from + *off_delay / 2);
+        }
+        let state_topic = topics.device_cat(&dev_id, cat, "state");
+        self.retained.remove(&state_topic);
+        self.emit(Action::transient(state_topic, ON), now, out);
+    }
+
+    /// A detection of `cat` is evidence for every active status that may stand for it and
+    /// does not hold it yet (NVRs send the status before the data post): they hold it now.
+    fn tie_to_active(&mut self, cat: &str, refresh_at: Instant, now: Instant) {
+        let keys: Vec<String> = self
+            .alarms
+            .iter()
+            .filter(|(_, a)| {
+                a.until > now && a.covers.iter().any(|c| c == cat) && !a.holds.contains(cat)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            tracing::debug!(device = %self.device.id, alarm = %key, category = %cat, "status tied to a detection during it");
+            self.hold(&key, cat, refresh_at);
+        }
+    }
+
+    /// End the alarms past their safety cap: `OFF` on their topic; the states they held go
+    /// `OFF` on the next pass unless a detection timer still runs.
+    fn expire_alarms(&mut self, topics: &Topics, now: Instant, out: &mut Vec<Action>) {
+        let expired: Vec<String> = self
+            .alarms
+            .iter()
+            .filter(|(_, a)| a.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let Some(a) = self.alarms.remove(&key) else {
+                continue;
+            };
+            tracing::info!(device = %self.device.id, alarm = %key, "alarm status without its false for alarm_max_hold, ended");
+            let t = topics.device_cat(&self.device.id, "alarm", &key);
+            self.put(t, Bytes::from_static(OFF), false, now, out);
+            for cat in a.holds {
+                self.release(&key, &cat, false, topics, now, out);
+            }
+        }
     }
 }
 
@@ -457,23 +726,37 @@ impl SinkState {
     }
 
     /// Record what the event shows (category, image roles, counters) and publish discovery
-    /// when that changed.
+    /// when that changed. A status announces the entities of the category it names, before
+    /// any detection (Home Assistant subscribes early); one that names no single category
+    /// announces only its own alarm entity.
     fn update_caps(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
+        let moves = Moves::of(ev.kind());
         let before = dev.caps.clone();
+        if let Some(alarm) = ev.attrs.alarm.as_ref().filter(|a| a.is_ambiguous()) {
+            dev.caps.alarms.insert(AlarmEntity {
+                name: alarm.name.clone(),
+                id: alarm.id.clone(),
+            });
+            if dev.caps != before {
+                self.dirty = true;
+            }
+            sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+            return;
+        }
         let cat = ev.category.as_str().to_owned();
         let cc = dev
             .caps
             .categories
             .entry(cat)
             .or_insert_with(|| CategoryCaps::new(ev.category.clone()));
-        if let Some(img) = ev.image(ImageRole::Overview) {
+        if let Some(img) = ev.image(ImageRole::Overview).filter(|_| moves.images) {
             cc.overview = true;
             cc.content_type = img.content_type;
         }
-        if let Some(img) = ev.image(ImageRole::Target) {
+        if let Some(img) = ev.image(ImageRole::Target).filter(|_| moves.images) {
             cc.target = true;
             cc.content_type = img.content_type;
         }
@@ -498,17 +781,34 @@ impl SinkState {
     }
 
     fn on_event(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
+        let moves = Moves::of(ev.kind());
         let off_delay = self.off_delay(ev.category.as_str());
         let max_hold = self.alarm_max_hold;
         let images = self.images.clone();
         let topics = self.topics.clone();
-        let (overview, target, notes) = self.publishable_images(id, ev);
+        let (overview, target, notes) = if moves.images {
+            self.publishable_images(id, ev)
+        } else {
+            (None, None, Vec::new())
+        };
         let limit = self.packet_limit.clone();
+        // A status: the categories it may stand for, with their off delays.
+        let covers: Vec<(String, Duration)> = ev
+            .attrs
+            .alarm
+            .as_ref()
+            .map(|a| status_covers(a, &ev.category))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let d = self.off_delay(&c);
+                (c, d)
+            })
+            .collect();
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
         let cat = ev.category.as_str().to_owned();
-        let detection = ev.attrs.alarm.is_none() && matches!(ev.phase, Phase::Start | Phase::Pulse);
 
         let device_counters = ev.attrs.counters.as_ref().filter(|c| !c.is_empty());
         let bridge_counts = bridge_count_classes(ev);
@@ -558,7 +858,8 @@ impl SinkState {
         }
 
         // 2. Small retained values.
-        if ev.category == Category::Lpr
+        if moves.detection_values
+            && ev.category == Category::Lpr
             && let Some(p) = ev.attrs.plates.first()
         {
             dev.put(
@@ -604,7 +905,7 @@ impl SinkState {
             let t = topics.device_cat(&dev_id, &cat, &counter_key("enter", class));
             dev.put(t, Bytes::from(v.to_string()), false, now, out);
         }
-        if ev.category == Category::Traject {
+        if moves.tracking_values && ev.category == Category::Traject {
             let t = topics.device_cat(&dev_id, &cat, "targets");
             dev.put(
                 t,
@@ -614,13 +915,15 @@ impl SinkState {
                 out,
             );
         }
-        dev.put(
-            topics.device_cat(&dev_id, &cat, "last"),
-            Bytes::from(rfc3339(ev.time)),
-            false,
-            now,
-            out,
-        );
+        if moves.last {
+            dev.put(
+                topics.device_cat(&dev_id, &cat, "last"),
+                Bytes::from(rfc3339(ev.time)),
+                false,
+                now,
+                out,
+            );
+        }
         if let Some(img) = overview {
             let t = topics.category_image(&cat);
             if images.retain_category {
@@ -635,52 +938,37 @@ impl SinkState {
 
         // 3. Binary state and raw alarm topic.
         let state_topic = topics.device_cat(&dev_id, &cat, "state");
-        let mut bin = dev.binaries.remove(&cat).unwrap_or_default();
-        if let Some(alarm) = &ev.attrs.alarm {
-            let key = alarm_key(&alarm.name, alarm.id.as_deref());
-            let alarm_topic = topics.device_cat(&dev_id, "alarm", &key);
-            if alarm.active {
-                dev.retained.remove(&alarm_topic);
-                dev.emit(Action::transient(alarm_topic, ON), now, out);
-                bin.alarms.insert(key);
+        match moves.state {
+            StateRule::Alarm => {
+                if let Some(alarm) = &ev.attrs.alarm {
+                    dev.on_status(alarm, &covers, max_hold, &topics, now, out);
+                }
+            }
+            StateRule::On { evidence } => {
+                let bin = dev.binaries.entry(cat.clone()).or_default();
                 bin.on = true;
                 dev.retained.remove(&state_topic);
                 dev.emit(Action::transient(state_topic, ON), now, out);
                 let from = dev.visible_from(now);
-                bin.hold_until = Some(from + max_hold);
-                bin.refresh_at = Some(from + off_delay / 2);
-            } else {
-                dev.put(alarm_topic, Bytes::from_static(OFF), false, now, out);
-                bin.alarms.remove(&key);
+                if let Some(bin) = dev.binaries.get_mut(&cat) {
+                    bin.off_at = Some(from + off_delay);
+                }
+                if evidence {
+                    dev.tie_to_active(&cat, from + off_delay / 2, now);
+                }
+            }
+            StateRule::Off => {
+                let bin = dev.binaries.entry(cat.clone()).or_default();
+                bin.off_at = None;
                 if bin.alarms.is_empty() {
-                    bin.hold_until = None;
-                    bin.refresh_at = None;
-                    bin.off_at = None;
                     bin.on = false;
                     dev.put(state_topic, Bytes::from_static(OFF), false, now, out);
                 }
             }
-        } else {
-            match ev.phase {
-                Phase::Start | Phase::Pulse => {
-                    bin.on = true;
-                    dev.retained.remove(&state_topic);
-                    dev.emit(Action::transient(state_topic, ON), now, out);
-                    bin.off_at = Some(dev.visible_from(now) + off_delay);
-                }
-                Phase::Stop => {
-                    bin.off_at = None;
-                    if bin.alarms.is_empty() {
-                        bin.on = false;
-                        dev.put(state_topic, Bytes::from_static(OFF), false, now, out);
-                    }
-                }
-            }
         }
-        dev.binaries.insert(cat.clone(), bin);
 
-        // 4. The event itself: detections only.
-        if detection {
+        // 4. The event itself: detections (and tracking summaries) only.
+        if moves.event {
             let p = event_json_with(&dev.device, ev, &notes);
             dev.emit(
                 Action::momentary(topics.device_cat(&dev_id, &cat, "event"), p),
@@ -701,25 +989,13 @@ impl SinkState {
                 dev.settle_until = None;
                 out.extend(dev.held.drain(..));
             }
+            dev.expire_alarms(&topics, now, &mut out);
             let cats: Vec<String> = dev.binaries.keys().cloned().collect();
             for cat in cats {
                 let Some(mut bin) = dev.binaries.remove(&cat) else {
                     continue;
                 };
                 let state_topic = topics.device_cat(id, &cat, "state");
-                if bin.hold_until.is_some_and(|t| t <= now) {
-                    for key in std::mem::take(&mut bin.alarms) {
-                        dev.put(
-                            topics.device_cat(id, "alarm", &key),
-                            Bytes::from_static(OFF),
-                            false,
-                            now,
-                            &mut out,
-                        );
-                    }
-                    bin.hold_until = None;
-                    bin.refresh_at = None;
-                }
                 if bin.off_at.is_some_and(|t| t <= now) {
                     bin.off_at = None;
                 }
@@ -794,6 +1070,14 @@ impl SinkState {
                 cc.counters = c.counters.into_iter().collect();
                 dev.caps.categories.insert(name, cc);
             }
+            dev.caps.alarms = sd
+                .alarms
+                .into_iter()
+                .map(|a| AlarmEntity {
+                    name: a.name,
+                    id: a.id,
+                })
+                .collect();
             for (class, n) in sd.counts {
                 let t = self.topics.device_cat(
                     &id,
@@ -840,6 +1124,15 @@ impl SinkState {
                         })
                         .collect(),
                     counts: d.counts.clone(),
+                    alarms: d
+                        .caps
+                        .alarms
+                        .iter()
+                        .map(|a| SavedAlarm {
+                            name: a.name.clone(),
+                            id: a.id.clone(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -910,8 +1203,10 @@ impl SinkState {
                 if bin.on {
                     consider(bin.off_at);
                 }
-                consider(bin.hold_until);
                 consider(bin.refresh_at);
+            }
+            for alarm in dev.alarms.values() {
+                consider(Some(alarm.until));
             }
         }
         best
@@ -975,6 +1270,14 @@ impl SinkState {
                     &mut out,
                 );
             }
+            let active: Vec<String> = dev.alarms.keys().cloned().collect();
+            for key in active {
+                dev.emit(
+                    Action::transient(topics.device_cat(id, "alarm", &key), ON),
+                    now,
+                    &mut out,
+                );
+            }
         }
         if images {
             for (t, p) in &self.global_retained {
@@ -1032,7 +1335,7 @@ impl SinkState {
 /// Classes the bridge counts for a counting detection without device counters (one per
 /// target, `person` when the target has no class or there is no target).
 fn bridge_count_classes(ev: &Event) -> Vec<String> {
-    let detection = ev.attrs.alarm.is_none() && matches!(ev.phase, Phase::Start | Phase::Pulse);
+    let detection = Moves::of(ev.kind()).detection_values;
     let has_counters = ev.attrs.counters.as_ref().is_some_and(|c| !c.is_empty());
     if ev.category != Category::Counting || has_counters || !detection {
         return Vec::new();

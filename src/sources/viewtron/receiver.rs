@@ -204,6 +204,7 @@ pub fn handle_post(
                     peer = %peer,
                     path,
                     category = %e.category,
+                    kind = ?e.kind(),
                     raw_type = ?e.raw_type,
                     phase = ?e.phase,
                     images = e.images.len(),

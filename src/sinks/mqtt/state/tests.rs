@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::*;
-use crate::event::{AlarmState, Counters, Target, Unparsed};
+use crate::event::{AlarmState, Counters, Phase, Target, Unparsed};
 use crate::sinks::mqtt::config::BrokerAddr;
 use crate::sinks::mqtt::payload::tests::{camera, event, jpeg, lpr_event, nvr_channel};
 
@@ -311,12 +311,20 @@ fn rule_stop_turns_off_at_once_and_has_no_event() {
     );
 }
 
+/// A status that names its category (`covers` = that category).
 fn alarm(cat: Category, name: &str, id: &str, active: bool) -> Event {
+    let covers = vec![cat.clone()];
+    status(cat, covers, name, id, active)
+}
+
+/// A status as the parser makes it: `category` plus the categories it may stand for.
+fn status(cat: Category, covers: Vec<Category>, name: &str, id: &str, active: bool) -> Event {
     let mut e = event(cat, if active { Phase::Start } else { Phase::Stop });
     e.attrs.alarm = Some(AlarmState {
         name: name.into(),
         id: Some(id.into()),
         active,
+        covers,
     });
     e
 }
@@ -1013,4 +1021,508 @@ fn silent_devices_are_forgotten_at_runtime() {
     assert_eq!(info["devices"].as_array().unwrap().len(), 2);
     let file = st.snapshot(SystemTime::now());
     assert!(!file.devices.iter().any(|d| d.device.id == DEV));
+}
+
+// ---- What each kind of event may move (Moves) -------------------------------------------
+
+/// Topics of `acts` under this test device's category `cat` (`lpr/plate`, ...).
+fn leaves(acts: &[Action], cat: &str) -> Vec<String> {
+    let prefix = t(&format!("{cat}/"));
+    topics(acts)
+        .into_iter()
+        .filter_map(|tp| tp.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+/// Everything a detection would publish besides the state, loaded onto a non-detection:
+/// images, a plate, targets. None of it may move.
+fn loaded(mut e: Event) -> Event {
+    e.images = vec![jpeg(ImageRole::Overview, 300), jpeg(ImageRole::Target, 100)];
+    e.attrs.plates = vec![crate::event::Plate {
+        plate: "TEST123".into(),
+        list: Some("whiteList".into()),
+        ..Default::default()
+    }];
+    e.attrs.targets = vec![Target::default(), Target::default()];
+    e
+}
+
+#[test]
+fn status_posts_move_only_states_and_alarm_topics() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    // A plate was read: plate, list, last, images, event.
+    let t1 = settled(&mut st, t0, (*lpr_event()).clone());
+    // The status pair of the same read (field case 03), with everything a detection has.
+    let mut acts = st.on_routed(
+        &ev_msg(loaded(alarm(Category::Lpr, "vehiceAlarm", "1", true))),
+        t1 + s(1.0),
+    );
+    acts.extend(st.on_tick(t1 + s(12.0)));
+    acts.extend(st.on_routed(
+        &ev_msg(loaded(alarm(Category::Lpr, "vehiceAlarm", "1", false))),
+        t1 + s(21.0),
+    ));
+    assert_eq!(
+        leaves(&acts, "lpr"),
+        ["state", "state", "state"],
+        "ON, refresh, OFF; nothing else of lpr: {:?}",
+        topics(&acts)
+    );
+    assert_eq!(
+        view(&acts)
+            .into_iter()
+            .filter(|(tp, _, _)| tp.contains("/alarm/"))
+            .collect::<Vec<_>>(),
+        [
+            (t("alarm/vehiceAlarm_1"), "ON".into(), false),
+            (t("alarm/vehiceAlarm_1"), "OFF".into(), true),
+        ]
+    );
+    assert!(find(&acts, "camera/lpr/image").is_none());
+    assert_eq!(
+        payload_of(&acts[acts.len() - 1..], &t("lpr/state")).as_deref(),
+        Some("OFF")
+    );
+    // The retained values are still those of the read (re-published on reconnect as such).
+    let re = st.on_connected(t1 + s(22.0));
+    assert_eq!(
+        payload_of(&re, &t("lpr/last")).as_deref(),
+        Some("2026-10-07T21:24:47.427999Z")
+    );
+    assert_eq!(payload_of(&re, &t("lpr/plate")).as_deref(), Some("AIDRIVE"));
+}
+
+#[test]
+fn a_status_first_announces_its_category_but_sets_no_detection_value() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    // A new device whose first post is a status (field case 03 on a fresh bridge).
+    let mut acts = st.on_routed(&ev_msg(alarm(Category::Lpr, "vehiceAlarm", "1", true)), t0);
+    acts.extend(st.on_tick(t0 + DISCOVERY_SETTLE));
+    let d: Value = serde_json::from_str(
+        &payload_of(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap(),
+    )
+    .unwrap();
+    for key in ["lpr", "lpr_event", "lpr_last", "plate", "plate_list"] {
+        assert!(d["components"].get(key).is_some(), "{key} announced early");
+    }
+    // The status itself drives no image entity.
+    assert!(d["components"].get("lpr_image").is_none());
+    assert_eq!(leaves(&acts, "lpr"), ["state"]);
+    assert_eq!(
+        payload_of(&acts, &t("alarm/vehiceAlarm_1")).as_deref(),
+        Some("ON")
+    );
+}
+
+#[test]
+fn an_end_only_turns_the_state_off() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Intrusion, Phase::Start));
+    let acts = st.on_routed(&ev_msg(loaded(event(Category::Intrusion, Phase::Stop))), t1);
+    assert_eq!(leaves(&acts, "intrusion"), ["state"], "{:?}", topics(&acts));
+    assert_eq!(
+        payload_of(&acts, &t("intrusion/state")).as_deref(),
+        Some("OFF")
+    );
+    assert!(find(&acts, "camera/intrusion/image").is_none());
+    // No image entity was announced by it either.
+    assert!(
+        find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_none(),
+        "{:?}",
+        topics(&acts)
+    );
+}
+
+#[test]
+fn device_counters_are_facts_from_any_post_that_carries_them() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, event(Category::Counting, Phase::Start));
+    let mut e = loaded(event(Category::Counting, Phase::Stop));
+    e.attrs.counters = Some(Counters {
+        enter: vec![("person".into(), 41)],
+        leave: vec![("person".into(), 40)],
+        exist: vec![],
+    });
+    let acts = st.on_routed(&ev_msg(e), t1);
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("41")
+    );
+    assert_eq!(
+        payload_of(&acts, &t("counting/leave_person")).as_deref(),
+        Some("40")
+    );
+    // ... but an end is not counted by the bridge, and sets nothing else.
+    let mut got = leaves(&acts, "counting");
+    got.sort();
+    assert_eq!(got, ["enter_person", "leave_person", "state"]);
+}
+
+#[test]
+fn tracking_moves_only_its_own_values() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let mut acts = st.on_routed(&ev_msg(loaded(event(Category::Traject, Phase::Pulse))), t0);
+    acts.extend(st.on_tick(t0 + DISCOVERY_SETTLE));
+    let mut got = leaves(&acts, "traject");
+    got.sort();
+    assert_eq!(got, ["event", "last", "state", "targets"]);
+    assert_eq!(
+        payload_of(&acts, &t("traject/targets")).as_deref(),
+        Some("2")
+    );
+    assert!(find(&acts, "camera/traject/image").is_none());
+    assert!(
+        !topics(&acts).iter().any(|tp| tp.contains("/lpr/")),
+        "its plate moves nothing"
+    );
+    let d: Value = serde_json::from_str(
+        &payload_of(&acts, "homeassistant/device/camqtt_585b6940f40d/config").unwrap(),
+    )
+    .unwrap();
+    assert!(d["components"].get("traject_image").is_none());
+    // Auto-OFF after its off_delay (2 s) from when the ON went out.
+    let acts = st.on_tick(t0 + DISCOVERY_SETTLE + s(2.0));
+    assert_eq!(
+        payload_of(&acts, &t("traject/state")).as_deref(),
+        Some("OFF")
+    );
+}
+
+// ---- A status that names no single category (NVR perimeterAlarm) -------------------------
+
+const CH: &str = "aa_bb_cc_dd_ee_ff_ch4";
+
+fn ch(leaf: &str) -> String {
+    format!("camera/{CH}/{leaf}")
+}
+
+fn ch_msg(e: Event) -> Routed {
+    Routed::Event {
+        device: nvr_channel(4),
+        event: Arc::new(e),
+    }
+}
+
+/// The NVR's `perimeterAlarm` as the parser makes it.
+fn perimeter(id: &str, active: bool) -> Event {
+    status(
+        Category::Alarm,
+        vec![Category::Intrusion, Category::LineCrossing],
+        "perimeterAlarm",
+        id,
+        active,
+    )
+}
+
+/// (topic, payload, retain) of the channel's state and alarm topics.
+fn ch_states(acts: &[Action]) -> Vec<(String, String, bool)> {
+    view(acts)
+        .into_iter()
+        .filter(|(tp, _, _)| {
+            tp.starts_with(&format!("camera/{CH}/"))
+                && (tp.ends_with("/state") || tp.contains("/alarm/"))
+        })
+        .collect()
+}
+
+fn ch_discovery(acts: &[Action]) -> Option<Value> {
+    payload_of(acts, "homeassistant/device/camqtt_aabbccddeeff_ch4/config")
+        .map(|p| serde_json::from_str(&p).unwrap())
+}
+
+/// The channel is known and settled (a heartbeat-like Seen), so publishes are immediate.
+fn nvr_ready(st: &mut SinkState, t0: Instant) -> Instant {
+    st.on_routed(
+        &Routed::Seen {
+            device: nvr_channel(4),
+        },
+        t0,
+    );
+    st.on_tick(t0 + DISCOVERY_SETTLE);
+    t0 + DISCOVERY_SETTLE
+}
+
+#[test]
+fn ambiguous_status_then_detection_holds_that_category_only() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    // 1. perimeterAlarm true: its own entity, no category claimed.
+    let mut acts = st.on_routed(&ch_msg(perimeter("1", true)), t1);
+    let d = ch_discovery(&acts).expect("the alarm entity is announced");
+    let comps = d["components"].as_object().unwrap();
+    let alarm = &comps["alarm_status_perimeteralarm_1"];
+    assert_eq!(alarm["platform"], "binary_sensor");
+    assert_eq!(alarm["state_topic"], ch("alarm/perimeterAlarm_1"));
+    assert_eq!(alarm["name"], "Perimeter alarm 1");
+    for key in ["intrusion", "line_crossing", "alarm"] {
+        assert!(comps.get(key).is_none(), "{key} must not be announced");
+    }
+    acts.extend(st.on_tick(t1 + DISCOVERY_SETTLE));
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("alarm/perimeterAlarm_1"), "ON".into(), false)]
+    );
+    // 2. The line crossing 0.3 s later (NVRs send the status first).
+    let t2 = t1 + DISCOVERY_SETTLE + s(0.3);
+    let mut e = event(Category::LineCrossing, Phase::Pulse);
+    e.raw_type = "lineCrossing".into();
+    let mut acts = st.on_routed(&ch_msg(e), t2);
+    acts.extend(st.on_tick(t2 + DISCOVERY_SETTLE));
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("line_crossing/state"), "ON".into(), false)]
+    );
+    assert_eq!(
+        topics(&acts)
+            .iter()
+            .filter(|tp| **tp == ch("line_crossing/event"))
+            .count(),
+        1
+    );
+    // 3. Held past line_crossing's off_delay (5 s), refreshed while the alarm lasts.
+    let t3 = t2 + DISCOVERY_SETTLE;
+    let mut held = Vec::new();
+    for i in 1..=16 {
+        held.extend(st.on_tick(t3 + s(f64::from(i))));
+    }
+    let held = ch_states(&held);
+    assert!(!held.is_empty(), "refreshed");
+    assert!(
+        held.iter()
+            .all(|(tp, p, _)| *tp == ch("line_crossing/state") && p == "ON"),
+        "{held:?}"
+    );
+    // 4. perimeterAlarm false: the alarm and the category it was tied to go OFF, retained.
+    let acts = st.on_routed(&ch_msg(perimeter("1", false)), t3 + s(17.0));
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("alarm/perimeterAlarm_1"), "OFF".into(), true),
+            (ch("line_crossing/state"), "OFF".into(), true),
+        ]
+    );
+    // Intrusion never appeared anywhere.
+    assert!(
+        st.on_tick(t3 + s(100.0))
+            .iter()
+            .all(|a| !a.topic().contains("intrusion"))
+    );
+    let re = st.on_connected(t3 + s(101.0));
+    assert!(re.iter().all(|a| !a.topic().contains("/intrusion/")));
+}
+
+#[test]
+fn ambiguous_status_after_the_detection_holds_the_detection_still_on() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    // The detection first, the status 0.2 s later (the IPC order).
+    let mut acts = st.on_routed(&ch_msg(event(Category::Intrusion, Phase::Start)), t1);
+    acts.extend(st.on_tick(t1 + DISCOVERY_SETTLE));
+    let t2 = t1 + DISCOVERY_SETTLE + s(0.2);
+    acts.extend(st.on_routed(&ch_msg(perimeter("1", true)), t2));
+    acts.extend(st.on_tick(t2 + DISCOVERY_SETTLE));
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("intrusion/state"), "ON".into(), false),
+            (ch("alarm/perimeterAlarm_1"), "ON".into(), false),
+        ]
+    );
+    // Intrusion's own off_delay (30 s) passes; the status still holds it.
+    let late = st.on_tick(t1 + s(45.0));
+    assert!(
+        ch_states(&late).iter().all(|(_, p, _)| p == "ON"),
+        "{late:?}"
+    );
+    let acts = st.on_routed(&ch_msg(perimeter("1", false)), t1 + s(50.0));
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("alarm/perimeterAlarm_1"), "OFF".into(), true),
+            (ch("intrusion/state"), "OFF".into(), true),
+        ]
+    );
+    // line_crossing was covered but never detected: never touched.
+    assert!(acts.iter().all(|a| !a.topic().contains("line_crossing")));
+}
+
+#[test]
+fn ambiguous_status_is_not_tied_to_a_detection_that_already_ended() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    let mut e = event(Category::LineCrossing, Phase::Pulse);
+    e.raw_type = "lineCrossing".into();
+    st.on_routed(&ch_msg(e), t1);
+    st.on_tick(t1 + DISCOVERY_SETTLE);
+    // line_crossing OFF after 5 s; the status comes later.
+    let off = st.on_tick(t1 + DISCOVERY_SETTLE + s(5.0));
+    assert_eq!(
+        ch_states(&off),
+        [(ch("line_crossing/state"), "OFF".into(), true)]
+    );
+    let mut acts = st.on_routed(&ch_msg(perimeter("1", true)), t1 + s(10.0));
+    acts.extend(st.on_tick(t1 + s(12.0)));
+    acts.extend(st.on_routed(&ch_msg(perimeter("1", false)), t1 + s(20.0)));
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("alarm/perimeterAlarm_1"), "ON".into(), false),
+            (ch("alarm/perimeterAlarm_1"), "OFF".into(), true),
+        ]
+    );
+}
+
+#[test]
+fn ambiguous_status_holds_two_covered_categories_not_others() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    st.on_routed(&ch_msg(perimeter("1", true)), t1);
+    st.on_tick(t1 + DISCOVERY_SETTLE);
+    let t2 = t1 + DISCOVERY_SETTLE;
+    for (i, cat) in [
+        Category::Intrusion,
+        Category::LineCrossing,
+        Category::Motion,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = t2 + s(0.1 * (i as f64 + 1.0));
+        st.on_routed(&ch_msg(event(cat, Phase::Pulse)), at);
+    }
+    // Every detection brought discovery (a new category each): let it settle.
+    let mut acts = st.on_tick(t2 + s(0.3) + DISCOVERY_SETTLE);
+    // Motion (30 s) is not covered: it ends on its own timer; the covered two stay ON.
+    for i in 1..=40 {
+        acts.extend(st.on_tick(t2 + s(f64::from(i))));
+    }
+    let offs: Vec<_> = ch_states(&acts)
+        .into_iter()
+        .filter(|(_, p, _)| p == "OFF")
+        .collect();
+    assert_eq!(offs, [(ch("motion/state"), "OFF".into(), true)]);
+    let acts = st.on_routed(&ch_msg(perimeter("1", false)), t2 + s(41.0));
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("alarm/perimeterAlarm_1"), "OFF".into(), true),
+            (ch("intrusion/state"), "OFF".into(), true),
+            (ch("line_crossing/state"), "OFF".into(), true),
+        ]
+    );
+}
+
+#[test]
+fn ambiguous_status_without_any_detection_drives_only_its_entity() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    let mut acts = st.on_routed(&ch_msg(perimeter("1", true)), t1);
+    acts.extend(st.on_tick(t1 + DISCOVERY_SETTLE));
+    acts.extend(st.on_tick(t1 + s(40.0)));
+    acts.extend(st.on_routed(&ch_msg(perimeter("1", false)), t1 + s(41.0)));
+    acts.extend(st.on_tick(t1 + s(100.0)));
+    let own: Vec<_> = topics(&acts)
+        .into_iter()
+        .filter(|tp| tp.starts_with(&format!("camera/{CH}/")))
+        .collect();
+    assert_eq!(
+        own,
+        [ch("alarm/perimeterAlarm_1"), ch("alarm/perimeterAlarm_1")],
+        "nothing but the alarm topic"
+    );
+    let d = ch_discovery(&acts).unwrap();
+    let keys: Vec<&String> = d["components"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["alarm_status_perimeteralarm_1", "connectivity"]);
+    // Its entity survives a restart (registry file) and comes back with its discovery.
+    let file = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
+    let (mut st2, t2) = state_with(&c);
+    st2.restore(file.devices);
+    let d = ch_discovery(&st2.on_connected(t2)).unwrap();
+    assert!(
+        d["components"]
+            .get("alarm_status_perimeteralarm_1")
+            .is_some()
+    );
+}
+
+#[test]
+fn ambiguous_status_max_hold_and_no_tie_after_it() {
+    let mut c = cfg();
+    c.alarm_max_hold = Duration::from_secs(60);
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    st.on_routed(&ch_msg(perimeter("1", true)), t1);
+    st.on_routed(
+        &ch_msg(event(Category::LineCrossing, Phase::Pulse)),
+        t1 + s(0.3),
+    );
+    // The cap counts from when the alarm's ON went out (after the settle of its new entity).
+    let cap = t1 + DISCOVERY_SETTLE + s(60.0);
+    let mut acts = Vec::new();
+    for i in 1..60 {
+        acts.extend(st.on_tick(t1 + s(f64::from(i))));
+    }
+    acts.extend(st.on_tick(cap - s(0.01)));
+    assert!(
+        ch_states(&acts).iter().all(|(_, p, _)| p == "ON"),
+        "{:?}",
+        ch_states(&acts)
+    );
+    // The false never comes: at alarm_max_hold both end (the detection's 5 s ran out long ago).
+    let acts = st.on_tick(cap);
+    assert_eq!(
+        ch_states(&acts),
+        [
+            (ch("alarm/perimeterAlarm_1"), "OFF".into(), true),
+            (ch("line_crossing/state"), "OFF".into(), true),
+        ]
+    );
+    // A late false changes nothing more than its own (retained) OFF.
+    let acts = st.on_routed(&ch_msg(perimeter("1", false)), cap + s(1.0));
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("alarm/perimeterAlarm_1"), "OFF".into(), true)]
+    );
+    // A new detection after the alarm is not held.
+    st.on_routed(
+        &ch_msg(event(Category::LineCrossing, Phase::Pulse)),
+        cap + s(2.0),
+    );
+    let acts = st.on_tick(cap + s(7.0));
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("line_crossing/state"), "OFF".into(), true)]
+    );
+}
+
+#[test]
+fn ha_restart_republishes_an_active_alarm() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = nvr_ready(&mut st, t0);
+    st.on_routed(&ch_msg(perimeter("1", true)), t1);
+    st.on_tick(t1 + DISCOVERY_SETTLE);
+    let mut acts = st.on_ha_online(t1 + s(3.0));
+    acts.extend(st.on_tick(t1 + s(3.0) + DISCOVERY_SETTLE));
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("alarm/perimeterAlarm_1"), "ON".into(), false)]
+    );
+    st.on_routed(&ch_msg(perimeter("1", false)), t1 + s(10.0));
+    let acts = st.on_ha_online(t1 + s(11.0));
+    // Ended: only its retained OFF is re-sent.
+    assert_eq!(
+        ch_states(&acts),
+        [(ch("alarm/perimeterAlarm_1"), "OFF".into(), true)]
+    );
 }

@@ -116,13 +116,53 @@ pub(crate) fn is_ipc_code(raw: &str) -> bool {
     )
 }
 
+/// Which layout an alarm-status post came in. The same alarm name means different things in
+/// the two (`protocol.md` §6.11 vs §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Envelope {
+    /// IP camera (`config 1.x`, `alarmStatusInfo` without `messageType`).
+    Ipc,
+    /// NVR (`config 2.x`, `messageType alarmStatus`).
+    Nvr,
+}
+
+/// A mapped alarm-status element: the event's category (plus sub-type) and the categories
+/// the status may stand for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AlarmKind {
+    /// Category and sub-type of the event. For an ambiguous status `alarm`.
+    pub kind: Kind,
+    /// Categories the status may stand for: one for a status that names its detection,
+    /// several when it does not say which ([`crate::event::AlarmState::covers`]).
+    pub covers: Vec<Category>,
+}
+
 /// Map an alarm-status element name (`perimeterAlarm`, `vfdAlarm`, `chlOfflineAlarm`, …).
-pub(crate) fn alarm_name(name: &str) -> Kind {
+///
+/// Names from `protocol.md` §6.11 (IPC) and §7.2 (NVR), `categories.md`:
+/// * NVR `perimeterAlarm` covers **both** `regionIntrusion` and `lineCrossing` (§7.2; field
+///   case 15), so it names no single detection: category `alarm`, covers `intrusion` and
+///   `line_crossing`. On an IPC line crossing has its own `tripwireAlarm`, so there
+///   `perimeterAlarm` is intrusion (field case 14).
+/// * NVR `passlineAlarm` covers both counting types (`targetCountingByLine`/`ByArea`), which
+///   are one category (`counting`).
+/// * Alarms of no detection (`sensorAlarm`, `chlOfflineAlarm`, the AVD names
+///   `clarityAbnormal`/`colorAbnormal`/`sceneChange`, unknown names) stand for the `alarm`
+///   category itself.
+pub(crate) fn alarm_name(name: &str, envelope: Envelope) -> AlarmKind {
     use Category::*;
-    match key(name).as_str() {
-        "perimeteralarm" => Kind::new(Intrusion),
+    let k = key(name);
+    if envelope == Envelope::Nvr && k == "perimeteralarm" {
+        return AlarmKind {
+            kind: Kind::new(Alarm),
+            covers: vec![Intrusion, LineCrossing],
+        };
+    }
+    let kind = match k.as_str() {
+        "perimeteralarm" | "ipdalarm" => Kind::new(Intrusion),
         "tripwirealarm" => Kind::new(LineCrossing),
-        "passlinealarm" => Kind::new(Counting),
+        "passlinealarm" | "cpcalarm" => Kind::new(Counting),
+        "cddalarm" => Kind::new(Crowd),
         "vfdalarm" => Kind::new(Face),
         "vehicealarm" | "vehiclealarm" => Kind::new(Lpr),
         "aoientryalarm" => Kind::new(ZoneEntry),
@@ -135,6 +175,10 @@ pub(crate) fn alarm_name(name: &str) -> Kind {
             Kind::sub(Alarm, "tamper")
         }
         _ => Kind::new(Alarm),
+    };
+    AlarmKind {
+        covers: vec![kind.category.clone()],
+        kind,
     }
 }
 
@@ -264,17 +308,69 @@ mod tests {
 
     #[test]
     fn alarm_names() {
-        assert_eq!(alarm_name("perimeterAlarm").category, Intrusion);
-        assert_eq!(alarm_name("VFDAlarm").category, Face);
-        assert_eq!(alarm_name("vfdAlarm").category, Face);
-        assert_eq!(alarm_name("vehicleAlarm").category, Lpr);
-        assert_eq!(alarm_name("passlineAlarm").category, Counting);
+        let ipc = |n: &str| alarm_name(n, Envelope::Ipc);
+        let nvr = |n: &str| alarm_name(n, Envelope::Nvr);
+        assert_eq!(ipc("perimeterAlarm").kind.category, Intrusion);
+        assert_eq!(ipc("VFDAlarm").kind.category, Face);
+        assert_eq!(nvr("vfdAlarm").kind.category, Face);
+        assert_eq!(ipc("vehicleAlarm").kind.category, Lpr);
+        assert_eq!(nvr("passlineAlarm").kind.category, Counting);
+        assert_eq!(ipc("IPDAlarm").kind.category, Intrusion);
+        assert_eq!(ipc("CPCAlarm").kind.category, Counting);
+        assert_eq!(ipc("CDDAlarm").kind.category, Crowd);
         assert_eq!(
-            alarm_name("chlOfflineAlarm"),
+            nvr("chlOfflineAlarm").kind,
             Kind::sub(Alarm, "camera_offline")
         );
-        assert_eq!(alarm_name("sensorAlarmIn"), Kind::sub(Alarm, "sensor"));
-        assert_eq!(alarm_name("CDDAlarm").category, Alarm);
+        assert_eq!(ipc("sensorAlarmIn").kind, Kind::sub(Alarm, "sensor"));
+        assert_eq!(ipc("sceneChange").kind, Kind::sub(Alarm, "tamper"));
+        assert_eq!(ipc("somethingNew").kind, Kind::new(Alarm));
+    }
+
+    #[test]
+    fn alarm_covers_per_envelope() {
+        // NVR perimeterAlarm: region intrusion or line crossing (protocol.md §7.2).
+        let a = alarm_name("perimeterAlarm", Envelope::Nvr);
+        assert_eq!(a.kind, Kind::new(Alarm));
+        assert_eq!(a.covers, vec![Intrusion, LineCrossing]);
+        // IPC: line crossing has tripwireAlarm, so perimeterAlarm is intrusion only.
+        let a = alarm_name("perimeterAlarm", Envelope::Ipc);
+        assert_eq!(a.covers, vec![Intrusion]);
+        assert_eq!(
+            alarm_name("tripwireAlarm", Envelope::Ipc).covers,
+            vec![LineCrossing]
+        );
+        // Both NVR counting types are one category.
+        assert_eq!(
+            alarm_name("passlineAlarm", Envelope::Nvr).covers,
+            vec![Counting]
+        );
+        // Every other name covers exactly its own category, in both envelopes.
+        for name in [
+            "tripwireAlarm",
+            "passlineAlarm",
+            "vfdAlarm",
+            "VFDAlarm",
+            "vehiceAlarm",
+            "aoiEntryAlarm",
+            "aoiLeaveAlarm",
+            "motionAlarm",
+            "oscAlarm",
+            "sensorAlarm",
+            "chlOfflineAlarm",
+            "CPCAlarm",
+            "CDDAlarm",
+            "IPDAlarm",
+            "clarityAbnormal",
+            "colorAbnormal",
+            "sceneChange",
+            "whatever",
+        ] {
+            for env in [Envelope::Ipc, Envelope::Nvr] {
+                let a = alarm_name(name, env);
+                assert_eq!(a.covers, vec![a.kind.category.clone()], "{name} {env:?}");
+            }
+        }
     }
 
     #[test]

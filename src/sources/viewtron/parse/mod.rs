@@ -447,6 +447,8 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 /// Alarm status: IPC `alarmStatusInfo/<name>[@id]` and NVR `alarmStatusInfo/<name>/item[@id]`.
+/// One event per element and id; what each may stand for ([`AlarmState::covers`]) depends on
+/// the envelope ([`classify::alarm_name`]).
 fn alarm_status(
     root: &Node<'_>,
     meta: &PostMeta,
@@ -477,6 +479,11 @@ fn alarm_status(
         version,
         received: meta.received,
     };
+    let envelope = if nvr_layout {
+        classify::Envelope::Nvr
+    } else {
+        classify::Envelope::Ipc
+    };
     let mut events = Vec::new();
     let mut dropped = 0usize;
     for element in info.children() {
@@ -499,16 +506,18 @@ fn alarm_status(
                 dropped += 1;
                 continue;
             }
+            let mapped = classify::alarm_name(name, envelope);
             let attrs = Attributes {
                 alarm: Some(AlarmState {
                     name: name.to_owned(),
                     id: id.map(str::to_owned),
                     active,
+                    covers: mapped.covers,
                 }),
                 ..Attributes::default()
             };
             let phase = if active { Phase::Start } else { Phase::Stop };
-            events.push(common.event(classify::alarm_name(name), phase, name, attrs));
+            events.push(common.event(mapped.kind, phase, name, attrs));
         }
     }
     if dropped > 0
@@ -714,8 +723,9 @@ mod tests {
              <chlOfflineAlarm><item id='1'>TRUE</item></chlOfflineAlarm></alarmStatusInfo></config>",
         );
         assert_eq!(e.len(), 3);
-        assert_eq!(e[0].category, Category::Intrusion);
-        assert_eq!(e[0].attrs.group.as_deref(), Some("intrusion"));
+        // On an NVR perimeterAlarm does not say intrusion or line crossing (§7.2).
+        assert_eq!(e[0].category, Category::Alarm);
+        assert_eq!(e[0].attrs.subtype, None);
         assert_eq!(e[0].phase, Phase::Start);
         assert_eq!(e[1].phase, Phase::Stop);
         assert_eq!(
@@ -723,8 +733,17 @@ mod tests {
             Some(AlarmState {
                 name: "perimeterAlarm".into(),
                 id: Some("2".into()),
-                active: false
+                active: false,
+                covers: vec![Category::Intrusion, Category::LineCrossing],
             })
+        );
+        assert!(
+            e.iter()
+                .all(|e| e.kind() == crate::event::EventKind::Status)
+        );
+        assert_eq!(
+            e[2].attrs.alarm.as_ref().unwrap().covers,
+            vec![Category::Alarm]
         );
         assert_eq!(e[2].category, Category::Alarm);
         assert_eq!(e[2].attrs.subtype.as_deref(), Some("camera_offline"));
@@ -742,6 +761,47 @@ mod tests {
         assert_eq!(e.attrs.subtype.as_deref(), Some("sensor"));
         assert_eq!(e.device.kind, DeviceKind::Camera);
         assert_eq!(e.envelope.as_deref(), Some("ipc"));
+    }
+
+    #[test]
+    fn alarm_status_covers_follow_the_envelope() {
+        let covers = |e: &Event| e.attrs.alarm.as_ref().unwrap().covers.clone();
+        // IPC: perimeterAlarm is intrusion (line crossing has tripwireAlarm), §6.11.
+        let e = events(
+            "<config version='1.7'><alarmStatusInfo><perimeterAlarm type='boolean' id='1'>true</perimeterAlarm>\
+             <tripwireAlarm type='boolean' id='2'>true</tripwireAlarm></alarmStatusInfo></config>",
+        );
+        assert_eq!(
+            (e[0].category.clone(), covers(&e[0])),
+            (Category::Intrusion, vec![Category::Intrusion])
+        );
+        assert_eq!(
+            (e[1].category.clone(), covers(&e[1])),
+            (Category::LineCrossing, vec![Category::LineCrossing])
+        );
+        // NVR: perimeterAlarm stands for regionIntrusion and lineCrossing; passlineAlarm for
+        // both counting types, one category (§7.2).
+        let e = events(
+            "<config version='2.0.0'><messageType>alarmStatus</messageType><deviceInfo><mac>02:00:5e:00:00:15</mac>\
+             <channelId>4</channelId></deviceInfo><alarmStatusInfo><perimeterAlarm><item id='1'>true</item></perimeterAlarm>\
+             <passlineAlarm><item id='2'>true</item></passlineAlarm></alarmStatusInfo></config>",
+        );
+        assert_eq!(e[0].category, Category::Alarm);
+        assert_eq!(
+            covers(&e[0]),
+            vec![Category::Intrusion, Category::LineCrossing]
+        );
+        assert!(e[0].attrs.alarm.as_ref().unwrap().is_ambiguous());
+        assert_eq!(e[0].envelope.as_deref(), Some("nvr"));
+        assert_eq!(
+            (e[1].category.clone(), covers(&e[1])),
+            (Category::Counting, vec![Category::Counting])
+        );
+        // The layout decides, not the version: an IPC element form inside a 2.x config.
+        let e = one(
+            "<config version='2.1.0'><alarmStatusInfo><perimeterAlarm id='1'>false</perimeterAlarm></alarmStatusInfo></config>",
+        );
+        assert_eq!(covers(&e), vec![Category::Intrusion]);
     }
 
     #[test]
