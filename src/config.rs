@@ -225,6 +225,10 @@ pub struct HomeAssistantSection {
     /// Days after which a device that posted nothing is forgotten: its discovery is cleared
     /// and it is dropped from the registry kept in the spool directory.
     pub forget_after: u32,
+    /// Seconds a new entity's first non-retained messages (an event, an `ON`) wait after its
+    /// discovery, so that Home Assistant has subscribed to them (it takes 0.1–0.5 s, more on a
+    /// loaded machine).
+    pub discovery_settle: f64,
 }
 
 impl Default for HomeAssistantSection {
@@ -235,6 +239,7 @@ impl Default for HomeAssistantSection {
             status_topic: None,
             discovery: DiscoveryMode::Device,
             forget_after: 30,
+            discovery_settle: 1.5,
         }
     }
 }
@@ -710,6 +715,12 @@ impl Config {
             && (id.is_empty() || id.len() > 128)
         {
             bad("mqtt.client_id".into(), "must be 1..=128 characters".into());
+        }
+        if !(0.0..=60.0).contains(&self.homeassistant.discovery_settle) {
+            bad(
+                "homeassistant.discovery_settle".into(),
+                "must be between 0 and 60 seconds".into(),
+            );
         }
         if let Some(n) = self.mqtt.max_packet_size
             && !(1024..=268_435_460).contains(&n)

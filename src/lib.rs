@@ -291,6 +291,7 @@ fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
                 .unwrap_or_else(|| format!("{}/status", c.homeassistant.discovery_prefix)),
             legacy: c.homeassistant.discovery == config::DiscoveryMode::Legacy,
             republish_delay: (Duration::from_secs(1), Duration::from_secs(5)),
+            discovery_settle: config::secs(c.homeassistant.discovery_settle),
         }),
         images: ImageConfig {
             retain_category: c.images.retain_category,

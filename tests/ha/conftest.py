@@ -97,7 +97,11 @@ def stack() -> Iterator[Stack]:
                    60, interval=0.1, on_timeout=hass.tail)
         TIMINGS["ha_birth_s"] = time.monotonic() - t_launch
         TIMINGS["stack_ready_s"] = time.monotonic() - t0
-        yield Stack(RUN_DIR, mqtt_port, ha_port, mosquitto, hass, ha, recorder)
+        st = Stack(RUN_DIR, mqtt_port, ha_port, mosquitto, hass, ha, recorder)
+        yield st
+        # A test may have restarted Home Assistant: stop the one running now.
+        procs[procs.index(hass)] = st.hass
+        ha = st.ha
     finally:
         t_stop = time.monotonic()
         if ha is not None:

@@ -825,6 +825,7 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Conn::HaStatus(p)) => {
+                    st.on_ha_status(&p, Instant::now());
                     if p.as_ref() == b"online"
                         && let Some(h) = &ha
                     {

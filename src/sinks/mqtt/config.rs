@@ -150,6 +150,10 @@ pub struct HaConfig {
     pub legacy: bool,
     /// Random delay range before re-publishing after HA's `online` (1–5 s).
     pub republish_delay: (Duration, Duration),
+    /// How long a new entity's first non-retained messages wait after its discovery (Home
+    /// Assistant subscribes to a new entity's topics shortly after creating it; earlier
+    /// messages are lost to it).
+    pub discovery_settle: Duration,
 }
 
 impl Default for HaConfig {
@@ -159,6 +163,7 @@ impl Default for HaConfig {
             status_topic: "homeassistant/status".to_owned(),
             legacy: false,
             republish_delay: (Duration::from_secs(1), Duration::from_secs(5)),
+            discovery_settle: Duration::from_millis(1500),
         }
     }
 }

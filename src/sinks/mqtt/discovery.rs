@@ -137,6 +137,22 @@ pub struct Component {
     pub config: Map<String, Value>,
 }
 
+impl Component {
+    /// The topics Home Assistant subscribes to for this component and whose messages it
+    /// loses until it has: `state_topic`, `image_topic`, `json_attributes_topic` and a device
+    /// trigger's `topic` (availability topics are retained, so they need no wait).
+    pub fn listen_topics(&self) -> impl Iterator<Item = &str> {
+        [
+            "state_topic",
+            "image_topic",
+            "json_attributes_topic",
+            "topic",
+        ]
+        .into_iter()
+        .filter_map(|k| self.config.get(k).and_then(Value::as_str))
+    }
+}
+
 /// Builds discovery messages; holds what is the same for every device.
 #[derive(Debug, Clone)]
 pub struct Discovery {
@@ -642,7 +658,12 @@ impl Discovery {
 
     /// Discovery messages (topic, retained payload) for a camera, NVR channel or NVR.
     pub fn device_messages(&self, d: &Device, caps: &DeviceCaps) -> Vec<(String, Bytes)> {
-        let comps = self.device_components(d, caps);
+        self.device_messages_of(d, self.device_components(d, caps))
+    }
+
+    /// Discovery messages of a device for the given components (from
+    /// [`Discovery::device_components`]).
+    pub fn device_messages_of(&self, d: &Device, comps: Vec<Component>) -> Vec<(String, Bytes)> {
         self.render(
             &device_identifier(d),
             self.device_block(d),

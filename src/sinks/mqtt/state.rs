@@ -27,11 +27,17 @@
 //!   active (NVRs send the status first), or a detection of it still ON when the status
 //!   arrives (IPCs send it after). The tied category is then held like above, until the
 //!   alarm's `false` or `alarm_max_hold`.
-//! * Discovery settle: HA subscribes to a new entity's topics 0.1–0.5 s after its discovery
-//!   message, and non-retained messages sent before that are lost. So whenever discovery of a
-//!   device is published, that device's non-retained publishes are held for
-//!   [`DISCOVERY_SETTLE`]; once one message is held, every later message of the device queues
-//!   behind it, so the per-device order never changes. Other devices are not affected.
+//! * Discovery settle: HA subscribes to a new entity's topics only after it has created the
+//!   entity (0.1 s after the discovery message once HA is up, 0.5 s before its birth message,
+//!   longer on a loaded machine; `tests/ha/measure_settle.py`), and non-retained messages
+//!   sent before that are lost to it. So only the topics of entities that are new or changed
+//!   (per component, compared with what this process last announced) hold their non-retained
+//!   messages, for `discovery_settle` after the discovery went out; other topics of the same
+//!   device flow on. A held topic keeps its order: later messages to it, retained ones too,
+//!   queue behind. While Home Assistant is known to be away (its status topic said `offline`)
+//!   a new entity's messages wait for its birth message plus the settle time, at most
+//!   [`HA_OFFLINE_WAIT`]. Announcing happens as early as the bridge knows of an entity: a
+//!   device's first post of any kind, a status post for its category.
 //! * Registry: devices are remembered with their categories and bridge-kept counters
 //!   ([`SinkState::snapshot`] / [`SinkState::restore`], file format in [`super::persist`]).
 //!   A restored device is `offline` until it posts; its discovery goes out on connect. A
@@ -53,8 +59,23 @@ use super::persist::{self, RegistryFile, SavedAlarm, SavedCategory, SavedDevice}
 use super::topics::{Topics, alarm_key, counter_key};
 use crate::event::{AlarmState, Category, Device, Event, EventKind, Image, ImageRole, Routed};
 
-/// How long a device's non-retained publishes wait after its discovery was published.
+/// Default of `discovery_settle`: how long a new entity's non-retained publishes wait after its
+/// discovery was published.
 pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Longest wait for Home Assistant's birth message when it said it went `offline`.
+pub const HA_OFFLINE_WAIT: Duration = Duration::from_secs(60);
+
+/// What the bridge knows of Home Assistant's MQTT presence (its status topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HaPresence {
+    /// Nothing heard since the bridge connected: assumed up.
+    Unknown,
+    /// `online` (birth message).
+    Online,
+    /// `offline` (HA stopped, or its last will).
+    Offline,
+}
 
 /// How often `bridge/info` is refreshed.
 pub const INFO_INTERVAL: Duration = Duration::from_secs(60);
@@ -280,8 +301,12 @@ struct DevState {
     alarms: BTreeMap<String, ActiveAlarm>,
     /// Bridge-maintained counters (`enter_<class>`), kept in the registry file.
     counts: BTreeMap<String, u64>,
-    settle_until: Option<Instant>,
+    /// Topics of entities announced recently → when their messages may go out.
+    settling: BTreeMap<String, Instant>,
+    /// Messages waiting for their topic's settle time, in emission order.
     held: VecDeque<Action>,
+    /// Component configurations last announced (key → config), to tell new entities.
+    components: BTreeMap<String, serde_json::Value>,
 }
 
 impl DevState {
@@ -297,29 +322,57 @@ impl DevState {
             binaries: BTreeMap::new(),
             alarms: BTreeMap::new(),
             counts: BTreeMap::new(),
-            settle_until: None,
+            settling: BTreeMap::new(),
             held: VecDeque::new(),
+            components: BTreeMap::new(),
         }
     }
 
-    /// Emit through the settle gate (keeps the device's order).
+    /// Emit through the settle gate: a non-retained message to a settling topic is held, and
+    /// so is any message to a topic that already has one held (keeps each topic's order).
     fn emit(&mut self, a: Action, now: Instant, out: &mut Vec<Action>) {
-        let settling = self.settle_until.is_some_and(|t| now < t);
-        if !self.held.is_empty() || (settling && !a.is_retained()) {
+        let topic = a.topic();
+        let queued = self.held.iter().any(|h| h.topic() == topic);
+        let gated = !a.is_retained() && self.settling.get(topic).is_some_and(|t| *t > now);
+        if queued || gated {
             self.held.push_back(a);
         } else {
             out.push(a);
         }
     }
 
-    /// When a message emitted at `now` actually goes out: at the end of the settle window
-    /// if it was held. Timers (off delay, alarm refresh) count from there, so an ON is
-    /// visible for its whole `off_delay` even when the settle window delayed it.
-    fn visible_from(&self, now: Instant) -> Instant {
-        match self.settle_until {
-            Some(t) if !self.held.is_empty() && t > now => t,
-            _ => now,
+    /// When a message to `topic` emitted at `now` actually goes out: at the end of the topic's
+    /// settle time if it was held. Timers (off delay, alarm refresh) count from there, so an
+    /// ON is visible for its whole `off_delay` even when the settle window delayed it.
+    fn visible_from(&self, topic: &str, now: Instant) -> Instant {
+        if !self.held.iter().any(|h| h.topic() == topic) {
+            return now;
         }
+        self.settling
+            .get(topic)
+            .copied()
+            .filter(|t| *t > now)
+            .unwrap_or(now)
+    }
+
+    /// Release held messages whose topic has settled (in order; a topic's messages never
+    /// overtake each other) and forget settled topics.
+    fn release_settled(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.held.is_empty() {
+            let mut keep: VecDeque<Action> = VecDeque::new();
+            for a in self.held.drain(..) {
+                let topic = a.topic();
+                let blocked = keep.iter().any(|k| k.topic() == topic)
+                    || self.settling.get(topic).is_some_and(|t| *t > now);
+                if blocked {
+                    keep.push_back(a);
+                } else {
+                    out.push(a);
+                }
+            }
+            self.held = keep;
+        }
+        self.settling.retain(|_, t| *t > now);
     }
 
     /// Publish a retained state and remember it for re-publishing.
@@ -410,8 +463,10 @@ impl DevState {
             return;
         }
         self.retained.remove(&alarm_topic);
-        self.emit(Action::transient(alarm_topic, ON), now, out);
-        let from = self.visible_from(now);
+        let from = {
+            self.emit(Action::transient(alarm_topic.clone(), ON), now, out);
+            self.visible_from(&alarm_topic, now)
+        };
         let entry = self.alarms.entry(key.clone()).or_insert(ActiveAlarm {
             covers: Vec::new(),
             holds: BTreeSet::new(),
@@ -437,14 +492,16 @@ impl DevState {
         let Some((cat, off_delay)) = covers.first() else {
             return;
         };
-        self.hold(&key, cat, from + *off_delay / 2);
-        if let Some(bin) = self.binaries.get_mut(cat) {
-            bin.on = true;
-            bin.refresh_at = Some(from + *off_delay / 2);
-        }
         let state_topic = topics.device_cat(&dev_id, cat, "state");
         self.retained.remove(&state_topic);
-        self.emit(Action::transient(state_topic, ON), now, out);
+        self.emit(Action::transient(state_topic.clone(), ON), now, out);
+        // Refreshes count from when HA sees the ON (later when a new entity holds it).
+        let shown = self.visible_from(&state_topic, now);
+        self.hold(&key, cat, shown + *off_delay / 2);
+        if let Some(bin) = self.binaries.get_mut(cat) {
+            bin.on = true;
+            bin.refresh_at = Some(shown + *off_delay / 2);
+        }
     }
 
     /// A detection of `cat` is evidence for every active status that may stand for it and
@@ -513,6 +570,10 @@ pub struct SinkState {
     packet_limit: PacketLimit,
     /// `<device>/<category>/<role>` already warned about an oversize image.
     oversize_warned: BTreeSet<String>,
+    /// How long a new entity's non-retained messages wait (`discovery_settle`).
+    settle: Duration,
+    /// Home Assistant's MQTT presence.
+    ha: HaPresence,
 }
 
 impl SinkState {
@@ -548,6 +609,11 @@ impl SinkState {
             authoritative: false,
             packet_limit: PacketLimit::new(cfg.protocol.first(), cfg.max_packet_size),
             oversize_warned: BTreeSet::new(),
+            settle: cfg
+                .homeassistant
+                .as_ref()
+                .map_or(DISCOVERY_SETTLE, |h| h.discovery_settle),
+            ha: HaPresence::Unknown,
         }
     }
 
@@ -708,7 +774,14 @@ impl SinkState {
             self.dirty = true;
         }
         if sync {
-            sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+            sync_discovery(
+                self.discovery.as_ref(),
+                dev,
+                now,
+                out,
+                false,
+                ready_after(self.ha, self.settle, now),
+            );
         }
         new
     }
@@ -743,7 +816,14 @@ impl SinkState {
             if dev.caps != before {
                 self.dirty = true;
             }
-            sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+            sync_discovery(
+                self.discovery.as_ref(),
+                dev,
+                now,
+                out,
+                false,
+                ready_after(self.ha, self.settle, now),
+            );
             return;
         }
         let cat = ev.category.as_str().to_owned();
@@ -777,7 +857,14 @@ impl SinkState {
         if dev.caps != before {
             self.dirty = true;
         }
-        sync_discovery(self.discovery.as_ref(), dev, now, out, false);
+        sync_discovery(
+            self.discovery.as_ref(),
+            dev,
+            now,
+            out,
+            false,
+            ready_after(self.ha, self.settle, now),
+        );
     }
 
     fn on_event(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
@@ -948,8 +1035,8 @@ impl SinkState {
                 let bin = dev.binaries.entry(cat.clone()).or_default();
                 bin.on = true;
                 dev.retained.remove(&state_topic);
-                dev.emit(Action::transient(state_topic, ON), now, out);
-                let from = dev.visible_from(now);
+                dev.emit(Action::transient(state_topic.clone(), ON), now, out);
+                let from = dev.visible_from(&state_topic, now);
                 if let Some(bin) = dev.binaries.get_mut(&cat) {
                     bin.off_at = Some(from + off_delay);
                 }
@@ -985,10 +1072,7 @@ impl SinkState {
         let off_delays = self.off_delay.clone();
         let default_off_delay = self.default_off_delay;
         for (id, dev) in &mut self.devices {
-            if dev.settle_until.is_some_and(|t| t <= now) {
-                dev.settle_until = None;
-                out.extend(dev.held.drain(..));
-            }
+            dev.release_settled(now, &mut out);
             dev.expire_alarms(&topics, now, &mut out);
             let cats: Vec<String> = dev.binaries.keys().cloned().collect();
             for cat in cats {
@@ -1197,7 +1281,7 @@ impl SinkState {
         };
         for dev in self.devices.values() {
             if !dev.held.is_empty() {
-                consider(dev.settle_until);
+                consider(dev.settling.values().min().copied());
             }
             for bin in dev.binaries.values() {
                 if bin.on {
@@ -1219,6 +1303,27 @@ impl SinkState {
         self.republish(now, true)
     }
 
+    /// A message on Home Assistant's status topic (`online` birth, `offline` will or stop).
+    /// While HA is away, entities announced meanwhile wait for its return; when it is back,
+    /// they settle from its birth on (HA creates them from the retained discovery at start).
+    pub fn on_ha_status(&mut self, payload: &[u8], now: Instant) {
+        let presence = match payload {
+            b"online" => HaPresence::Online,
+            b"offline" => HaPresence::Offline,
+            _ => return,
+        };
+        self.ha = presence;
+        for dev in self.devices.values_mut() {
+            for until in dev.settling.values_mut() {
+                *until = match presence {
+                    HaPresence::Online => (*until).min(now + self.settle),
+                    _ if *until > now => (*until).max(now + HA_OFFLINE_WAIT),
+                    _ => *until,
+                };
+            }
+        }
+    }
+
     /// Home Assistant (re)started: re-publish discovery and current states (not events, not
     /// images: those are retained on the broker and reach HA when it subscribes).
     pub fn on_ha_online(&mut self, now: Instant) -> Vec<Action> {
@@ -1238,7 +1343,14 @@ impl SinkState {
         self.push_info(now, &mut out);
         let topics = self.topics.clone();
         for (id, dev) in &mut self.devices {
-            sync_discovery(self.discovery.as_ref(), dev, now, &mut out, true);
+            sync_discovery(
+                self.discovery.as_ref(),
+                dev,
+                now,
+                &mut out,
+                true,
+                ready_after(self.ha, self.settle, now),
+            );
             if let Some(online) = dev.online {
                 let p = Bytes::from_static(if online { b"online" } else { b"offline" });
                 out.push(Action::retained(topics.availability(id), p));
@@ -1355,28 +1467,49 @@ fn bridge_count_classes(ev: &Event) -> Vec<String> {
         .collect()
 }
 
+/// When an entity announced at `now` may receive non-retained messages: after the settle
+/// time, or, while Home Assistant is away, after its return (at most [`HA_OFFLINE_WAIT`]).
+fn ready_after(ha: HaPresence, settle: Duration, now: Instant) -> Instant {
+    match ha {
+        HaPresence::Offline => now + HA_OFFLINE_WAIT,
+        HaPresence::Online | HaPresence::Unknown => now + settle,
+    }
+}
+
 /// Publish the device's discovery when it differs from what was last published (or always
-/// with `force`), and start the settle window when anything was published.
+/// with `force`). The listening topics of components that are new or changed since the last
+/// announcement settle until `ready` (an unchanged component needs no wait: Home Assistant
+/// already listens to it, also after a forced re-publish).
 fn sync_discovery(
     disc: Option<&Discovery>,
     dev: &mut DevState,
     now: Instant,
     out: &mut Vec<Action>,
     force: bool,
+    ready: Instant,
 ) {
     let Some(disc) = disc else { return };
-    let msgs = disc.device_messages(&dev.device, &dev.caps);
-    let mut published = false;
+    let comps = disc.device_components(&dev.device, &dev.caps);
+    let mut components = BTreeMap::new();
+    for c in &comps {
+        let config = serde_json::Value::Object(c.config.clone());
+        if dev.components.get(&c.key) != Some(&config) {
+            for t in c.listen_topics() {
+                let until = dev.settling.entry(t.to_owned()).or_insert(ready);
+                *until = (*until).max(ready);
+            }
+        }
+        components.insert(c.key.clone(), config);
+    }
+    dev.components = components;
+    let msgs = disc.device_messages_of(&dev.device, comps);
     for (t, p) in &msgs {
         let same = !force && dev.discovery.iter().any(|(ot, op)| ot == t && op == p);
         if !same {
             out.push(Action::retained(t.clone(), p.clone()));
-            published = true;
         }
     }
-    if published {
-        dev.settle_until = Some(now + DISCOVERY_SETTLE);
-    }
+    dev.settling.retain(|_, t| *t > now);
     dev.discovery = msgs;
 }
 

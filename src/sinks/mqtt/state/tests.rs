@@ -143,24 +143,17 @@ fn first_event_discovery_then_settle_in_order() {
         tp.contains(&"camera/bridge/info".to_owned()),
         "new device refreshes bridge/info"
     );
-    // Non-retained ON and event are held back (HA has not subscribed yet).
+    // The new entities' non-retained ON and event are held back (HA has not subscribed yet).
     assert!(!tp.contains(&t("lpr/state")), "{tp:?}");
     assert!(!tp.contains(&t("lpr/event")));
-    // Non-retained category image is also held.
-    assert!(!tp.contains(&"camera/lpr/image".to_owned()));
+    // No entity listens to the category image topic: it is not held.
+    assert!(tp.contains(&"camera/lpr/image".to_owned()));
     assert_eq!(st.next_deadline(), Some(t0 + DISCOVERY_SETTLE));
 
     assert!(view(&st.on_tick(t0 + s(1.4))).is_empty());
     let rel = st.on_tick(t0 + DISCOVERY_SETTLE);
     let rt = topics(&rel);
-    assert_eq!(
-        rt,
-        vec![
-            "camera/lpr/image".to_owned(),
-            t("lpr/state"),
-            t("lpr/event")
-        ]
-    );
+    assert_eq!(rt, vec![t("lpr/state"), t("lpr/event")]);
     assert_eq!(payload_of(&rel, &t("lpr/state")).as_deref(), Some("ON"));
     assert!(!find(&rel, &t("lpr/state")).unwrap().is_retained());
     let Some(Action::Publish {
@@ -338,17 +331,16 @@ fn alarm_status_holds_until_device_off() {
         &ev_msg(alarm(Category::Intrusion, "perimeterAlarm", "1", true)),
         t1,
     );
-    // New category → discovery re-published → ON held for the settle time.
+    // New category → discovery re-published → the new binary sensor's ON held for the
+    // settle time; the raw alarm topic (no entity of its own here) goes out at once.
     assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
     assert!(find(&acts, &t("intrusion/state")).is_none());
-    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
     assert_eq!(
-        view(&rel),
-        vec![
-            (t("alarm/perimeterAlarm_1"), "ON".into(), false),
-            (t("intrusion/state"), "ON".into(), false),
-        ]
+        payload_of(&acts, &t("alarm/perimeterAlarm_1")).as_deref(),
+        Some("ON")
     );
+    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
+    assert_eq!(view(&rel), vec![(t("intrusion/state"), "ON".into(), false)]);
     // No event topic for alarm-status posts.
     assert!(find(&rel, &t("intrusion/event")).is_none());
     // Held beyond off_delay (30 s), refreshed every 15 s.
@@ -494,6 +486,114 @@ fn settle_keeps_device_order_and_spares_other_devices() {
 }
 
 #[test]
+fn only_new_entities_wait_for_home_assistant() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    // The device and its lpr entities are known and settled.
+    let t1 = settled(&mut st, t0, (*lpr_event()).clone());
+    // A new category: its entities are announced and their ON/event held ...
+    let acts = st.on_routed(&ev_msg(event(Category::Intrusion, Phase::Pulse)), t1);
+    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
+    assert!(find(&acts, &t("intrusion/state")).is_none());
+    assert!(find(&acts, &t("intrusion/event")).is_none());
+    // ... while the known lpr entities of the same device are not held back.
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t1 + s(0.2),
+    );
+    assert!(
+        find(&acts, &t("lpr/event")).is_some(),
+        "{:?}",
+        topics(&acts)
+    );
+    assert_eq!(payload_of(&acts, &t("lpr/state")).as_deref(), Some("ON"));
+    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
+    assert_eq!(
+        topics(&rel),
+        vec![t("intrusion/state"), t("intrusion/event")]
+    );
+    // A forced re-publish (reconnect) announces nothing new: nothing is held.
+    st.on_connected(t1 + s(5.0));
+    let acts = st.on_routed(
+        &ev_msg(event(Category::Intrusion, Phase::Pulse)),
+        t1 + s(5.1),
+    );
+    assert!(find(&acts, &t("intrusion/event")).is_some());
+}
+
+#[test]
+fn while_home_assistant_is_away_new_entities_wait_for_its_birth() {
+    let mut c = cfg();
+    c.homeassistant.as_mut().unwrap().discovery_settle = s(0.5);
+    let (mut st, t0) = state_with(&c);
+    st.on_ha_status(b"offline", t0);
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t0 + s(1.0),
+    );
+    assert!(find(&acts, &t("lpr/event")).is_none());
+    assert_eq!(st.next_deadline(), Some(t0 + s(1.0) + HA_OFFLINE_WAIT));
+    // Long past the settle time, HA still away: still held.
+    assert!(find(&st.on_tick(t0 + s(20.0)), &t("lpr/event")).is_none());
+    // HA's birth: released the settle time after it.
+    st.on_ha_status(b"online", t0 + s(30.0));
+    assert!(find(&st.on_tick(t0 + s(30.4)), &t("lpr/event")).is_none());
+    let rel = st.on_tick(t0 + s(30.5));
+    assert!(find(&rel, &t("lpr/event")).is_some(), "{:?}", topics(&rel));
+    assert_eq!(payload_of(&rel, &t("lpr/state")).as_deref(), Some("ON"));
+    // The off timer counts from the release.
+    assert!(
+        st.on_tick(t0 + s(30.5 + 9.9))
+            .iter()
+            .all(|a| a.topic() != t("lpr/state"))
+    );
+
+    // HA away for good: a new entity's message goes out after HA_OFFLINE_WAIT at the latest.
+    let (mut st, t0) = state_with(&c);
+    st.on_ha_status(b"offline", t0);
+    st.on_routed(&ev_msg(event(Category::Intrusion, Phase::Pulse)), t0);
+    let rel = st.on_tick(t0 + HA_OFFLINE_WAIT);
+    assert!(find(&rel, &t("intrusion/event")).is_some());
+}
+
+#[test]
+fn a_device_restored_from_the_registry_settles_once() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    settled(&mut st, t0, (*lpr_event()).clone());
+    let saved = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
+    let (mut st2, t2) = state_with(&c);
+    st2.restore(saved.devices);
+    st2.on_connected(t2);
+    // After a restart the bridge cannot know what HA has: the first event waits once ...
+    let acts = st2.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t2 + s(0.1),
+    );
+    assert!(find(&acts, &t("lpr/event")).is_none());
+    let rel = st2.on_tick(t2 + DISCOVERY_SETTLE);
+    assert!(find(&rel, &t("lpr/event")).is_some());
+    // ... and the next one does not.
+    let acts = st2.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t2 + s(3.0),
+    );
+    assert!(find(&acts, &t("lpr/event")).is_some());
+}
+
+#[test]
 fn ha_online_republishes_discovery_and_states_not_events() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
@@ -524,10 +624,9 @@ fn ha_online_republishes_discovery_and_states_not_events() {
     );
     assert!(!tp.contains(&t("lpr/event")), "never events");
     assert!(!tp.contains(&t("lpr/image")), "images stay on the broker");
-    // The binary is still ON → re-sent, but after the settle window (HA just re-subscribed).
-    assert!(!tp.contains(&t("lpr/state")));
-    let rel = st.on_tick(t1 + s(1.0) + DISCOVERY_SETTLE);
-    assert_eq!(payload_of(&rel, &t("lpr/state")).as_deref(), Some("ON"));
+    // The binary is still ON → re-sent at once: the entities are not new to HA (it created
+    // them from the retained discovery before its birth message), so nothing is held.
+    assert_eq!(payload_of(&acts, &t("lpr/state")).as_deref(), Some("ON"));
 
     // on_connected also re-sends retained images (the broker may have lost them).
     let acts = st.on_connected(t1 + s(5.0));
