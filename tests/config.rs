@@ -30,6 +30,10 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     let d = camqtt::config::Config::default();
     assert_eq!(c.mqtt.max_packet_size, d.mqtt.max_packet_size);
     assert_eq!(c.mqtt.protocol, d.mqtt.protocol);
+    assert_eq!(
+        c.homeassistant.discovery_settle,
+        d.homeassistant.discovery_settle
+    );
     assert_eq!(c.viewtron.idle_timeout, d.viewtron.idle_timeout);
     assert_eq!(c.viewtron.offline_after, d.viewtron.offline_after);
     assert_eq!(c.images.retain_device, d.images.retain_device);

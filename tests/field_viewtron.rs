@@ -126,6 +126,106 @@ fn assert_nothing_unparsed(col: &Collector, case: &str) {
     assert!(u.is_empty(), "case {case}: bridge/unparsed: {u:?}");
 }
 
+// ---- 04: an 8.3 MB NVR post with a 6 MB 4K overview, sent at about 2 MB/s -------------------
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_04_big_overview() {
+    let Some(dir) = case("04") else { return };
+    let logs = common::logs::Logs::capture();
+    let Some(env) = setup().await else { return };
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(read(&dir, "post.xml.gz").as_slice()),
+        &mut body,
+    )
+    .expect("gunzip post.xml.gz");
+    assert_eq!(body.len(), 8_294_927);
+    let sums = String::from_utf8(read(&dir, "overview.sha256")).unwrap();
+    let sum = |what: &str| {
+        sums.lines()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{what} in overview.sha256"))
+            .to_owned()
+    };
+    // In 16 KiB pieces 8 ms apart (about 4 s).
+    let req = request(&body, "close");
+    let mut s = TcpStream::connect(env.bridge.addr).await.unwrap();
+    let started = Instant::now();
+    for piece in req.chunks(16 * 1024) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    // 1. 200 + success XML.
+    let r = read_response_until(&mut s, Some(tokio::time::Instant::now() + T))
+        .await
+        .expect("reply");
+    assert_success(&r, "04");
+    assert!(started.elapsed() > Duration::from_secs(3), "sent slowly");
+    // 2. Both images byte-exact (SHA-256) on the channel and category topics.
+    let dev = "camera/02_f1_e1_d0_00_02_ch2";
+    let (overview, crop) = (sum("overview"), sum("crop"));
+    for (topic, want) in [
+        (format!("{dev}/line_crossing/image"), &overview),
+        ("camera/line_crossing/image".to_owned(), &overview),
+        (format!("{dev}/line_crossing/target"), &crop),
+    ] {
+        let m = env
+            .col
+            .wait_for(|m| m.topic == topic, T)
+            .await
+            .unwrap_or_else(|| panic!("04: nothing on {topic}"));
+        assert_eq!(&sha256_hex(&m.payload), want, "04: {topic}");
+    }
+    // 3. A small event JSON: no base64, sizes, every direction null.
+    let ev = env
+        .col
+        .wait_for(|m| m.topic == format!("{dev}/line_crossing/event"), T)
+        .await
+        .expect("04: event");
+    assert!(ev.payload.len() < 4096, "04: event JSON {} bytes", ev.payload.len());
+    let v = ev.json();
+    assert_eq!(v["images"]["overview_bytes"], 6_000_000);
+    assert_eq!(v["images"]["target_bytes"], 220_000);
+    fn directions(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "direction" {
+                        out.push(x.clone());
+                    }
+                    directions(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| directions(x, out)),
+            _ => {}
+        }
+    }
+    let mut dirs = Vec::new();
+    directions(&v, &mut dirs);
+    assert!(!dirs.is_empty() && dirs.iter().all(Value::is_null), "04: {dirs:?}");
+    assert!(v["warnings"].as_array().is_none_or(Vec::is_empty), "04: {v}");
+    // 4. No warnings or errors logged, nothing unparsed.
+    tokio::time::sleep(QUIET).await;
+    assert_nothing_unparsed(&env.col, "04");
+    let bad: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_owned)
+        .collect();
+    assert!(bad.is_empty(), "04: {bad:#?}");
+    env.bridge.stop().await;
+}
+
 // ---- 01: LPR post spelled VEHICLE ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
