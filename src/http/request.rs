@@ -266,6 +266,12 @@ impl RequestFramer {
                     return Ok(Framed::NeedMore);
                 }
                 let body = self.buf.split_to(len).freeze();
+                if self.buf.is_empty() {
+                    // Let go of the body's allocation: the emptied buffer would keep it alive
+                    // (shared) for as long as the connection lasts, a whole post per idle
+                    // camera connection.
+                    self.buf = BytesMut::new();
+                }
                 Ok(Framed::Request(self.finish(body, false)))
             }
             State::Chunked { .. } => self.step_chunked(),
