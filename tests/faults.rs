@@ -26,31 +26,8 @@ use camqtt::event::{
 };
 use camqtt::spool::{Spool, SpoolConfig};
 use common::bridge::Bridge;
-use common::camera::{b64, big_jpeg, image, post_with, read_response_until};
+use common::camera::{self, big_jpeg, image, post_with, read_response_until};
 use common::{Collector, Mosquitto, Msg};
-
-/// An IPC (config 1.7) licence-plate post with an overview and a plate crop.
-fn lpr_post(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlarmObj">VEHICE</smartType>
-<currentTime type="tint64">1790000000250000</currentTime>
-<mac type="string"><![CDATA[{mac}]]></mac>
-<deviceName type="string"><![CDATA[Fault camera]]></deviceName>
-<plateCount type="uint32">1</plateCount>
-<listInfo type="list" count="2">
-<item><image type="uint32">0</image><vehiceId type="uint32">0</vehiceId><plateNumber type="string"></plateNumber>
-<targetImageData><dataType type="uint32">0</dataType><targetBase64Data type="string">{ov}</targetBase64Data></targetImageData></item>
-<item><image type="uint32">1</image><vehiceId type="uint32">7</vehiceId><plateNumber type="string"><![CDATA[{plate}]]></plateNumber>
-<targetImageData><dataType type="uint32">0</dataType><targetType type="targetType">car</targetType>
-<targetBase64Data type="string"><![CDATA[{crop}]]></targetBase64Data></targetImageData></item>
-</listInfo>
-</config>"#,
-        ov = b64(overview),
-        crop = b64(crop),
-    )
-}
 
 /// Send one post on a keep-alive connection and read the reply (no time limit); the status
 /// code, or why there is none.
@@ -190,7 +167,7 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
             let mut s = TcpStream::connect(addr).await.unwrap();
             for i in 0..PER_DEVICE {
                 let overview = if i % 50 == 25 { &big } else { &small };
-                let body = lpr_post(&mac, &format!("D{d}N{i:04}"), overview, &crop);
+                let body = camera::ipc_lpr(&mac, &format!("D{d}N{i:04}"), overview, &crop);
                 assert_eq!(post(&mut s, &body).await.expect("reply"), 200);
                 replied.fetch_add(1, Ordering::SeqCst);
             }
@@ -386,7 +363,7 @@ async fn sigkill_midway_every_replied_post_is_delivered_after_restart() {
                 }
                 let plate = format!("K{c}N{i:05}");
                 let overview = if i % 10 == 5 { &big } else { &small };
-                let body = lpr_post(&mac, &plate, overview, &crop);
+                let body = camera::ipc_lpr(&mac, &plate, overview, &crop);
                 match post(&mut s, &body).await {
                     Ok(200) => replied.lock().unwrap().push(plate),
                     _ => break, // the bridge was killed under this post
@@ -564,7 +541,7 @@ async fn corrupted_spool_tail_is_survived() {
     );
     // Still serving posts after that.
     let mut s = TcpStream::connect(http).await.unwrap();
-    let body = lpr_post(
+    let body = camera::ipc_lpr(
         "58:5b:69:fc:00:02",
         "AFTER1",
         &image("overview.jpg"),

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use camqtt::stats::stats;
 use common::bridge::Bridge;
 use common::camera::{
-    REPLY, T, b64, big_jpeg, chunks, head, image, mac_slug, post, read_response, wait_closed,
+    self, REPLY, T, b64, big_jpeg, chunks, head, image, mac_slug, post, read_response, wait_closed,
 };
 use common::{Collector, Mosquitto, Msg};
 
@@ -31,27 +31,9 @@ const BODY_LIMIT: usize = 8 * 1024 * 1024;
 const SAME_MAC: &str = "02:00:5e:77:00:01";
 const OTHER_MAC: &str = "02:00:5e:77:00:02";
 
-/// An IPC licence-plate post with an overview (`overview_b64`) and a plate crop (`crop_b64`).
-fn lpr_with(mac: &str, plate: &str, overview_b64: &str, crop_b64: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<config version="1.7" xmlns="http://www.ipc.com/ver10">
-<smartType type="openAlarmObj">VEHICE</smartType>
-<currentTime type="tint64">1790000000250000</currentTime>
-<mac type="string"><![CDATA[{mac}]]></mac>
-<deviceName type="string"><![CDATA[Hostile test]]></deviceName>
-<listInfo type="list" count="2">
-<item><image type="uint32">0</image><targetImageData><dataType>0</dataType><targetBase64Data>{overview_b64}</targetBase64Data></targetImageData></item>
-<item><image type="uint32">1</image><plateNumber type="string"><![CDATA[{plate}]]></plateNumber>
-<targetImageData><dataType>0</dataType><targetBase64Data>{crop_b64}</targetBase64Data></targetImageData></item>
-</listInfo>
-</config>"#
-    )
-}
-
 /// A normal licence-plate post with a small crop.
 fn lpr(mac: &str, plate: &str) -> String {
-    lpr_with(mac, plate, "", &b64(&image("plate1.jpg")))
+    camera::ipc_lpr_b64(mac, plate, "", &b64(&image("plate1.jpg")))
 }
 
 /// A chunked post (5,000-byte chunks) with `extra_headers` before `Transfer-Encoding`.
@@ -323,7 +305,7 @@ async fn image_case(
     h.reconnect_if_idle(same).await;
     let before = counts();
     let plate = h.next_plate();
-    let body = lpr_with(same.mac, &plate, overview_b64, crop_b64);
+    let body = camera::ipc_lpr_b64(same.mac, &plate, overview_b64, crop_b64);
     same.stream
         .write_all(&post("/API", body.as_bytes()))
         .await
@@ -536,7 +518,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
                 &plate,
                 &format!("{}\u{0}\u{1b}[2J{}", &plate[..3], &plate[3..]),
             )
-            .replace("Hostile test", "Evil\u{0}\u{7f}cam");
+            .replace("Gate camera", "Evil\u{0}\u{7f}cam");
         h.post_ok(&mut same, &post("/API", body.as_bytes())).await;
         // The control characters are gone: the plate arrives as the clean text plus "[2J".
         let want = format!("{}[2J{}", &plate[..3], &plate[3..]);

@@ -279,6 +279,12 @@ pub async fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant>
 /// An IPC (config 1.7) licence-plate post (`VEHICE`): an overview item (`image` 0) and the
 /// plate item (`image` 1) with its crop; device name `Gate camera`.
 pub fn ipc_lpr(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
+    ipc_lpr_b64(mac, plate, &b64(overview), &b64(crop))
+}
+
+/// [`ipc_lpr`] with the two images given as base64 text as it goes into the post (bad or
+/// empty base64 for hostile-input tests).
+pub fn ipc_lpr_b64(mac: &str, plate: &str, overview_b64: &str, crop_b64: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <config version="1.7" xmlns="http://www.ipc.com/ver10">
@@ -289,14 +295,12 @@ pub fn ipc_lpr(mac: &str, plate: &str, overview: &[u8], crop: &[u8]) -> String {
 <plateCount type="uint32">1</plateCount>
 <listInfo type="list" count="2">
 <item><image type="uint32">0</image><vehiceId type="uint32">0</vehiceId><plateNumber type="string"></plateNumber>
-<targetImageData><dataType type="uint32">0</dataType><targetBase64Data type="string">{ov}</targetBase64Data></targetImageData></item>
+<targetImageData><dataType type="uint32">0</dataType><targetBase64Data type="string">{overview_b64}</targetBase64Data></targetImageData></item>
 <item><image type="uint32">1</image><vehiceId type="uint32">7</vehiceId><plateNumber type="string"><![CDATA[{plate}]]></plateNumber>
 <targetImageData><dataType type="uint32">0</dataType><targetType type="targetType">car</targetType>
-<targetBase64Data type="string"><![CDATA[{crop}]]></targetBase64Data></targetImageData></item>
+<targetBase64Data type="string"><![CDATA[{crop_b64}]]></targetBase64Data></targetImageData></item>
 </listInfo>
-</config>"#,
-        ov = b64(overview),
-        crop = b64(crop),
+</config>"#
     )
 }
 

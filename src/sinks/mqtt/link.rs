@@ -302,6 +302,35 @@ impl Link {
     }
 }
 
+/// Credentials and TLS, the same for both client flavours (their option types have the same
+/// methods but are distinct types). With a TLS server-name override the client is told that
+/// name (it drives SNI and the certificate check) and a socket connector dials the real host.
+macro_rules! auth_and_tls {
+    ($o:ident, $b:ident, $name_override:ident, $krate:ident) => {
+        match (&$b.username, &$b.password) {
+            (Some(u), Some(p)) => {
+                $o.set_credentials(u.clone(), Bytes::from(p.clone()));
+            }
+            (Some(u), None) => {
+                $o.set_username(u.clone());
+            }
+            _ => {}
+        }
+        if $b.tls {
+            let tls = super::tls::client_config(&$b.tls_options)?;
+            $o.set_transport($krate::Transport::tls_with_config(
+                $krate::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+            ));
+            if $name_override.is_some() {
+                let real = socket_addr_text(&$b.host, $b.port);
+                $o.set_socket_connector(move |_name, network| {
+                    $krate::default_socket_connect(real.clone(), network)
+                });
+            }
+        }
+    };
+}
+
 /// Build the MQTT 5 options: clean start, last will, keep alive, packet limits, auth, TLS.
 pub(crate) fn v5_options(
     cfg: &MqttSinkConfig,
@@ -323,27 +352,7 @@ pub(crate) fn v5_options(
         true,
         None,
     ));
-    match (&b.username, &b.password) {
-        (Some(u), Some(p)) => {
-            o.set_credentials(u.clone(), Bytes::from(p.clone()));
-        }
-        (Some(u), None) => {
-            o.set_username(u.clone());
-        }
-        _ => {}
-    }
-    if b.tls {
-        let tls = super::tls::client_config(&b.tls_options)?;
-        o.set_transport(rumqttc5::Transport::tls_with_config(
-            rumqttc5::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
-        ));
-        if name_override.is_some() {
-            let real = socket_addr_text(&b.host, b.port);
-            o.set_socket_connector(move |_name, network| {
-                rumqttc5::default_socket_connect(real.clone(), network)
-            });
-        }
-    }
+    auth_and_tls!(o, b, name_override, rumqttc5);
     Ok(o)
 }
 
@@ -369,27 +378,7 @@ pub(crate) fn v4_options(
         rumqttc::QoS::AtLeastOnce,
         true,
     ));
-    match (&b.username, &b.password) {
-        (Some(u), Some(p)) => {
-            o.set_credentials(u.clone(), Bytes::from(p.clone()));
-        }
-        (Some(u), None) => {
-            o.set_username(u.clone());
-        }
-        _ => {}
-    }
-    if b.tls {
-        let tls = super::tls::client_config(&b.tls_options)?;
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
-        ));
-        if name_override.is_some() {
-            let real = socket_addr_text(&b.host, b.port);
-            o.set_socket_connector(move |_name, network| {
-                rumqttc::default_socket_connect(real.clone(), network)
-            });
-        }
-    }
+    auth_and_tls!(o, b, name_override, rumqttc);
     Ok(o)
 }
 
@@ -621,6 +610,51 @@ async fn drive_v4(mut el: rumqttc::EventLoop, listen: Listen, broker: String) {
             && listen.tx.send(r).await.is_err()
         {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::mqtt::config::BrokerAddr;
+
+    fn cfg(url: &str) -> MqttSinkConfig {
+        let mut c = MqttSinkConfig::new(BrokerAddr::from_url(url).unwrap());
+        c.client_id = "cid".into();
+        c
+    }
+
+    #[test]
+    fn mqtt5_options_set_will_session_and_limits() {
+        let o = v5_options(&cfg("mqtt://u:p@127.0.0.1:1999"), "camera/bridge/state").unwrap();
+        assert_eq!(o.client_id(), "cid");
+        assert!(o.clean_start());
+        assert_eq!(o.keep_alive(), Duration::from_secs(30));
+        assert_eq!(o.max_packet_size(), Some(INCOMING_MAX as u32));
+        let will = o.last_will().expect("last will");
+        assert_eq!(will.topic.as_ref(), b"camera/bridge/state");
+        assert_eq!(will.message.as_ref(), b"offline");
+        assert!(will.retain);
+        assert_eq!(will.qos, rumqttc5::QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn mqtt311_options_set_will_and_session() {
+        // (The outgoing limit has no getter; tests/broker_limits.rs checks it against Mosquitto.)
+        let o = v4_options(&cfg("mqtt://127.0.0.1:1999"), "camera/bridge/state").unwrap();
+        assert_eq!(o.max_packet_size(), INCOMING_MAX);
+        assert!(o.clean_session());
+        let will = o.last_will().expect("last will");
+        assert_eq!(will.topic, "camera/bridge/state");
+        assert!(will.retain);
+    }
+
+    #[test]
+    fn tls_is_configured_or_reports_an_error() {
+        match v5_options(&cfg("mqtts://broker.example"), "t") {
+            Ok(o) => assert!(!matches!(o.transport(), rumqttc5::Transport::Tcp)),
+            Err(e) => assert!(matches!(e, SinkError::Tls(_)), "{e}"),
         }
     }
 }
