@@ -31,10 +31,10 @@
 //!   entity (0.1 s after the discovery message once HA is up, 0.5 s before its birth message,
 //!   longer on a loaded machine; `tests/ha/measure_settle.py`), and non-retained messages
 //!   sent before that are lost to it. So only the topics of entities that are new or changed
-//!   (per component, compared with what this process last announced) hold their non-retained
-//!   messages, for `discovery_settle` after the discovery went out; other topics of the same
-//!   device flow on. A held topic keeps its order: later messages to it, retained ones too,
-//!   queue behind. While Home Assistant is known to be away (its status topic said `offline`)
+//!   (per component, compared with what this process last announced) start a hold: their
+//!   non-retained messages wait `discovery_settle` after the discovery went out. A device's
+//!   messages before the first held one go out at once; those after it, retained ones too,
+//!   queue behind it, so the device's order never changes. Other devices are not affected. While Home Assistant is known to be away (its status topic said `offline`)
 //!   a new entity's messages wait for its birth message plus the settle time, at most
 //!   [`HA_OFFLINE_WAIT`]. Announcing happens as early as the bridge knows of an entity: a
 //!   device's first post of any kind, a status post for its category.
@@ -328,49 +328,43 @@ impl DevState {
         }
     }
 
-    /// Emit through the settle gate: a non-retained message to a settling topic is held, and
-    /// so is any message to a topic that already has one held (keeps each topic's order).
+    /// Emit through the settle gate: a non-retained message to a settling topic (a new entity
+    /// HA may not listen to yet) is held; once anything is held, every later message of the
+    /// device queues behind it, so the device's order never changes (an event is never
+    /// overtaken by the next event's image, which an automation fired by it would fetch).
     fn emit(&mut self, a: Action, now: Instant, out: &mut Vec<Action>) {
-        let topic = a.topic();
-        let queued = self.held.iter().any(|h| h.topic() == topic);
-        let gated = !a.is_retained() && self.settling.get(topic).is_some_and(|t| *t > now);
-        if queued || gated {
+        if !self.held.is_empty() || self.gated(&a, now) {
             self.held.push_back(a);
         } else {
             out.push(a);
         }
     }
 
-    /// When a message to `topic` emitted at `now` actually goes out: at the end of the topic's
-    /// settle time if it was held. Timers (off delay, alarm refresh) count from there, so an
-    /// ON is visible for its whole `off_delay` even when the settle window delayed it.
-    fn visible_from(&self, topic: &str, now: Instant) -> Instant {
-        if !self.held.iter().any(|h| h.topic() == topic) {
-            return now;
-        }
-        self.settling
-            .get(topic)
-            .copied()
-            .filter(|t| *t > now)
-            .unwrap_or(now)
+    /// True when `a` must wait for its topic to settle.
+    fn gated(&self, a: &Action, now: Instant) -> bool {
+        !a.is_retained() && self.settling.get(a.topic()).is_some_and(|t| *t > now)
     }
 
-    /// Release held messages whose topic has settled (in order; a topic's messages never
-    /// overtake each other) and forget settled topics.
+    /// When a message emitted at `now` actually goes out: when everything held before it (and
+    /// it) has settled. Timers (off delay, alarm refresh) count from there, so an ON is visible
+    /// for its whole `off_delay` even when the settle window delayed it.
+    fn visible_from(&self, now: Instant) -> Instant {
+        self.held
+            .iter()
+            .filter(|a| !a.is_retained())
+            .filter_map(|a| self.settling.get(a.topic()))
+            .copied()
+            .fold(now, Instant::max)
+    }
+
+    /// Release held messages from the front while the front has settled, and forget settled
+    /// topics.
     fn release_settled(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if !self.held.is_empty() {
-            let mut keep: VecDeque<Action> = VecDeque::new();
-            for a in self.held.drain(..) {
-                let topic = a.topic();
-                let blocked = keep.iter().any(|k| k.topic() == topic)
-                    || self.settling.get(topic).is_some_and(|t| *t > now);
-                if blocked {
-                    keep.push_back(a);
-                } else {
-                    out.push(a);
-                }
+        while let Some(front) = self.held.front() {
+            if self.gated(front, now) {
+                break;
             }
-            self.held = keep;
+            out.extend(self.held.pop_front());
         }
         self.settling.retain(|_, t| *t > now);
     }
@@ -463,10 +457,8 @@ impl DevState {
             return;
         }
         self.retained.remove(&alarm_topic);
-        let from = {
-            self.emit(Action::transient(alarm_topic.clone(), ON), now, out);
-            self.visible_from(&alarm_topic, now)
-        };
+        self.emit(Action::transient(alarm_topic, ON), now, out);
+        let from = self.visible_from(now);
         let entry = self.alarms.entry(key.clone()).or_insert(ActiveAlarm {
             covers: Vec::new(),
             holds: BTreeSet::new(),
@@ -494,9 +486,9 @@ impl DevState {
         };
         let state_topic = topics.device_cat(&dev_id, cat, "state");
         self.retained.remove(&state_topic);
-        self.emit(Action::transient(state_topic.clone(), ON), now, out);
+        self.emit(Action::transient(state_topic, ON), now, out);
         // Refreshes count from when HA sees the ON (later when a new entity holds it).
-        let shown = self.visible_from(&state_topic, now);
+        let shown = self.visible_from(now);
         self.hold(&key, cat, shown + *off_delay / 2);
         if let Some(bin) = self.binaries.get_mut(cat) {
             bin.on = true;
@@ -1035,8 +1027,8 @@ impl SinkState {
                 let bin = dev.binaries.entry(cat.clone()).or_default();
                 bin.on = true;
                 dev.retained.remove(&state_topic);
-                dev.emit(Action::transient(state_topic.clone(), ON), now, out);
-                let from = dev.visible_from(&state_topic, now);
+                dev.emit(Action::transient(state_topic, ON), now, out);
+                let from = dev.visible_from(now);
                 if let Some(bin) = dev.binaries.get_mut(&cat) {
                     bin.off_at = Some(from + off_delay);
                 }

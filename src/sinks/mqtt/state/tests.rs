@@ -486,35 +486,53 @@ fn settle_keeps_device_order_and_spares_other_devices() {
 }
 
 #[test]
-fn only_new_entities_wait_for_home_assistant() {
+fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
-    // The device and its lpr entities are known and settled.
-    let t1 = settled(&mut st, t0, (*lpr_event()).clone());
-    // A new category: its entities are announced and their ON/event held ...
-    let acts = st.on_routed(&ev_msg(event(Category::Intrusion, Phase::Pulse)), t1);
-    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
-    assert!(find(&acts, &t("intrusion/state")).is_none());
-    assert!(find(&acts, &t("intrusion/event")).is_none());
-    // ... while the known lpr entities of the same device are not held back.
+    // The device and its lpr entities are known and settled (a read without a plate crop).
+    let mut first = (*lpr_event()).clone();
+    first.images.retain(|i| i.role == ImageRole::Overview);
+    let t1 = settled(&mut st, t0, first);
+    // A read that brings a plate crop adds a (retained) image entity: discovery changes, but
+    // nothing of it is lost to HA, so the known event and ON are not held.
     let acts = st.on_routed(
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
         },
-        t1 + s(0.2),
+        t1,
     );
+    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
+    assert!(find(&acts, &t("lpr/target")).is_some());
     assert!(
         find(&acts, &t("lpr/event")).is_some(),
         "{:?}",
         topics(&acts)
     );
     assert_eq!(payload_of(&acts, &t("lpr/state")).as_deref(), Some("ON"));
-    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
-    assert_eq!(
-        topics(&rel),
-        vec![t("intrusion/state"), t("intrusion/event")]
+    // A new category: its ON and event are held, and the device's later messages queue
+    // behind them (a plate read after the intrusion stays after it).
+    let acts = st.on_routed(
+        &ev_msg(event(Category::Intrusion, Phase::Pulse)),
+        t1 + s(1.0),
     );
+    assert!(find(&acts, &t("intrusion/state")).is_none());
+    assert!(find(&acts, &t("intrusion/event")).is_none());
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+        },
+        t1 + s(1.2),
+    );
+    assert!(
+        find(&acts, &t("lpr/event")).is_none(),
+        "{:?}",
+        topics(&acts)
+    );
+    let rel = st.on_tick(t1 + s(1.0) + DISCOVERY_SETTLE);
+    assert!(pos(&rel, &t("intrusion/event")) < pos(&rel, &t("lpr/event")));
+    assert!(pos(&rel, &t("lpr/image")) < pos(&rel, &t("lpr/event")));
     // A forced re-publish (reconnect) announces nothing new: nothing is held.
     st.on_connected(t1 + s(5.0));
     let acts = st.on_routed(
