@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::{
     BasicAuthSection, Config, ConfigError, DeviceSection, Problem, ReceiverTlsSection, Secret,
 };
-use crate::http::client::http_get;
+use crate::sources::http_push::client::http_get;
 
 /// Where the Supervisor writes the validated options.
 pub const DEFAULT_OPTIONS_PATH: &str = "/data/options.json";

@@ -334,8 +334,14 @@ fn yes() -> bool {
 impl ReceiverTlsSection {
     /// Read the certificate and key and build the server's TLS configuration. Errors name
     /// the key (`cert_file` / `key_file`) and the file, never its contents.
-    pub fn load(&self) -> Result<crate::http::ServerTls, crate::http::TlsError> {
-        crate::http::ServerTls::from_pem_files(&self.cert_file, &self.key_file, self.plain_http)
+    pub fn load(
+        &self,
+    ) -> Result<crate::sources::http_push::ServerTls, crate::sources::http_push::TlsError> {
+        crate::sources::http_push::ServerTls::from_pem_files(
+            &self.cert_file,
+            &self.key_file,
+            self.plain_http,
+        )
     }
 }
 
@@ -770,7 +776,7 @@ impl Config {
             );
         }
         for (i, a) in v.allow.iter().enumerate() {
-            if let Err(e) = a.parse::<crate::http::Cidr>() {
+            if let Err(e) = a.parse::<crate::sources::http_push::Cidr>() {
                 bad(format!("viewtron.allow[{i}]"), e.to_string());
             }
         }

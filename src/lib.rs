@@ -15,7 +15,7 @@ pub mod broker;
 pub mod config;
 pub mod event;
 pub mod health;
-pub mod http;
+
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;
@@ -175,13 +175,13 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
     if config.viewtron.enabled {
         let v = &config.viewtron;
         let vcfg = sources::viewtron::receiver::ViewtronConfig {
-            http: http::HttpConfig {
+            http: sources::http_push::HttpConfig {
                 body_limit: v.body_limit,
                 header_timeout: config::secs(v.header_timeout),
                 request_timeout: config::secs(v.request_timeout),
                 idle_timeout: config::secs(v.idle_timeout),
                 max_connections: v.max_connections,
-                guard: http::Guard::from_settings(
+                guard: sources::http_push::Guard::from_settings(
                     v.auth.as_ref().map(|a| {
                         (
                             a.username.as_str(),
@@ -199,7 +199,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
                     }])
                 })?,
                 tls: receiver_tls.take(),
-                ..http::HttpConfig::default()
+                ..sources::http_push::HttpConfig::default()
             },
             unparsed_body_cap: v.unparsed_body_cap,
         };

@@ -286,7 +286,7 @@ fn healthcheck(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(camqtt::http::client::http_get(
+    let answer = runtime.block_on(camqtt::sources::http_push::client::http_get(
         &base,
         "/healthz",
         &[],

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use camqtt::http::{Handler, HttpConfig, HttpError, Request, Response, serve};
+use camqtt::sources::http_push::{Handler, HttpConfig, HttpError, Request, Response, serve};
 use camqtt::stats::stats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +34,7 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    fn handle(&self, req: Request) -> camqtt::http::Reply {
+    fn handle(&self, req: Request) -> camqtt::sources::http_push::Reply {
         self.requests.lock().unwrap().push(req);
         Box::pin(std::future::ready(
             Response::new(200, "OK", SUCCESS).with_header("Content-Type", "application/xml"),

@@ -131,7 +131,10 @@ fn the_client_hello_follows_the_record_layout() {
     let len = u32::from_be_bytes([0, h[6], h[7], h[8]]) as usize;
     assert_eq!(len, h.len() - 9);
     assert_eq!(&h[9..11], &[0x03, 0x03]);
-    assert_eq!(camqtt::http::sniff_tls(&h), camqtt::http::TlsSniff::Tls);
+    assert_eq!(
+        camqtt::sources::http_push::sniff_tls(&h),
+        camqtt::sources::http_push::TlsSniff::Tls
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use camqtt::http::request::frame_all;
-use camqtt::http::{Framed, HttpError, Limits, RequestFramer, TlsSniff, sniff_tls};
+use camqtt::sources::http_push::request::frame_all;
+use camqtt::sources::http_push::{Framed, HttpError, Limits, RequestFramer, TlsSniff, sniff_tls};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

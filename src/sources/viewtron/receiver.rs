@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::parse::{Post, PostMeta, parse_post};
 use crate::event::{Message, Unparsed};
-use crate::http::{Handler, HttpConfig, HttpError, Reply, Request, Response};
 use crate::pipeline::Input;
+use crate::sources::http_push::{Handler, HttpConfig, HttpError, Reply, Request, Response};
 use crate::stats::stats;
 
 /// The exact 126-byte body both vendor SDKs send and the devices expect.
@@ -167,7 +167,9 @@ pub async fn spawn(
     };
     let task = tokio::spawn(async move {
         tracing::info!(listen = %addr, tls, plain_http, "viewtron receiver listening");
-        if let Err(error) = crate::http::serve(listener, http, handler, shutdown).await {
+        if let Err(error) =
+            crate::sources::http_push::serve(listener, http, handler, shutdown).await
+        {
             tracing::error!(%error, "viewtron receiver stopped");
         }
     });

@@ -1,4 +1,6 @@
-//! HTTP/1.1 receiver shared by the HTTP-push sources.
+//! The camera receiver: HTTP/1.1 for the HTTP-push sources (Viewtron today; Hikvision and Dahua
+//! pushes later plug their handlers into the same server). Hand-written on purpose:
+//! `docs/ARCHITECTURE.md` says why hyper does not fit.
 //!
 //! Cameras are not browsers: they send absolute-form request targets (`POST http://ip:port/API`),
 //! headers without a space after the colon, chunked bodies that also carry `Content-Length: 0`,
