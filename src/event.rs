@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -22,12 +24,12 @@ pub enum Message {
 }
 
 /// Input that did not become an event, with the reason.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unparsed {
     /// TCP peer (or other origin) of the input.
     pub peer: String,
-    /// Which source saw it (`viewtron`, ...).
-    pub source: &'static str,
+    /// Which source saw it (`viewtron`, `mqtt`, ...).
+    pub source: Cow<'static, str>,
     /// Short machine-readable reason (`parse-error`, `unknown-type`, `not-xml`, ...).
     pub reason: String,
     /// Human-readable detail.
@@ -262,20 +264,38 @@ pub enum ImageRole {
 }
 
 /// One decoded image. The bytes are shared (`Bytes`), never copied per sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Image {
     /// Overview or target crop.
     pub role: ImageRole,
-    /// The decoded file, byte-identical to what the device encoded.
+    /// The decoded file, byte-identical to what the device encoded. Not part of the serde
+    /// form (see [`Image`]'s `Serialize`): stores carry the bytes beside the metadata.
+    #[serde(skip)]
     pub data: Bytes,
     /// MIME type (`image/jpeg`).
-    pub content_type: &'static str,
+    pub content_type: Cow<'static, str>,
     /// Width reported by the device, if any.
     pub width: Option<u32>,
     /// Height reported by the device, if any.
     pub height: Option<u32>,
     /// Target id the crop belongs to, if any.
     pub target_id: Option<u64>,
+}
+
+impl Serialize for Image {
+    /// The metadata and the byte count (`len`); the bytes themselves stay out (a JPEG in JSON
+    /// would be base64, a third larger). The spool writes them raw after the JSON.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Image", 6)?;
+        st.serialize_field("role", &self.role)?;
+        st.serialize_field("content_type", &self.content_type)?;
+        st.serialize_field("width", &self.width)?;
+        st.serialize_field("height", &self.height)?;
+        st.serialize_field("target_id", &self.target_id)?;
+        st.serialize_field("len", &self.data.len())?;
+        st.end()
+    }
 }
 
 /// A rectangle; `units` tells how to read the numbers.
@@ -472,7 +492,11 @@ pub struct Attributes {
 }
 
 /// One normalised event.
-#[derive(Debug, Clone)]
+///
+/// Serialisable (the spool stores it as JSON, images' bytes beside it): times as
+/// `[seconds, nanoseconds]` since the Unix epoch (seconds may be negative: a camera clock can
+/// be anything), images as metadata with their `len`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Identity as sent; resolved into a [`Device`] by the pipeline.
     pub device: DeviceInfo,
@@ -481,15 +505,17 @@ pub struct Event {
     /// Life-cycle phase.
     pub phase: Phase,
     /// Event time (camera clock when plausible, else `received`).
+    #[serde(with = "epoch")]
     pub time: SystemTime,
     /// Where `time` came from.
     pub time_source: TimeSource,
     /// The raw time value as sent, if any.
     pub time_raw: Option<String>,
     /// When the bridge received the input.
+    #[serde(with = "epoch")]
     pub received: SystemTime,
     /// Which source produced it (`viewtron`).
-    pub source: &'static str,
+    pub source: Cow<'static, str>,
     /// The vendor's own type string (`VEHICE`, `regionIntrusion`, `perimeterAlarm`).
     pub raw_type: String,
     /// `ipc` or `nvr` (layout), informational.
@@ -569,8 +595,8 @@ pub struct Device {
     pub area: Option<String>,
 }
 
-/// What the pipeline hands to sinks.
-#[derive(Debug, Clone)]
+/// What the pipeline hands to sinks (serialisable: the spool stores it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Routed {
     /// An event for a resolved device.
     Event {
@@ -593,6 +619,42 @@ pub enum Routed {
     Unparsed(Unparsed),
 }
 
+/// `SystemTime` as `[seconds, nanoseconds]` relative to the Unix epoch; seconds may be
+/// negative (the nanoseconds then count forward from them).
+mod epoch {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            ),
+            Err(e) => {
+                let d = e.duration();
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                match d.subsec_nanos() {
+                    0 => (-secs, 0),
+                    n => (-secs - 1, 1_000_000_000 - n),
+                }
+            }
+        };
+        (secs, nanos).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let (secs, nanos) = <(i64, u32)>::deserialize(d)?;
+        let nanos = Duration::from_nanos(u64::from(nanos.min(999_999_999)));
+        Ok(if secs >= 0 {
+            UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()) + nanos
+        } else {
+            UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,7 +668,7 @@ mod tests {
             time_source: TimeSource::Receiver,
             time_raw: None,
             received: SystemTime::UNIX_EPOCH,
-            source: "test",
+            source: "test".into(),
             raw_type: "X".into(),
             envelope: None,
             config_version: None,

@@ -3,11 +3,11 @@
 
 use serde_json::json;
 
-use crate::stats::Stats;
+use crate::telemetry::Telemetry;
 
 /// Status code and JSON body of the health check: 200 when the receiver answers (it does, or
 /// this would not run) and the broker is connected, 503 otherwise.
-pub fn report(stats: &Stats, uptime_s: u64) -> (u16, serde_json::Value) {
+pub fn report(stats: &Telemetry, uptime_s: u64) -> (u16, serde_json::Value) {
     let connected = stats.mqtt_connected.get() == 1;
     let body = json!({
         "status": if connected { "ok" } else { "degraded" },
@@ -29,7 +29,7 @@ mod tests {
 
     #[test]
     fn degraded_without_broker_ok_with_it() {
-        let s = Stats::default();
+        let s = Telemetry::new();
         s.spool_depth.set(7);
         let (code, body) = report(&s, 3);
         assert_eq!(

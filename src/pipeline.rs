@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeviceSection};
 use crate::event::{Category, Device, DeviceInfo, DeviceKind, Message, Routed, normalise_mac};
-use crate::spool::Spool;
-use crate::stats::stats;
+use crate::sources::Input;
+use crate::spool::Buffer;
+use crate::telemetry::Telemetry;
 
 /// Settings of the pipeline, taken from [`Config`].
 #[derive(Debug, Clone)]
@@ -89,16 +90,18 @@ pub struct Registry {
     /// carry none (older IPC firmware).
     by_peer: HashMap<IpAddr, Learned>,
     traject: HashMap<String, (Instant, usize)>,
+    telemetry: Telemetry,
 }
 
 impl Registry {
     /// A new, empty registry.
-    pub fn new(cfg: PipelineConfig) -> Self {
+    pub fn new(cfg: PipelineConfig, telemetry: Telemetry) -> Self {
         Registry {
             cfg,
             devices: BTreeMap::new(),
             by_peer: HashMap::new(),
             traject: HashMap::new(),
+            telemetry,
         }
     }
 
@@ -136,13 +139,13 @@ impl Registry {
                     .iter()
                     .any(|d| d == event.category.as_str())
                 {
-                    stats().filtered.inc();
+                    self.telemetry.filtered.inc();
                     return out;
                 }
                 if event.category == Category::Traject
                     && !self.traject_due(&device.id, event.attrs.targets.len(), now)
                 {
-                    stats().traject_suppressed.inc();
+                    self.telemetry.traject_suppressed.inc();
                     return out;
                 }
                 out.push(Routed::Event {
@@ -356,86 +359,33 @@ impl Registry {
     }
 }
 
-/// One message from a source, optionally with a channel completed once the message (and
-/// with it everything the source sent before) is durable: appended to the spool, or handed
-/// to the sinks when there is no spool.
-#[derive(Debug)]
-pub struct Input {
-    /// The message.
-    pub msg: Message,
-    /// Completed after the message was routed and stored.
-    pub durable: Option<oneshot::Sender<()>>,
-}
+/// At most one "MQTT slower than the cameras" line per this period.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
 
-impl From<Message> for Input {
-    fn from(msg: Message) -> Input {
-        Input { msg, durable: None }
-    }
-}
-
-/// Where routed messages go: the sinks' channels, and the spool first when there is one.
-struct Outputs {
-    sinks: Vec<mpsc::Sender<Routed>>,
-    spool: Option<Spool>,
-    failures: u64,
+/// Stores routed messages in the buffer, in order, waiting for room while the sink is slower
+/// than the sources (back-pressure: the source meanwhile holds its reply to the camera;
+/// nothing is dropped for load).
+struct Output {
+    buffer: Buffer,
+    telemetry: Telemetry,
     /// When the last "holding camera replies" line was logged.
     held_logged: Option<Instant>,
 }
 
-/// At most one "MQTT slower than the cameras" line per this period.
-const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
-
-impl Outputs {
-    /// Store (spool) or hand over (channels) every routed message, in order.
-    ///
-    /// With a spool, the sink reads from the spool; a message the spool cannot take (disk
-    /// full, I/O error) is counted, logged and goes on through the in-memory channel, so it
-    /// is still delivered unless the bridge dies first.
-    ///
-    /// Back-pressure: while the broker is connected but slower than the cameras, the spool has
-    /// no room (or, without a spool, the sink's channel is full) and this waits; the source
-    /// meanwhile holds its reply to the camera. Nothing is dropped for load.
-    async fn deliver(&mut self, routed: Vec<Routed>) {
+impl Output {
+    async fn store(&mut self, routed: Vec<Routed>) {
         for r in routed {
-            if let Some(spool) = self.spool.clone() {
-                if !spool.has_room() {
-                    self.held();
-                    spool.room().await;
-                }
-                // A write into the page cache; no fsync unless configured.
-                match spool.append(&r) {
-                    Ok(_) => continue,
-                    Err(e) => {
-                        self.failures += 1;
-                        stats().spool_errors.inc();
-                        if self.failures == 1 || self.failures.is_power_of_two() {
-                            tracing::error!(error = %e, failures = self.failures, "cannot write to the spool; message kept in memory only");
-                        }
-                    }
-                }
+            if !self.buffer.has_room() {
+                self.held();
+                self.buffer.room().await;
             }
-            for sink in &self.sinks {
-                let r = match sink.try_send(r.clone()) {
-                    Ok(()) => continue,
-                    Err(mpsc::error::TrySendError::Full(r)) => r,
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        stats().dropped.inc();
-                        tracing::warn!("sink has stopped; message dropped");
-                        continue;
-                    }
-                };
-                stats().backpressure_waits.inc();
-                if sink.send(r).await.is_err() {
-                    stats().dropped.inc();
-                    tracing::warn!("sink has stopped; message dropped");
-                }
-            }
+            self.buffer.append(r).await;
         }
     }
 
-    /// Count a wait for the MQTT side and say so, at most once a minute.
+    /// Count a wait for the sink and say so, at most once a minute.
     fn held(&mut self) {
-        stats().backpressure_waits.inc();
+        self.telemetry.backpressure_waits.inc();
         let now = Instant::now();
         if self
             .held_logged
@@ -443,29 +393,27 @@ impl Outputs {
         {
             self.held_logged = Some(now);
             tracing::info!(
-                waits = stats().backpressure_waits.get(),
+                waits = self.telemetry.backpressure_waits.get(),
                 "MQTT broker slower than the cameras: holding camera replies until it catches up"
             );
         }
     }
 }
 
-/// Run the pipeline until `shutdown` or until every source has gone away.
-///
-/// With `spool`, every routed message is appended to it (the sink reads it from there)
-/// before the source's [`Input::durable`] is completed.
+/// Run the pipeline until `shutdown` or until every source has gone away: route each
+/// source message, store the result in `buffer`, then complete the source's
+/// [`Input::durable`].
 pub async fn run(
     cfg: PipelineConfig,
     mut rx: mpsc::Receiver<Input>,
-    sinks: Vec<mpsc::Sender<Routed>>,
-    spool: Option<Spool>,
+    buffer: Buffer,
+    telemetry: Telemetry,
     shutdown: CancellationToken,
 ) {
-    let mut registry = Registry::new(cfg);
-    let mut out = Outputs {
-        sinks,
-        spool,
-        failures: 0,
+    let mut registry = Registry::new(cfg, telemetry.clone());
+    let mut out = Output {
+        buffer,
+        telemetry,
         held_logged: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -475,7 +423,7 @@ pub async fn run(
             input = rx.recv() => match input {
                 Some(Input { msg, durable }) => {
                     let routed = registry.route(msg, Instant::now());
-                    out.deliver(routed).await;
+                    out.store(routed).await;
                     if let Some(d) = durable {
                         let _ = d.send(());
                     }
@@ -484,13 +432,13 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let routed = registry.tick(Instant::now());
-                out.deliver(routed).await;
+                out.store(routed).await;
             }
             () = shutdown.cancelled() => {
                 // Drain what the sources already queued, then stop.
                 while let Ok(Input { msg, durable }) = rx.try_recv() {
                     let routed = registry.route(msg, Instant::now());
-                    out.deliver(routed).await;
+                    out.store(routed).await;
                     if let Some(d) = durable {
                         let _ = d.send(());
                     }
@@ -530,7 +478,7 @@ mod tests {
             time_source: TimeSource::Receiver,
             time_raw: None,
             received: SystemTime::now(),
-            source: "test",
+            source: "test".into(),
             raw_type: "X".into(),
             envelope: None,
             config_version: None,
@@ -546,7 +494,7 @@ mod tests {
 
     #[test]
     fn ids_from_mac_channel_peer_and_config() {
-        let r = Registry::new(cfg());
+        let r = Registry::new(cfg(), Telemetry::new());
         let cam = r.resolve(&DeviceInfo {
             mac: Some("58:5b:69:40:f4:0d".into()),
             peer: peer("10.0.0.5"),
@@ -593,7 +541,7 @@ mod tests {
 
     #[test]
     fn learns_identity_from_heartbeats_of_the_same_peer() {
-        let mut r = Registry::new(cfg());
+        let mut r = Registry::new(cfg(), Telemetry::new());
         let now = Instant::now();
         r.route(
             Message::Heartbeat(DeviceInfo {
@@ -623,7 +571,7 @@ mod tests {
 
     #[test]
     fn filters_and_traject_rate_limit() {
-        let mut r = Registry::new(cfg());
+        let mut r = Registry::new(cfg(), Telemetry::new());
         let t0 = Instant::now();
         let info = DeviceInfo {
             peer: peer("10.0.0.8"),
@@ -655,7 +603,7 @@ mod tests {
 
     #[test]
     fn offline_after_silence_and_back() {
-        let mut r = Registry::new(cfg());
+        let mut r = Registry::new(cfg(), Telemetry::new());
         let t0 = Instant::now();
         let hb = Message::Heartbeat(DeviceInfo {
             peer: peer("10.0.0.9"),
@@ -680,7 +628,7 @@ mod tests {
 
     #[test]
     fn nvr_heartbeat_keeps_channels_online() {
-        let mut r = Registry::new(cfg());
+        let mut r = Registry::new(cfg(), Telemetry::new());
         let t0 = Instant::now();
         let nvr = DeviceInfo {
             mac: Some("58:5b:69:12:f0:79".into()),

@@ -24,7 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use camqtt::event::{
     Attributes, Category, Device, DeviceInfo, Event, Phase, Plate, Routed, TimeSource,
 };
-use camqtt::spool::{Spool, SpoolConfig};
+use camqtt::spool::{Buffer, SpoolConfig};
+use camqtt::telemetry::Telemetry;
 use common::bridge::Bridge;
 use common::camera::{self, big_jpeg, image, post_with, read_response_until};
 use common::{Collector, Mosquitto, Msg};
@@ -242,7 +243,7 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
         );
         assert_eq!(firsts, want, "{topic}: first deliveries out of order");
     }
-    let stats = camqtt::stats::stats();
+    let stats = bridge.telemetry();
     eprintln!(
         "fault (a): {total} posts, {} events delivered, {dups} duplicates (bridge counted {}), \
          broker stopped after {stopped_at} replies and restarted after {restarted_at}, {:.1} s",
@@ -462,7 +463,7 @@ fn spool_event(plate: &str) -> Routed {
             time_source: TimeSource::Receiver,
             time_raw: None,
             received: SystemTime::now(),
-            source: "viewtron",
+            source: "viewtron".into(),
             raw_type: "VEHICE".into(),
             envelope: Some("ipc".into()),
             config_version: Some("1.7".into()),
@@ -483,9 +484,9 @@ async fn corrupted_spool_tail_is_survived() {
     let spool_dir = dir.path().join("spool");
     // Three segments (each open starts a new one) of five records.
     for seg in 0..3 {
-        let (s, _) = Spool::open(SpoolConfig::new(&spool_dir)).unwrap();
+        let (s, _) = Buffer::open(SpoolConfig::new(&spool_dir), Telemetry::new()).unwrap();
         for i in 0..5 {
-            s.append(&spool_event(&format!("C{seg}{i}"))).unwrap();
+            s.append(spool_event(&format!("C{seg}{i}"))).await;
         }
     }
     let mut segs: Vec<_> = std::fs::read_dir(&spool_dir)

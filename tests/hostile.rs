@@ -3,8 +3,8 @@
 //! usable), a normal post from another, already connected camera, and a fresh connection all
 //! still reach MQTT, and the counters and `camera/bridge/unparsed` say what happened.
 //!
-//! All cases run in one test, one after the other: the counters in `camqtt::stats::stats()`
-//! are process-wide, so every assertion is on a delta.
+//! All cases run in one test, one after the other, against one bridge (each case checks that
+//! the bridge still serves the next post), so every counter assertion is on a delta.
 
 mod common;
 
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use camqtt::stats::stats;
+use camqtt::telemetry::Telemetry;
 use common::bridge::Bridge;
 use common::camera::{
     self, REPLY, T, b64, big_jpeg, chunks, head, image, mac_slug, post, read_response, wait_closed,
@@ -56,8 +56,7 @@ struct Counts {
     connections: u64,
 }
 
-fn counts() -> Counts {
-    let s = stats();
+fn counts(s: &Telemetry) -> Counts {
     Counts {
         http_errors: s.http_errors.get(),
         unparsed: s.unparsed.get(),
@@ -192,7 +191,7 @@ async fn framing_case(
     reason: &str,
     expect_reply: bool,
 ) {
-    let before = counts();
+    let before = counts(h.bridge.telemetry());
     let mut s = TcpStream::connect(h.addr).await.expect("connect");
     let (mut rd, mut wr) = s.into_split();
     // Write in the background: the server may stop reading at any point.
@@ -223,7 +222,7 @@ async fn framing_case(
     } else {
         assert!(tmp.is_empty(), "{what}: no reply expected, got {text:?}");
     }
-    let after = counts();
+    let after = counts(h.bridge.telemetry());
     assert_eq!(
         after.http_errors,
         before.http_errors + 1,
@@ -255,7 +254,7 @@ async fn parser_case(
     reason: &str,
 ) -> serde_json::Value {
     h.reconnect_if_idle(same).await;
-    let before = counts();
+    let before = counts(h.bridge.telemetry());
     let path = format!("/hostile/{what}");
     same.stream
         .write_all(&post(&path, body))
@@ -277,7 +276,7 @@ async fn parser_case(
         u["body"].as_str().is_some_and(|b| b.len() <= 4096 * 3),
         "{what}: body copy is capped"
     );
-    let after = counts();
+    let after = counts(h.bridge.telemetry());
     assert_eq!(
         after.unparsed,
         before.unparsed + 1,
@@ -303,7 +302,7 @@ async fn image_case(
     warnings: bool,
 ) -> serde_json::Value {
     h.reconnect_if_idle(same).await;
-    let before = counts();
+    let before = counts(h.bridge.telemetry());
     let plate = h.next_plate();
     let body = camera::ipc_lpr_b64(same.mac, &plate, overview_b64, crop_b64);
     same.stream
@@ -316,7 +315,7 @@ async fn image_case(
     assert_eq!(r.body, REPLY, "{what}");
     same.last_used = Instant::now();
     let ev = h.expect_plate(same.mac, &plate, what).await;
-    let after = counts();
+    let after = counts(h.bridge.telemetry());
     assert_eq!(after.events, before.events + 1, "{what}: events");
     assert_eq!(after.unparsed, before.unparsed, "{what}: the event is kept");
     let w = ev["warnings"].as_array().map(Vec::len).unwrap_or(0);
@@ -474,7 +473,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
 
     {
         // 50,000 plate items (under the node limit): one event, the first 256 plates kept.
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let plate = h.next_plate();
         let items = format!(
             "<item><image>1</image><plateNumber>{plate}</plateNumber></item>{}",
@@ -495,7 +494,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "{}",
             ev["warnings"]
         );
-        assert_eq!(counts().events, before.events + 1);
+        assert_eq!(counts(h.bridge.telemetry()).events, before.events + 1);
         h.all_still_work(&mut same, &mut other, "50k-items").await;
     }
 
@@ -511,7 +510,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
 
     // ---- Posts whose event is kept: control characters, big lists, broken images. ----
     {
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let plate = h.next_plate();
         let body = lpr(SAME_MAC, &plate)
             .replace(
@@ -524,14 +523,14 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         let want = format!("{}[2J{}", &plate[..3], &plate[3..]);
         let ev = h.expect_plate(SAME_MAC, &want, "nul-in-text").await;
         assert_eq!(ev["device"]["name"], "Evilcam");
-        assert!(counts().events > before.events);
+        assert!(counts(h.bridge.telemetry()).events > before.events);
         h.all_still_work(&mut same, &mut other, "nul-in-text").await;
     }
 
     {
         // 10,000 targets in one intrusion post: the event keeps the first 256, says so, and
         // stays a reasonable size.
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let items: String = (0..10_000)
             .map(|i| format!("<item><targetId>{i}</targetId><rect><x1>1</x1><y1>1</y1><x2>2</x2><y2>2</y2></rect><targetImageData><targetType>1</targetType><targetBase64Data></targetBase64Data></targetImageData></item>"))
             .collect();
@@ -563,7 +562,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "the cut is reported: {}",
             ev["warnings"]
         );
-        assert_eq!(counts().events, before.events + 1);
+        assert_eq!(counts(h.bridge.telemetry()).events, before.events + 1);
         h.all_still_work(&mut same, &mut other, "10k-targets").await;
     }
 
@@ -769,7 +768,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             REQUEST_TIMEOUT,
         ),
     ] {
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let s = TcpStream::connect(h.addr).await.unwrap();
         let (mut rd, mut wr) = s.into_split();
         let t0 = Instant::now();
@@ -795,7 +794,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "{what}: closed after {held:?}, limit {limit} s"
         );
         assert!(got.ends_with(REPLY), "{what}: reply before closing");
-        let after = counts();
+        let after = counts(h.bridge.telemetry());
         assert_eq!(after.http_errors, before.http_errors + 1, "{what}");
         assert_eq!(after.unparsed, before.unparsed + 1, "{what}");
         let u = h.next_unparsed(what).await;
@@ -804,7 +803,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
     }
     {
         // A silent connection is closed after the idle timeout, quietly (not an error).
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let mut s = TcpStream::connect(h.addr).await.unwrap();
         let t0 = Instant::now();
         let at = wait_closed(&mut s, Duration::from_secs_f64(IDLE_TIMEOUT + 3.0))
@@ -816,7 +815,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "closed too early: {held:?}"
         );
         assert_eq!(
-            counts().http_errors,
+            counts(h.bridge.telemetry()).http_errors,
             before.http_errors,
             "idle close is not an error"
         );
@@ -831,7 +830,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         // Blank lines between requests are allowed, but an endless trickle of them is a request
         // preamble, not idleness: the header timeout closes it (counted and published), long
         // before the idle timeout would.
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let s = TcpStream::connect(h.addr).await.unwrap();
         let (mut rd, mut wr) = s.into_split();
         let t0 = Instant::now();
@@ -859,7 +858,10 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             held < Duration::from_secs_f64(IDLE_TIMEOUT),
             "CRLF trickle closed only after {held:?}"
         );
-        assert_eq!(counts().http_errors, before.http_errors + 1);
+        assert_eq!(
+            counts(h.bridge.telemetry()).http_errors,
+            before.http_errors + 1
+        );
         let u = h.next_unparsed("crlf-trickle").await;
         assert_eq!(u["reason"], "header-timeout", "{u}");
         h.others_still_work(&mut other, "crlf-trickle").await;
@@ -884,7 +886,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
                 .expect("filler served (heartbeat)");
             fillers.push(f);
         }
-        let before = counts();
+        let before = counts(h.bridge.telemetry());
         let mut waiting = h.connect(OTHER_MAC).await;
         let plate = h.next_plate();
         waiting
@@ -900,7 +902,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             MAX_CONNECTIONS + 1
         );
         assert_eq!(
-            counts().connections,
+            counts(h.bridge.telemetry()).connections,
             before.connections,
             "not accepted at the cap"
         );
@@ -914,7 +916,10 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         assert_eq!(r.body, REPLY);
         h.expect_plate(OTHER_MAC, &plate, "after a slot was freed")
             .await;
-        assert_eq!(counts().connections, before.connections + 1);
+        assert_eq!(
+            counts(h.bridge.telemetry()).connections,
+            before.connections + 1
+        );
 
         // At the cap again, nobody leaves: idle fillers are closed after the idle timeout, so a
         // connection flood cannot hold the receiver for longer than that.

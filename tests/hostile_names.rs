@@ -88,7 +88,7 @@ async fn hostile_device_names_never_reach_topics_unsanitised() {
         .await
         .expect("online");
 
-    let errors_before = camqtt::stats::stats().mqtt_errors.get();
+    let errors_before = bridge.telemetry().mqtt_errors.get();
     let long = "A/".repeat(5000);
     let hostile_name = "../../etc/passwd+#/\u{1}\u{7f}";
     // 1. Not a MAC at all, a serial full of separators, a traversal name, a known type.
@@ -196,7 +196,7 @@ async fn hostile_device_names_never_reach_topics_unsanitised() {
         "the alarm with a hostile id is published under a sanitised level"
     );
     assert_eq!(
-        camqtt::stats::stats().mqtt_errors.get(),
+        bridge.telemetry().mqtt_errors.get(),
         errors_before,
         "no publish was refused"
     );

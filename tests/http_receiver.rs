@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use camqtt::sources::http_push::{Handler, HttpConfig, HttpError, Request, Response, serve};
-use camqtt::stats::stats;
+use camqtt::telemetry::Telemetry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -49,6 +49,7 @@ impl Handler for Recorder {
 
 struct Server {
     addr: SocketAddr,
+    telemetry: Telemetry,
     rec: Arc<Recorder>,
     token: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
@@ -59,9 +60,17 @@ async fn start(cfg: HttpConfig) -> Server {
     let addr = listener.local_addr().unwrap();
     let rec = Arc::new(Recorder::default());
     let token = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, cfg, rec.clone(), token.clone()));
+    let telemetry = Telemetry::new();
+    let task = tokio::spawn(serve(
+        listener,
+        cfg,
+        rec.clone(),
+        telemetry.clone(),
+        token.clone(),
+    ));
     Server {
         addr,
+        telemetry,
         rec,
         token,
         task,
@@ -215,7 +224,6 @@ fn small() -> HttpConfig {
 #[tokio::test]
 async fn keep_alive_three_posts_in_order() {
     let s = start(HttpConfig::default()).await;
-    let before = stats().http_requests.get();
     let mut c = Conn::open(&s).await;
     for i in 0..3 {
         c.send(&post("/API", &format!("<n>{i}</n>"))).await;
@@ -236,7 +244,7 @@ async fn keep_alive_three_posts_in_order() {
             .iter()
             .all(|r| r.peer == c.stream.local_addr().unwrap())
     );
-    assert!(stats().http_requests.get() >= before + 3);
+    assert_eq!(s.telemetry.http_requests.get(), 3);
 }
 
 #[tokio::test]
@@ -374,7 +382,6 @@ async fn expect_100_continue() {
 #[tokio::test]
 async fn body_over_limit_is_refused_then_closed() {
     let s = start(small()).await;
-    let errors_before = stats().http_errors.get();
     let mut c = Conn::open(&s).await;
     c.send(b"POST /API HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
         .await;
@@ -392,7 +399,7 @@ async fn body_over_limit_is_refused_then_closed() {
         }]
     );
     assert!(s.rec.requests().is_empty());
-    assert!(stats().http_errors.get() > errors_before);
+    assert_eq!(s.telemetry.http_errors.get(), 1);
 
     // Chunked: cut off once the decoded total passes the limit.
     let mut c = Conn::open(&s).await;

@@ -13,7 +13,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use camqtt::config;
-use camqtt::stats::stats;
 use common::bridge::Bridge;
 use common::camera::{self, Response, T, basic, mac_slug, post_with, wait_closed};
 use common::{Collector, Mosquitto};
@@ -76,7 +75,7 @@ async fn basic_auth_refuses_without_credentials_and_admits_with_them() {
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("bridge online");
-    let failures_before = stats().auth_failures.get();
+    let failures_before = bridge.telemetry().auth_failures.get();
 
     // An authenticated camera with a persistent connection.
     let good_mac = "58:5B:69:AA:30:01";
@@ -161,7 +160,7 @@ async fn basic_auth_refuses_without_credentials_and_admits_with_them() {
         assert_closed(&mut s).await;
     }
     assert!(
-        stats().auth_failures.get() >= failures_before + 7,
+        bridge.telemetry().auth_failures.get() >= failures_before + 7,
         "every refusal is counted"
     );
 
@@ -223,7 +222,7 @@ async fn allow_list_refuses_peers_outside_it() {
     col.wait_payload("camera/bridge/state", "online", T)
         .await
         .expect("bridge online");
-    let forbidden_before = stats().forbidden.get();
+    let forbidden_before = closed.telemetry().forbidden.get();
     let denied_mac = "58:5B:69:CC:00:01";
     for _ in 0..3 {
         let mut s = TcpStream::connect(closed.addr).await.unwrap();
@@ -236,7 +235,7 @@ async fn allow_list_refuses_peers_outside_it() {
         assert!(r.head.contains("connection: close"));
         assert_closed(&mut s).await;
     }
-    assert!(stats().forbidden.get() >= forbidden_before + 3);
+    assert!(closed.telemetry().forbidden.get() >= forbidden_before + 3);
     closed.stop().await;
 
     // 127.0.0.0/8 includes it: admitted.

@@ -1,6 +1,7 @@
-//! The disk spool on its own files: format, rollover, release and delete, restart resume,
-//! size / age bounds, image aging, damaged tails, the directory lock, and property tests for
-//! the record codec and for opening arbitrary bytes.
+//! The buffer stage on its own: the disk spool's format, rollover, release and delete, restart
+//! resume, size / age bounds, image aging, damaged tails, the directory lock; the memory
+//! buffer's bound; flow control; and property tests for the record codec and for opening
+//! arbitrary bytes.
 
 use std::fs;
 use std::path::Path;
@@ -12,8 +13,11 @@ use camqtt::event::{
     Attributes, Category, Device, DeviceInfo, Event, Image, ImageRole, Phase, Plate, Routed,
     TimeSource, Unparsed,
 };
-use camqtt::spool::{Spool, SpoolConfig, SpoolError, codec, format};
-use camqtt::stats::stats;
+use camqtt::spool::acks::Tag;
+use camqtt::spool::{
+    Buffer, BufferReader, MemoryConfig, Next, SpoolConfig, SpoolError, codec, format,
+};
+use camqtt::telemetry::Telemetry;
 use proptest::prelude::*;
 
 fn device(id: &str) -> Device {
@@ -55,7 +59,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
             time_source: TimeSource::Camera,
             time_raw: Some("1791408287427999".into()),
             received: SystemTime::now(),
-            source: "viewtron",
+            source: "viewtron".into(),
             raw_type: "VEHICE".into(),
             envelope: Some("ipc".into()),
             config_version: Some("1.7".into()),
@@ -67,7 +71,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
                     Image {
                         role: ImageRole::Overview,
                         data: jpeg(image_bytes, 1),
-                        content_type: "image/jpeg",
+                        content_type: "image/jpeg".into(),
                         width: Some(1920),
                         height: Some(1080),
                         target_id: None,
@@ -75,7 +79,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
                     Image {
                         role: ImageRole::Target,
                         data: jpeg(image_bytes / 10, 2),
-                        content_type: "image/jpeg",
+                        content_type: "image/jpeg".into(),
                         width: None,
                         height: None,
                         target_id: Some(7),
@@ -101,9 +105,47 @@ fn cfg(dir: &Path) -> SpoolConfig {
     c
 }
 
-/// Read everything currently readable: (seq, message) pairs.
-fn drain(s: &Spool) -> Vec<(u64, Option<Routed>)> {
-    std::iter::from_fn(|| s.next()).collect()
+/// One record handed out by a reader, with the tag of one delivery charged to it.
+struct Read {
+    seq: u64,
+    msg: Option<Routed>,
+    tag: Tag,
+}
+
+/// Read everything stored so far (waiting for batches read back from disk); each record gets
+/// one outstanding delivery, so nothing is released until [`release_through`].
+async fn drain(r: &mut BufferReader) -> Vec<Read> {
+    let mut out = Vec::new();
+    loop {
+        match r.next_record() {
+            Next::Record(seq, msg) => {
+                let tag = r.add(seq);
+                out.push(Read { seq, msg, tag });
+            }
+            Next::Filling => r.wait().await,
+            Next::Empty => return out,
+        }
+    }
+}
+
+/// The delivered prefix up to `seq`.
+fn release_through(r: &mut BufferReader, reads: &[Read], seq: u64) {
+    for x in reads.iter().filter(|x| x.seq <= seq) {
+        r.done(x.tag, true);
+    }
+}
+
+fn plates(reads: &[Read]) -> Vec<String> {
+    reads
+        .iter()
+        .filter_map(|x| x.msg.as_ref().map(plate_of))
+        .collect()
+}
+
+fn open(c: SpoolConfig) -> (Buffer, camqtt::spool::OpenReport, Telemetry) {
+    let t = Telemetry::new();
+    let (b, report) = Buffer::open(c, t.clone()).unwrap();
+    (b, report, t)
 }
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -117,26 +159,27 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[test]
-fn records_round_trip_in_order_and_released_segments_are_deleted() {
+#[tokio::test]
+async fn records_round_trip_in_order_and_released_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, report) = Spool::open(cfg(dir.path())).unwrap();
+    let (b, report, _) = open(cfg(dir.path()));
     assert_eq!(report.records, 0);
     let mut seqs = vec![];
     for i in 0..40 {
         // ~10 KB each: several 64 KiB segments.
-        seqs.push(s.append(&plate_event(&format!("P{i:03}"), 10_000)).unwrap());
+        seqs.push(b.append(plate_event(&format!("P{i:03}"), 10_000)).await);
     }
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
     let segs = segments(dir.path());
     assert!(segs.len() >= 5, "rollover at 64 KiB: {segs:?}");
-    assert_eq!(s.depth(), 40);
+    assert_eq!(b.depth(), 40);
 
-    let got = drain(&s);
+    let mut r = b.reader();
+    let got = drain(&mut r).await;
     assert_eq!(got.len(), 40);
-    for (i, (seq, msg)) in got.iter().enumerate() {
-        assert_eq!(*seq, seqs[i]);
-        let msg = msg.as_ref().expect("intact");
+    for (i, x) in got.iter().enumerate() {
+        assert_eq!(x.seq, seqs[i]);
+        let msg = x.msg.as_ref().expect("intact");
         assert_eq!(plate_of(msg), format!("P{i:03}"));
         let Routed::Event { event, .. } = msg else {
             unreachable!()
@@ -146,74 +189,80 @@ fn records_round_trip_in_order_and_released_segments_are_deleted() {
         assert_eq!(event.images[1].target_id, Some(7));
     }
     // Release half: the fully released segments are gone, the rest stays.
-    s.release_through(seqs[19]);
-    assert_eq!(s.depth(), 20);
+    release_through(&mut r, &got, seqs[19]);
+    assert_eq!(b.depth(), 20);
+    r.flush().await;
     let after = segments(dir.path());
     assert!(after.len() < segs.len(), "{after:?}");
-    s.release_through(seqs[39]);
-    assert_eq!(s.depth(), 0);
+    release_through(&mut r, &got, seqs[39]);
+    assert_eq!(b.depth(), 0);
+    r.flush().await;
     // Only the segment still being written may remain.
     assert!(segments(dir.path()).len() <= 1);
-    s.flush();
-    drop(s);
-    let (s, report) = Spool::open(cfg(dir.path())).unwrap();
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
     assert_eq!(report.records, 0);
-    assert!(drain(&s).is_empty());
+    assert!(drain(&mut b.reader()).await.is_empty());
     assert_eq!(report.released, seqs[39]);
     // Numbers keep increasing across restarts.
-    assert!(s.append(&plate_event("NEXT", 0)).unwrap() > seqs[39]);
+    assert!(b.append(plate_event("NEXT", 0)).await > seqs[39]);
 }
 
-#[test]
-fn a_restart_resumes_after_the_last_released_record() {
+#[tokio::test]
+async fn a_restart_resumes_after_the_last_released_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _) = Spool::open(cfg(dir.path())).unwrap();
+    let (b, _, _) = open(cfg(dir.path()));
     for i in 0..10 {
-        s.append(&plate_event(&format!("R{i}"), 500)).unwrap();
+        b.append(plate_event(&format!("R{i}"), 500)).await;
     }
-    let got = drain(&s);
-    s.release_through(got[4].0);
-    s.flush();
-    drop(s);
-    let (s, report) = Spool::open(cfg(dir.path())).unwrap();
+    let mut r = b.reader();
+    let got = drain(&mut r).await;
+    release_through(&mut r, &got, got[4].seq);
+    r.flush().await;
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
     assert_eq!(report.records, 5);
-    let plates: Vec<String> = drain(&s)
-        .iter()
-        .map(|(_, m)| plate_of(m.as_ref().unwrap()))
-        .collect();
-    assert_eq!(plates, ["R5", "R6", "R7", "R8", "R9"]);
+    // Read back from disk (nothing of it is in memory after a restart).
+    assert_eq!(
+        plates(&drain(&mut b.reader()).await),
+        ["R5", "R6", "R7", "R8", "R9"]
+    );
 }
 
-#[test]
-fn rewind_replays_everything_unreleased_in_order() {
+#[tokio::test]
+async fn rewind_replays_everything_unreleased_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _) = Spool::open(cfg(dir.path())).unwrap();
+    let (b, _, _) = open(cfg(dir.path()));
     for i in 0..6 {
-        s.append(&plate_event(&format!("W{i}"), 0)).unwrap();
+        b.append(plate_event(&format!("W{i}"), 0)).await;
     }
-    let first = drain(&s);
-    s.release_through(first[1].0);
-    assert_eq!(s.rewind(), 4);
-    let again: Vec<String> = drain(&s)
-        .iter()
-        .map(|(_, m)| plate_of(m.as_ref().unwrap()))
-        .collect();
-    assert_eq!(again, ["W2", "W3", "W4", "W5"]);
+    let mut r = b.reader();
+    let first = drain(&mut r).await;
+    release_through(&mut r, &first, first[1].seq);
+    // One of the four left was partly delivered (one of its two deliveries acknowledged):
+    // a duplicate when replayed.
+    r.add(first[2].seq);
+    r.done(first[2].tag, true);
+    assert_eq!(r.rewind(), (4, 1));
+    assert_eq!(plates(&drain(&mut r).await), ["W2", "W3", "W4", "W5"]);
 }
 
-#[test]
-fn the_size_bound_drops_the_oldest_and_counts_them() {
+#[tokio::test]
+async fn the_size_bound_drops_the_oldest_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.max_bytes = 256 * 1024; // segments roll at 64 KiB
-    let (s, _) = Spool::open(c).unwrap();
-    let before = stats().spool_dropped.get();
+    let (b, _, t) = open(c);
     for i in 0..100 {
-        s.append(&plate_event(&format!("S{i:03}"), 10_000)).unwrap();
+        b.append(plate_event(&format!("S{i:03}"), 10_000)).await;
     }
-    assert!(s.bytes() <= 256 * 1024, "{} bytes", s.bytes());
-    let dropped = stats().spool_dropped.get() - before;
-    let left = drain(&s);
+    assert!(
+        t.spool_bytes.get() <= 256 * 1024,
+        "{} bytes",
+        t.spool_bytes.get()
+    );
+    let dropped = t.spool_dropped.get();
+    let left = drain(&mut b.reader()).await;
     assert!(dropped > 0);
     assert_eq!(
         dropped + left.len() as u64,
@@ -221,13 +270,9 @@ fn the_size_bound_drops_the_oldest_and_counts_them() {
         "every record is delivered or counted"
     );
     // What is left is the newest, in order.
-    let plates: Vec<String> = left
-        .iter()
-        .map(|(_, m)| plate_of(m.as_ref().unwrap()))
-        .collect();
+    let plates = plates(&left);
     assert_eq!(plates.last().unwrap(), "S099");
     assert!(plates.windows(2).all(|w| w[0] < w[1]));
-    assert_eq!(stats().spool_bytes.get(), s.bytes());
 }
 
 fn now_ms() -> u64 {
@@ -237,70 +282,67 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[test]
-fn the_age_bound_drops_old_records_and_counts_them() {
+#[tokio::test]
+async fn the_age_bound_drops_old_records_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.max_age = Duration::from_secs(60);
-    let (s, _) = Spool::open(c).unwrap();
-    let before = stats().spool_dropped.get();
-    let old = codec::encode(&plate_event("OLD", 100));
-    s.append_body(&old, now_ms() - 120_000).unwrap();
-    s.append_body(&old, now_ms() - 90_000).unwrap();
-    s.append(&plate_event("NEW", 100)).unwrap();
+    let (b, _, t) = open(c.clone());
+    b.append_at(plate_event("OLD", 100), now_ms() - 120_000)
+        .await;
+    b.append_at(plate_event("OLD", 100), now_ms() - 90_000)
+        .await;
+    b.append(plate_event("NEW", 100)).await;
     // Read path: expired records come back as "skip" (only to be released).
-    let got = drain(&s);
+    let got = drain(&mut b.reader()).await;
     assert_eq!(got.len(), 3);
-    assert!(got[0].1.is_none() && got[1].1.is_none());
-    assert_eq!(plate_of(got[2].1.as_ref().unwrap()), "NEW");
-    assert_eq!(stats().spool_dropped.get() - before, 2);
+    assert!(got[0].msg.is_none() && got[1].msg.is_none());
+    assert_eq!(plates(&got), ["NEW"]);
+    assert_eq!(t.spool_dropped.get(), 2);
 
     // Housekeeping path: maintain() drops (and releases) them without reading.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg(dir.path());
-    c.max_age = Duration::from_secs(60);
-    let (s, _) = Spool::open(c).unwrap();
-    s.append_body(&old, now_ms() - 120_000).unwrap();
-    s.append(&plate_event("NEW", 100)).unwrap();
-    s.maintain();
-    assert_eq!(s.depth(), 1);
-    let got = drain(&s);
-    assert_eq!(got.len(), 1);
-    assert_eq!(plate_of(got[0].1.as_ref().unwrap()), "NEW");
+    c.dir = dir.path().to_path_buf();
+    let (b, _, _) = open(c);
+    b.append_at(plate_event("OLD", 100), now_ms() - 120_000)
+        .await;
+    b.append(plate_event("NEW", 100)).await;
+    let mut r = b.reader();
+    r.maintain();
+    assert_eq!(b.depth(), 1);
+    assert_eq!(plates(&drain(&mut r).await), ["NEW"]);
 }
 
-#[test]
-fn old_images_are_dropped_from_the_backlog_but_the_event_goes() {
+#[tokio::test]
+async fn old_images_are_dropped_from_the_backlog_but_the_event_goes() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.image_max_age = Duration::from_secs(600);
-    let (s, _) = Spool::open(c).unwrap();
-    let before = stats().spool_images_dropped.get();
-    let body = codec::encode(&plate_event("AGED", 5_000));
-    s.append_body(&body, now_ms() - 3_600_000).unwrap();
-    s.append(&plate_event("FRESH", 5_000)).unwrap();
-    let got = drain(&s);
-    let Some(Routed::Event { event, .. }) = &got[0].1 else {
-        panic!("{got:?}")
+    let (b, _, t) = open(c);
+    b.append_at(plate_event("AGED", 5_000), now_ms() - 3_600_000)
+        .await;
+    b.append(plate_event("FRESH", 5_000)).await;
+    let got = drain(&mut b.reader()).await;
+    let Some(Routed::Event { event, .. }) = &got[0].msg else {
+        panic!("no event")
     };
     assert_eq!(event.attrs.plates[0].plate, "AGED");
     assert!(event.images.is_empty());
     assert!(event.warnings.iter().any(|w| w.contains("image_max_age")));
-    let Some(Routed::Event { event, .. }) = &got[1].1 else {
-        panic!("{got:?}")
+    let Some(Routed::Event { event, .. }) = &got[1].msg else {
+        panic!("no event")
     };
     assert_eq!(event.images.len(), 2);
     assert_eq!(event.images[0].data, jpeg(5_000, 1));
-    assert_eq!(stats().spool_images_dropped.get() - before, 2);
+    assert_eq!(t.spool_images_dropped.get(), 2);
 }
 
 /// Two segments of three records each (one per open: a restart always starts a new one).
-fn two_segments(dir: &Path) -> Vec<std::path::PathBuf> {
+async fn two_segments(dir: &Path) -> Vec<std::path::PathBuf> {
     for round in 0..2 {
-        let (s, _) = Spool::open(cfg(dir)).unwrap();
+        let (b, _, _) = open(cfg(dir));
         for i in 0..3 {
-            s.append(&plate_event(&format!("C{round}{i}"), 2_000))
-                .unwrap();
+            b.append(plate_event(&format!("C{round}{i}"), 2_000)).await;
         }
     }
     let segs = segments(dir);
@@ -308,76 +350,73 @@ fn two_segments(dir: &Path) -> Vec<std::path::PathBuf> {
     segs
 }
 
-fn plates_after_reopen(dir: &Path) -> (Vec<String>, u64) {
-    let before = stats().spool_corrupt.get();
-    let (s, report) = Spool::open(cfg(dir)).unwrap();
+async fn plates_after_reopen(dir: &Path) -> (Vec<String>, u64) {
+    let (b, report, t) = open(cfg(dir));
     assert_eq!(report.damaged, 1);
-    let plates = drain(&s)
-        .iter()
-        .filter_map(|(_, m)| m.as_ref().map(plate_of))
-        .collect();
-    (plates, stats().spool_corrupt.get() - before)
+    let plates = plates(&drain(&mut b.reader()).await);
+    (plates, t.spool_corrupt.get())
 }
 
-#[test]
-fn a_truncated_tail_is_skipped_and_later_segments_are_read() {
+#[tokio::test]
+async fn a_truncated_tail_is_skipped_and_later_segments_are_read() {
     let dir = tempfile::tempdir().unwrap();
-    let segs = two_segments(dir.path());
+    let segs = two_segments(dir.path()).await;
     let len = fs::metadata(&segs[0]).unwrap().len();
     let f = fs::OpenOptions::new().write(true).open(&segs[0]).unwrap();
     f.set_len(len - 100).unwrap(); // mid-record
-    let (plates, corrupt) = plates_after_reopen(dir.path());
+    let (plates, corrupt) = plates_after_reopen(dir.path()).await;
     assert_eq!(plates, ["C00", "C01", "C10", "C11", "C12"]);
     assert_eq!(corrupt, 1);
 }
 
-#[test]
-fn a_flipped_byte_in_the_last_record_is_skipped() {
+#[tokio::test]
+async fn a_flipped_byte_in_the_last_record_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let segs = two_segments(dir.path());
+    let segs = two_segments(dir.path()).await;
     let mut b = fs::read(&segs[0]).unwrap();
     let n = b.len();
     b[n - 10] ^= 0x55;
     fs::write(&segs[0], b).unwrap();
-    let (plates, _) = plates_after_reopen(dir.path());
+    let (plates, _) = plates_after_reopen(dir.path()).await;
     assert_eq!(plates, ["C00", "C01", "C10", "C11", "C12"]);
 }
 
-#[test]
-fn appended_garbage_is_skipped() {
+#[tokio::test]
+async fn appended_garbage_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let segs = two_segments(dir.path());
+    let segs = two_segments(dir.path()).await;
     let mut b = fs::read(&segs[1]).unwrap();
     b.extend_from_slice(b"\x00\x00\x01garbage garbage garbage garbage");
     fs::write(&segs[1], b).unwrap();
-    let (plates, _) = plates_after_reopen(dir.path());
+    let (plates, _) = plates_after_reopen(dir.path()).await;
     assert_eq!(plates, ["C00", "C01", "C02", "C10", "C11", "C12"]);
 }
 
-#[test]
-fn a_damaged_ledger_replays_rather_than_loses() {
+#[tokio::test]
+async fn a_damaged_ledger_replays_rather_than_loses() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _) = Spool::open(cfg(dir.path())).unwrap();
+    let (b, _, _) = open(cfg(dir.path()));
     for i in 0..4 {
-        s.append(&plate_event(&format!("L{i}"), 0)).unwrap();
+        b.append(plate_event(&format!("L{i}"), 0)).await;
     }
-    let got = drain(&s);
-    s.release_through(got[1].0);
-    s.flush();
-    drop(s);
+    let mut r = b.reader();
+    let got = drain(&mut r).await;
+    release_through(&mut r, &got, got[1].seq);
+    r.flush().await;
+    drop((r, b));
     fs::write(dir.path().join("ledger"), b"nonsense").unwrap();
-    let (s, report) = Spool::open(cfg(dir.path())).unwrap();
+    let (b, report, _) = open(cfg(dir.path()));
     // The released records are still on disk (same segment): delivered again, not lost.
     assert_eq!(report.records, 4);
-    assert_eq!(drain(&s).len(), 4);
+    assert_eq!(drain(&mut b.reader()).await.len(), 4);
 }
 
 #[test]
 fn one_process_per_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let (_s, _) = Spool::open(cfg(dir.path())).unwrap();
+    let (_b, _, _) = open(cfg(dir.path()));
     assert!(matches!(
-        Spool::open(cfg(dir.path())),
+        Buffer::open(cfg(dir.path()), Telemetry::new()),
         Err(SpoolError::Locked(_))
     ));
 }
@@ -393,7 +432,7 @@ fn other_routed_messages_round_trip() {
         },
         Routed::Unparsed(Unparsed {
             peer: "10.0.0.1".into(),
-            source: "viewtron",
+            source: "viewtron".into(),
             reason: "not-xml".into(),
             detail: "expected <".into(),
             path: Some("/API".into()),
@@ -402,10 +441,71 @@ fn other_routed_messages_round_trip() {
         }),
     ];
     for m in &msgs {
-        let back = codec::decode(Bytes::from(codec::encode(m)), false).unwrap();
+        let back = codec::decode(Bytes::from(codec::encode(m))).unwrap();
         assert_eq!(codec::encode(&back), codec::encode(m));
         assert_eq!(format!("{back:?}"), format!("{m:?}"));
     }
+}
+
+#[tokio::test]
+async fn the_memory_buffer_holds_an_outage_up_to_its_bound_and_counts_the_rest() {
+    let t = Telemetry::new();
+    let b = Buffer::memory(
+        MemoryConfig {
+            max_records: 5,
+            ..MemoryConfig::default()
+        },
+        t.clone(),
+    );
+    for i in 0..8 {
+        b.append(plate_event(&format!("M{i}"), 1_000)).await;
+    }
+    assert_eq!(t.dropped.get(), 3);
+    let mut r = b.reader();
+    let got = drain(&mut r).await;
+    assert_eq!(plates(&got), ["M3", "M4", "M5", "M6", "M7"]);
+    // Replayed after a broken connection like the disk spool.
+    assert_eq!(r.rewind().0, 5);
+    assert_eq!(drain(&mut r).await.len(), 5);
+}
+
+#[tokio::test]
+async fn while_draining_appends_wait_for_room_and_an_outage_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_bytes = 4 * 1024 * 1024; // flow-control level: 2 MiB
+    let (b, _, _) = open(c);
+    let mut r = b.reader();
+    // Broker away: the spool takes everything up to its size bound.
+    for i in 0..30 {
+        b.append(plate_event(&format!("O{i:02}"), 100_000)).await;
+    }
+    assert!(b.has_room());
+    // Connected: the backlog the connection started with is the level; no room above it.
+    r.set_draining(true);
+    assert!(!b.has_room());
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.room().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "appends wait while the backlog is at its level"
+    );
+    // Delivering lowers the backlog: room again.
+    let got = drain(&mut r).await;
+    release_through(&mut r, &got, got[0].seq);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("room after a release")
+        .unwrap();
+    // And the level only falls: by half of what was freed, so one more record fills it.
+    b.append(plate_event("N", 100_000)).await;
+    assert!(!b.has_room());
+    // The outage again: no waiting.
+    r.set_draining(false);
+    assert!(b.has_room());
 }
 
 fn arb_event() -> impl Strategy<Value = Routed> {
@@ -444,7 +544,7 @@ fn arb_event() -> impl Strategy<Value = Routed> {
                     time_source: TimeSource::Receiver,
                     time_raw: None,
                     received: time,
-                    source: "viewtron",
+                    source: "viewtron".into(),
                     raw_type: cat.into(),
                     envelope: None,
                     config_version: None,
@@ -459,7 +559,7 @@ fn arb_event() -> impl Strategy<Value = Routed> {
                                 ImageRole::Target
                             },
                             data: Bytes::from(d),
-                            content_type: "image/jpeg",
+                            content_type: "image/jpeg".into(),
                             width: None,
                             height: None,
                             target_id: Some(i as u64),
@@ -477,7 +577,7 @@ proptest! {
     #[test]
     fn codec_round_trips(r in arb_event()) {
         let body = codec::encode(&r);
-        let back = codec::decode(Bytes::from(body.clone()), false).unwrap();
+        let back = codec::decode(Bytes::from(body.clone())).unwrap();
         prop_assert_eq!(codec::encode(&back), body);
         let (Routed::Event { event: a, .. }, Routed::Event { event: b, .. }) = (&r, &back) else {
             panic!("kind changed")
@@ -489,7 +589,7 @@ proptest! {
 
     #[test]
     fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-        let _ = codec::decode(Bytes::from(bytes), false);
+        let _ = codec::decode(Bytes::from(bytes));
     }
 
     #[test]
@@ -507,20 +607,24 @@ proptest! {
         f.extend_from_slice(&bytes);
         fs::write(dir.path().join(format::segment_name(1)), &f).unwrap();
         fs::write(dir.path().join("ledger"), &ledger).unwrap();
-        let (s, _) = Spool::open(cfg(dir.path())).unwrap();
-        let got = drain(&s);
-        if with_magic && format::decode_ledger(&ledger).is_none_or(|r| r == 0) {
-            prop_assert!(got.iter().any(|(_, m)| m.as_ref().is_some_and(|m| plate_of(m) == "OK")));
-        }
-        // And the spool still takes new records.
-        let seq = s.append(&plate_event("AFTER", 10)).unwrap();
-        let after = drain(&s);
-        prop_assert_eq!(after.last().map(|(q, _)| *q), Some(seq));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (b, _, _) = open(cfg(dir.path()));
+            let mut r = b.reader();
+            let got = drain(&mut r).await;
+            if with_magic && format::decode_ledger(&ledger).is_none_or(|r| r == 0) {
+                assert!(plates(&got).iter().any(|p| p == "OK"));
+            }
+            // And the spool still takes new records.
+            let seq = b.append(plate_event("AFTER", 10)).await;
+            let after = drain(&mut r).await;
+            assert_eq!(after.last().map(|x| x.seq), Some(seq));
+        });
     }
 }
 
-#[test]
-fn fsync_mode_keeps_the_same_records_across_a_reopen() {
+#[tokio::test]
+async fn fsync_mode_keeps_the_same_records_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.fsync = true;
@@ -530,16 +634,15 @@ fn fsync_mode_keeps_the_same_records_across_a_reopen() {
         "the config key reaches the spool"
     );
     {
-        let (s, _) = Spool::open(c.clone()).unwrap();
+        let (b, _, _) = open(c.clone());
         for i in 0..5 {
-            s.append(&plate_event(&format!("F{i}"), 1_000)).unwrap();
+            b.append(plate_event(&format!("F{i}"), 1_000)).await;
         }
     }
-    let (s, report) = Spool::open(c).unwrap();
+    let (b, report, _) = open(c);
     assert_eq!(report.records, 5);
-    let plates: Vec<String> = drain(&s)
-        .iter()
-        .map(|(_, m)| plate_of(m.as_ref().unwrap()))
-        .collect();
-    assert_eq!(plates, ["F0", "F1", "F2", "F3", "F4"]);
+    assert_eq!(
+        plates(&drain(&mut b.reader()).await),
+        ["F0", "F1", "F2", "F3", "F4"]
+    );
 }

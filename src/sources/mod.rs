@@ -1,4 +1,87 @@
-//! Inputs. Each source turns what a device sends into [`crate::event::Message`]s.
+//! Inputs. Each source turns what a device sends into [`Message`]s and hands them to the
+//! pipeline through its [`SourceContext`]; it knows nothing of MQTT or of other sources.
+//!
+//! Adding a source: a folder `sources/<name>/` with its configuration, its pure parser and a
+//! type implementing [`Source`], plus one line where the topology builds the sources from the
+//! configuration (`crate::topology`). A source that answers HTTP pushes plugs a
+//! [`http_push::PushHandler`] into the shared camera receiver instead of writing a server.
 
 pub mod http_push;
 pub mod viewtron;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Message;
+use crate::telemetry::Telemetry;
+
+/// One message from a source, optionally with a channel completed once the message (and with
+/// it everything the source sent before) is durable: stored in the buffer in front of the
+/// sinks (the disk spool, or the memory buffer without one).
+#[derive(Debug)]
+pub struct Input {
+    /// The message.
+    pub msg: Message,
+    /// Completed after the message was routed and stored.
+    pub durable: Option<oneshot::Sender<()>>,
+}
+
+impl From<Message> for Input {
+    fn from(msg: Message) -> Input {
+        Input { msg, durable: None }
+    }
+}
+
+/// What every source gets from the topology.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// Where the source's messages go (the pipeline). Sending waits while the bridge is
+    /// busy: that is how a broker slower than the cameras slows the cameras down.
+    pub tx: mpsc::Sender<Input>,
+    /// The bridge's metrics.
+    pub telemetry: Telemetry,
+    /// Cancelled when the bridge shuts down: stop accepting, finish what is in flight.
+    pub shutdown: CancellationToken,
+}
+
+/// A started source.
+#[derive(Debug)]
+pub struct SourceHandle {
+    /// The source's name (`viewtron`).
+    pub name: &'static str,
+    /// The address it listens on, for sources that listen.
+    pub addr: Option<SocketAddr>,
+    /// Its task; it ends after the shutdown token was cancelled and in-flight work is done.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A listener could not bind its address.
+    #[error("{source_name}: cannot listen on {addr}: {error}")]
+    Listen {
+        /// The source.
+        source_name: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        error: std::io::Error,
+    },
+}
+
+/// The future [`Source::start`] returns.
+pub type Starting = Pin<Box<dyn Future<Output = Result<SourceHandle, SourceError>> + Send>>;
+
+/// An input the topology can start. Built from its own configuration section; `start` binds
+/// what it listens on (so a taken port is an error at start, not later) and spawns its task.
+pub trait Source: Send + 'static {
+    /// The source's name, as it appears in logs, `bridge/unparsed` and events (`source`).
+    fn name(&self) -> &'static str;
+    /// Start with the shared context.
+    fn start(self: Box<Self>, ctx: SourceContext) -> Starting;
+}

@@ -1,87 +1,90 @@
-//! The durable spool between the pipeline and the MQTT sink (DESIGN §5).
+//! The buffer between the pipeline and the sinks: a stage of the topology (DESIGN §6), in the
+//! manner of vector's disk buffer. The pipeline appends routed messages ([`Buffer::append`]);
+//! a sink reads them in order through a [`BufferReader`] and acknowledges what it delivered.
+//! A sink never sees a file.
 //!
-//! vector's `disk_v2` buffer, scaled down: append-only segment files of length-prefixed,
-//! CRC-32C-checked records ([`format`]), a tiny ledger holding the highest record the broker
-//! has acknowledged, and segment files deleted once every record in them is released.
+//! Two kinds, one behaviour:
+//! * **disk** ([`Buffer::open`], the default): records are appended to segment files
+//!   ([`store`], [`format`], [`codec`]) before the camera gets its reply, so what was answered
+//!   survives a broker outage and a kill of the bridge (SIGKILL; a power cut with
+//!   [`SpoolConfig::fsync`]). The files are written and read on blocking threads, never on the
+//!   async runtime. Records are also kept decoded in memory (up to [`CACHE_BYTES`]), so a sink
+//!   that keeps up never reads back what was just written; older ones (after a restart or a
+//!   long outage) are read from disk in batches.
+//! * **memory** ([`Buffer::memory`], spool off): the same records in memory only, bounded by
+//!   [`MemoryConfig`]; nothing survives a restart.
 //!
 //! # Flow
-//! * The pipeline [`Spool::append`]s every routed message **before** anything is published;
-//!   the Viewtron receiver replies to the camera only after that append (see
-//!   `sources::viewtron::receiver`). The append is a `write(2)` into the page cache: it
-//!   survives the bridge being killed (SIGKILL, OOM, panic), not a power cut. With
-//!   [`SpoolConfig::fsync`] every append is followed by `fdatasync` (slow on SD cards).
-//! * The MQTT sink reads records in order with [`Spool::next`] while the broker is
-//!   connected, publishes what each one turns into, and calls [`Spool::release_through`]
-//!   once every publish of a record (and of every record before it) got its PUBACK. While
-//!   the broker is away it stops reading, so the backlog waits on disk, not in memory.
-//! * After a broken connection the sink calls [`Spool::rewind`] and replays everything not
-//!   yet released, in order: delivery is at-least-once, duplicates are counted
-//!   (`spool_duplicates`).
-//! * The ledger is rewritten (write + rename) at most every [`LEDGER_INTERVAL`] and on
-//!   [`Spool::flush`]; after a crash the records released in that window are delivered
-//!   again (counted in `spool_replayed` at start).
+//! * The reader hands out records in order while its sink is connected; the sink tags what it
+//!   publishes with the record ([`acks`]) and the buffer releases the delivered prefix. After
+//!   a broken connection [`BufferReader::rewind`] replays everything not yet released, in
+//!   order: delivery is at-least-once, duplicates are counted (`spool_duplicates`).
+//! * The disk ledger (highest released record) is rewritten at most every
+//!   [`LEDGER_INTERVAL`] and on [`BufferReader::flush`]; after a crash the records released in
+//!   that window are delivered again (counted in `spool_replayed` at start).
 //!
 //! # Bounds
-//! * Size: when the segment files exceed `max_bytes`, the oldest segment is deleted; its
-//!   unreleased records are counted in `spool_dropped` and logged. Segments roll at
-//!   `min(segment_bytes, max_bytes / 4)` so the bound acts in small steps.
-//! * Age: records older than `max_age` are dropped (counted, logged) by [`Spool::maintain`]
-//!   and when read.
-//! * Images: a record older than `image_max_age` is replayed without its images (the event
-//!   JSON says so in `warnings`), so Home Assistant never shows an hour-old picture as the
-//!   latest one. Counted in `spool_images_dropped`.
+//! * Size: disk — when the segment files exceed `max_bytes` the oldest segment is deleted;
+//!   memory — past [`MemoryConfig`]'s bound the oldest records go. Counted and logged.
+//! * Age: records older than `max_age` are dropped (counted, logged) by
+//!   [`BufferReader::maintain`] and when read. A record older than `image_max_age` is replayed
+//!   without its images (the event JSON says so), so Home Assistant never shows an hour-old
+//!   picture as the latest one (`spool_images_dropped`).
 //!
 //! # Flow control
-//! The bounds above are for broker outages. While the consumer is delivering (the MQTT sink
-//! says so with [`Spool::set_draining`]: the broker is connected), a broker that is merely
-//! slower than the cameras must not make the spool grow until the size bound drops events the
-//! cameras were told were stored. So, while draining, [`Spool::room`] lets a producer append
+//! The bounds above are for broker outages. While the consumer is delivering (the sink says
+//! so with [`BufferReader::set_draining`]: the broker is connected), a broker that is merely
+//! slower than the cameras must not make the buffer grow until a bound drops events the
+//! cameras were told were stored. So, while draining, [`Buffer::room`] lets a producer append
 //! only while the backlog (records not yet released) is below [`BACKLOG_RECORDS`] records and
-//! [`BACKLOG_BYTES`] bytes — or below the backlog the connection started with, whichever is
-//! larger; that level only falls as the backlog drains, so an outage's backlog drains while new
-//! events keep flowing at the delivery rate. The pipeline waits for room before appending; the
-//! receiver holds the camera's reply until the append, which slows the cameras down to what the
-//! broker takes (DESIGN §5: "under load the bridge slows its replies rather than drop").
+//! [`BACKLOG_BYTES`] bytes (at most half the size bound) — or below the backlog the connection
+//! started with, whichever is larger; that level only falls as the backlog drains, so an
+//! outage's backlog drains while new events keep flowing at the delivery rate. The pipeline
+//! waits for room before appending; the receiver holds the camera's reply until the append,
+//! which slows the cameras down to what the broker takes (DESIGN §5).
 //!
 //! # Damage
-//! [`Spool::open`] scans every segment: a torn or damaged tail (truncated record, bad
-//! checksum, garbage) ends that segment's valid part with one warn line and a count in
-//! `spool_corrupt`; later segments are still read. New records always go to a new segment.
-//! A record that fails its checksum when read later is skipped the same way.
-//!
-//! One process owns a spool directory at a time (an advisory lock on `dir/lock`).
+//! Opening scans every segment: a torn or damaged tail ends that segment's valid part (one
+//! warn line, `spool_corrupt`); later segments are still read. A record that fails its
+//! checksum when read later is skipped the same way. One process owns a spool directory at a
+//! time (an advisory lock on `dir/lock`).
 
+pub mod acks;
 pub mod codec;
 pub mod format;
+mod store;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::SpoolSection;
 use crate::event::Routed;
-use crate::stats::stats;
-use format::RecordInfo;
+use crate::telemetry::Telemetry;
+use acks::{Acks, Tag};
+use store::DiskStore;
 
 /// Minimum time between two ledger rewrites while records are being released.
 pub const LEDGER_INTERVAL: Duration = Duration::from_millis(100);
-/// Smallest segment roll size, whatever the bounds say.
-const MIN_ROLL: u64 = 64 * 1024;
 /// While the consumer drains, appends wait while this many records are unreleased (or the
 /// backlog the connection started with, if larger).
 pub const BACKLOG_RECORDS: u64 = 1024;
 /// While the consumer drains, appends wait while this many record bytes are unreleased (at
-/// most half of `max_bytes`; or the backlog the connection started with, if larger).
+/// most half of the size bound; or the backlog the connection started with, if larger).
 pub const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Decoded records kept in memory beside the disk copy, bytes.
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// One batch of records read back from disk: at most this many records ...
+const FILL_RECORDS: usize = 64;
+/// ... and this many bytes.
+const FILL_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Settings of the spool.
+/// Settings of the disk spool.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
     /// Directory of the segment files (created if missing).
@@ -117,9 +120,26 @@ impl SpoolConfig {
         c.dir = dir.into();
         c
     }
+}
 
-    fn roll_at(&self) -> u64 {
-        self.segment_bytes.min(self.max_bytes / 4).max(MIN_ROLL)
+/// Bounds of the memory buffer (spool off): what it holds while the broker is away.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryConfig {
+    /// Records held at most; the oldest go first.
+    pub max_records: u64,
+    /// Record bytes held at most (images included); the oldest go first.
+    pub max_bytes: u64,
+    /// Records older than this are dropped.
+    pub max_age: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_records: 10_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_age: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -139,9 +159,15 @@ pub enum SpoolError {
     /// Another process uses the directory.
     #[error("spool directory {0} is in use by another camqtt process")]
     Locked(PathBuf),
+    /// The blocking writer thread went away (shutdown).
+    #[error("spool writer stopped")]
+    Stopped,
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
     move |source| SpoolError::Io {
         what,
         path: path.to_path_buf(),
@@ -149,7 +175,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// What [`Spool::open`] found.
+/// What [`Buffer::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// Records waiting for delivery.
@@ -164,36 +190,17 @@ pub struct OpenReport {
     pub released: u64,
 }
 
+/// One unreleased record.
 #[derive(Debug)]
-struct Segment {
-    first: u64,
-    path: PathBuf,
-    /// File size (header included).
-    size: u64,
-    /// Unreleased records, oldest first.
-    records: VecDeque<RecordInfo>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    cfg: SpoolConfig,
-    segments: VecDeque<Segment>,
-    /// The file being appended to: `segments.back()` while `Some`.
-    writer: Option<File>,
-    next_seq: u64,
-    released: u64,
-    read_next: u64,
-    depth: u64,
-    bytes: u64,
-    ledger_dirty: bool,
-    ledger_at: Instant,
-    reader: Option<(u64, File)>,
-    aged_images: u64,
-    /// Bytes of the records not yet released (headers included).
-    pending_bytes: u64,
-    /// Flow control while the consumer drains.
-    flow: Flow,
-    _lock: File,
+struct Entry {
+    seq: u64,
+    time_ms: u64,
+    /// Bytes (disk: the record's size; memory: the images plus a small overhead).
+    len: u64,
+    /// The decoded message, when kept in memory.
+    msg: Option<Routed>,
+    /// Read from disk and found damaged.
+    broken: bool,
 }
 
 /// Flow-control state (see the module docs).
@@ -206,12 +213,53 @@ struct Flow {
     floor_bytes: u64,
 }
 
-/// A shared handle on an open spool (cheap to clone; appends and reads are serialised).
-#[derive(Debug, Clone)]
-pub struct Spool {
-    inner: Arc<Mutex<Inner>>,
-    appended: Arc<Notify>,
-    room: Arc<Notify>,
+#[derive(Debug)]
+struct State {
+    entries: VecDeque<Entry>,
+    /// Memory buffer: the next record number.
+    next_seq: u64,
+    read_next: u64,
+    released: u64,
+    pending_bytes: u64,
+    cached_bytes: u64,
+    flow: Flow,
+    /// A batch is being read from disk.
+    filling: bool,
+    aged_images: u64,
+}
+
+#[derive(Debug)]
+struct Limits {
+    max_age: Duration,
+    image_max_age: Duration,
+    /// Memory buffer only: the outage bound.
+    memory: Option<MemoryConfig>,
+    /// Flow-control level, bytes.
+    backlog_bytes: u64,
+    /// Flow control never lets the starting backlog reach this (disk: a segment below the
+    /// size bound).
+    ceiling: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    store: Option<Arc<Mutex<DiskStore>>>,
+    appended: Notify,
+    room: Notify,
+    limits: Limits,
+    telemetry: Telemetry,
+}
+
+/// The buffer stage: a cheap handle (clone it for the pipeline and the sink).
+#[derive(Clone)]
+pub struct Buffer(Arc<Shared>);
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("disk", &self.0.store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_ms() -> u64 {
@@ -221,210 +269,139 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl Spool {
-    /// Open (or create) the spool in `cfg.dir`, scanning every segment. Damaged tails are
-    /// logged, counted and skipped; only an unusable directory is an error.
-    pub fn open(cfg: SpoolConfig) -> Result<(Spool, OpenReport), SpoolError> {
-        let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(SpoolError::Io {
-                    what: "lock",
-                    path: lock_path,
-                    source: e,
-                });
-            }
-        }
-        let mut report = OpenReport::default();
-        let ledger_path = dir.join("ledger");
-        let released = match fs::read(&ledger_path) {
-            Ok(b) => format::decode_ledger(&b).unwrap_or_else(|| {
-                stats().spool_corrupt.inc();
-                warn!(path = %ledger_path.display(), "spool ledger damaged; replaying every record kept");
-                0
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io("read", &ledger_path)(e)),
-        };
-        report.released = released;
-        let _ = fs::remove_file(dir.join("ledger.tmp"));
+/// Memory cost of a message held by the memory buffer: its images plus a fixed overhead.
+fn memory_len(r: &Routed) -> u64 {
+    let images = match r {
+        Routed::Event { event, .. } => event.images.iter().map(|i| i.data.len()).sum(),
+        _ => 0,
+    };
+    images as u64 + 1024
+}
 
-        let mut names: Vec<(u64, PathBuf)> = fs::read_dir(&dir)
-            .map_err(io("list", &dir))?
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name();
-                let first = format::parse_segment_name(name.to_str()?)?;
-                Some((first, e.path()))
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Buffer {
+    /// Open (or create) the disk spool in `cfg.dir`, scanning every segment. Damaged tails are
+    /// logged, counted and skipped; only an unusable directory is an error.
+    pub fn open(
+        cfg: SpoolConfig,
+        telemetry: Telemetry,
+    ) -> Result<(Buffer, OpenReport), SpoolError> {
+        let dir = cfg.dir.clone();
+        let limits = Limits {
+            max_age: cfg.max_age,
+            image_max_age: cfg.image_max_age,
+            memory: None,
+            backlog_bytes: BACKLOG_BYTES.min(cfg.max_bytes / 2),
+            ceiling: cfg.ceiling(),
+        };
+        let (store, found, report) = DiskStore::open(cfg, &telemetry)?;
+        let entries: VecDeque<Entry> = found
+            .into_iter()
+            .map(|(seq, time_ms, len)| Entry {
+                seq,
+                time_ms,
+                len,
+                msg: None,
+                broken: false,
             })
             .collect();
-        names.sort();
-
-        let mut segments = VecDeque::new();
-        let mut last_seq = released;
-        let mut max_seen = released;
-        for (first, path) in names {
-            let data = match fs::read(&path) {
-                Ok(d) => d,
-                Err(e) => {
-                    stats().spool_corrupt.inc();
-                    report.damaged += 1;
-                    warn!(segment = %path.display(), error = %e, "spool segment unreadable; skipped");
-                    continue;
-                }
-            };
-            let scan = format::scan(&data);
-            if let Some(problem) = &scan.problem {
-                stats().spool_corrupt.inc();
-                report.damaged += 1;
-                report.skipped_bytes += scan.skipped_bytes;
-                warn!(
-                    segment = %path.display(),
-                    problem = %problem,
-                    kept = scan.records.len(),
-                    skipped_bytes = scan.skipped_bytes,
-                    "spool segment damaged; skipped from the damage to its end"
-                );
-            }
-            if let Some(r) = scan.records.last() {
-                max_seen = max_seen.max(r.seq);
-            }
-            let records: VecDeque<RecordInfo> = scan
-                .records
-                .into_iter()
-                .filter(|r| r.seq > last_seq)
-                .collect();
-            if let Some(r) = records.back() {
-                last_seq = r.seq;
-            }
-            if records.is_empty() {
-                debug!(segment = %path.display(), "spool segment fully released; deleted");
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            let size = data.len() as u64;
-            report.records += records.len() as u64;
-            report.bytes += size;
-            segments.push_back(Segment {
-                first,
-                path,
-                size,
-                records,
-            });
-        }
-        let pending_bytes: u64 = segments
-            .iter()
-            .flat_map(|s: &Segment| s.records.iter())
-            .map(|r| u64::from(r.len))
-            .sum();
-        let inner = Inner {
-            segments,
-            writer: None,
-            next_seq: max_seen.max(last_seq) + 1,
-            released,
-            read_next: released + 1,
-            depth: report.records,
-            bytes: report.bytes,
-            ledger_dirty: false,
-            ledger_at: Instant::now(),
-            reader: None,
-            aged_images: 0,
-            pending_bytes,
-            flow: Flow::default(),
-            _lock: lock,
-            cfg,
-        };
-        inner.gauges();
-        stats().spool_replayed.add(report.records);
+        telemetry.spool_replayed.add(report.records);
         if report.records > 0 {
             info!(dir = %dir.display(), records = report.records, bytes = report.bytes, "spool opened; replaying records not yet acknowledged");
         } else {
             info!(dir = %dir.display(), "spool opened");
         }
-        Ok((
-            Spool {
-                inner: Arc::new(Mutex::new(inner)),
-                appended: Arc::new(Notify::new()),
-                room: Arc::new(Notify::new()),
+        let state = State {
+            pending_bytes: entries.iter().map(|e| e.len).sum(),
+            entries,
+            next_seq: 0,
+            read_next: report.released + 1,
+            released: report.released,
+            cached_bytes: 0,
+            flow: Flow::default(),
+            filling: false,
+            aged_images: 0,
+        };
+        let b = Buffer(Arc::new(Shared {
+            state: Mutex::new(state),
+            store: Some(Arc::new(Mutex::new(store))),
+            appended: Notify::new(),
+            room: Notify::new(),
+            limits,
+            telemetry,
+        }));
+        b.gauges(&b.state());
+        Ok((b, report))
+    }
+
+    /// A memory-only buffer (spool off).
+    pub fn memory(cfg: MemoryConfig, telemetry: Telemetry) -> Buffer {
+        Buffer(Arc::new(Shared {
+            state: Mutex::new(State {
+                entries: VecDeque::new(),
+                next_seq: 1,
+                read_next: 1,
+                released: 0,
+                pending_bytes: 0,
+                cached_bytes: 0,
+                flow: Flow::default(),
+                filling: false,
+                aged_images: 0,
+            }),
+            store: None,
+            appended: Notify::new(),
+            room: Notify::new(),
+            limits: Limits {
+                max_age: cfg.max_age,
+                image_max_age: cfg.max_age,
+                memory: Some(cfg),
+                backlog_bytes: BACKLOG_BYTES.min(cfg.max_bytes / 2),
+                ceiling: cfg.max_bytes / 2,
             },
-            report,
-        ))
+            telemetry,
+        }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.0.state)
     }
 
-    /// Append one message; returns its record number. On error nothing usable was written
-    /// (a partial record is detected at the next open) and the caller decides what to do
-    /// with the message.
-    pub fn append(&self, r: &Routed) -> Result<u64, SpoolError> {
-        let body = codec::encode(r);
-        let seq = self.lock().append(&body, now_ms())?;
-        self.appended.notify_one();
-        Ok(seq)
+    fn gauges(&self, s: &State) {
+        let t = &self.0.telemetry;
+        t.spool_depth.set(s.entries.len() as u64);
+        t.spool_bytes.set(match &self.0.store {
+            Some(store) => store.try_lock().map_or(s.pending_bytes, |g| g.bytes()),
+            None => s.pending_bytes,
+        });
     }
 
-    /// Append a raw record body (tests and tools).
-    pub fn append_body(&self, body: &[u8], time_ms: u64) -> Result<u64, SpoolError> {
-        let seq = self.lock().append(body, time_ms)?;
-        self.appended.notify_one();
-        Ok(seq)
+    /// True for the disk spool.
+    pub fn is_disk(&self) -> bool {
+        self.0.store.is_some()
     }
 
-    /// Wait until something is appended (returns at once if something was appended since
-    /// the last wait).
-    pub async fn appended(&self) {
-        self.appended.notified().await;
+    /// The spool directory (disk only).
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.0.store.as_ref().map(|s| lock(s).dir().to_path_buf())
     }
 
-    /// The next record after the read cursor: `(seq, Some(message))`, or `(seq, None)` for
-    /// a record that was skipped (too old, damaged) and only needs releasing. `None` when
-    /// everything appended so far has been read.
-    pub fn next(&self) -> Option<(u64, Option<Routed>)> {
-        self.lock().next(now_ms())
-    }
-
-    /// Everything up to and including `seq` was delivered: forget it, delete segments that
-    /// are done, and (at most every [`LEDGER_INTERVAL`]) persist the release position.
-    pub fn release_through(&self, seq: u64) {
-        let mut g = self.lock();
-        g.release_through(seq);
-        if g.ledger_dirty && g.ledger_at.elapsed() >= LEDGER_INTERVAL {
-            g.persist_ledger();
-        }
-        drop(g);
-        self.room.notify_waiters();
-    }
-
-    /// The consumer says whether it is delivering (broker connected). While it is, appends
-    /// wait for [`Spool::room`]; while it is not, the spool takes everything up to its bounds.
-    pub fn set_draining(&self, draining: bool) {
-        let mut g = self.lock();
-        if draining && !g.flow.draining {
-            // Keep a segment's worth below the size bound, which drops.
-            let ceiling = g.cfg.max_bytes.saturating_sub(g.cfg.roll_at());
-            g.flow.floor_records = g.depth;
-            g.flow.floor_bytes = g.pending_bytes.min(ceiling);
-        }
-        g.flow.draining = draining;
-        drop(g);
-        self.room.notify_waiters();
+    /// Records not yet released.
+    pub fn depth(&self) -> u64 {
+        self.state().entries.len() as u64
     }
 
     /// True when an append may go ahead now (see the module docs, "Flow control").
     pub fn has_room(&self) -> bool {
-        self.lock().has_room()
+        self.has_room_in(&self.state())
+    }
+
+    fn has_room_in(&self, s: &State) -> bool {
+        !s.flow.draining
+            || ((s.entries.len() as u64) < BACKLOG_RECORDS.max(s.flow.floor_records)
+                && s.pending_bytes < self.0.limits.backlog_bytes.max(s.flow.floor_bytes))
     }
 
     /// Wait until an append may go ahead: at once unless the consumer is draining and the
@@ -432,330 +409,455 @@ impl Spool {
     /// stops draining).
     pub async fn room(&self) {
         loop {
-            let notified = self.room.notified();
+            let notified = self.0.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().has_room() {
+            if self.has_room() {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Move the read cursor back to the oldest unreleased record (after a broken broker
-    /// connection). Returns how many records will be read again.
-    pub fn rewind(&self) -> u64 {
-        let mut g = self.lock();
-        let again = g
-            .segments
-            .iter()
-            .flat_map(|s| s.records.iter())
-            .filter(|r| r.seq < g.read_next)
-            .count() as u64;
-        g.read_next = g.released + 1;
-        again
+    /// Store one message; returns its record number once it is durable (disk: written, off
+    /// the runtime; memory: held). A message the disk cannot take (disk full, I/O error) is
+    /// counted (`spool_errors`), logged and kept in memory only: still delivered unless the
+    /// bridge dies first.
+    pub async fn append(&self, r: Routed) -> u64 {
+        self.append_at(r, now_ms()).await
     }
 
-    /// Periodic work: the age bound and a pending ledger write.
-    pub fn maintain(&self) {
-        let mut g = self.lock();
-        g.enforce_age(now_ms());
-        if g.ledger_dirty {
-            g.persist_ledger();
-        }
-        drop(g);
-        self.room.notify_waiters();
-    }
-
-    /// Persist the release position now (shutdown).
-    pub fn flush(&self) {
-        let mut g = self.lock();
-        if g.ledger_dirty {
-            g.persist_ledger();
-        }
-    }
-
-    /// Records not yet released.
-    pub fn depth(&self) -> u64 {
-        self.lock().depth
-    }
-
-    /// Bytes of segment files on disk.
-    pub fn bytes(&self) -> u64 {
-        self.lock().bytes
-    }
-
-    /// Highest released record number.
-    pub fn released(&self) -> u64 {
-        self.lock().released
-    }
-
-    /// The spool directory.
-    pub fn dir(&self) -> PathBuf {
-        self.lock().cfg.dir.clone()
-    }
-}
-
-impl Inner {
-    fn has_room(&self) -> bool {
-        // Never let the flow-control level reach the size bound, which drops.
-        let bytes = BACKLOG_BYTES.min(self.cfg.max_bytes / 2);
-        !self.flow.draining
-            || (self.depth < BACKLOG_RECORDS.max(self.flow.floor_records)
-                && self.pending_bytes < bytes.max(self.flow.floor_bytes))
-    }
-
-    fn gauges(&self) {
-        stats().spool_depth.set(self.depth);
-        stats().spool_bytes.set(self.bytes);
-    }
-
-    fn append(&mut self, body: &[u8], time_ms: u64) -> Result<u64, SpoolError> {
-        let seq = self.next_seq;
-        let mut frame = Vec::with_capacity(format::RECORD_HEADER + body.len());
-        format::encode_record(&mut frame, seq, time_ms, body);
-        let len = frame.len() as u64;
-        let roll = match (&self.writer, self.segments.back()) {
-            (Some(_), Some(s)) => s.size + len > self.cfg.roll_at() && !s.records.is_empty(),
-            _ => true,
+    /// [`Buffer::append`] with an explicit append time in ms since the epoch (the age bounds
+    /// count from it; tests and tools).
+    pub async fn append_at(&self, r: Routed, time_ms: u64) -> u64 {
+        let Some(store) = self.0.store.clone() else {
+            return self.append_memory(r, time_ms);
         };
-        if roll {
-            self.writer = None;
-            let path = self.cfg.dir.join(format::segment_name(seq));
-            let mut f = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)
-                .map_err(io("create", &path))?;
-            f.write_all(&format::SEGMENT_MAGIC)
-                .map_err(io("write", &path))?;
-            self.bytes += format::SEGMENT_HEADER as u64;
-            self.segments.push_back(Segment {
-                first: seq,
-                path,
-                size: format::SEGMENT_HEADER as u64,
-                records: VecDeque::new(),
-            });
-            self.writer = Some(f);
-        }
-        let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
-            unreachable!("a writer always comes with its segment")
-        };
-        let written = w.write_all(&frame).and_then(|()| {
-            if self.cfg.fsync {
-                w.sync_data()
-            } else {
-                Ok(())
+        let body = codec::encode(&r);
+        let (seq, written) =
+            match tokio::task::spawn_blocking(move || lock(&store).append(&body, time_ms)).await {
+                Ok(v) => v,
+                Err(e) => (
+                    0,
+                    Err(SpoolError::Io {
+                        what: "append",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e),
+                    }),
+                ),
+            };
+        let mut s = self.state();
+        let (len, on_disk) = match written {
+            Ok(done) => {
+                self.0.telemetry.spool_appended.inc();
+                if let Some(through) = done.dropped_through {
+                    let n = self.drop_through(&mut s, through);
+                    self.0.telemetry.spool_dropped.add(n);
+                }
+                (done.len, true)
             }
-        });
-        if let Err(e) = written {
-            // The file may now end in a partial record: never append to it again.
-            self.writer = None;
-            return Err(io("append to", &seg.path)(e));
+            Err(error) => {
+                let t = &self.0.telemetry;
+                t.spool_errors.inc();
+                let failures = t.spool_errors.get();
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::error!(%error, failures, "cannot write to the spool; message kept in memory only");
+                }
+                (memory_len(&r), false)
+            }
+        };
+        // Kept decoded while the cache has room (a sink that keeps up never reads it back);
+        // a message that is not on disk is always kept.
+        let keep = !on_disk || s.cached_bytes + len <= CACHE_BYTES;
+        if keep {
+            s.cached_bytes += len;
         }
-        seg.records.push_back(RecordInfo {
+        s.pending_bytes += len;
+        s.entries.push_back(Entry {
             seq,
             time_ms,
-            offset: seg.size,
-            len: len as u32,
+            len,
+            msg: keep.then_some(r),
+            broken: false,
         });
-        seg.size += len;
-        self.bytes += len;
-        self.pending_bytes += len;
-        self.depth += 1;
-        self.next_seq += 1;
-        stats().spool_appended.inc();
-        self.enforce_size();
-        self.gauges();
-        Ok(seq)
+        self.gauges(&s);
+        drop(s);
+        self.0.appended.notify_one();
+        seq
     }
 
-    fn is_active(&self, i: usize) -> bool {
-        self.writer.is_some() && i + 1 == self.segments.len()
-    }
-
-    /// Drop the oldest segments while over `max_bytes` (never the one being written).
-    fn enforce_size(&mut self) {
-        while self.bytes > self.cfg.max_bytes {
-            if self.segments.len() <= 1 {
-                // Only the active segment is left: close it, the next append rolls and the
-                // bound drops it then.
-                self.writer = None;
-                break;
+    fn append_memory(&self, r: Routed, time_ms: u64) -> u64 {
+        let mut s = self.state();
+        let len = memory_len(&r);
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.pending_bytes += len;
+        s.cached_bytes += len;
+        s.entries.push_back(Entry {
+            seq,
+            time_ms,
+            len,
+            msg: Some(r),
+            broken: false,
+        });
+        if let Some(bound) = self.0.limits.memory {
+            let mut dropped = 0;
+            while (s.entries.len() as u64 > bound.max_records || s.pending_bytes > bound.max_bytes)
+                && s.entries.len() > 1
+            {
+                let Some(first) = s.entries.front().map(|e| e.seq) else {
+                    break;
+                };
+                dropped += self.drop_through(&mut s, first);
             }
-            let Some(seg) = self.segments.pop_front() else {
-                break;
-            };
-            let n = seg.records.len() as u64;
-            self.pending_bytes -= seg.records.iter().map(|r| u64::from(r.len)).sum::<u64>();
-            if let Some(last) = seg.records.back() {
-                self.released = self.released.max(last.seq);
-                self.read_next = self.read_next.max(last.seq + 1);
-                self.ledger_dirty = true;
+            if dropped > 0 {
+                self.0.telemetry.dropped.add(dropped);
+                warn!(
+                    records = dropped,
+                    max_records = bound.max_records,
+                    max_bytes = bound.max_bytes,
+                    "MQTT broker away too long: memory buffer full, dropped the oldest messages undelivered"
+                );
             }
-            stats().spool_dropped.add(n);
-            warn!(
-                records = n,
-                bytes = seg.size,
-                max_bytes = self.cfg.max_bytes,
-                "spool full; dropped the oldest records undelivered"
-            );
-            self.remove_segment(seg);
-            self.depth -= n;
         }
+        self.gauges(&s);
+        drop(s);
+        self.0.appended.notify_one();
+        seq
     }
 
-    fn remove_segment(&mut self, seg: Segment) {
-        self.bytes -= seg.size;
-        if self.reader.as_ref().is_some_and(|(f, _)| *f == seg.first) {
-            self.reader = None;
-        }
-        if let Err(e) = fs::remove_file(&seg.path) {
-            warn!(segment = %seg.path.display(), error = %e, "cannot delete spool segment");
-        }
-    }
-
-    fn enforce_age(&mut self, now_ms: u64) {
-        let max_age = self.cfg.max_age.as_millis() as u64;
-        let cutoff = now_ms.saturating_sub(max_age);
-        let mut last_old = None;
-        let mut n = 0u64;
-        'outer: for s in &self.segments {
-            for r in &s.records {
-                if r.time_ms >= cutoff {
-                    break 'outer;
+    /// Forget every record up to `seq` (delivered, or dropped by a bound); returns how many
+    /// unreleased records that was.
+    fn drop_through(&self, s: &mut State, seq: u64) -> u64 {
+        let (mut n, mut freed) = (0u64, 0u64);
+        while s.entries.front().is_some_and(|e| e.seq <= seq) {
+            if let Some(e) = s.entries.pop_front() {
+                s.pending_bytes -= e.len;
+                freed += e.len;
+                if e.msg.is_some() {
+                    s.cached_bytes = s.cached_bytes.saturating_sub(e.len);
                 }
-                last_old = Some(r.seq);
                 n += 1;
             }
         }
-        if let Some(seq) = last_old {
-            stats().spool_dropped.add(n);
+        s.released = s.released.max(seq);
+        s.read_next = s.read_next.max(seq + 1);
+        // The level a connection started with falls by half of what was released: an outage's
+        // backlog drains while new events get the other half.
+        s.flow.floor_records = s.flow.floor_records.saturating_sub(n.div_ceil(2));
+        s.flow.floor_bytes = s.flow.floor_bytes.saturating_sub(freed.div_ceil(2));
+        n
+    }
+
+    /// A reader for the sink (one per buffer).
+    pub fn reader(&self) -> BufferReader {
+        BufferReader {
+            buffer: self.clone(),
+            acks: Acks::default(),
+        }
+    }
+}
+
+/// What [`BufferReader::next_record`] found.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per record, never stored
+pub enum Next {
+    /// The next record: its number and the message (`None`: skipped — too old or damaged —
+    /// and only to be acknowledged).
+    Record(u64, Option<Routed>),
+    /// The next record is being read from disk; [`BufferReader::wait`] wakes when it is in.
+    Filling,
+    /// Everything stored so far has been handed out.
+    Empty,
+}
+
+/// The sink's side of the buffer: records in order, delivery bookkeeping, replay.
+pub struct BufferReader {
+    buffer: Buffer,
+    acks: Acks,
+}
+
+impl std::fmt::Debug for BufferReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferReader").finish_non_exhaustive()
+    }
+}
+
+impl BufferReader {
+    /// Wait until something was appended or read back from disk (returns at once if that
+    /// happened since the last wait).
+    pub async fn wait(&self) {
+        self.buffer.0.appended.notified().await;
+    }
+
+    /// The next record after the read cursor. Starts it on its way to delivery (acks).
+    pub fn next_record(&mut self) -> Next {
+        let b = &self.buffer;
+        let mut s = b.state();
+        let Some(i) = s.entries.iter().position(|e| e.seq >= s.read_next) else {
+            return Next::Empty;
+        };
+        let now = now_ms();
+        let limits = &b.0.limits;
+        let e = &s.entries[i];
+        let (seq, age) = (e.seq, now.saturating_sub(e.time_ms));
+        if e.broken || age > limits.max_age.as_millis() as u64 {
+            if !e.broken {
+                b.0.telemetry.spool_dropped.inc();
+                warn!(
+                    seq,
+                    age_s = age / 1000,
+                    "buffered record expired undelivered; dropped"
+                );
+            }
+            s.read_next = seq + 1;
+            drop(s);
+            self.acks.begin(seq);
+            return Next::Record(seq, None);
+        }
+        let Some(msg) = e.msg.clone() else {
+            if !s.filling {
+                s.filling = true;
+                drop(s);
+                self.fill(seq);
+            }
+            return Next::Filling;
+        };
+        s.read_next = seq + 1;
+        let strip = age > limits.image_max_age.as_millis() as u64 && codec::image_count(&msg) > 0;
+        if strip {
+            s.aged_images += 1;
+        }
+        let aged = s.aged_images;
+        drop(s);
+        self.acks.begin(seq);
+        if !strip {
+            return Next::Record(seq, Some(msg));
+        }
+        let n = codec::image_count(&msg) as u64;
+        b.0.telemetry.spool_images_dropped.add(n);
+        if aged == 1 || aged.is_power_of_two() {
+            info!(
+                seq,
+                age_s = age / 1000,
+                images = n,
+                events_so_far = aged,
+                "replaying an old event without its images"
+            );
+        }
+        Next::Record(seq, Some(without_images(msg)))
+    }
+
+    /// Read a batch of records from `seq` on from disk, on a blocking thread; they land in
+    /// the buffer's memory and the reader is woken.
+    fn fill(&self, seq: u64) {
+        let b = self.buffer.clone();
+        let Some(store) = b.0.store.clone() else {
+            return;
+        };
+        let wanted: Vec<u64> = {
+            let s = b.state();
+            let mut bytes = 0;
+            s.entries
+                .iter()
+                .skip_while(|e| e.seq < seq)
+                .take_while(|e| {
+                    bytes += e.len;
+                    e.msg.is_none() && bytes <= FILL_BYTES.max(e.len)
+                })
+                .take(FILL_RECORDS)
+                .map(|e| e.seq)
+                .collect()
+        };
+        tokio::task::spawn_blocking(move || {
+            let read: Vec<(u64, Result<Routed, String>)> = {
+                let mut store = lock(&store);
+                wanted
+                    .iter()
+                    .map(|&seq| {
+                        let r = store.read(seq).map_err(|e| e.to_string()).and_then(|buf| {
+                            let body = Bytes::from(buf).slice(format::RECORD_HEADER..);
+                            codec::decode(body).map_err(|e| e.to_string())
+                        });
+                        (seq, r)
+                    })
+                    .collect()
+            };
+            let mut s = b.state();
+            for (seq, r) in read {
+                let Some(e) = s.entries.iter_mut().find(|e| e.seq == seq) else {
+                    continue;
+                };
+                match r {
+                    Ok(msg) => {
+                        e.msg = Some(msg);
+                        let len = e.len;
+                        s.cached_bytes += len;
+                    }
+                    Err(error) => {
+                        e.broken = true;
+                        b.0.telemetry.spool_corrupt.inc();
+                        warn!(seq, %error, "spool record unreadable; skipped");
+                    }
+                }
+            }
+            s.filling = false;
+            drop(s);
+            b.0.appended.notify_one();
+        });
+    }
+
+    /// Records handed out and not yet released.
+    pub fn open_records(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// The tag for a delivery derived from record `seq`; counts it as outstanding.
+    pub fn add(&mut self, seq: u64) -> Tag {
+        self.acks.add(seq);
+        self.acks.tag(seq)
+    }
+
+    /// True when `tag` belongs to the current replay generation.
+    pub fn is_current(&self, tag: Tag) -> bool {
+        self.acks.tag(tag.seq) == tag
+    }
+
+    /// A delivery was acknowledged (`acked`) or given up; releases the done prefix.
+    pub fn done(&mut self, tag: Tag, acked: bool) {
+        self.acks.done(tag, acked);
+        self.release();
+    }
+
+    /// Record `seq` left work for later (see [`acks`]).
+    pub fn hold(&mut self, seq: u64) {
+        self.acks.hold(seq);
+    }
+
+    /// The record later work is charged to.
+    pub fn hold_seq(&self) -> Option<u64> {
+        self.acks.hold_seq()
+    }
+
+    /// The held work has all come out.
+    pub fn holds_released(&mut self) {
+        self.acks.holds_released();
+        self.release();
+    }
+
+    /// Release the delivered prefix.
+    pub fn release(&mut self) {
+        let Some(seq) = self.acks.releasable() else {
+            return;
+        };
+        let b = &self.buffer;
+        let mut s = b.state();
+        b.drop_through(&mut s, seq);
+        b.gauges(&s);
+        drop(s);
+        b.0.room.notify_waiters();
+        if let Some(store) = b.0.store.clone() {
+            tokio::task::spawn_blocking(move || lock(&store).release_through(seq));
+        }
+    }
+
+    /// The connection broke: replay every unreleased record. Returns (records to replay,
+    /// records already partly delivered, i.e. duplicates).
+    pub fn rewind(&mut self) -> (u64, u64) {
+        let dup = self.acks.reset();
+        let mut s = self.buffer.state();
+        let again = s.entries.iter().filter(|e| e.seq < s.read_next).count() as u64;
+        s.read_next = s.released + 1;
+        (again, dup)
+    }
+
+    /// The sink says whether it is delivering (broker connected). While it is, appends wait
+    /// for [`Buffer::room`]; while it is not, the buffer takes everything up to its bounds.
+    pub fn set_draining(&self, draining: bool) {
+        let b = &self.buffer;
+        let mut s = b.state();
+        if draining && !s.flow.draining {
+            let ceiling = b.0.limits.ceiling;
+            s.flow.floor_records = s.entries.len() as u64;
+            s.flow.floor_bytes = s.pending_bytes.min(ceiling);
+        }
+        s.flow.draining = draining;
+        drop(s);
+        b.0.room.notify_waiters();
+    }
+
+    /// Periodic work: the age bound and a pending ledger write.
+    pub fn maintain(&mut self) {
+        let b = &self.buffer;
+        let cutoff = now_ms().saturating_sub(b.0.limits.max_age.as_millis() as u64);
+        let mut s = b.state();
+        let old = s
+            .entries
+            .iter()
+            .take_while(|e| e.time_ms < cutoff)
+            .last()
+            .map(|e| e.seq);
+        if let Some(seq) = old {
+            let n = b.drop_through(&mut s, seq);
+            b.0.telemetry.spool_dropped.add(n);
             warn!(
                 records = n,
-                max_age_s = self.cfg.max_age.as_secs(),
-                "spool records expired undelivered; dropped"
+                max_age_s = b.0.limits.max_age.as_secs(),
+                "buffered records expired undelivered; dropped"
             );
-            self.read_next = self.read_next.max(seq + 1);
-            self.release_through(seq);
+        }
+        b.gauges(&s);
+        drop(s);
+        b.0.room.notify_waiters();
+        if let Some(store) = b.0.store.clone() {
+            tokio::task::spawn_blocking(move || {
+                let mut g = lock(&store);
+                if let Some(seq) = old {
+                    g.release_through(seq);
+                }
+                g.flush();
+            });
         }
     }
 
-    fn release_through(&mut self, seq: u64) {
-        if seq <= self.released {
+    /// Persist the release position now (shutdown); reports what stays for the next start.
+    pub async fn flush(&self) {
+        let b = &self.buffer;
+        b.state().flow.draining = false;
+        b.0.room.notify_waiters();
+        let Some(store) = b.0.store.clone() else {
             return;
-        }
-        self.released = seq;
-        self.ledger_dirty = true;
-        let mut i = 0;
-        while i < self.segments.len() {
-            let active = self.is_active(i);
-            let seg = &mut self.segments[i];
-            while seg.records.front().is_some_and(|r| r.seq <= seq) {
-                if let Some(r) = seg.records.pop_front() {
-                    self.pending_bytes -= u64::from(r.len);
-                }
-                self.depth -= 1;
-            }
-            if seg.records.is_empty() && !active {
-                if let Some(seg) = self.segments.remove(i) {
-                    self.remove_segment(seg);
-                }
-                continue;
-            }
-            if seg.records.front().is_some_and(|r| r.seq > seq) {
-                break;
-            }
-            i += 1;
-        }
-        self.flow.floor_records = self.flow.floor_records.min(self.depth);
-        self.flow.floor_bytes = self.flow.floor_bytes.min(self.pending_bytes);
-        self.gauges();
-    }
-
-    fn persist_ledger(&mut self) {
-        let tmp = self.cfg.dir.join("ledger.tmp");
-        let path = self.cfg.dir.join("ledger");
-        let r = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&format::encode_ledger(self.released))?;
-            if self.cfg.fsync {
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, &path)
-        })();
-        self.ledger_at = Instant::now();
-        match r {
-            Ok(()) => self.ledger_dirty = false,
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot write the spool ledger"),
-        }
-    }
-
-    fn next(&mut self, now_ms: u64) -> Option<(u64, Option<Routed>)> {
-        let (first, path, info) = self.segments.iter().find_map(|s| {
-            let i = s.records.partition_point(|r| r.seq < self.read_next);
-            s.records.get(i).map(|r| (s.first, s.path.clone(), *r))
-        })?;
-        self.read_next = info.seq + 1;
-        let age = now_ms.saturating_sub(info.time_ms);
-        if age > self.cfg.max_age.as_millis() as u64 {
-            stats().spool_dropped.inc();
-            warn!(
-                seq = info.seq,
-                age_s = age / 1000,
-                "spool record expired undelivered; dropped"
+        };
+        let released = b.state().released;
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut g = lock(&store);
+            g.release_through(released);
+            g.flush();
+        })
+        .await;
+        let left = b.depth();
+        if left > 0 {
+            info!(
+                records = left,
+                "undelivered records stay in the spool for the next start"
             );
-            return Some((info.seq, None));
-        }
-        let buf = match self.read(first, &path, &info) {
-            Ok(b) => b,
-            Err(e) => {
-                stats().spool_corrupt.inc();
-                warn!(segment = %path.display(), seq = info.seq, error = %e, "spool record unreadable; skipped");
-                return Some((info.seq, None));
-            }
-        };
-        let body = Bytes::from(buf).slice(format::RECORD_HEADER..);
-        let strip = age > self.cfg.image_max_age.as_millis() as u64;
-        match codec::decode(body.clone(), false) {
-            Ok(r) if strip && codec::image_count(&r) > 0 => {
-                let n = codec::image_count(&r) as u64;
-                stats().spool_images_dropped.add(n);
-                self.aged_images += 1;
-                if self.aged_images == 1 || self.aged_images.is_power_of_two() {
-                    info!(
-                        seq = info.seq,
-                        age_s = age / 1000,
-                        images = n,
-                        events_so_far = self.aged_images,
-                        "replaying an old event without its images"
-                    );
-                }
-                Some((info.seq, codec::decode(body, true).ok()))
-            }
-            Ok(r) => Some((info.seq, Some(r))),
-            Err(e) => {
-                stats().spool_corrupt.inc();
-                warn!(segment = %path.display(), seq = info.seq, error = %e, "spool record undecodable; skipped");
-                Some((info.seq, None))
-            }
         }
     }
+}
 
-    fn read(&mut self, first: u64, path: &Path, info: &RecordInfo) -> std::io::Result<Vec<u8>> {
-        if self.reader.as_ref().is_none_or(|(f, _)| *f != first) {
-            self.reader = Some((first, File::open(path)?));
+/// `msg` without its images, saying so in the event's warnings.
+fn without_images(msg: Routed) -> Routed {
+    match msg {
+        Routed::Event { device, event } => {
+            let mut ev = Arc::unwrap_or_clone(event);
+            ev.images.clear();
+            ev.warnings
+                .push("images dropped from the spool backlog (older than image_max_age)".into());
+            Routed::Event {
+                device,
+                event: Arc::new(ev),
+            }
         }
-        let Some((_, f)) = self.reader.as_mut() else {
-            unreachable!("just opened")
-        };
-        f.seek(SeekFrom::Start(info.offset))?;
-        let mut buf = vec![0u8; info.len as usize];
-        f.read_exact(&mut buf)?;
-        match format::decode_record(&buf, info.offset) {
-            Ok((r, _)) if r.seq == info.seq => Ok(buf),
-            Ok(_) => Err(std::io::Error::other("record number changed on disk")),
-            Err(e) => Err(std::io::Error::other(e)),
-        }
+        other => other,
     }
 }

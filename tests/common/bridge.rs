@@ -61,6 +61,11 @@ impl Bridge {
         }
     }
 
+    /// The bridge's metrics.
+    pub fn telemetry(&self) -> &camqtt::telemetry::Telemetry {
+        &self.running.as_ref().expect("running").telemetry
+    }
+
     /// The bridge's spool and state directory (registry file, dead letters).
     pub fn state_dir(&self) -> &std::path::Path {
         self._spool.path()

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tracing::warn;
 
-use crate::stats::stats;
+use crate::telemetry::Telemetry;
 
 /// Most letters kept.
 pub const MAX_LETTERS: usize = 200;
@@ -49,6 +49,7 @@ pub struct Letter {
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     dir: Option<PathBuf>,
+    telemetry: Telemetry,
     seq: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
 }
@@ -56,9 +57,10 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Letters go to `<state_dir>/dead-letter`; `None` keeps none (they are still logged and
     /// reported on `bridge/unparsed`).
-    pub fn new(state_dir: Option<&Path>) -> DeadLetters {
+    pub fn new(state_dir: Option<&Path>, telemetry: Telemetry) -> DeadLetters {
         DeadLetters {
             dir: state_dir.map(|d| d.join("dead-letter")),
+            telemetry,
             seq: Arc::new(AtomicU64::new(0)),
             failing: Arc::new(AtomicBool::new(false)),
         }
@@ -74,11 +76,12 @@ impl DeadLetters {
         let Some(dir) = self.dir.clone() else { return };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let failing = self.failing.clone();
+        let telemetry = self.telemetry.clone();
         tokio::task::spawn_blocking(move || match write(&dir, n, &letter) {
             Ok(()) => failing.store(false, Ordering::Relaxed),
             Err(e) => {
                 if !failing.swap(true, Ordering::Relaxed) {
-                    stats().mqtt_errors.inc();
+                    telemetry.mqtt_errors.inc();
                     warn!(dir = %dir.display(), error = %e, "cannot keep a dead letter on disk");
                 }
             }

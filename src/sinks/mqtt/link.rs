@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::SinkError;
 use super::config::MqttSinkConfig;
 use super::stale;
-use crate::stats::stats;
+use crate::telemetry::Telemetry;
 
 /// MQTT protocol version of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -169,6 +169,8 @@ pub struct Listen {
     pub discovery_prefix: Option<String>,
     /// Report [`Conn::Unsupported`] when the broker refuses MQTT 5 (else keep retrying).
     pub fallback: bool,
+    /// The bridge's metrics (connects, connected, errors).
+    pub telemetry: Telemetry,
 }
 
 impl Link {
@@ -413,6 +415,7 @@ fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Opti
 /// Reconnect bookkeeping shared by both drivers: backoff, one log line per outage.
 struct Reconnect {
     broker: String,
+    telemetry: Telemetry,
     backoff: Duration,
     up: bool,
     in_outage: bool,
@@ -422,9 +425,10 @@ struct Reconnect {
 }
 
 impl Reconnect {
-    fn new(broker: String) -> Self {
+    fn new(broker: String, telemetry: Telemetry) -> Self {
         Reconnect {
             broker,
+            telemetry,
             backoff: MIN_BACKOFF,
             up: false,
             in_outage: false,
@@ -444,8 +448,8 @@ impl Reconnect {
         self.ever_up = true;
         self.backoff = MIN_BACKOFF;
         self.failed = 0;
-        stats().mqtt_connects.inc();
-        stats().mqtt_connected.set(1);
+        self.telemetry.mqtt_connects.inc();
+        self.telemetry.mqtt_connected.set(1);
         let limit = max_packet_size.map_or_else(|| "none".to_owned(), |n| n.to_string());
         if self.in_outage {
             info!(broker = %self.broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
@@ -458,7 +462,7 @@ impl Reconnect {
 
     /// The link failed; returns the `Down` report when it had been up.
     fn failed(&mut self, error: &str, broker_reason: Option<String>) -> Option<Conn> {
-        stats().mqtt_connected.set(0);
+        self.telemetry.mqtt_connected.set(0);
         let was_up = std::mem::replace(&mut self.up, false);
         if self.in_outage {
             self.failed += 1;
@@ -469,7 +473,7 @@ impl Reconnect {
             if !was_up {
                 self.failed += 1;
             }
-            stats().mqtt_errors.inc();
+            self.telemetry.mqtt_errors.inc();
             match &broker_reason {
                 Some(r) => {
                     warn!(broker = %self.broker, error = %error, broker_reason = %r, "MQTT broker closed the connection, reconnecting with backoff")
@@ -493,7 +497,7 @@ impl Reconnect {
 /// Poll the MQTT 5 event loop forever; report connection changes and interesting messages.
 async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
     use rumqttc5::{ConnectionError, Event, Packet};
-    let mut rc = Reconnect::new(broker);
+    let mut rc = Reconnect::new(broker, listen.telemetry.clone());
     let mut broker_reason: Option<String> = None;
     loop {
         let report = match el.poll().await {
@@ -521,7 +525,7 @@ async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
                 el.clean();
                 el.drain_pending_as_failed(rumqttc5::NoticeFailureReason::SessionReset);
                 if listen.fallback && !rc.ever_up && refuses_v5(&e) {
-                    stats().mqtt_connected.set(0);
+                    listen.telemetry.mqtt_connected.set(0);
                     info!(error = %e, "MQTT broker refused MQTT 5; trying MQTT 3.1.1");
                     let _ = listen.tx.send(Conn::Unsupported).await;
                     return;
@@ -581,7 +585,7 @@ fn is_closed_after_connect(e: &rumqttc5::ConnectionError) -> bool {
 /// Poll the MQTT 3.1.1 event loop forever; report connection changes and interesting messages.
 async fn drive_v4(mut el: rumqttc::EventLoop, listen: Listen, broker: String) {
     use rumqttc::{ConnectionError, Event, Packet};
-    let mut rc = Reconnect::new(broker);
+    let mut rc = Reconnect::new(broker, listen.telemetry.clone());
     loop {
         let report = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

@@ -25,10 +25,11 @@ pub mod stale;
 pub mod state;
 pub mod topics;
 
-mod acks;
 mod client;
 mod dead_letter;
 mod link;
+mod outbox;
+mod persister;
 mod tls;
 
 pub use link::{Protocol, ProtocolChoice};
@@ -38,11 +39,10 @@ pub use config::{
 };
 pub use topics::sanitize_segment;
 
-use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Routed;
-use crate::spool::Spool;
+use crate::spool::BufferReader;
+use crate::telemetry::Telemetry;
 
 /// Why the sink could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,32 +64,19 @@ pub fn check_tls(broker: &BrokerAddr) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Run the MQTT sink until `shutdown` is cancelled or the pipeline closes `rx`.
+/// Run the MQTT sink until `shutdown` is cancelled, reading routed messages from the buffer.
 ///
 /// Connects (and keeps reconnecting, with backoff) to the broker, publishes the bridge's
 /// `online` state, `bridge/info` and Home Assistant discovery, and turns every routed message
-/// into MQTT publishes. An unreachable broker is not an error: events keep being received
-/// (states are re-published on connect, momentary messages wait in a bounded queue). On
-/// shutdown it publishes `offline` to `<base>/bridge/state`, flushes for at most 3 s and
-/// disconnects. Errors only for an unusable configuration.
+/// into MQTT publishes, acknowledging each record to the buffer once the broker acknowledged
+/// all of its publishes. An unreachable broker is not an error: records wait in the buffer. On
+/// shutdown it delivers what it can within the flush time, publishes `offline` to
+/// `<base>/bridge/state` and disconnects. Errors only for an unusable configuration.
 pub async fn run(
     cfg: MqttSinkConfig,
-    rx: Receiver<Routed>,
+    reader: BufferReader,
+    telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    client::run(cfg, rx, None, shutdown).await
-}
-
-/// [`run`], reading routed messages from a disk spool: records are read in order while the
-/// broker is connected and released once every publish derived from them got its PUBACK;
-/// after a broken connection the unreleased ones are replayed. `rx` still carries messages
-/// the spool could not take (disk full). On shutdown it delivers what it can within the
-/// flush time; the rest stays in the spool for the next start.
-pub async fn run_spooled(
-    cfg: MqttSinkConfig,
-    rx: Receiver<Routed>,
-    spool: Spool,
-    shutdown: CancellationToken,
-) -> Result<(), SinkError> {
-    client::run(cfg, rx, Some(spool), shutdown).await
+    client::run(cfg, reader, telemetry, shutdown).await
 }

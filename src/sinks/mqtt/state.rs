@@ -564,13 +564,20 @@ pub struct SinkState {
     oversize_warned: BTreeSet<String>,
     /// How long a new entity's non-retained messages wait (`discovery_settle`).
     settle: Duration,
+    /// The bridge's metrics (`bridge/info` shows them).
+    telemetry: crate::telemetry::Telemetry,
     /// Home Assistant's MQTT presence.
     ha: HaPresence,
 }
 
 impl SinkState {
     /// A fresh state; `now`/`wall` are the start time (monotonic and wall clock).
-    pub fn new(cfg: &MqttSinkConfig, now: Instant, wall: SystemTime) -> SinkState {
+    pub fn new(
+        cfg: &MqttSinkConfig,
+        now: Instant,
+        wall: SystemTime,
+        telemetry: crate::telemetry::Telemetry,
+    ) -> SinkState {
         let topics = Topics::new(&cfg.base_topic);
         let discovery = cfg.homeassistant.clone().map(|ha| {
             Discovery::new(
@@ -606,6 +613,7 @@ impl SinkState {
                 .as_ref()
                 .map_or(DISCOVERY_SETTLE, |h| h.discovery_settle),
             ha: HaPresence::Unknown,
+            telemetry,
         }
     }
 
@@ -647,7 +655,7 @@ impl SinkState {
             if self.packet_limit.fits(topic.len(), img.data.len()) {
                 return Some(img);
             }
-            crate::stats::stats().images_oversize.inc();
+            self.telemetry.images_oversize.inc();
             let (max, from) = self
                 .packet_limit
                 .max()
@@ -826,11 +834,11 @@ impl SinkState {
             .or_insert_with(|| CategoryCaps::new(ev.category.clone()));
         if let Some(img) = ev.image(ImageRole::Overview).filter(|_| moves.images) {
             cc.overview = true;
-            cc.content_type = img.content_type;
+            cc.content_type = super::persist::static_mime(&img.content_type);
         }
         if let Some(img) = ev.image(ImageRole::Target).filter(|_| moves.images) {
             cc.target = true;
-            cc.content_type = img.content_type;
+            cc.content_type = super::persist::static_mime(&img.content_type);
         }
         if let Some(c) = ev.attrs.counters.as_ref().filter(|c| !c.is_empty()) {
             for (dir, list) in [
@@ -1430,7 +1438,7 @@ impl SinkState {
                 "max_packet_size_from": self.packet_limit.max().map(|(_, s)| s.describe()),
             },
             "devices": devices,
-            "counters": crate::stats::stats(),
+            "counters": self.telemetry.values(),
         });
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }

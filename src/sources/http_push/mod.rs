@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod guard;
+pub mod receiver;
 pub mod request;
 pub mod response;
 pub mod server;
@@ -31,6 +32,7 @@ pub mod tls;
 
 pub use guard::{BasicAuth, Cidr, Denied, Guard};
 
+pub use receiver::{DURABLE_WAIT, PushHandler, listen};
 pub use request::{Framed, Limits, Request, RequestFramer, TlsSniff, sniff_tls};
 pub use response::Response;
 pub use server::{Handler, HttpConfig, Reply, serve};

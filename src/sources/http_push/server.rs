@@ -64,7 +64,7 @@ use super::request::{Framed, Limits, Request, RequestFramer, TLS_HANDSHAKE_RECOR
 use super::response::Response;
 use super::throttle::{LogThrottle, Notice};
 use super::tls::ServerTls;
-use crate::stats::stats;
+use crate::telemetry::Telemetry;
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -153,6 +153,7 @@ pub trait Handler: Send + Sync + 'static {
 /// What the connection tasks of one listener share.
 struct Shared {
     cfg: HttpConfig,
+    telemetry: Telemetry,
     /// One warn line per peer per window for repeated protocol mix-ups.
     notices: Mutex<LogThrottle>,
 }
@@ -178,10 +179,12 @@ pub async fn serve(
     listener: TcpListener,
     cfg: HttpConfig,
     handler: Arc<dyn Handler>,
+    telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         cfg,
+        telemetry,
         notices: Mutex::new(LogThrottle::default()),
     });
     let cfg = &shared.cfg;
@@ -222,7 +225,7 @@ pub async fn serve(
                 }
             },
         };
-        stats().connections.inc();
+        shared.telemetry.connections.inc();
         debug!(%peer, "HTTP connection accepted.");
         let (shared, handler, shutdown) = (shared.clone(), handler.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -277,7 +280,7 @@ async fn accepted(
         if allowed {
             connection(stream, peer, shared, handler, shutdown).await;
         } else {
-            refuse_peer(stream, peer, true).await;
+            refuse_peer(stream, peer, true, &shared.telemetry).await;
         }
         return;
     };
@@ -310,7 +313,7 @@ async fn accepted(
     if !allowed {
         // A TLS client (or a silent one) cannot read a plain `403`: it is just closed.
         let plain = first.is_some_and(|b| b != TLS_HANDSHAKE_RECORD);
-        refuse_peer(stream, peer, plain).await;
+        refuse_peer(stream, peer, plain, &shared.telemetry).await;
         return;
     }
     match first {
@@ -320,7 +323,7 @@ async fn accepted(
         Some(TLS_HANDSHAKE_RECORD) => {
             match tokio::time::timeout(cfg.header_timeout, tls.acceptor().accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    stats().tls_connections.inc();
+                    shared.telemetry.tls_connections.inc();
                     debug!(%peer, "TLS handshake complete.");
                     connection(stream, peer, shared, handler, shutdown).await;
                 }
@@ -348,8 +351,8 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<Option<u8>> {
 
 /// A TLS handshake on a plain-HTTP connection: count, warn (throttled). The caller closes.
 fn tls_on_plain_port(shared: &Shared, peer: SocketAddr) {
-    stats().http_errors.inc();
-    stats().tls_on_plain_port.inc();
+    shared.telemetry.http_errors.inc();
+    shared.telemetry.tls_on_plain_port.inc();
     let ip = peer.ip().to_canonical();
     match shared.notice(Notice::TlsOnPlainPort, ip) {
         Some(suppressed) => warn!(
@@ -366,7 +369,7 @@ fn tls_on_plain_port(shared: &Shared, peer: SocketAddr) {
 
 /// A failed TLS handshake: count, warn (throttled). The caller closes.
 fn tls_handshake_failed(shared: &Shared, peer: SocketAddr, error: &dyn std::fmt::Display) {
-    stats().tls_handshake_errors.inc();
+    shared.telemetry.tls_handshake_errors.inc();
     let ip = peer.ip().to_canonical();
     match shared.notice(Notice::TlsHandshakeFailed, ip) {
         Some(suppressed) => warn!(
@@ -400,8 +403,8 @@ async fn refuse_plain_http(
     shared: &Shared,
     handler: &dyn Handler,
 ) {
-    stats().http_errors.inc();
-    stats().plain_http_on_tls_port.inc();
+    shared.telemetry.http_errors.inc();
+    shared.telemetry.plain_http_on_tls_port.inc();
     let ip = peer.ip().to_canonical();
     match shared.notice(Notice::PlainHttpOnTlsPort, ip) {
         Some(suppressed) => warn!(
@@ -482,7 +485,7 @@ async fn connection<S>(
                 pending_continue = false;
                 authed = false;
                 started = None;
-                stats().http_requests.inc();
+                shared.telemetry.http_requests.inc();
                 let close = !req.keep_alive || shutdown.is_cancelled();
                 let head_only = req.method.eq_ignore_ascii_case("HEAD");
                 let reply = handler.handle(req).await.encode(close, head_only);
@@ -575,7 +578,7 @@ async fn connection<S>(
         }
         End::Io(error) => debug!(%peer, %error, "HTTP connection I/O error."),
         End::Denied(denied) => {
-            stats().auth_failures.inc();
+            shared.telemetry.auth_failures.inc();
             warn!(%peer, reason = denied.reason(), status = denied.status(), "HTTP request refused: not authenticated.");
             if let Err(error) = write_all(
                 &mut stream,
@@ -602,7 +605,7 @@ async fn connection<S>(
         }
         End::Error(error) if cfg.guard.auth.is_some() && !authed => {
             // Nothing of this request was authenticated: the handler does not see it.
-            stats().http_errors.inc();
+            shared.telemetry.http_errors.inc();
             debug!(%peer, %error, "HTTP request failed before authentication.");
             if error == HttpError::Incomplete {
                 return;
@@ -617,7 +620,7 @@ async fn connection<S>(
             }
         }
         End::Error(error) => {
-            stats().http_errors.inc();
+            shared.telemetry.http_errors.inc();
             if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
                 warn!(%peer, %error, "HTTP request refused, closing connection.");
             } else {
@@ -667,8 +670,8 @@ const REFUSE_LINGER_BYTES: usize = 64 * 1024;
 
 /// A peer outside the allow-list: fixed `403` (`reply`; otherwise just closed), nothing it
 /// sends is framed or parsed.
-async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr, reply: bool) {
-    stats().forbidden.inc();
+async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr, reply: bool, telemetry: &Telemetry) {
+    telemetry.forbidden.inc();
     if !reply {
         warn!(%peer, reason = Denied::NotAllowed.reason(), "HTTP connection refused: peer not in allow-list (closed without a reply).");
         return;

@@ -23,6 +23,7 @@ fn state_with(cfg: &MqttSinkConfig) -> (SinkState, Instant) {
             cfg,
             t0,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            crate::telemetry::Telemetry::new(),
         ),
         t0,
     )
@@ -819,7 +820,7 @@ fn unparsed_goes_to_bridge_topic() {
     let (mut st, t0) = state_with(&c);
     let u = Unparsed {
         peer: "10.0.0.9".into(),
-        source: "viewtron",
+        source: "viewtron".into(),
         reason: "parse-error".into(),
         detail: "bad xml".into(),
         path: Some("/x".into()),

@@ -149,7 +149,7 @@ impl Collector {
                 let image = Image {
                     role,
                     data: bytes,
-                    content_type: JPEG,
+                    content_type: JPEG.into(),
                     width: dimension(container, "width"),
                     height: dimension(container, "height"),
                     target_id,

@@ -336,7 +336,7 @@ impl Common {
             time_source: self.time.source,
             time_raw: self.time.raw.clone(),
             received: self.received,
-            source: SOURCE,
+            source: SOURCE.into(),
             raw_type: raw_type.to_owned(),
             envelope: Some(self.envelope.to_owned()),
             config_version: self.version.clone(),

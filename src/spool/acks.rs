@@ -1,14 +1,14 @@
-//! Which spool records are fully delivered (sans-IO).
+//! Which buffer records are fully delivered (sans-IO).
 //!
-//! The sink reads spool records in order, turns each into publishes and tags every publish
-//! with its record number. A record is done when all of its publishes got their PUBACK; the
-//! spool may release up to the highest record before which everything is done (a
+//! A sink reads records in order, turns each into deliveries (MQTT publishes) and tags each
+//! with its record number. A record is done when all of its deliveries were acknowledged; the
+//! buffer may release up to the highest record before which everything is done (a
 //! contiguous prefix, so the release position never skips an undelivered record).
 //!
-//! The state machine may hold a device's non-retained publishes for the discovery settle
-//! window and emit them later from a timer. A record processed while anything is held is
-//! marked `held` and cannot be released until the held publishes have come out (they are
-//! tagged with the newest held record) and been acknowledged.
+//! A sink may keep work of a record for later (the MQTT sink holds a new entity's messages
+//! for the discovery settle window and emits them from a timer). A record processed while
+//! anything is held is marked `held` and cannot be released until the held work has come out
+//! (charged to the newest held record) and been acknowledged.
 //!
 //! A broken connection resets the tracker: a new generation starts, late completions of the
 //! old one are ignored, and the sink replays every unreleased record.
@@ -121,6 +121,11 @@ impl Acks {
     /// Records read and not yet done.
     pub fn len(&self) -> usize {
         self.open.len()
+    }
+
+    /// True when no record is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
     }
 }
 

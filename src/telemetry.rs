@@ -1,0 +1,316 @@
+//! The bridge's counters, gauges and histograms, through the `metrics` crate.
+//!
+//! Every bridge instance ([`crate::start`]) has its own [`Telemetry`]: a
+//! `metrics-exporter-prometheus` recorder that is *not* installed as the process-wide
+//! recorder, so two bridges in one process (tests) never share a count. Components get a
+//! clone in their context and bump typed fields (`telemetry.events.inc()`); each field is a
+//! `metrics` handle registered as `camqtt_<name>_total` (counters) or `camqtt_<name>`
+//! (gauges) with its doc line as the Prometheus help text, and keeps its current value for
+//! `bridge/info` and `/healthz` (`Telemetry::values`). Prometheus text comes from
+//! [`Telemetry::render_prometheus`].
+//!
+//! Each "something happened" bumps exactly one counter, from the place that also logs it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+const TARGET: &str = "camqtt";
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(TARGET, metrics::Level::INFO, Some(module_path!()))
+}
+
+/// A monotonically increasing count (`camqtt_<name>_total`).
+#[derive(Debug)]
+pub struct Counter {
+    value: AtomicU64,
+    metric: metrics::Counter,
+}
+
+impl Counter {
+    fn register(r: &PrometheusRecorder, name: &'static str, help: &'static str) -> Counter {
+        let name = format!("camqtt_{name}_total");
+        r.describe_counter(
+            KeyName::from(name.clone()),
+            None,
+            SharedString::from(help.trim()),
+        );
+        Counter {
+            value: AtomicU64::new(0),
+            metric: r.register_counter(&Key::from_name(name), &metadata()),
+        }
+    }
+    /// Add one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.metric.increment(n);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (`camqtt_<name>`): queue depth, bytes on disk, 0/1 flags.
+#[derive(Debug)]
+pub struct Gauge {
+    value: AtomicU64,
+    metric: metrics::Gauge,
+}
+
+impl Gauge {
+    fn register(r: &PrometheusRecorder, name: &'static str, help: &'static str) -> Gauge {
+        let name = format!("camqtt_{name}");
+        r.describe_gauge(
+            KeyName::from(name.clone()),
+            None,
+            SharedString::from(help.trim()),
+        );
+        Gauge {
+            value: AtomicU64::new(0),
+            metric: r.register_gauge(&Key::from_name(name), &metadata()),
+        }
+    }
+    /// Set the current value.
+    pub fn set(&self, v: u64) {
+        self.value.store(v, Ordering::Relaxed);
+        self.metric.set(v as f64);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A distribution of durations in seconds (`camqtt_<name>_seconds`, a Prometheus summary).
+#[derive(Debug)]
+pub struct Histogram(metrics::Histogram);
+
+impl Histogram {
+    fn register(r: &PrometheusRecorder, name: &'static str, help: &'static str) -> Histogram {
+        let name = format!("camqtt_{name}_seconds");
+        r.describe_histogram(
+            KeyName::from(name.clone()),
+            Some(Unit::Seconds),
+            SharedString::from(help.trim()),
+        );
+        Histogram(r.register_histogram(&Key::from_name(name), &metadata()))
+    }
+    /// Record one duration.
+    pub fn record(&self, d: std::time::Duration) {
+        self.0.record(d.as_secs_f64());
+    }
+}
+
+/// Declares the typed metric fields once: the struct, its registration with the names and
+/// help texts, and its `bridge/info` serialisation (counters and gauges by name).
+macro_rules! metrics_set {
+    (
+        counters { $( $(#[doc = $cdoc:expr])* $counter:ident, )* }
+        gauges { $( $(#[doc = $gdoc:expr])* $gauge:ident, )* }
+        histograms { $( $(#[doc = $hdoc:expr])* $hist:ident, )* }
+    ) => {
+        /// Every metric of one bridge instance.
+        #[derive(Debug)]
+        pub struct Stats {
+            $( $(#[doc = $cdoc])* pub $counter: Counter, )*
+            $( $(#[doc = $gdoc])* pub $gauge: Gauge, )*
+            $( $(#[doc = $hdoc])* pub $hist: Histogram, )*
+        }
+
+        impl Stats {
+            fn register(r: &PrometheusRecorder) -> Stats {
+                Stats {
+                    $( $counter: Counter::register(r, stringify!($counter), concat!($($cdoc),*)), )*
+                    $( $gauge: Gauge::register(r, stringify!($gauge), concat!($($gdoc),*)), )*
+                    $( $hist: Histogram::register(r, stringify!($hist), concat!($($hdoc),*)), )*
+                }
+            }
+        }
+
+        impl Serialize for Stats {
+            /// Counters and gauges by name (histograms only go to Prometheus).
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                $( m.serialize_entry(stringify!($counter), &self.$counter.get())?; )*
+                $( m.serialize_entry(stringify!($gauge), &self.$gauge.get())?; )*
+                m.end()
+            }
+        }
+    };
+}
+
+metrics_set! {
+    counters {
+        /// HTTP requests received (any path, any method).
+        http_requests,
+        /// HTTP requests refused or cut off (size limits, timeouts, bad framing).
+        http_errors,
+        /// Connections accepted.
+        connections,
+        /// Requests refused with 401: missing, malformed or wrong HTTP Basic credentials.
+        auth_failures,
+        /// Connections refused with 403: peer not on a listener's allow-list.
+        forbidden,
+        /// TLS handshakes the receiver completed (HTTPS connections).
+        tls_connections,
+        /// TLS handshakes that failed: garbage after `0x16`, no common protocol version or cipher
+        /// suite, the client rejected the receiver's certificate, or a timeout.
+        tls_handshake_errors,
+        /// TLS handshakes (an HTTPS client, e.g. a camera set to `https`) on a plain-HTTP receiver;
+        /// closed without a reply.
+        tls_on_plain_port,
+        /// Plain-HTTP connections refused by an HTTPS-only receiver (`plain_http = false`).
+        plain_http_on_tls_port,
+        /// Heartbeats received.
+        heartbeats,
+        /// Events produced by sources.
+        events,
+        /// Inputs that did not become events.
+        unparsed,
+        /// Images decoded.
+        images,
+        /// Events kept with a problem: an image that could not be decoded (bad base64, placeholder,
+        /// not JPEG), an implausible camera time, a list cut to its cap.
+        image_errors,
+        /// Messages dropped because a queue was full: the MQTT outbox while the broker was away for
+        /// longer than it holds (spool off), or a source whose pipeline had stopped.
+        dropped,
+        /// Times the pipeline waited for the MQTT side to catch up (broker connected but slower
+        /// than the cameras): camera replies were held instead of events dropped.
+        backpressure_waits,
+        /// Events filtered out by configuration (category disabled).
+        filtered,
+        /// Traject posts folded into a rate-limited summary.
+        traject_suppressed,
+        /// MQTT messages published (acknowledged where QoS 1).
+        mqtt_published,
+        /// MQTT publish failures.
+        mqtt_errors,
+        /// MQTT (re)connections.
+        mqtt_connects,
+        /// Images not published because they exceed the broker's packet limit (`[mqtt]
+        /// max_packet_size`, the broker's MQTT 5 CONNACK, or learned).
+        images_oversize,
+        /// Other messages (event JSON, states) not published because they exceed that limit.
+        messages_oversize,
+        /// Publishes the broker refused (MQTT 5 PUBACK reason code 0x80 or above).
+        mqtt_refused,
+        /// Publishes set aside (refused, or closed the connection twice in a row): reported on
+        /// `bridge/unparsed` and kept in the dead-letter folder.
+        mqtt_set_aside,
+        /// Records appended to the disk spool.
+        spool_appended,
+        /// Spool records the size or age bound pushed out before they were delivered.
+        spool_dropped,
+        /// Spool records delivered again after some of their publishes had been acknowledged
+        /// (at-least-once: after a broker outage the unacknowledged tail is replayed).
+        spool_duplicates,
+        /// Spool records found unacknowledged at start (replayed; some may be duplicates).
+        spool_replayed,
+        /// Images left out of replayed events because they were older than `image_max_age`.
+        spool_images_dropped,
+        /// Damaged spool records or tails skipped (torn writes, bad checksums).
+        spool_corrupt,
+        /// Messages that could not be written to the spool (disk full, I/O error); they went on in
+        /// memory only.
+        spool_errors,
+    }
+    gauges {
+        /// Records in the spool not yet acknowledged by the broker.
+        spool_depth,
+        /// Bytes of spool segment files on disk.
+        spool_bytes,
+        /// 1 while the MQTT connection is up.
+        mqtt_connected,
+    }
+    histograms {
+        /// Time from a camera request's last byte to its reply (held while the broker is slow).
+        reply,
+        /// Time from handing a QoS 1 publish to the client to its PUBACK.
+        publish,
+    }
+}
+
+struct Inner {
+    stats: Stats,
+    handle: PrometheusHandle,
+}
+
+/// One bridge's metrics; cheap to clone (shared).
+#[derive(Clone)]
+pub struct Telemetry(Arc<Inner>);
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl Telemetry {
+    /// A fresh set of metrics, all zero.
+    pub fn new() -> Telemetry {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let stats = Stats::register(&recorder);
+        Telemetry(Arc::new(Inner { stats, handle }))
+    }
+
+    /// Counters and gauges by name, as `bridge/info` shows them.
+    pub fn values(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0.stats).unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_prometheus(&self) -> String {
+        self.0.handle.render()
+    }
+}
+
+impl std::ops::Deref for Telemetry {
+    type Target = Stats;
+    fn deref(&self) -> &Stats {
+        &self.0.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_do_not_share_counts_and_render_for_prometheus() {
+        let a = Telemetry::new();
+        let b = Telemetry::new();
+        a.events.add(3);
+        a.spool_depth.set(7);
+        a.reply.record(std::time::Duration::from_millis(2));
+        assert_eq!((a.events.get(), b.events.get()), (3, 0));
+        assert_eq!(a.values()["events"], 3);
+        assert_eq!(a.values()["spool_depth"], 7);
+        let text = a.render_prometheus();
+        assert!(text.contains("camqtt_events_total 3"), "{text}");
+        assert!(text.contains("camqtt_spool_depth 7"), "{text}");
+        assert!(
+            text.contains("# HELP camqtt_events_total Events produced by sources."),
+            "{text}"
+        );
+        assert!(text.contains("camqtt_reply_seconds"), "{text}");
+        assert!(!b.render_prometheus().contains("camqtt_events_total 3"));
+    }
+}
