@@ -470,8 +470,7 @@ async fn broker_restart_reconnects_republishes_and_delivers_queued_events() {
     .await
     .expect("bridge discovery");
     // The retained plate is re-published on connect, then the buffered event moves it on.
-    let plate = col
-        .wait_payload(&topic("lpr/plate"), "DURING", T)
+    col.wait_payload(&topic("lpr/plate"), "DURING", T)
         .await
         .expect("plate after restart");
     assert_eq!(
