@@ -10,8 +10,9 @@
 //!   `401 Unauthorized` with `WWW-Authenticate: Basic realm="camqtt"` and the connection is
 //!   closed. The body is discarded unread; the handler is never called.
 //!
-//! Credentials are compared in constant time (SHA-256 of both sides, then a fold over all 32
-//! bytes), so neither the content nor the length of the configured secret leaks through timing.
+//! Credentials are compared in constant time (SHA-256 of both sides, then `subtle`'s
+//! `ConstantTimeEq` over all 32 bytes), so neither the content nor the length of the configured
+//! secret leaks through timing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -19,6 +20,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use super::response::Response;
 
@@ -172,13 +174,9 @@ impl BasicAuth {
 
     /// `true` when `user`/`password` are exactly these credentials, in constant time.
     pub fn matches(&self, user: &[u8], password: &[u8]) -> bool {
+        // Both sides are hashed first, so the comparison always covers 32 bytes.
         let got = credential_digest(user, password);
-        // Fold over every byte: no early exit.
-        let diff = got
-            .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0
+        got.ct_eq(&self.digest).into()
     }
 }
 
