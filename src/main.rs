@@ -354,14 +354,18 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `mqtt://user:secret@host` → `mqtt://user:***@host`.
+/// `mqtt://user:secret@host` → `mqtt://user:***@host` (any URL with user info; the `url`
+/// crate's `set_password`). A URL that does not parse is not shown at all.
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if (!u.username().is_empty() || u.password().is_some())
+                && u.set_password(Some("***")).is_err()
+            {
+                return "(URL hidden)".into();
+            }
+            u.into()
         }
-        _ => url.to_string(),
+        Err(_) => "(unparseable URL, hidden)".into(),
     }
 }
