@@ -5,6 +5,7 @@
 //! - [`event`]: the normalised model; depends on nothing else in the crate.
 //! - [`sources`]: one folder per input (pure parser + thin I/O shell).
 //! - [`http`]: the HTTP/1.1 receiver the push sources share.
+//! - [`http_client`]: the one outbound HTTP client (reqwest, rustls with ring).
 //! - [`pipeline`]: device registry, availability, filters, fan-out to sinks.
 //! - [`sinks`]: MQTT with Home Assistant discovery.
 //! - [`config`]: the whole configuration (TOML file, environment, command line).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;
