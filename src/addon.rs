@@ -2,8 +2,8 @@
 //! and the broker asked from the Supervisor's services API when the user left it empty.
 //!
 //! Pure parts (no I/O): [`parse_options`], [`AddonOptions::apply`], [`parse_mqtt_service`],
-//! [`parse_response`], [`options_path`]. Thin async shell: [`http_get`],
-//! [`fetch_mqtt_service`], [`load`].
+//! [`options_path`]. Thin async shell over [`crate::http_client`]:
+//! [`fetch_mqtt_service_once`], [`fetch_mqtt_service`], [`load`].
 //!
 //! Precedence: explicit add-on option > the Supervisor's MQTT service > the base
 //! configuration (a TOML file, if any) > defaults.
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::{
     BasicAuthSection, Config, ConfigError, DeviceSection, Problem, ReceiverTlsSection, Secret,
 };
-use crate::sources::http_push::client::http_get;
+use crate::http_client::{self, FetchError};
 
 /// Where the Supervisor writes the validated options.
 pub const DEFAULT_OPTIONS_PATH: &str = "/data/options.json";
@@ -568,19 +568,26 @@ impl SupervisorSettings {
 /// `GET <supervisor>/services/mqtt` once, with `Authorization: Bearer <token>`.
 pub async fn fetch_mqtt_service_once(s: &SupervisorSettings) -> Result<MqttService, ServiceError> {
     let token = s.token.as_deref().ok_or(ServiceError::NoToken)?;
-    let auth = format!("Bearer {token}");
-    let resp = http_get(
-        &s.url,
-        "/services/mqtt",
-        &[("Authorization", &auth)],
-        s.timeout,
-    )
-    .await
-    .map_err(|message| ServiceError::Unreachable {
+    let url = format!("{}/services/mqtt", s.url.trim().trim_end_matches('/'));
+    let answer = async {
+        let resp = http_client::client()?
+            .get(url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(s.timeout)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok::<_, FetchError>((
+            status,
+            http_client::read_body(resp, http_client::MAX_JSON_BODY).await?,
+        ))
+    };
+    let (status, body) = answer.await.map_err(|e| ServiceError::Unreachable {
         url: s.url.clone(),
-        message,
+        message: e.to_string(),
     })?;
-    parse_mqtt_service(resp.status, &resp.body)
+    parse_mqtt_service(status, &body)
 }
 
 /// Ask the Supervisor for the MQTT service, retrying while it is unreachable; logs one line

@@ -9,6 +9,7 @@
 //! - [`sources`]: one folder per input (pure parser + thin I/O shell); [`sources::http_push`]
 //!   is the camera receiver the HTTP-push sources share.
 //! - [`pipeline`]: device registry, availability, filters.
+//! - [`http_client`]: the one outbound HTTP client (reqwest, rustls with ring).
 //! - [`spool`]: the buffer stage in front of the sinks (disk spool or memory).
 //! - [`sinks`]: MQTT with Home Assistant discovery.
 //! - [`telemetry`]: counters, gauges and histograms of one bridge instance.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod event;
 pub mod health;
+pub mod http_client;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;

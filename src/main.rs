@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use camqtt::config::{self, Config, ConfigError, Overrides};
+use camqtt::http_client;
 use camqtt::sinks::mqtt::payload::rfc3339;
 use camqtt::sources::viewtron::parse::{Post, PostMeta, parse_post};
 
@@ -283,26 +284,32 @@ fn healthcheck(
         let port = listen.map_or(5002, |a| a.port());
         format!("http://127.0.0.1:{port}")
     });
+    let target = format!("{}/healthz", base.trim().trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(camqtt::sources::http_push::client::http_get(
-        &base,
-        "/healthz",
-        &[],
-        std::time::Duration::from_secs(timeout),
-    ));
+    let answer = runtime.block_on(async {
+        let resp = http_client::client()?
+            .get(&target)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(Duration::from_secs(timeout))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = http_client::read_body(resp, http_client::MAX_JSON_BODY).await?;
+        Ok::<_, http_client::FetchError>((status, body))
+    });
     match answer {
-        Ok(r) => {
-            println!("{}", String::from_utf8_lossy(&r.body));
-            Ok(if r.status == 200 {
+        Ok((status, body)) => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Ok(if status == reqwest::StatusCode::OK {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
         Err(e) => {
-            eprintln!("camqtt: healthcheck {base}/healthz: {e}");
+            eprintln!("camqtt: healthcheck {target}: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -354,14 +361,18 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `mqtt://user:secret@host` → `mqtt://user:***@host`.
+/// `mqtt://user:secret@host` → `mqtt://user:***@host` (any URL with user info; the `url`
+/// crate's `set_password`). A URL that does not parse is not shown at all.
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if (!u.username().is_empty() || u.password().is_some())
+                && u.set_password(Some("***")).is_err()
+            {
+                return "(URL hidden)".into();
+            }
+            u.into()
         }
-        _ => url.to_string(),
+        Err(_) => "(unparseable URL, hidden)".into(),
     }
 }

@@ -117,6 +117,10 @@ async fn passwords_never_reach_logs_check_config_or_mqtt() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("OK"), "{text}");
+    assert!(
+        text.contains(&format!("mqtt://bridge:***@127.0.0.1:{}", broker.auth_port)),
+        "the broker URL is shown with its password masked: {text}"
+    );
     assert_clean("check-config output", &text);
 
     // And a broken configuration's problem list does not echo them either.

@@ -8,6 +8,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
+use url::{Host, Url};
+
 /// Everything the MQTT sink needs.
 #[derive(Debug, Clone)]
 pub struct MqttSinkConfig {
@@ -268,16 +271,34 @@ impl BrokerAddr {
     }
 
     /// Parse `mqtt://[user[:pass]@]host[:port]` (default port 1883) or `mqtts://…` (TLS,
-    /// default port 8883). User and password are percent-decoded; IPv6 hosts are written
-    /// in brackets (`mqtt://[::1]:1883`). A trailing `/` is accepted; paths, queries and
-    /// fragments are not. Error messages never contain the password.
+    /// default port 8883); `tcp://` and `ssl://` / `tls://` are accepted as aliases. Parsing is
+    /// the `url` crate's (RFC 3986 syntax, WHATWG rules); `mqtt` is not one of its special
+    /// schemes, so the default ports are ours. User and password are percent-decoded (RFC 3986
+    /// §2.1; a malformed `%` escape is an error, and an empty password is no password); the
+    /// last `@` separates them from the host, so a password may contain a raw `@`. IPv6 hosts
+    /// are written in brackets (`mqtt://[::1]:1883`). A trailing `/` is accepted; paths,
+    /// queries and fragments are not. Error messages never contain the password.
     pub fn from_url(url: &str) -> Result<BrokerAddr, ConfigError> {
         let bad = |m: &str| ConfigError::BadUrl(m.to_owned());
         let url = url.trim();
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected mqtt://host[:port] or mqtts://host[:port]"))?;
-        let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        // The URL parser silently drops tabs and line breaks, which would change a password.
+        if url.contains(['\t', '\n', '\r']) {
+            return Err(bad("contains a tab or line break"));
+        }
+        let parsed = Url::parse(url).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase => {
+                bad("expected mqtt://host[:port] or mqtts://host[:port]")
+            }
+            url::ParseError::EmptyHost => {
+                bad("missing host (IPv6 hosts must be written in brackets: mqtt://[::1]:1883)")
+            }
+            // The parser's messages are fixed texts: they never echo the input.
+            e => ConfigError::BadUrl(e.to_string()),
+        })?;
+        if !parsed.has_authority() {
+            return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
+        }
+        let (tls, default_port) = match parsed.scheme() {
             "mqtt" | "tcp" => (false, 1883),
             "mqtts" | "ssl" | "tls" => (true, 8883),
             other => {
@@ -286,62 +307,18 @@ impl BrokerAddr {
                 )));
             }
         };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#']) {
+        if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
             return Err(bad("a broker URL has no path, query or fragment"));
         }
-        // The last '@' separates user info: passwords may contain a raw '@'.
-        let (userinfo, hostport) = match rest.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, rest),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(u) => {
-                let (user, pass) = match u.split_once(':') {
-                    Some((user, pass)) => (user, Some(pass)),
-                    None => (u, None),
-                };
-                let user =
-                    percent_decode(user).ok_or_else(|| bad("bad percent-encoding in user name"))?;
-                let pass = match pass {
-                    Some(p) => Some(
-                        percent_decode(p).ok_or_else(|| bad("bad percent-encoding in password"))?,
-                    ),
-                    None => None,
-                };
-                if user.is_empty() && pass.is_none() {
-                    (None, None)
-                } else {
-                    (Some(user), pass)
-                }
-            }
-        };
-        let (host, port) = if let Some(after) = hostport.strip_prefix('[') {
-            let (h, tail) = after
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
-            if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(ConfigError::BadUrl(format!("{h:?} is not an IPv6 address")));
-            }
-            let port = match tail {
-                "" => None,
-                t => Some(
-                    t.strip_prefix(':')
-                        .ok_or_else(|| bad("unexpected text after ]"))?,
-                ),
-            };
-            (h.to_owned(), port)
-        } else {
-            if hostport.matches(':').count() > 1 {
-                return Err(bad(
-                    "IPv6 hosts must be written in brackets: mqtt://[::1]:1883",
-                ));
-            }
-            match hostport.split_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (hostport.to_owned(), None),
-            }
+        let host = match parsed.host() {
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            // An opaque host (any host of a non-special scheme) comes back percent-encoded.
+            Some(Host::Domain(d)) => percent_decode_str(d).decode_utf8_lossy().into_owned(),
+            None => String::new(),
         };
         if host.is_empty() {
             return Err(bad("missing host"));
@@ -349,12 +326,21 @@ impl BrokerAddr {
         if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("host contains whitespace or control characters"));
         }
-        let port = match port {
+        let port = match parsed.port() {
             None => default_port,
-            Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(ConfigError::BadUrl(format!("bad port {p:?}"))),
-                Ok(p) => p,
-            },
+            Some(0) => return Err(bad("bad port \"0\"")),
+            Some(p) => p,
+        };
+        let user =
+            userinfo(parsed.username()).ok_or_else(|| bad("bad percent-encoding in user name"))?;
+        let password = match parsed.password() {
+            Some(p) => Some(userinfo(p).ok_or_else(|| bad("bad percent-encoding in password"))?),
+            None => None,
+        };
+        let (username, password) = if user.is_empty() && password.is_none() {
+            (None, None)
+        } else {
+            (Some(user), password)
         };
         Ok(BrokerAddr {
             host,
@@ -367,23 +353,21 @@ impl BrokerAddr {
     }
 }
 
-/// Decode `%XX` escapes; `None` on a malformed escape or invalid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+/// Percent-decode a user name or password as the `url` crate returns it; `None` when a `%` is
+/// not followed by two hex digits (which `url` passes through unchanged) or the result is not
+/// UTF-8.
+fn userinfo(encoded: &str) -> Option<String> {
+    let well_formed = encoded
+        .split('%')
+        .skip(1)
+        .all(|t| t.len() >= 2 && t.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit));
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 impl fmt::Display for BrokerAddr {
@@ -443,6 +427,20 @@ mod tests {
         let b = BrokerAddr::from_url("mqtt://onlyuser@host").unwrap();
         assert_eq!(b.username.as_deref(), Some("onlyuser"));
         assert_eq!(b.password, None);
+        // An empty password is no password (the URL standard serialises both alike).
+        let b = BrokerAddr::from_url("mqtt://onlyuser:@host").unwrap();
+        assert_eq!(b.password, None);
+        let b = BrokerAddr::from_url("mqtt://:pw@host").unwrap();
+        assert_eq!(
+            (b.username.as_deref(), b.password.as_deref()),
+            (Some(""), Some("pw"))
+        );
+        let b = BrokerAddr::from_url("MQTTS://%C3%BCser:p%C3%A4ss@Broker.lan").unwrap();
+        assert_eq!(b.username.as_deref(), Some("üser"));
+        assert_eq!(b.password.as_deref(), Some("päss"));
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("Broker.lan", 8883, true));
+        let b = BrokerAddr::from_url("tcp://[2001:db8::1]/").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("2001:db8::1", 1883));
     }
 
     #[test]
@@ -467,6 +465,11 @@ mod tests {
             "mqtt://host:abc",
             "mqtt://host/path",
             "mqtt://u:%zz@host",
+            "mqtt://host?x=1",
+            "mqtt://host#f",
+            "mqtt://a b",
+            "mqtt://ho\tst",
+            "mqtts://u:p@",
         ] {
             assert!(BrokerAddr::from_url(bad).is_err(), "{bad} should fail");
         }
@@ -479,8 +482,24 @@ mod tests {
         let dbg = format!("{b:?}");
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
         assert!(dbg.contains("***"));
-        let err = BrokerAddr::from_url("mqtt://user:s3cr3t%zz@host").unwrap_err();
-        assert!(!err.to_string().contains("s3cr3t"));
+        for bad in [
+            "mqtt://user:s3cr3t%zz@host",
+            "mqtt://user:s3cr3t@host:0",
+            "mqtt://user:s3cr3t@host:99999",
+            "mqtt://user:s3cr3t@host/path",
+            "mqtt://user:s3/cr3t@host",
+            "mqtt://user:s3cr3t@[::1",
+            "mqtt://user:s3\tcr3t@host",
+            "mqtt://user:s3cr3t@",
+            "user:s3cr3t@host",
+            "http://user:s3cr3t@host",
+        ] {
+            let err = BrokerAddr::from_url(bad).unwrap_err().to_string();
+            assert!(
+                !err.contains("s3cr3t") && !err.contains("cr3t"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

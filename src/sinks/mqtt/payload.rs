@@ -1,6 +1,6 @@
 //! Payloads (pure): event JSON, timestamps, `bridge/unparsed`, `image_json`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -29,30 +29,18 @@ pub fn event_type(category: &Category) -> &'static str {
     }
 }
 
-/// RFC 3339 UTC with microseconds and `Z` (`2026-10-07T21:24:47.427999Z`). Times outside
-/// the years 1970–9999 are clamped.
+/// RFC 3339 UTC with microseconds and `Z` (`2026-10-07T21:24:47.427999Z`; a whole second is
+/// `…:47.000000Z`, sub-microsecond digits are cut). Formatted by `humantime`, which handles the
+/// years 1970–9999 only, so earlier times print as the epoch and later ones as
+/// `9999-12-31T23:59:59.999999Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    const MAX_SECS: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let (secs, micros) = if d.as_secs() > MAX_SECS {
-        (MAX_SECS, 999_999)
-    } else {
-        (d.as_secs(), d.subsec_micros())
-    };
-    // Civil-from-days (Howard Hinnant), no panics, no allocation beyond the string.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{micros:06}Z")
+    // 9999-12-31T23:59:59.999999Z: the last instant a four-digit RFC 3339 year holds.
+    const MAX: Duration = Duration::new(253_402_300_799, 999_999_000);
+    let since_epoch = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(MAX);
+    humantime::format_rfc3339_micros(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
 #[derive(Serialize)]
@@ -364,6 +352,13 @@ pub(crate) mod tests {
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999999Z");
+        let last = SystemTime::UNIX_EPOCH + Duration::from_micros(253_402_300_799_000_001);
+        assert_eq!(rfc3339(last), "9999-12-31T23:59:59.000001Z");
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000000Z");
+        // Nanoseconds are cut, not rounded.
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_791_408_287, 427_999_999);
+        assert_eq!(rfc3339(t), "2026-10-07T21:24:47.427999Z");
     }
 
     #[test]

@@ -10,15 +10,18 @@
 //!   `401 Unauthorized` with `WWW-Authenticate: Basic realm="camqtt"` and the connection is
 //!   closed. The body is discarded unread; the handler is never called.
 //!
-//! Credentials are compared in constant time (SHA-256 of both sides, then a fold over all 32
-//! bytes), so neither the content nor the length of the configured secret leaks through timing.
+//! Credentials are compared in constant time (SHA-256 of both sides, then `subtle`'s
+//! `ConstantTimeEq` over all 32 bytes), so neither the content nor the length of the configured
+//! secret leaks through timing.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
 use base64::Engine as _;
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use super::response::Response;
 
@@ -26,11 +29,9 @@ use super::response::Response;
 pub const REALM: &str = "camqtt";
 
 /// An address block: `192.168.1.0/24`, `10.0.0.5` (= `/32`), `fd00::/8`, `::1` (= `/128`).
+/// An [`IpNet`] with its host bits cleared, plus the IPv4-mapped matching of [`Cidr::contains`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Why a [`Cidr`] could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,42 +53,26 @@ impl Cidr {
     /// A block from an address and a prefix length; host bits are cleared. `None` when the
     /// prefix is longer than the address.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
-        let max = max_prefix(addr);
-        if prefix > max {
-            return None;
-        }
-        let addr = match addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask128(prefix))),
-        };
-        Some(Cidr { addr, prefix })
+        IpNet::new(addr, prefix).ok().map(|n| Cidr(n.trunc()))
     }
 
     /// The network address (host bits cleared).
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.network()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
-    /// `true` when `ip` is inside the block. IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`)
-    /// match IPv4 blocks, and IPv4 addresses match IPv6 blocks through their mapped form.
+    /// `true` when `ip` is inside the block. IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`,
+    /// what a dual-stack listener reports for an IPv4 peer) match IPv4 blocks, and IPv4
+    /// addresses match IPv6 blocks through their mapped form.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & mask32(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & mask128(self.prefix) == u128::from(net)
-            }
-            (IpAddr::V4(_), IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
-                Some(v4) => self.contains(IpAddr::V4(v4)),
-                None => false,
-            },
-            (IpAddr::V6(_), IpAddr::V4(ip)) => self.contains(IpAddr::V6(ip.to_ipv6_mapped())),
+        match (self.0, ip.to_canonical()) {
+            (IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
+            (net, ip) => net.contains(&ip),
         }
     }
 }
@@ -95,58 +80,44 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = CidrError;
 
+    /// `addr[/prefix]`; the address may be in brackets (`[::1]`), surrounding whitespace is
+    /// ignored, and the prefix is decimal digits only.
     fn from_str(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr_str = addr
+        let addr = addr
             .strip_prefix('[')
             .and_then(|a| a.strip_suffix(']'))
             .unwrap_or(addr);
-        let addr: IpAddr = addr_str
+        let addr: IpAddr = addr
             .parse()
             .map_err(|_| CidrError::BadAddress(s.to_owned()))?;
-        let max = max_prefix(addr);
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max && !p.starts_with('+') => n,
-                _ => {
-                    return Err(CidrError::BadPrefix {
-                        prefix: p.to_owned(),
-                        max,
-                    });
-                }
-            },
+        let host = IpNet::from(addr);
+        let Some(p) = prefix else {
+            return Ok(Cidr(host));
         };
-        Cidr::new(addr, prefix).ok_or(CidrError::BadPrefix {
-            prefix: prefix.to_string(),
-            max,
-        })
+        let net = p
+            .parse::<u8>()
+            .ok()
+            .filter(|_| p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| IpNet::new(addr, n).ok());
+        match net {
+            Some(net) => Ok(Cidr(net.trunc())),
+            None => Err(CidrError::BadPrefix {
+                prefix: p.to_owned(),
+                max: host.max_prefix_len(),
+            }),
+        }
     }
 }
 
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        std::fmt::Display::fmt(&self.0, f)
     }
-}
-
-fn max_prefix(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// The credentials a listener requires. `Debug` never shows the password; only a SHA-256 of
@@ -172,13 +143,9 @@ impl BasicAuth {
 
     /// `true` when `user`/`password` are exactly these credentials, in constant time.
     pub fn matches(&self, user: &[u8], password: &[u8]) -> bool {
+        // Both sides are hashed first, so the comparison always covers 32 bytes.
         let got = credential_digest(user, password);
-        // Fold over every byte: no early exit.
-        let diff = got
-            .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0
+        got.ct_eq(&self.digest).into()
     }
 }
 
@@ -400,6 +367,16 @@ impl Guard {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    // Independent arithmetic the ipnet-backed blocks are checked against.
+    fn mask32(prefix: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+    }
+
+    fn mask128(prefix: u8) -> u128 {
+        u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -591,6 +568,13 @@ mod tests {
             // Its own address and the mapped form are always inside.
             prop_assert!(c.contains(IpAddr::V4(Ipv4Addr::from(a))));
             prop_assert!(c.contains(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())));
+            // A dual-stack listener reports IPv4 peers in mapped form: same answer.
+            prop_assert_eq!(
+                c.contains(IpAddr::V6(Ipv4Addr::from(x).to_ipv6_mapped())),
+                (a & m) == (x & m)
+            );
+            prop_assert_eq!(c.addr(), IpAddr::V4(Ipv4Addr::from(a & m)));
+            prop_assert_eq!(c.prefix(), p);
             // Display round-trips.
             prop_assert_eq!(c.to_string().parse::<Cidr>().unwrap(), c);
         }
@@ -600,7 +584,17 @@ mod tests {
             let c = Cidr::new(IpAddr::V6(Ipv6Addr::from(a)), p).unwrap();
             let m = mask128(p);
             prop_assert_eq!(c.contains(IpAddr::V6(Ipv6Addr::from(x))), (a & m) == (x & m));
+            prop_assert_eq!(c.addr(), IpAddr::V6(Ipv6Addr::from(a & m)));
             prop_assert_eq!(c.to_string().parse::<Cidr>().unwrap(), c);
+        }
+
+        #[test]
+        fn mapped_v6_blocks_match_ipv4_peers(a: u32, p in 96u8..=128, x: u32) {
+            let c = Cidr::new(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()), p).unwrap();
+            let m = mask32(p - 96);
+            let inside = (a & m) == (x & m);
+            prop_assert_eq!(c.contains(IpAddr::V4(Ipv4Addr::from(x))), inside);
+            prop_assert_eq!(c.contains(IpAddr::V6(Ipv4Addr::from(x).to_ipv6_mapped())), inside);
         }
 
         #[test]

@@ -21,7 +21,6 @@
 //! - [`throttle`] (pure): [`LogThrottle`], which keeps a misconfigured camera's repeated
 //!   warning to one line per peer per five minutes.
 
-pub mod client;
 pub mod guard;
 pub mod receiver;
 pub mod request;

@@ -614,7 +614,7 @@ fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Vec<u8>>, ()> {
 }
 
 /// Parse `1a;ext=v` (extensions and surrounding whitespace ignored).
-pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     let line = trim_ascii(line);
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
