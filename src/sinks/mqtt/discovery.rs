@@ -744,6 +744,9 @@ impl Discovery {
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::sinks::mqtt::config::default_off_delays;
