@@ -191,7 +191,11 @@ async fn case_04_big_overview() {
         .wait_for(|m| m.topic == format!("{dev}/line_crossing/event"), T)
         .await
         .expect("04: event");
-    assert!(ev.payload.len() < 4096, "04: event JSON {} bytes", ev.payload.len());
+    assert!(
+        ev.payload.len() < 4096,
+        "04: event JSON {} bytes",
+        ev.payload.len()
+    );
     let v = ev.json();
     assert_eq!(v["images"]["overview_bytes"], 6_000_000);
     assert_eq!(v["images"]["target_bytes"], 220_000);
@@ -211,8 +215,14 @@ async fn case_04_big_overview() {
     }
     let mut dirs = Vec::new();
     directions(&v, &mut dirs);
-    assert!(!dirs.is_empty() && dirs.iter().all(Value::is_null), "04: {dirs:?}");
-    assert!(v["warnings"].as_array().is_none_or(Vec::is_empty), "04: {v}");
+    assert!(
+        !dirs.is_empty() && dirs.iter().all(Value::is_null),
+        "04: {dirs:?}"
+    );
+    assert!(
+        v["warnings"].as_array().is_none_or(Vec::is_empty),
+        "04: {v}"
+    );
     // 4. No warnings or errors logged, nothing unparsed.
     tokio::time::sleep(QUIET).await;
     assert_nothing_unparsed(&env.col, "04");
