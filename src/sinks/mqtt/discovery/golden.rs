@@ -199,7 +199,12 @@ fn case(disc: &Discovery, dev: Option<(&Device, &DeviceCaps)>) -> Value {
         let listen: serde_json::Map<String, Value> = disc
             .device_components(d, caps)
             .iter()
-            .map(|c| (c.key.clone(), json!(c.listen_topics().collect::<Vec<_>>())))
+            .map(|c| {
+                (
+                    c.key().to_owned(),
+                    json!(c.listen_topics().collect::<Vec<_>>()),
+                )
+            })
             .collect();
         v["listen"] = Value::Object(listen);
     }
@@ -248,6 +253,25 @@ fn all_cases() -> BTreeMap<String, Value> {
     out
 }
 
+/// The first place where `got` differs from `want` (`/components/plate/name: "Plate" →
+/// "Plates"`), instead of two pages of JSON.
+fn difference(want: &Value, got: &Value, path: &str) -> Option<String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            let keys: std::collections::BTreeSet<&String> = w.keys().chain(g.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (w, g) = (
+                    w.get(k).unwrap_or(&Value::Null),
+                    g.get(k).unwrap_or(&Value::Null),
+                );
+                difference(w, g, &format!("{path}/{k}"))
+            })
+        }
+        (w, g) if w == g => None,
+        (w, g) => Some(format!("{path}: {w} → {g}")),
+    }
+}
+
 #[test]
 fn discovery_matches_golden() {
     let mut actual = all_cases();
@@ -288,7 +312,9 @@ fn discovery_matches_golden() {
         assert_eq!(topics(w), topics(g), "{name}: topics (in order)");
         for (wm, gm) in w.as_array().unwrap().iter().zip(g.as_array().unwrap()) {
             let topic = wm["topic"].as_str().unwrap();
-            assert_eq!(wm["payload"], gm["payload"], "{name}: payload of {topic}");
+            if let Some(diff) = difference(&wm["payload"], &gm["payload"], "") {
+                panic!("{name}: payload of {topic}: {diff}");
+            }
             // Compact JSON with sorted keys, as `serde_json` writes a `Value`.
             let canonical = serde_json::to_string(&wm["payload"]).unwrap();
             assert_eq!(
