@@ -9,6 +9,8 @@
 //! "Device discovery payload"). Full key names, no abbreviations; `default_entity_id`, never
 //! `object_id`.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -76,9 +76,7 @@ impl BinarySensor {
 }
 
 impl HaEntity for BinarySensor {
-    fn platform(&self) -> &'static str {
-        "binary_sensor"
-    }
+    const PLATFORM: &'static str = "binary_sensor";
 
     fn key(&self) -> &str {
         &self.common.key

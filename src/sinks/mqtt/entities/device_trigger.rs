@@ -50,9 +50,7 @@ impl DeviceTrigger {
 }
 
 impl HaEntity for DeviceTrigger {
-    fn platform(&self) -> &'static str {
-        "device_automation"
-    }
+    const PLATFORM: &'static str = "device_automation";
 
     fn key(&self) -> &str {
         &self.key

@@ -97,8 +97,8 @@ pub fn device_entities(
 ) -> Vec<Entity> {
     let bridge_only = vec![Availability::new(topics.bridge_state())];
     let connectivity = owner
-        .common("binary_sensor", "connectivity", "Connectivity")
-        .availability(bridge_only);
+        .common::<BinarySensor>("connectivity", "Connectivity")
+        .with_availability(bridge_only);
     let mut out = vec![Entity::BinarySensor(BinarySensor::connectivity(
         connectivity,
         topics.availability(device_id),
@@ -110,7 +110,7 @@ pub fn device_entities(
     for a in &caps.alarms {
         let id = a.id.as_deref();
         let key = format!("alarm_status_{}", slug(&alarm_key(&a.name, id)));
-        let common = owner.common("binary_sensor", &key, &catalog::alarm_label(&a.name, id));
+        let common = owner.common::<BinarySensor>(&key, &catalog::alarm_label(&a.name, id));
         let state_topic = topics.alarm(device_id, &a.name, id);
         out.push(Entity::BinarySensor(BinarySensor::on_off(
             common,
@@ -135,14 +135,14 @@ fn category_entities(
     let event_type = catalog::event_type(&cc.category);
 
     let mut binary = BinarySensor::on_off(
-        owner.common("binary_sensor", &key, &names.binary),
+        owner.common::<BinarySensor>(&key, &names.binary),
         topic("state"),
     );
     binary.device_class = catalog::binary_class(&cc.category);
     binary.off_delay = Some(off_delay);
     out.push(Entity::BinarySensor(binary));
 
-    let common = owner.common("event", &format!("{key}_event"), &names.event);
+    let common = owner.common::<EventEntity>(&format!("{key}_event"), &names.event);
     out.push(Entity::Event(EventEntity::new(
         common,
         topic("event"),
@@ -155,7 +155,7 @@ fn category_entities(
         (cc.target, "target", &names.target),
     ] {
         if seen {
-            let common = owner.common("image", &format!("{key}_{role}"), image_name);
+            let common = owner.common::<Image>(&format!("{key}_{role}"), image_name);
             out.push(Entity::Image(Image::new(
                 common,
                 topic(role),
@@ -165,14 +165,14 @@ fn category_entities(
     }
 
     let common = owner
-        .common("sensor", &format!("{key}_last"), &names.last)
+        .common::<Sensor>(&format!("{key}_last"), &names.last)
         .diagnostic();
     out.push(Entity::Sensor(
         Sensor::new(common, topic("last")).class(SensorClass::Timestamp),
     ));
 
     for s in catalog::extra_sensors(&cc.category) {
-        let mut common = owner.common("sensor", s.key, s.name);
+        let mut common = owner.common::<Sensor>(s.key, s.name);
         common.icon = s.icon;
         out.push(Entity::Sensor(
             Sensor::new(common, topic(s.leaf)).state_class(s.state_class),
@@ -182,12 +182,11 @@ fn category_entities(
     for (dir, class) in &cc.counters {
         let ck = counter_key(dir, class);
         let common = owner
-            .common(
-                "sensor",
+            .common::<Sensor>(
                 &format!("{key}_{}", slug(&ck)),
                 &catalog::counter_name(dir, class),
             )
-            .icon(COUNTER_ICON);
+            .with_icon(COUNTER_ICON);
         let state_class = Some(catalog::counter_state_class(dir));
         out.push(Entity::Sensor(
             Sensor::new(common, topic(&ck)).state_class(state_class),
@@ -205,17 +204,17 @@ fn category_entities(
 /// The bridge device's entities: its connectivity (without availability, so it can show
 /// `offline`) and the diagnostic sensors of [`BRIDGE_SENSORS`] on `<base>/bridge/info`.
 pub fn bridge_entities(owner: &Owner, topics: &Topics) -> Vec<Entity> {
-    let connectivity = owner.common("binary_sensor", "connectivity", "Connectivity");
+    let connectivity = owner.common::<BinarySensor>("connectivity", "Connectivity");
     let mut out = vec![Entity::BinarySensor(BinarySensor::connectivity(
         connectivity,
         topics.bridge_state(),
     ))];
     for s in BRIDGE_SENSORS {
         let common = owner
-            .common("sensor", s.key, s.name)
+            .common::<Sensor>(s.key, s.name)
             .diagnostic()
-            .icon(s.icon)
-            .availability(vec![Availability::new(topics.bridge_state())]);
+            .with_icon(s.icon)
+            .with_availability(vec![Availability::new(topics.bridge_state())]);
         let sensor = Sensor::new(common, topics.bridge_info())
             .template(s.template)
             .state_class(s.state_class);

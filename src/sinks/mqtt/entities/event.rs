@@ -32,9 +32,7 @@ impl EventEntity {
 }
 
 impl HaEntity for EventEntity {
-    fn platform(&self) -> &'static str {
-        "event"
-    }
+    const PLATFORM: &'static str = "event";
 
     fn key(&self) -> &str {
         &self.common.key

@@ -31,9 +31,7 @@ impl Image {
 }
 
 impl HaEntity for Image {
-    fn platform(&self) -> &'static str {
-        "image"
-    }
+    const PLATFORM: &'static str = "image";
 
     fn key(&self) -> &str {
         &self.common.key

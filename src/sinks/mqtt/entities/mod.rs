@@ -19,6 +19,8 @@
 //! no abbreviations; `default_entity_id`, never the deprecated `object_id`; entity names never
 //! repeat the device name (Home Assistant prefixes it).
 
+#![warn(missing_docs)]
+
 pub mod binary_sensor;
 pub mod catalog;
 pub mod device_trigger;
@@ -79,7 +81,10 @@ impl Entity {
 
     /// The Home Assistant platform (`binary_sensor`, ..., `device_automation`).
     pub fn platform(&self) -> &'static str {
-        each!(self, e => e.platform())
+        fn of<E: HaEntity>(_: &E) -> &'static str {
+            E::PLATFORM
+        }
+        each!(self, e => of(e))
     }
 
     /// The options every entity has; `None` for a device trigger.
@@ -110,7 +115,7 @@ impl Entity {
 /// What every typed entity struct provides to [`Entity`].
 pub trait HaEntity: Serialize {
     /// The Home Assistant platform.
-    fn platform(&self) -> &'static str;
+    const PLATFORM: &'static str;
     /// Component key, unique per device.
     fn key(&self) -> &str;
     /// The topics Home Assistant subscribes to for it (see [`Entity::listen_topics`]); at
@@ -155,13 +160,13 @@ impl Common {
     }
 
     /// With an icon.
-    pub fn icon(mut self, icon: &'static str) -> Common {
+    pub fn with_icon(mut self, icon: &'static str) -> Common {
         self.icon = Some(icon);
         self
     }
 
     /// With an availability list of its own.
-    pub fn availability(mut self, availability: Vec<Availability>) -> Common {
+    pub fn with_availability(mut self, availability: Vec<Availability>) -> Common {
         self.availability = Some(availability);
         self
     }
@@ -200,8 +205,9 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The common options of the owner's entity `key` of `platform`, named `name`.
-    pub fn common(&self, platform: &str, key: &str, name: &str) -> Common {
+    /// The common options of the owner's entity `key` of platform `E`, named `name`.
+    pub fn common<E: HaEntity>(&self, key: &str, name: &str) -> Common {
+        let platform = E::PLATFORM;
         Common {
             key: key.to_owned(),
             name: name.to_owned(),
@@ -229,7 +235,7 @@ mod tests {
     #[test]
     fn listen_topics_per_platform() {
         let o = owner();
-        let mut common = o.common("sensor", "plate", "Plate");
+        let mut common = o.common::<Sensor>("plate", "Plate");
         common.json_attributes_topic = Some("t/attrs".into());
         let sensor = Entity::Sensor(Sensor::new(common, "t/plate".into()));
         assert_eq!(
@@ -237,7 +243,7 @@ mod tests {
             ["t/plate", "t/attrs"]
         );
         let image = Entity::Image(Image::new(
-            o.common("image", "lpr_image", "Plate overview"),
+            o.common::<Image>("lpr_image", "Plate overview"),
             "t/image".into(),
             "image/jpeg",
         ));
@@ -257,7 +263,7 @@ mod tests {
     #[test]
     fn ids_and_absent_options() {
         let e = Entity::Sensor(Sensor::new(
-            owner().common("sensor", "lpr_last", "Last plate read"),
+            owner().common::<Sensor>("lpr_last", "Last plate read"),
             "t/last".into(),
         ));
         let v = e.config();

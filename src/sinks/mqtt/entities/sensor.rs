@@ -75,9 +75,7 @@ impl Sensor {
 }
 
 impl HaEntity for Sensor {
-    fn platform(&self) -> &'static str {
-        "sensor"
-    }
+    const PLATFORM: &'static str = "sensor";
 
     fn key(&self) -> &str {
         &self.common.key
