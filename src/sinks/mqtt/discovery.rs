@@ -1,262 +1,38 @@
 //! Home Assistant discovery payloads (pure).
 //!
-//! A device's entities are declared as data ([`DeviceCaps`]: which categories it sent, which
-//! image roles, which counters); this module turns that into either one device-based
-//! discovery message (`<prefix>/device/camqtt_<hw_key>/config`) or, in legacy mode, one
-//! message per entity (`<prefix>/<platform>/camqtt_<hw_key>/<key>/config`). Full key names, no
-//! abbreviations; `default_entity_id`, never `object_id`.
+//! A device's entities come from the [`entities`](super::entities) enumerator (typed entity
+//! structs built from what the device has shown, [`DeviceCaps`]); this module renders any list
+//! of them, for a device or for the bridge, into either one device-based discovery message
+//! (`<prefix>/device/camqtt_<hw_key>/config`, HA 2024.11+) or, in legacy mode, one message per
+//! entity (`<prefix>/<platform>/camqtt_<hw_key>/<key>/config`), with the shared `device`,
+//! `origin` and availability blocks (Home Assistant MQTT docs, "Discovery messages" and
+//! "Device discovery payload"). Full key names, no abbreviations; `default_entity_id`, never
+//! `object_id`.
 
-use std::collections::{BTreeMap, BTreeSet};
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 use super::config::HaConfig;
-use super::payload::event_type;
-use super::topics::{Topics, alarm_key, counter_key, slug};
-use crate::event::{Category, Device};
+use super::entities::enumerator::{bridge_entities, device_entities};
+use super::entities::{Availability, Entity, OffDelays, Owner};
+use super::topics::{Topics, slug};
+use crate::event::Device;
 
-/// What a device has shown so far; every entry becomes one or more entities.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceCaps {
-    /// Per category name.
-    pub categories: BTreeMap<String, CategoryCaps>,
-    /// Alarm-status elements that name no single category (an NVR's `perimeterAlarm`,
-    /// `protocol.md` §7.2): each is an entity of its own.
-    pub alarms: BTreeSet<AlarmEntity>,
-}
-
-/// An alarm-status element exposed as its own `binary_sensor` (state topic
-/// `<base>/<device>/alarm/<name>[_<id>]`, `ON` not retained, `OFF` retained), because the
-/// status does not say which detection it is (field case 15).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct AlarmEntity {
-    /// Alarm name as the device sent it (`perimeterAlarm`).
-    pub name: String,
-    /// Rule / input id, when sent.
-    pub id: Option<String>,
-}
-
-/// Display name of an alarm entity: the alarm name in words, then the id
-/// (`perimeterAlarm`, `1` → `Perimeter alarm 1`; `VFDAlarm` → `VFD alarm`).
-pub fn alarm_label(name: &str, id: Option<&str>) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if !c.is_alphanumeric() {
-            if !cur.is_empty() {
-                words.push(std::mem::take(&mut cur));
-            }
-            continue;
-        }
-        let prev = i.checked_sub(1).map(|j| chars[j]);
-        let next = chars.get(i + 1).copied();
-        let boundary = c.is_uppercase()
-            && prev.is_some_and(|p| {
-                p.is_lowercase()
-                    || p.is_numeric()
-                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
-            });
-        if boundary && !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
-        }
-        cur.push(c);
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    let mut label = words
-        .iter()
-        .map(|w| {
-            // Acronyms (`VFD`, `CPC`) stay as sent; other words are lower case.
-            if w.chars().count() > 1 && w.chars().all(|c| !c.is_lowercase()) {
-                w.clone()
-            } else {
-                w.to_lowercase()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    if let Some(first) = label.chars().next() {
-        let up: String = first.to_uppercase().collect();
-        label.replace_range(..first.len_utf8(), &up);
-    }
-    if label.is_empty() {
-        label = "Alarm".into();
-    }
-    let id: String = id
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(32)
-        .collect();
-    match id.trim() {
-        "" => label,
-        id => format!("{label} {id}"),
-    }
-}
-
-/// What one category of a device has shown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CategoryCaps {
-    /// The category.
-    pub category: Category,
-    /// An overview image was seen (creates `<cat>_image`).
-    pub overview: bool,
-    /// A target crop was seen (creates `<cat>_target`).
-    pub target: bool,
-    /// MIME type of the images.
-    pub content_type: &'static str,
-    /// Counters seen, as `(dir, class)`.
-    pub counters: BTreeSet<(String, String)>,
-}
-
-impl CategoryCaps {
-    /// A category with nothing seen yet.
-    pub fn new(category: Category) -> CategoryCaps {
-        CategoryCaps {
-            category,
-            overview: false,
-            target: false,
-            content_type: "image/jpeg",
-            counters: BTreeSet::new(),
-        }
-    }
-}
-
-/// One entity (discovery component).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Component {
-    /// Component key (`lpr_event`), unique per device.
-    pub key: String,
-    /// HA platform (`binary_sensor`, `event`, `image`, `sensor`, `device_automation`).
-    pub platform: &'static str,
-    /// Platform options (without `platform`, `device`, `origin`).
-    pub config: Map<String, Value>,
-}
-
-impl Component {
-    /// The topics Home Assistant subscribes to for this component and whose messages it
-    /// loses until it has: `state_topic`, `image_topic`, `json_attributes_topic` and a device
-    /// trigger's `topic` (availability topics are retained, so they need no wait).
-    pub fn listen_topics(&self) -> impl Iterator<Item = &str> {
-        [
-            "state_topic",
-            "image_topic",
-            "json_attributes_topic",
-            "topic",
-        ]
-        .into_iter()
-        .filter_map(|k| self.config.get(k).and_then(Value::as_str))
-    }
-}
+pub use super::entities::{AlarmEntity, CategoryCaps, DeviceCaps};
 
 /// Builds discovery messages; holds what is the same for every device.
 #[derive(Debug, Clone)]
 pub struct Discovery {
     topics: Topics,
     ha: HaConfig,
-    bridge_identifier: String,
+    bridge: Owner,
     bridge_name: String,
-    bridge_entity_prefix: String,
-    off_delay: BTreeMap<String, Duration>,
-    default_off_delay: Duration,
-}
-
-/// Display names of a category's entities.
-struct Names {
-    binary: String,
-    event: String,
-    image: String,
-    target: String,
-    last: String,
-}
-
-fn names(category: &Category) -> Names {
-    let generic = |label: &str| Names {
-        binary: label.to_owned(),
-        event: format!("{label} event"),
-        image: format!("{label} snapshot"),
-        target: format!("{label} target"),
-        last: format!("Last {}", label.to_lowercase()),
-    };
-    match category {
-        Category::Lpr => Names {
-            binary: "Vehicle".into(),
-            event: "Plate read".into(),
-            image: "Plate overview".into(),
-            target: "Plate image".into(),
-            last: "Last plate read".into(),
-        },
-        Category::Face => Names {
-            binary: "Face".into(),
-            event: "Face detected".into(),
-            image: "Face snapshot".into(),
-            target: "Face image".into(),
-            last: "Last face".into(),
-        },
-        Category::Intrusion => generic("Intrusion"),
-        Category::LineCrossing => generic("Line crossing"),
-        Category::ZoneEntry => generic("Zone entry"),
-        Category::ZoneExit => generic("Zone exit"),
-        Category::Loitering => generic("Loitering"),
-        Category::Parking => generic("Parking"),
-        Category::Counting => generic("Counting"),
-        Category::Crowd => generic("Crowd"),
-        Category::Metadata => generic("Object metadata"),
-        Category::Traject => generic("Tracking"),
-        Category::Motion => generic("Motion"),
-        Category::Alarm => generic("Alarm"),
-        Category::Object => generic("Object"),
-        Category::Fire => generic("Fire"),
-        Category::Temperature => generic("Temperature"),
-        Category::Audio => generic("Audio"),
-        Category::Snapshot => generic("Snapshot"),
-        Category::Other(s) => {
-            let mut label: String = s.replace(['_', '-'], " ");
-            if let Some(first) = label.get(0..1) {
-                let up = first.to_uppercase();
-                label.replace_range(0..1, &up);
-            }
-            if label.trim().is_empty() {
-                label = "Other".into();
-            }
-            generic(&label)
-        }
-    }
-}
-
-/// `device_class` of a category's binary_sensor, if any.
-pub fn binary_device_class(category: &Category) -> Option<&'static str> {
-    match category {
-        Category::Motion
-        | Category::LineCrossing
-        | Category::ZoneEntry
-        | Category::ZoneExit
-        | Category::Counting => Some("motion"),
-        Category::Intrusion
-        | Category::Face
-        | Category::Loitering
-        | Category::Lpr
-        | Category::Crowd
-        | Category::Traject => Some("occupancy"),
-        Category::Parking | Category::Alarm => Some("problem"),
-        Category::Fire => Some("smoke"),
-        Category::Temperature => Some("heat"),
-        Category::Audio => Some("sound"),
-        _ => None,
-    }
-}
-
-fn counter_name(dir: &str, class: &str) -> String {
-    let mut d = dir.replace('_', " ");
-    if let Some(first) = d.get(0..1) {
-        let up = first.to_uppercase();
-        d.replace_range(0..1, &up);
-    }
-    format!("{d} {}", class.replace('_', " "))
+    off_delays: OffDelays,
 }
 
 /// HA identifier of a device: `camqtt_<hw_key>` (object id charset).
@@ -279,11 +55,132 @@ fn object_id_part(s: &str) -> String {
     if out.is_empty() { "_".into() } else { out }
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// The `device` block of a discovery payload (Home Assistant device registry fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceBlock {
+    /// `[camqtt_<hw_key>]`, from MAC / serial (plus the channel), never a name or address.
+    pub identifiers: Vec<String>,
+    /// Display name.
+    pub name: String,
+    /// Manufacturer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Firmware version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sw_version: Option<String>,
+    /// Serial number (the physical box only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// `[["mac", <mac>]]` for the physical box only: Home Assistant merges devices that share
+    /// a connection, so NVR channels must not repeat their NVR's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<(&'static str, String)>>,
+    /// The parent device: the bridge for cameras and NVRs, the NVR for its channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_device: Option<String>,
+    /// `http://<device address>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configuration_url: Option<String>,
+    /// Configured area.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_area: Option<String>,
+}
+
+/// The `origin` block: who published the discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Origin {
+    name: &'static str,
+    sw_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    support_url: Option<&'static str>,
+}
+
+impl Origin {
+    fn camqtt() -> Origin {
+        let url = [
+            option_env!("CARGO_PKG_REPOSITORY"),
+            option_env!("CARGO_PKG_HOMEPAGE"),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|u| !u.is_empty());
+        Origin {
+            name: "camqtt",
+            sw_version: env!("CARGO_PKG_VERSION"),
+            support_url: url,
+        }
     }
+}
+
+/// `availability_mode`: the bridge uses `all` (bridge and device must both be online).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum AvailabilityMode {
+    All,
+}
+
+/// `<prefix>/device/<id>/config`: the whole device in one message.
+#[derive(Serialize)]
+struct DevicePayload<'a> {
+    device: &'a DeviceBlock,
+    origin: Origin,
+    qos: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    availability: Option<&'a [Availability]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    availability_mode: Option<AvailabilityMode>,
+    components: BTreeMap<&'a str, DeviceComponent<'a>>,
+}
+
+/// One entry of `components`: the entity's options plus its `platform`.
+#[derive(Serialize)]
+struct DeviceComponent<'a> {
+    platform: &'static str,
+    #[serde(flatten)]
+    entity: &'a Entity,
+}
+
+/// `<prefix>/<platform>/<id>/<key>/config` (legacy): one entity with the device, origin and
+/// availability blocks of its own; a device trigger only with `device` and `qos`.
+#[derive(Serialize)]
+struct EntityPayload<'a> {
+    #[serde(flatten)]
+    entity: &'a Entity,
+    device: &'a DeviceBlock,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Origin>,
+    qos: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    availability: Option<&'a [Availability]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    availability_mode: Option<AvailabilityMode>,
+}
+
+/// Compact JSON with sorted keys (through [`serde_json::Value`], whose maps are sorted): the
+/// bytes the bridge has always published, so a retained config stays byte-identical.
+fn to_bytes<T: Serialize>(payload: &T) -> Bytes {
+    // Cannot fail: every map key is a string.
+    let v = serde_json::to_value(payload).unwrap_or_default();
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// `http://<host>` of a device: its reported address, else its peer; IPv6 in brackets.
+fn configuration_url(d: &Device) -> Option<String> {
+    let host = d.info.ip.clone().filter(|s| !s.is_empty()).or_else(|| {
+        d.info.peer.map(|p| match p {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        })
+    })?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(format!("http://{host}"))
 }
 
 impl Discovery {
@@ -299,361 +196,73 @@ impl Discovery {
         Discovery {
             topics,
             ha,
-            bridge_identifier: format!("camqtt_bridge_{}", slug(client_id)),
+            bridge: Owner {
+                identifier: format!("camqtt_bridge_{}", slug(client_id)),
+                entity_prefix: format!("{}_bridge", slug(bridge_name)),
+            },
             bridge_name: if bridge_name.to_lowercase().ends_with("bridge") {
                 bridge_name.to_owned()
             } else {
                 format!("{bridge_name} bridge")
             },
-            bridge_entity_prefix: format!("{}_bridge", slug(bridge_name)),
-            off_delay,
-            default_off_delay,
+            off_delays: OffDelays {
+                per_category: off_delay,
+                default: default_off_delay,
+            },
         }
     }
 
     /// Identifier of the bridge's HA device (`camqtt_bridge_<client id slug>`).
     pub fn bridge_identifier(&self) -> &str {
-        &self.bridge_identifier
-    }
-
-    fn origin() -> Value {
-        let mut o = json!({"name": "camqtt", "sw_version": env!("CARGO_PKG_VERSION")});
-        let url = option_env!("CARGO_PKG_REPOSITORY").unwrap_or("");
-        let url = if url.is_empty() {
-            option_env!("CARGO_PKG_HOMEPAGE").unwrap_or("")
-        } else {
-            url
-        };
-        if !url.is_empty() {
-            o["support_url"] = json!(url);
-        }
-        o
+        &self.bridge.identifier
     }
 
     /// The `device` block. `connections` only for the physical box (no parent); `via_device`
     /// the bridge for cameras and NVRs, the NVR for channels.
-    pub fn device_block(&self, d: &Device) -> Value {
-        let mut b = Map::new();
-        b.insert("identifiers".into(), json!([device_identifier(d)]));
-        b.insert("name".into(), json!(d.name));
-        let put = |b: &mut Map<String, Value>, k: &str, v: &Option<String>| {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                b.insert(k.into(), json!(v));
-            }
+    pub fn device_block(&self, d: &Device) -> DeviceBlock {
+        let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let physical = d.parent.is_none();
+        DeviceBlock {
+            identifiers: vec![device_identifier(d)],
+            name: d.name.clone(),
+            manufacturer: some(&d.info.manufacturer),
+            model: some(&d.info.model),
+            sw_version: some(&d.info.sw_version),
+            serial_number: some(&d.info.serial).filter(|_| physical),
+            connections: some(&d.info.mac)
+                .filter(|_| physical)
+                .map(|mac| vec![("mac", mac)]),
+            via_device: Some(match &d.parent {
+                None => self.bridge.identifier.clone(),
+                Some(parent) => device_identifier(parent),
+            }),
+            configuration_url: configuration_url(d),
+            suggested_area: some(&d.area),
+        }
+    }
+
+    fn bridge_device_block(&self) -> DeviceBlock {
+        DeviceBlock {
+            identifiers: vec![self.bridge.identifier.clone()],
+            name: self.bridge_name.clone(),
+            manufacturer: Some("camqtt".into()),
+            model: Some("camqtt bridge".into()),
+            sw_version: Some(env!("CARGO_PKG_VERSION").into()),
+            serial_number: None,
+            connections: None,
+            via_device: None,
+            configuration_url: None,
+            suggested_area: None,
+        }
+    }
+
+    /// All entities of a device with the given capabilities (see [`device_entities`]).
+    pub fn device_components(&self, d: &Device, caps: &DeviceCaps) -> Vec<Entity> {
+        let owner = Owner {
+            identifier: device_identifier(d),
+            entity_prefix: slug(&d.id),
         };
-        put(&mut b, "manufacturer", &d.info.manufacturer);
-        put(&mut b, "model", &d.info.model);
-        put(&mut b, "sw_version", &d.info.sw_version);
-        match &d.parent {
-            None => {
-                put(&mut b, "serial_number", &d.info.serial);
-                if let Some(mac) = d.info.mac.as_deref().filter(|m| !m.is_empty()) {
-                    b.insert("connections".into(), json!([["mac", mac]]));
-                }
-                b.insert("via_device".into(), json!(self.bridge_identifier));
-            }
-            Some(parent) => {
-                b.insert("via_device".into(), json!(device_identifier(parent)));
-            }
-        }
-        let host = d.info.ip.clone().filter(|s| !s.is_empty()).or_else(|| {
-            d.info.peer.map(|p| match p {
-                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-                std::net::IpAddr::V4(v4) => v4.to_string(),
-            })
-        });
-        if let Some(host) = host {
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host
-            };
-            b.insert("configuration_url".into(), json!(format!("http://{host}")));
-        }
-        put(&mut b, "suggested_area", &d.area);
-        Value::Object(b)
-    }
-
-    fn bridge_device_block(&self) -> Value {
-        json!({
-            "identifiers": [self.bridge_identifier],
-            "name": self.bridge_name,
-            "manufacturer": "camqtt",
-            "model": "camqtt bridge",
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        })
-    }
-
-    fn device_availability(&self, d: &Device) -> Value {
-        json!([
-            {"topic": self.topics.bridge_state()},
-            {"topic": self.topics.availability(&d.id)},
-        ])
-    }
-
-    fn bridge_only_availability(&self) -> Value {
-        json!([{"topic": self.topics.bridge_state()}])
-    }
-
-    fn entity(
-        &self,
-        d: &Device,
-        key: &str,
-        platform: &'static str,
-        name: &str,
-        mut cfg: Map<String, Value>,
-    ) -> Component {
-        cfg.insert("name".into(), json!(name));
-        cfg.insert(
-            "unique_id".into(),
-            json!(format!("{}_{key}", device_identifier(d))),
-        );
-        cfg.insert(
-            "default_entity_id".into(),
-            json!(format!("{platform}.{}_{key}", slug(&d.id))),
-        );
-        Component {
-            key: key.to_owned(),
-            platform,
-            config: cfg,
-        }
-    }
-
-    /// All entities of a device with the given capabilities.
-    pub fn device_components(&self, d: &Device, caps: &DeviceCaps) -> Vec<Component> {
-        let t = &self.topics;
-        let mut out = vec![self.entity(
-            d,
-            "connectivity",
-            "binary_sensor",
-            "Connectivity",
-            obj(json!({
-                "state_topic": t.availability(&d.id),
-                "payload_on": "online",
-                "payload_off": "offline",
-                "device_class": "connectivity",
-                "entity_category": "diagnostic",
-                "availability": self.bridge_only_availability(),
-            })),
-        )];
-        for (cat, cc) in &caps.categories {
-            let key = slug(cat);
-            let n = names(&cc.category);
-            let et = event_type(&cc.category);
-            let off = self
-                .off_delay
-                .get(cat.as_str())
-                .copied()
-                .unwrap_or(self.default_off_delay);
-            let mut bin = obj(json!({
-                "state_topic": t.device_cat(&d.id, cat, "state"),
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "off_delay": off.as_secs().max(1),
-            }));
-            if let Some(dc) = binary_device_class(&cc.category) {
-                bin.insert("device_class".into(), json!(dc));
-            }
-            out.push(self.entity(d, &key, "binary_sensor", &n.binary, bin));
-            out.push(self.entity(
-                d,
-                &format!("{key}_event"),
-                "event",
-                &n.event,
-                obj(json!({"state_topic": t.device_cat(&d.id, cat, "event"), "event_types": [et]})),
-            ));
-            if cc.overview {
-                out.push(self.entity(
-                    d,
-                    &format!("{key}_image"),
-                    "image",
-                    &n.image,
-                    obj(json!({"image_topic": t.device_cat(&d.id, cat, "image"), "content_type": cc.content_type})),
-                ));
-            }
-            if cc.target {
-                out.push(self.entity(
-                    d,
-                    &format!("{key}_target"),
-                    "image",
-                    &n.target,
-                    obj(json!({"image_topic": t.device_cat(&d.id, cat, "target"), "content_type": cc.content_type})),
-                ));
-            }
-            out.push(self.entity(
-                d,
-                &format!("{key}_last"),
-                "sensor",
-                &n.last,
-                obj(json!({
-                    "state_topic": t.device_cat(&d.id, cat, "last"),
-                    "device_class": "timestamp",
-                    "entity_category": "diagnostic",
-                })),
-            ));
-            match cc.category {
-                Category::Lpr => {
-                    out.push(self.entity(
-                        d,
-                        "plate",
-                        "sensor",
-                        "Plate",
-                        obj(json!({"state_topic": t.device_cat(&d.id, cat, "plate"), "icon": "mdi:card-text-outline"})),
-                    ));
-                    out.push(self.entity(
-                        d,
-                        "plate_list",
-                        "sensor",
-                        "Plate list",
-                        obj(json!({"state_topic": t.device_cat(&d.id, cat, "list"), "icon": "mdi:format-list-checks"})),
-                    ));
-                }
-                Category::Traject => {
-                    out.push(self.entity(
-                        d,
-                        "traject_targets",
-                        "sensor",
-                        "Tracked targets",
-                        obj(json!({"state_topic": t.device_cat(&d.id, cat, "targets"), "state_class": "measurement"})),
-                    ));
-                }
-                _ => {}
-            }
-            for (dir, class) in &cc.counters {
-                let ck = counter_key(dir, class);
-                let state_class = if dir == "exist" {
-                    "measurement"
-                } else {
-                    "total_increasing"
-                };
-                out.push(self.entity(
-                    d,
-                    &format!("{key}_{}", slug(&ck)),
-                    "sensor",
-                    &counter_name(dir, class),
-                    obj(json!({
-                        "state_topic": t.device_cat(&d.id, cat, &ck),
-                        "state_class": state_class,
-                        "icon": "mdi:counter",
-                    })),
-                ));
-            }
-            out.push(Component {
-                key: format!("{key}_trigger"),
-                platform: "device_automation",
-                config: obj(json!({
-                    "automation_type": "trigger",
-                    "topic": t.device_cat(&d.id, cat, "event"),
-                    "type": et,
-                    "subtype": cat,
-                    "payload": et,
-                    "value_template": "{{ value_json.event_type }}",
-                })),
-            });
-        }
-        for a in &caps.alarms {
-            let state_topic = t.alarm(&d.id, &a.name, a.id.as_deref());
-            let key = format!(
-                "alarm_status_{}",
-                slug(&alarm_key(&a.name, a.id.as_deref()))
-            );
-            out.push(self.entity(
-                d,
-                &key,
-                "binary_sensor",
-                &alarm_label(&a.name, a.id.as_deref()),
-                obj(json!({
-                    "state_topic": state_topic,
-                    "payload_on": "ON",
-                    "payload_off": "OFF",
-                })),
-            ));
-        }
-        out
-    }
-
-    fn bridge_components(&self) -> Vec<Component> {
-        let t = &self.topics;
-        let p = &self.bridge_entity_prefix;
-        let ent = |key: &str, platform: &'static str, name: &str, mut cfg: Map<String, Value>| {
-            cfg.insert("name".into(), json!(name));
-            cfg.insert(
-                "unique_id".into(),
-                json!(format!("{}_{key}", self.bridge_identifier)),
-            );
-            cfg.insert(
-                "default_entity_id".into(),
-                json!(format!("{platform}.{p}_{key}")),
-            );
-            Component {
-                key: key.to_owned(),
-                platform,
-                config: cfg,
-            }
-        };
-        let info = t.bridge_info();
-        let avail = self.bridge_only_availability();
-        let sensor = |tpl: &str, extra: Value| {
-            let mut m = obj(json!({
-                "state_topic": info,
-                "value_template": tpl,
-                "entity_category": "diagnostic",
-                "availability": avail,
-            }));
-            m.extend(obj(extra));
-            m
-        };
-        vec![
-            // No availability: it must be able to show "offline".
-            ent(
-                "connectivity",
-                "binary_sensor",
-                "Connectivity",
-                obj(json!({
-                    "state_topic": t.bridge_state(),
-                    "payload_on": "online",
-                    "payload_off": "offline",
-                    "device_class": "connectivity",
-                    "entity_category": "diagnostic",
-                })),
-            ),
-            ent(
-                "version",
-                "sensor",
-                "Version",
-                sensor(
-                    "{{ value_json.version }}",
-                    json!({"icon": "mdi:information-outline"}),
-                ),
-            ),
-            ent(
-                "devices",
-                "sensor",
-                "Devices",
-                sensor(
-                    "{{ value_json.devices | count }}",
-                    json!({"state_class": "measurement", "icon": "mdi:cctv"}),
-                ),
-            ),
-            ent(
-                "events",
-                "sensor",
-                "Events",
-                sensor(
-                    "{{ value_json.counters.events }}",
-                    json!({"state_class": "total_increasing", "icon": "mdi:counter"}),
-                ),
-            ),
-            ent(
-                "unparsed",
-                "sensor",
-                "Unparsed posts",
-                sensor(
-                    "{{ value_json.counters.unparsed }}",
-                    json!({"state_class": "total_increasing", "icon": "mdi:alert-circle-outline"}),
-                ),
-            ),
-        ]
+        device_entities(&owner, &self.topics, &d.id, caps, &self.off_delays)
     }
 
     /// Discovery messages (topic, retained payload) for a camera, NVR channel or NVR.
@@ -661,91 +270,109 @@ impl Discovery {
         self.device_messages_of(d, self.device_components(d, caps))
     }
 
-    /// Discovery messages of a device for the given components (from
-    /// [`Discovery::device_components`]).
-    pub fn device_messages_of(&self, d: &Device, comps: Vec<Component>) -> Vec<(String, Bytes)> {
+    /// Discovery messages of a device for the given entities (from
+    /// [`Discovery::device_components`]); its availability is the bridge's and its own.
+    pub fn device_messages_of(&self, d: &Device, entities: Vec<Entity>) -> Vec<(String, Bytes)> {
+        let availability = [
+            Availability::new(self.topics.bridge_state()),
+            Availability::new(self.topics.availability(&d.id)),
+        ];
         self.render(
             &device_identifier(d),
-            self.device_block(d),
-            Some(self.device_availability(d)),
-            comps,
+            &self.device_block(d),
+            Some(&availability),
+            &entities,
         )
     }
 
-    /// Discovery messages for the bridge's own device.
+    /// Discovery messages for the bridge's own device (no device availability: its entities
+    /// carry their own, the connectivity none).
     pub fn bridge_messages(&self) -> Vec<(String, Bytes)> {
+        let entities = bridge_entities(&self.bridge, &self.topics);
         self.render(
-            &self.bridge_identifier.clone(),
-            self.bridge_device_block(),
+            &self.bridge.identifier,
+            &self.bridge_device_block(),
             None,
-            self.bridge_components(),
+            &entities,
         )
     }
 
+    /// Device-based discovery (one message), or legacy (one per entity).
     fn render(
         &self,
         object_id: &str,
-        device: Value,
-        availability: Option<Value>,
-        comps: Vec<Component>,
+        device: &DeviceBlock,
+        availability: Option<&[Availability]>,
+        entities: &[Entity],
     ) -> Vec<(String, Bytes)> {
         let prefix = &self.ha.discovery_prefix;
-        let to_bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
         if !self.ha.legacy {
-            let mut components = Map::new();
-            for c in comps {
-                let mut cfg = c.config;
-                cfg.insert("platform".into(), json!(c.platform));
-                components.insert(c.key, Value::Object(cfg));
-            }
-            let mut root = json!({
-                "device": device,
-                "origin": Self::origin(),
-                "qos": 1,
-                "components": components,
-            });
-            if let Some(a) = availability {
-                root["availability"] = a;
-                root["availability_mode"] = json!("all");
-            }
+            let components = entities
+                .iter()
+                .map(|entity| {
+                    let platform = entity.platform();
+                    (entity.key(), DeviceComponent { platform, entity })
+                })
+                .collect();
+            let root = DevicePayload {
+                device,
+                origin: Origin::camqtt(),
+                qos: 1,
+                availability,
+                availability_mode: availability.map(|_| AvailabilityMode::All),
+                components,
+            };
             return vec![(
                 format!("{prefix}/device/{object_id}/config"),
                 to_bytes(&root),
             )];
         }
-        comps
-            .into_iter()
-            .map(|c| {
-                let mut cfg = c.config;
-                cfg.insert("device".into(), device.clone());
-                if c.platform != "device_automation" {
-                    cfg.insert("origin".into(), Self::origin());
-                    cfg.insert("qos".into(), json!(1));
-                    if !cfg.contains_key("availability")
-                        && let Some(a) = &availability
-                    {
-                        cfg.insert("availability".into(), a.clone());
+        entities
+            .iter()
+            .map(|entity| {
+                let payload = match entity.common() {
+                    // A device trigger has no origin or availability options.
+                    None => EntityPayload {
+                        entity,
+                        device,
+                        origin: None,
+                        qos: 1,
+                        availability: None,
+                        availability_mode: None,
+                    },
+                    Some(common) => {
+                        let own = common.availability.is_some();
+                        EntityPayload {
+                            entity,
+                            device,
+                            origin: Some(Origin::camqtt()),
+                            qos: 1,
+                            availability: availability.filter(|_| !own),
+                            availability_mode: (own || availability.is_some())
+                                .then_some(AvailabilityMode::All),
+                        }
                     }
-                    if cfg.contains_key("availability") {
-                        cfg.insert("availability_mode".into(), json!("all"));
-                    }
-                } else {
-                    cfg.insert("qos".into(), json!(1));
-                }
+                };
                 let topic = format!(
                     "{prefix}/{}/{object_id}/{}/config",
-                    c.platform,
-                    object_id_part(&c.key)
+                    entity.platform(),
+                    object_id_part(entity.key())
                 );
-                (topic, to_bytes(&Value::Object(cfg)))
+                (topic, to_bytes(&payload))
             })
             .collect()
     }
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::event::Category;
     use crate::sinks::mqtt::config::default_off_delays;
     use crate::sinks::mqtt::payload::tests::{camera, nvr_channel};
 
@@ -1044,33 +671,5 @@ mod tests {
         let v = parse(p);
         assert_eq!(v["availability"].as_array().unwrap().len(), 2);
         assert_eq!(v["availability_mode"], "all");
-    }
-
-    #[test]
-    fn alarm_labels() {
-        assert_eq!(
-            alarm_label("perimeterAlarm", Some("1")),
-            "Perimeter alarm 1"
-        );
-        assert_eq!(alarm_label("perimeterAlarm", None), "Perimeter alarm");
-        assert_eq!(alarm_label("VFDAlarm", Some("2")), "VFD alarm 2");
-        assert_eq!(
-            alarm_label("chlOfflineAlarm", Some("")),
-            "Chl offline alarm"
-        );
-        assert_eq!(alarm_label("sensorAlarmIn", Some("3")), "Sensor alarm in 3");
-        assert_eq!(alarm_label("x_y", Some("a\u{0}b")), "X y ab");
-        assert_eq!(alarm_label("", None), "Alarm");
-    }
-
-    #[test]
-    fn device_classes() {
-        assert_eq!(binary_device_class(&Category::Parking), Some("problem"));
-        assert_eq!(binary_device_class(&Category::ZoneExit), Some("motion"));
-        assert_eq!(binary_device_class(&Category::Metadata), None);
-        assert_eq!(
-            names(&Category::Other("door_bell".into())).binary,
-            "Door bell"
-        );
     }
 }

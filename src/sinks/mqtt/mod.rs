@@ -6,7 +6,9 @@
 //! - [`config`]: runtime configuration (plain structs), broker URL parsing.
 //! - [`topics`]: topic layout and segment sanitising (pure).
 //! - [`payload`]: event JSON, timestamps, `bridge/unparsed` (pure).
-//! - [`discovery`]: Home Assistant discovery payloads (pure).
+//! - [`entities`]: typed Home Assistant entities, the category catalog and the enumerator
+//!   (device capabilities → entities) (pure).
+//! - [`discovery`]: Home Assistant discovery payloads, rendered from entities (pure).
 //! - [`state`]: the sans-IO state machine (binary states, timers, settle delay, re-publish).
 //! - [`persist`]: the device registry file (known devices survive restarts).
 //! - [`stale`]: which retained discovery configs are ours and stale (cleared on connect).
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod entities;
 pub mod limits;
 pub mod payload;
 pub mod persist;

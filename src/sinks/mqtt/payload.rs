@@ -10,24 +10,9 @@ use crate::event::{
     Target, TimeSource, Unparsed,
 };
 
-/// `event_type` of the event entity per category (README, "Event JSON").
-pub fn event_type(category: &Category) -> &'static str {
-    match category {
-        Category::Lpr => "plate_read",
-        Category::Face => "face_detected",
-        Category::Intrusion => "intrusion",
-        Category::LineCrossing => "line_crossed",
-        Category::ZoneEntry => "zone_entered",
-        Category::ZoneExit => "zone_exited",
-        Category::Loitering => "loitering",
-        Category::Parking => "parking",
-        Category::Counting => "counted",
-        Category::Metadata => "object_detected",
-        Category::Traject => "tracking",
-        Category::Motion => "motion",
-        _ => "detected",
-    }
-}
+/// `event_type` of the event entity per category (README, "Event JSON"), from the category
+/// catalog.
+pub use super::entities::catalog::event_type;
 
 /// RFC 3339 UTC with microseconds and `Z` (`2026-10-07T21:24:47.427999Z`; a whole second is
 /// `…:47.000000Z`, sub-microsecond digits are cut). Formatted by `humantime`, which handles the

@@ -1492,14 +1492,14 @@ fn sync_discovery(
     let comps = disc.device_components(&dev.device, &dev.caps);
     let mut components = BTreeMap::new();
     for c in &comps {
-        let config = serde_json::Value::Object(c.config.clone());
-        if dev.components.get(&c.key) != Some(&config) {
+        let config = c.config();
+        if dev.components.get(c.key()) != Some(&config) {
             for t in c.listen_topics() {
                 let until = dev.settling.entry(t.to_owned()).or_insert(ready);
                 *until = (*until).max(ready);
             }
         }
-        components.insert(c.key.clone(), config);
+        components.insert(c.key().to_owned(), config);
     }
     dev.components = components;
     let msgs = disc.device_messages_of(&dev.device, comps);

@@ -1,0 +1,224 @@
+//! The generic enumerator (pure): what a device has shown ([`DeviceCaps`]) becomes its list of
+//! [`Entity`]s; the bridge device's own entities likewise. Names, device classes and event
+//! types come from the [`catalog`]; topics from [`Topics`]; ids from the [`Owner`].
+//!
+//! A source that produces a category the catalog knows gets that category's entities without
+//! any change here: the state machine records the category (and its image roles and counters)
+//! in [`DeviceCaps`], and this module turns every recorded category into the same set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::catalog::{self, BRIDGE_SENSORS, COUNTER_ICON};
+use super::{
+    Availability, BinarySensor, DeviceTrigger, Entity, EventEntity, Image, Owner, Sensor,
+    SensorClass,
+};
+use crate::event::Category;
+use crate::sinks::mqtt::topics::{Topics, alarm_key, counter_key, slug};
+
+/// What a device has shown so far; every entry becomes one or more entities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceCaps {
+    /// Per category name.
+    pub categories: BTreeMap<String, CategoryCaps>,
+    /// Alarm-status elements that name no single category (an NVR's `perimeterAlarm`,
+    /// `protocol.md` §7.2): each is an entity of its own.
+    pub alarms: BTreeSet<AlarmEntity>,
+}
+
+/// An alarm-status element exposed as its own `binary_sensor` (state topic
+/// `<base>/<device>/alarm/<name>[_<id>]`, `ON` not retained, `OFF` retained), because the
+/// status does not say which detection it is (field case 15).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlarmEntity {
+    /// Alarm name as the device sent it (`perimeterAlarm`).
+    pub name: String,
+    /// Rule / input id, when sent.
+    pub id: Option<String>,
+}
+
+/// What one category of a device has shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryCaps {
+    /// The category.
+    pub category: Category,
+    /// An overview image was seen (creates `<cat>_image`).
+    pub overview: bool,
+    /// A target crop was seen (creates `<cat>_target`).
+    pub target: bool,
+    /// MIME type of the images.
+    pub content_type: &'static str,
+    /// Counters seen, as `(dir, class)`.
+    pub counters: BTreeSet<(String, String)>,
+}
+
+impl CategoryCaps {
+    /// A category with nothing seen yet.
+    pub fn new(category: Category) -> CategoryCaps {
+        CategoryCaps {
+            category,
+            overview: false,
+            target: false,
+            content_type: "image/jpeg",
+            counters: BTreeSet::new(),
+        }
+    }
+}
+
+/// `off_delay` of each category's binary sensor (configured per category name, else the
+/// default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffDelays {
+    /// Per category name.
+    pub per_category: BTreeMap<String, Duration>,
+    /// For the others.
+    pub default: Duration,
+}
+
+impl OffDelays {
+    /// Whole seconds for `category`, at least 1.
+    pub fn seconds(&self, category: &str) -> u64 {
+        let d = self.per_category.get(category).unwrap_or(&self.default);
+        d.as_secs().max(1)
+    }
+}
+
+/// All entities of device `device_id` with capabilities `caps`, in this order: its
+/// connectivity; per category (by name) a binary sensor, an event entity, an image per role
+/// seen, a last-event timestamp, the category's extra sensors, a sensor per counter, a device
+/// trigger; per alarm entity a binary sensor.
+pub fn device_entities(
+    owner: &Owner,
+    topics: &Topics,
+    device_id: &str,
+    caps: &DeviceCaps,
+    off_delays: &OffDelays,
+) -> Vec<Entity> {
+    let bridge_only = vec![Availability::new(topics.bridge_state())];
+    let connectivity = owner
+        .common::<BinarySensor>("connectivity", "Connectivity")
+        .with_availability(bridge_only);
+    let mut out = vec![Entity::BinarySensor(BinarySensor::connectivity(
+        connectivity,
+        topics.availability(device_id),
+    ))];
+    for (name, cc) in &caps.categories {
+        let topic = |leaf: &str| topics.device_cat(device_id, name, leaf);
+        category_entities(owner, topic, name, cc, off_delays.seconds(name), &mut out);
+    }
+    for a in &caps.alarms {
+        let id = a.id.as_deref();
+        let key = format!("alarm_status_{}", slug(&alarm_key(&a.name, id)));
+        let common = owner.common::<BinarySensor>(&key, &catalog::alarm_label(&a.name, id));
+        let state_topic = topics.alarm(device_id, &a.name, id);
+        out.push(Entity::BinarySensor(BinarySensor::on_off(
+            common,
+            state_topic,
+        )));
+    }
+    out
+}
+
+/// The entities of category `name` (see [`device_entities`]); `topic(leaf)` is the
+/// category's topic `<base>/<device>/<name>/<leaf>`.
+fn category_entities(
+    owner: &Owner,
+    topic: impl Fn(&str) -> String,
+    name: &str,
+    cc: &CategoryCaps,
+    off_delay: u64,
+    out: &mut Vec<Entity>,
+) {
+    let key = slug(name);
+    let names = catalog::names(&cc.category);
+    let event_type = catalog::event_type(&cc.category);
+
+    let mut binary = BinarySensor::on_off(
+        owner.common::<BinarySensor>(&key, &names.binary),
+        topic("state"),
+    );
+    binary.device_class = catalog::binary_class(&cc.category);
+    binary.off_delay = Some(off_delay);
+    out.push(Entity::BinarySensor(binary));
+
+    let common = owner.common::<EventEntity>(&format!("{key}_event"), &names.event);
+    out.push(Entity::Event(EventEntity::new(
+        common,
+        topic("event"),
+        event_type,
+    )));
+
+    // The role is the key suffix and the topic leaf.
+    for (seen, role, image_name) in [
+        (cc.overview, "image", &names.image),
+        (cc.target, "target", &names.target),
+    ] {
+        if seen {
+            let common = owner.common::<Image>(&format!("{key}_{role}"), image_name);
+            out.push(Entity::Image(Image::new(
+                common,
+                topic(role),
+                cc.content_type,
+            )));
+        }
+    }
+
+    let common = owner
+        .common::<Sensor>(&format!("{key}_last"), &names.last)
+        .diagnostic();
+    out.push(Entity::Sensor(
+        Sensor::new(common, topic("last")).class(SensorClass::Timestamp),
+    ));
+
+    for s in catalog::extra_sensors(&cc.category) {
+        let mut common = owner.common::<Sensor>(s.key, s.name);
+        common.icon = s.icon;
+        out.push(Entity::Sensor(
+            Sensor::new(common, topic(s.leaf)).state_class(s.state_class),
+        ));
+    }
+
+    for (dir, class) in &cc.counters {
+        let ck = counter_key(dir, class);
+        let common = owner
+            .common::<Sensor>(
+                &format!("{key}_{}", slug(&ck)),
+                &catalog::counter_name(dir, class),
+            )
+            .with_icon(COUNTER_ICON);
+        let state_class = Some(catalog::counter_state_class(dir));
+        out.push(Entity::Sensor(
+            Sensor::new(common, topic(&ck)).state_class(state_class),
+        ));
+    }
+
+    out.push(Entity::DeviceTrigger(DeviceTrigger::on_event(
+        &format!("{key}_trigger"),
+        topic("event"),
+        event_type,
+        name,
+    )));
+}
+
+/// The bridge device's entities: its connectivity (without availability, so it can show
+/// `offline`) and the diagnostic sensors of [`BRIDGE_SENSORS`] on `<base>/bridge/info`.
+pub fn bridge_entities(owner: &Owner, topics: &Topics) -> Vec<Entity> {
+    let connectivity = owner.common::<BinarySensor>("connectivity", "Connectivity");
+    let mut out = vec![Entity::BinarySensor(BinarySensor::connectivity(
+        connectivity,
+        topics.bridge_state(),
+    ))];
+    for s in BRIDGE_SENSORS {
+        let common = owner
+            .common::<Sensor>(s.key, s.name)
+            .diagnostic()
+            .with_icon(s.icon)
+            .with_availability(vec![Availability::new(topics.bridge_state())]);
+        let sensor = Sensor::new(common, topics.bridge_info())
+            .template(s.template)
+            .state_class(s.state_class);
+        out.push(Entity::Sensor(sensor));
+    }
+    out
+}
