@@ -108,6 +108,9 @@ pub async fn start_with(
     let sink_cfg = sink_config(&config, broker_addr);
     // The buffer opens before anything listens: a post accepted from now on is durable.
     let buffer = open_buffer(&config, &telemetry);
+    // The device registry, for the pipeline (which keeps it) and the sinks (which start from it).
+    let pipeline_cfg = pipeline::PipelineConfig::from_config(&config);
+    let known = pipeline::load_known(&pipeline_cfg);
 
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
     let ctx = SourceContext {
@@ -121,7 +124,8 @@ pub async fn start_with(
     }
     drop(ctx);
     let pipeline = tokio::spawn(pipeline::run(
-        pipeline::PipelineConfig::from_config(&config),
+        pipeline_cfg,
+        known.clone(),
         rx,
         buffer.clone(),
         telemetry.clone(),
@@ -130,6 +134,7 @@ pub async fn start_with(
     let sinks_token = CancellationToken::new();
     let sink = tokio::spawn(sinks::mqtt::run(
         sink_cfg,
+        known,
         buffer.reader(),
         telemetry.clone(),
         sinks_token.clone(),
@@ -412,7 +417,6 @@ fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
         alarm_max_hold: Duration::from_secs(600),
         bridge_name: "camqtt".into(),
         state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
-        forget_after: Duration::from_secs(u64::from(c.homeassistant.forget_after) * 86_400),
     }
 }
 

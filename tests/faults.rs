@@ -471,6 +471,7 @@ fn spool_event(plate: &str) -> Routed {
             images: vec![],
             warnings: vec![],
         }),
+        counts: Default::default(),
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use camqtt::event::{
-    Attributes, Category, Device, DeviceInfo, DeviceKind, Event, Image, ImageRole, Phase, Plate,
-    Routed, TimeSource, Unparsed,
+    Attributes, Category, Device, DeviceCaps, DeviceInfo, DeviceKind, DeviceRecord, Event, Image,
+    ImageRole, KnownDevices, Phase, Plate, Routed, TimeSource, Unparsed,
 };
 use camqtt::sinks::mqtt::{self, BrokerAddr, HaConfig, MqttSinkConfig, SinkError};
 use camqtt::spool::{Buffer, MemoryConfig};
@@ -52,10 +52,16 @@ impl Feed {
 }
 
 fn start(cfg: MqttSinkConfig) -> Sink {
+    start_known(cfg, KnownDevices::default())
+}
+
+/// Start with the devices the pipeline's registry would hand over.
+fn start_known(cfg: MqttSinkConfig, known: KnownDevices) -> Sink {
     let telemetry = Telemetry::new();
     let buffer = Buffer::memory(MemoryConfig::default(), telemetry.clone());
     let token = CancellationToken::new();
-    let task = tokio::spawn(mqtt::run(cfg, buffer.reader(), telemetry, token.clone()));
+    let reader = buffer.reader();
+    let task = tokio::spawn(mqtt::run(cfg, known, reader, telemetry, token.clone()));
     Sink {
         tx: Feed(buffer),
         token,
@@ -130,6 +136,7 @@ fn pulse(category: Category, raw_type: &str, attrs: Attributes, images: Vec<Imag
     Routed::Event {
         device: device(),
         event: Arc::new(e),
+        counts: Default::default(),
     }
 }
 
@@ -387,7 +394,10 @@ async fn ha_birth_triggers_republish_of_discovery_and_states() {
         .await
         .expect("online");
     sink.tx
-        .send(Routed::Seen { device: device() })
+        .send(Routed::Seen {
+            device: device(),
+            caps: Default::default(),
+        })
         .await
         .unwrap();
     col.wait_for(|m| m.topic == DEV_DISCOVERY, T)
@@ -532,7 +542,14 @@ async fn invalid_config_is_an_error() {
     c.base_topic = "camera/#".into();
     let t = Telemetry::new();
     let buffer = Buffer::memory(MemoryConfig::default(), t.clone());
-    let r = mqtt::run(c, buffer.reader(), t, CancellationToken::new()).await;
+    let r = mqtt::run(
+        c,
+        KnownDevices::default(),
+        buffer.reader(),
+        t,
+        CancellationToken::new(),
+    )
+    .await;
     assert!(matches!(r, Err(SinkError::Config(_))), "{r:?}");
 }
 
@@ -565,14 +582,10 @@ async fn stop(sink: Sink) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
+async fn stale_discovery_is_cleared_and_known_devices_come_back() {
     let Some(broker) = Mosquitto::try_start() else {
         return;
     };
-    let state = tempfile::tempdir().unwrap();
-    let registry = state.path().join(mqtt::persist::FILE_NAME);
-    // A corrupt registry file is logged and ignored.
-    std::fs::write(&registry, b"{not json").unwrap();
 
     const BRIDGE: &str = "camqtt_bridge_sink_s";
     let d = |id: &str| format!("homeassistant/device/{id}/config");
@@ -644,11 +657,10 @@ async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
     assert!(preset.iter().all(|(t, _)| kept.contains_key(t)), "{kept:?}");
     let emptied = |col: &Collector, t: &str| col.on(t).iter().any(|m| m.payload.is_empty());
 
-    // Run 1, no usable registry: nothing of an unknown device may be cleared (it may just
-    // not have posted yet). The camera posts and is counted.
+    // Run 1, no registry file (first start, or an unreadable one): nothing of an unknown
+    // device may be cleared (it may just not have posted yet). The camera posts.
     col.clear();
-    let mut c = cfg(broker.port, "sink-s");
-    c.state_dir = Some(state.path().to_owned());
+    let c = cfg(broker.port, "sink-s");
     let sink = start(c.clone());
     col.wait_payload("camera/bridge/state", "online", T)
         .await
@@ -662,23 +674,39 @@ async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
     for (t, _) in &preset {
         assert!(!emptied(&col, t), "{t} cleared without a registry");
     }
-    // Shutdown writes the registry.
     stop(sink).await;
-    let reg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&registry).expect("registry")).unwrap();
-    assert_eq!(reg["devices"][0]["device"]["id"], DEV);
-    assert_eq!(reg["devices"][0]["counts"]["person"], 2);
 
-    // Run 2 with the registry: the known camera is there before it posts; stale devices of
-    // this bridge are cleared; a device posting during the scan is kept.
+    // Run 2 with the registry's records: the known camera is there before it posts; stale
+    // devices of this bridge are cleared; a device posting during the scan is kept.
     col.clear();
-    let sink = start(c);
+    let Routed::Event { event: counted, .. } = counting_event() else {
+        unreachable!()
+    };
+    let mut caps = DeviceCaps::default();
+    caps.record(&counted);
+    let record = DeviceRecord {
+        device: device(),
+        last_seen: SystemTime::now(),
+        caps,
+        counts: [("person".to_owned(), 2)].into(),
+    };
+    let known = KnownDevices {
+        records: vec![record],
+        authoritative: true,
+    };
+    let sink = start_known(c, known);
     // A camera the registry does not know posts while the scan runs.
     let mut late = device();
     late.id = "late_cam".into();
     late.hw_key = "aabbcc000002".into();
     late.info.mac = Some("aa:bb:cc:00:00:02".into());
-    sink.tx.send(Routed::Seen { device: late }).await.unwrap();
+    sink.tx
+        .send(Routed::Seen {
+            device: late,
+            caps: Default::default(),
+        })
+        .await
+        .unwrap();
     let disc = col
         .wait_for(|m| m.topic == DEV_DISCOVERY && !m.payload.is_empty(), T)
         .await
@@ -717,7 +745,7 @@ async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
         let j: serde_json::Value = serde_json::from_slice(p).unwrap();
         assert!(j["components"]["connectivity"].is_object(), "{t}: {j}");
     }
-    // Its counter continues.
+    // Its counter continues from the saved value.
     sink.tx.send(counting_event()).await.unwrap();
     col.wait_payload(&topic("availability"), "online", T)
         .await
@@ -726,13 +754,4 @@ async fn stale_discovery_is_cleared_and_known_devices_survive_a_restart() {
         .await
         .expect("counter continues from the saved value");
     stop(sink).await;
-    let reg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
-    let ids: Vec<&str> = reg["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|d| d["device"]["id"].as_str())
-        .collect();
-    assert_eq!(ids, [DEV, "late_cam"]);
 }

@@ -88,6 +88,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
             },
             warnings: vec![],
         }),
+        counts: Default::default(),
     }
 }
 
@@ -426,6 +427,7 @@ fn other_routed_messages_round_trip() {
     let msgs = [
         Routed::Seen {
             device: device("a"),
+            caps: Default::default(),
         },
         Routed::Offline {
             device: device("b"),
@@ -567,6 +569,7 @@ fn arb_event() -> impl Strategy<Value = Routed> {
                         .collect(),
                     warnings,
                 }),
+                counts: Default::default(),
             }
         })
 }

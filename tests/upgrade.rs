@@ -95,7 +95,11 @@ async fn a_spool_written_by_0_1_is_delivered_after_the_upgrade() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(telemetry.values()["spool_depth"], 0, "records left unacknowledged");
+    assert_eq!(
+        telemetry.values()["spool_depth"],
+        0,
+        "records left unacknowledged"
+    );
     shutdown.cancel();
     running.wait().await.expect("clean stop");
 }

@@ -848,7 +848,11 @@ impl BufferReader {
 /// `msg` without its images, saying so in the event's warnings.
 fn without_images(msg: Routed) -> Routed {
     match msg {
-        Routed::Event { device, event } => {
+        Routed::Event {
+            device,
+            event,
+            counts,
+        } => {
             let mut ev = Arc::unwrap_or_clone(event);
             ev.images.clear();
             ev.warnings
@@ -856,6 +860,7 @@ fn without_images(msg: Routed) -> Routed {
             Routed::Event {
                 device,
                 event: Arc::new(ev),
+                counts,
             }
         }
         other => other,

@@ -27,7 +27,7 @@
 //! draining, which lets the buffer hold back the pipeline while connected (back-pressure, see
 //! [`crate::spool`]).
 //!
-//! With a state directory the device registry is kept on disk ([`Persister`]). After
+//! The sink starts from the devices the pipeline's registry knows ([`KnownDevices`]). After
 //! every connect with Home Assistant discovery enabled, the loop collects retained discovery
 //! for [`stale::SCAN_WINDOW`] and clears what is ours and stale ([`SinkState::clear_stale`]).
 
@@ -50,10 +50,9 @@ use super::link::{
 };
 use super::outbox::{Outbox, Pending};
 use super::payload::unparsed_json;
-use super::persister::Persister;
 use super::stale;
 use super::state::{Action, SinkState};
-use crate::event::Unparsed;
+use crate::event::{KnownDevices, Unparsed};
 use crate::spool::acks::Tag;
 use crate::spool::{BufferReader, Next};
 use crate::telemetry::Telemetry;
@@ -633,19 +632,18 @@ impl Shell {
     }
 }
 
-/// Run the sink until `shutdown` is cancelled, reading routed messages from `reader`.
+/// Run the sink until `shutdown` is cancelled, reading routed messages from `reader`,
+/// starting from the devices in `known`.
 pub(crate) async fn run(
     cfg: MqttSinkConfig,
+    known: KnownDevices,
     reader: BufferReader,
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
     cfg.validate()?;
     let mut st = SinkState::new(&cfg, Instant::now(), SystemTime::now(), telemetry.clone());
-    let mut persister = cfg
-        .state_dir
-        .as_deref()
-        .map(|dir| Persister::load(dir, &mut st, cfg.forget_after, telemetry.clone()));
+    st.restore(&known);
     let (conn_tx, mut conn_rx) = mpsc::channel(64);
     let mut sh = start(&cfg, &mut st, reader, telemetry, conn_tx)?;
     let mut timers = Timers::default();
@@ -658,14 +656,10 @@ pub(crate) async fn run(
     loop {
         sh.read(&mut st);
         sh.flush();
-        if let Some(p) = persister.as_mut() {
-            p.poll(&mut st, Instant::now());
-        }
         let deadline = [
             st.next_deadline(),
             timers.ha_republish_at,
             timers.scan.as_ref().map(|s| s.until),
-            persister.as_ref().and_then(|p| p.due(&st)),
         ]
         .into_iter()
         .flatten()
@@ -702,9 +696,6 @@ pub(crate) async fn run(
         }
     }
     sh.shutdown(&mut st, &mut conn_rx).await;
-    if let Some(p) = persister.as_mut() {
-        p.finish(&mut st).await;
-    }
     info!("MQTT sink stopped");
     Ok(())
 }

@@ -41,11 +41,9 @@ pub struct MqttSinkConfig {
     pub alarm_max_hold: Duration,
     /// Name of the bridge (HA device name, `origin`).
     pub bridge_name: String,
-    /// Directory of the device registry file (`mqtt-devices.json`); `None`: the registry is
-    /// kept in memory only (devices are forgotten on restart).
+    /// Directory for the dead letters (`<state_dir>/dead-letter`); `None`: they are only
+    /// logged and reported.
     pub state_dir: Option<PathBuf>,
-    /// Devices not heard from for this long are forgotten (their discovery is cleared).
-    pub forget_after: Duration,
 }
 
 impl MqttSinkConfig {
@@ -65,7 +63,6 @@ impl MqttSinkConfig {
             alarm_max_hold: Duration::from_secs(600),
             bridge_name: "camqtt".to_owned(),
             state_dir: None,
-            forget_after: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -112,9 +109,6 @@ impl MqttSinkConfig {
         }
         if self.keep_alive.as_secs() > u64::from(u16::MAX) {
             problems.push("keep alive is longer than 65535 s".to_owned());
-        }
-        if self.forget_after < Duration::from_secs(60) {
-            problems.push("forget_after must be at least 1 minute".to_owned());
         }
         if self.default_off_delay.is_zero() || self.off_delay.values().any(Duration::is_zero) {
             problems.push("off_delay must be at least 1 s".to_owned());

@@ -10,7 +10,6 @@
 //!   (device capabilities → entities) (pure).
 //! - [`discovery`]: Home Assistant discovery payloads, rendered from entities (pure).
 //! - [`state`]: the sans-IO state machine (binary states, timers, settle delay, re-publish).
-//! - [`persist`]: the device registry file (known devices survive restarts).
 //! - [`stale`]: which retained discovery configs are ours and stale (cleared on connect).
 //! - [`limits`]: packet sizes, the broker's packet limit, publishes that kill the connection.
 //! - `link`: the broker connection (MQTT 5, falling back to 3.1.1), the only code that knows
@@ -23,7 +22,6 @@ pub mod discovery;
 pub mod entities;
 pub mod limits;
 pub mod payload;
-pub mod persist;
 pub mod stale;
 pub mod state;
 pub mod topics;
@@ -32,7 +30,6 @@ mod client;
 mod dead_letter;
 mod link;
 mod outbox;
-mod persister;
 mod tls;
 
 pub use link::{Protocol, ProtocolChoice};
@@ -67,7 +64,9 @@ pub fn check_tls(broker: &BrokerAddr) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Run the MQTT sink until `shutdown` is cancelled, reading routed messages from the buffer.
+/// Run the MQTT sink until `shutdown` is cancelled, reading routed messages from the buffer,
+/// starting from the devices the pipeline's registry knows (`known`: they are announced
+/// `offline` until they post).
 ///
 /// Connects (and keeps reconnecting, with backoff) to the broker, publishes the bridge's
 /// `online` state, `bridge/info` and Home Assistant discovery, and turns every routed message
@@ -77,9 +76,10 @@ pub fn check_tls(broker: &BrokerAddr) -> Result<(), SinkError> {
 /// `<base>/bridge/state` and disconnects. Errors only for an unusable configuration.
 pub async fn run(
     cfg: MqttSinkConfig,
+    known: crate::event::KnownDevices,
     reader: BufferReader,
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    client::run(cfg, reader, telemetry, shutdown).await
+    client::run(cfg, known, reader, telemetry, shutdown).await
 }

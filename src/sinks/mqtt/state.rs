@@ -38,12 +38,13 @@
 //!   a new entity's messages wait for its birth message plus the settle time, at most
 //!   [`HA_OFFLINE_WAIT`]. Announcing happens as early as the bridge knows of an entity: a
 //!   device's first post of any kind, a status post for its category.
-//! * Registry: devices are remembered with their categories and bridge-kept counters
-//!   ([`SinkState::snapshot`] / [`SinkState::restore`], file format in [`super::persist`]).
-//!   A restored device is `offline` until it posts; its discovery goes out on connect. A
-//!   device silent for `forget_after` is forgotten and its discovery cleared. Retained
-//!   discovery of devices the bridge no longer knows is cleared after each connect
-//!   ([`SinkState::clear_stale`], rules in [`super::stale`]).
+//! * Devices: the pipeline's registry is the one record of them. At start the sink restores
+//!   what it knows ([`SinkState::restore`]: `offline` until they post, discovery on connect,
+//!   bridge-kept counters re-published); afterwards a [`Routed::Seen`] brings a device's
+//!   capabilities whenever they grow, an event the bridge-kept counts it advanced, and
+//!   [`Routed::Forget`] the end of a device silent for `forget_after` (its discovery is
+//!   cleared). Retained discovery of devices the bridge no longer knows is cleared after each
+//!   connect ([`SinkState::clear_stale`], rules in [`super::stale`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -52,12 +53,14 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::config::{ImageConfig, MqttSinkConfig};
-use super::discovery::{AlarmEntity, CategoryCaps, DeviceCaps, Discovery, device_identifier};
+use super::discovery::{DeviceCaps, Discovery, device_identifier};
 use super::limits::PacketLimit;
 use super::payload::{event_json_with, image_json, rfc3339, unparsed_json};
-use super::persist::{self, RegistryFile, SavedAlarm, SavedCategory, SavedDevice};
 use super::topics::{Topics, alarm_key, counter_key};
-use crate::event::{AlarmState, Category, Device, Event, EventKind, Image, ImageRole, Routed};
+use crate::event::{
+    AlarmState, Category, Device, Event, EventKind, Image, ImageRole, KnownDevices, Routed,
+    counted_classes,
+};
 
 /// Default of `discovery_settle`: how long a new entity's non-retained publishes wait after its
 /// discovery was published.
@@ -79,9 +82,6 @@ enum HaPresence {
 
 /// How often `bridge/info` is refreshed.
 pub const INFO_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How often devices silent for `forget_after` are looked for.
-pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +184,9 @@ struct ActiveAlarm {
 }
 
 /// What one event may move, by its [`EventKind`]. This table is the one place the sink
-/// decides it; [`SinkState::on_event`] and [`SinkState::update_caps`] only consult it.
+/// decides it; [`SinkState::on_event`] only consults it. The registry's
+/// [`DeviceCaps::record`] and [`counted_classes`] follow the same rule for the entities
+/// (images and bridge counters come from detections only).
 ///
 /// | kind | images | plate, list, bridge counters | `targets` | `last` | event JSON | state |
 /// |---|---|---|---|---|---|---|
@@ -291,15 +293,14 @@ struct DevState {
     caps: DeviceCaps,
     /// Last published discovery messages.
     discovery: Vec<(String, Bytes)>,
+    /// When the sink last handled a message of it (the registry's time after a restart).
     last_seen: Option<SystemTime>,
-    /// `last_seen` as last written to the registry file.
-    saved_seen: Option<SystemTime>,
     /// Current retained values: topic → (payload, is image).
     retained: BTreeMap<String, (Bytes, bool)>,
     binaries: BTreeMap<String, Binary>,
     /// Active alarm-status elements by `alarm_key` (`perimeterAlarm_1`).
     alarms: BTreeMap<String, ActiveAlarm>,
-    /// Bridge-maintained counters (`enter_<class>`), kept in the registry file.
+    /// Bridge-kept counters (`enter_<class>`) as last published.
     counts: BTreeMap<String, u64>,
     /// Topics of entities announced recently → when their messages may go out.
     settling: BTreeMap<String, Instant>,
@@ -317,7 +318,6 @@ impl DevState {
             caps: DeviceCaps::default(),
             discovery: Vec::new(),
             last_seen: None,
-            saved_seen: None,
             retained: BTreeMap::new(),
             binaries: BTreeMap::new(),
             alarms: BTreeMap::new(),
@@ -552,11 +552,8 @@ pub struct SinkState {
     /// Retained bridge-level values (`<base>/<category>/image` when retained).
     global_retained: BTreeMap<String, Bytes>,
     next_info: Instant,
-    forget_after: Duration,
-    next_prune: Instant,
-    /// The registry changed since the last [`SinkState::snapshot`].
-    dirty: bool,
-    /// The registry was restored from a valid file: a device it does not know is gone.
+    /// The devices were restored from a valid registry file: a device it does not know is
+    /// gone.
     authoritative: bool,
     /// The broker's packet limit as far as known (the shell keeps it current).
     packet_limit: PacketLimit,
@@ -602,9 +599,6 @@ impl SinkState {
             devices: BTreeMap::new(),
             global_retained: BTreeMap::new(),
             next_info: now + INFO_INTERVAL,
-            forget_after: cfg.forget_after,
-            next_prune: now + PRUNE_INTERVAL,
-            dirty: false,
             authoritative: false,
             packet_limit: PacketLimit::new(cfg.protocol.first(), cfg.max_packet_size),
             oversize_warned: BTreeSet::new(),
@@ -714,30 +708,36 @@ impl SinkState {
     pub fn on_routed(&mut self, msg: &Routed, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match msg {
-            Routed::Seen { device } => {
-                let new = self.ensure(device, now, &mut out, true);
+            Routed::Seen { device, caps } => {
+                let new = self.ensure(device, now, &mut out);
+                self.add_caps(&device.id, caps, now, &mut out);
                 self.set_online(&device.id, true, &mut out);
                 if new {
                     self.push_info(now, &mut out);
                 }
             }
             Routed::Offline { device } => {
-                let new = self.ensure(device, now, &mut out, true);
+                let new = self.ensure(device, now, &mut out);
+                self.sync(&device.id, now, &mut out);
                 self.set_online(&device.id, false, &mut out);
                 if new {
                     self.push_info(now, &mut out);
                 }
             }
-            Routed::Event { device, event } => {
-                // Discovery is synced inside on_event, after the capabilities are updated.
-                let new = self.ensure(device, now, &mut out, false);
-                self.update_caps(&device.id, event, now, &mut out);
+            Routed::Event {
+                device,
+                event,
+                counts,
+            } => {
+                let new = self.ensure(device, now, &mut out);
+                self.event_caps(&device.id, event, now, &mut out);
                 self.set_online(&device.id, true, &mut out);
-                self.on_event(&device.id, event, now, &mut out);
+                self.on_event(&device.id, event, counts, now, &mut out);
                 if new {
                     self.push_info(now, &mut out);
                 }
             }
+            Routed::Forget { device } => self.forget(&device.id, now, &mut out),
             Routed::Unparsed(u) => {
                 out.push(Action::momentary(
                     self.topics.bridge_unparsed(),
@@ -748,12 +748,14 @@ impl SinkState {
         out
     }
 
-    /// Register or update a device (and its NVR); publish discovery when it changed.
-    /// Returns true when the device (or its parent) was new.
-    fn ensure(&mut self, device: &Device, now: Instant, out: &mut Vec<Action>, sync: bool) -> bool {
+    /// Register or update a device (and its NVR, whose discovery is synced). Returns true
+    /// when the device (or its parent) was new. The device's own discovery is synced by the
+    /// caller, once its capabilities are current.
+    fn ensure(&mut self, device: &Device, now: Instant, out: &mut Vec<Action>) -> bool {
         let mut new = false;
         if let Some(parent) = device.parent.as_deref() {
-            new |= self.ensure(parent, now, out, true);
+            new |= self.ensure(parent, now, out);
+            self.sync(&parent.id, now, out);
             // Posts from a channel prove the NVR is alive.
             self.set_online(&parent.id, true, out);
         }
@@ -764,25 +766,8 @@ impl SinkState {
         });
         if dev.device != *device {
             dev.device = device.clone();
-            self.dirty = true;
         }
         dev.last_seen = Some(wall);
-        if dev.saved_seen.is_none_or(|s| {
-            wall.duration_since(s)
-                .is_ok_and(|d| d >= persist::LAST_SEEN_RESOLUTION)
-        }) {
-            self.dirty = true;
-        }
-        if sync {
-            sync_discovery(
-                self.discovery.as_ref(),
-                dev,
-                now,
-                out,
-                false,
-                ready_after(self.ha, self.settle, now),
-            );
-        }
         new
     }
 
@@ -798,76 +783,41 @@ impl SinkState {
         }
     }
 
-    /// Record what the event shows (category, image roles, counters) and publish discovery
-    /// when that changed. A status announces the entities of the category it names, before
-    /// any detection (Home Assistant subscribes early); one that names no single category
-    /// announces only its own alarm entity.
-    fn update_caps(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
-        let Some(dev) = self.devices.get_mut(id) else {
-            return;
-        };
-        let moves = Moves::of(ev.kind());
-        let before = dev.caps.clone();
-        if let Some(alarm) = ev.attrs.alarm.as_ref().filter(|a| a.is_ambiguous()) {
-            dev.caps.alarms.insert(AlarmEntity {
-                name: alarm.name.clone(),
-                id: alarm.id.clone(),
-            });
-            if dev.caps != before {
-                self.dirty = true;
-            }
-            sync_discovery(
-                self.discovery.as_ref(),
-                dev,
-                now,
-                out,
-                false,
-                ready_after(self.ha, self.settle, now),
-            );
-            return;
+    /// Add what the registry says the device has shown, and publish discovery when that
+    /// (or the device) changed.
+    fn add_caps(&mut self, id: &str, caps: &DeviceCaps, now: Instant, out: &mut Vec<Action>) {
+        if let Some(dev) = self.devices.get_mut(id) {
+            dev.caps.merge(caps);
         }
-        let cat = ev.category.as_str().to_owned();
-        let cc = dev
-            .caps
-            .categories
-            .entry(cat)
-            .or_insert_with(|| CategoryCaps::new(ev.category.clone()));
-        if let Some(img) = ev.image(ImageRole::Overview).filter(|_| moves.images) {
-            cc.overview = true;
-            cc.content_type = super::persist::static_mime(&img.content_type);
-        }
-        if let Some(img) = ev.image(ImageRole::Target).filter(|_| moves.images) {
-            cc.target = true;
-            cc.content_type = super::persist::static_mime(&img.content_type);
-        }
-        if let Some(c) = ev.attrs.counters.as_ref().filter(|c| !c.is_empty()) {
-            for (dir, list) in [
-                ("enter", &c.enter),
-                ("leave", &c.leave),
-                ("exist", &c.exist),
-            ] {
-                for (class, _) in list {
-                    cc.counters.insert((dir.to_owned(), class.clone()));
-                }
-            }
-        }
-        for class in bridge_count_classes(ev) {
-            cc.counters.insert(("enter".to_owned(), class));
-        }
-        if dev.caps != before {
-            self.dirty = true;
-        }
-        sync_discovery(
-            self.discovery.as_ref(),
-            dev,
-            now,
-            out,
-            false,
-            ready_after(self.ha, self.settle, now),
-        );
+        self.sync(id, now, out);
     }
 
-    fn on_event(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
+    /// Add what the event shows, and publish discovery when that (or the device) changed.
+    /// The registry has recorded it already ([`Routed::Seen`] came first), except in records
+    /// spooled by camqtt 0.1.0: their entities are announced all the same.
+    fn event_caps(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
+        if let Some(dev) = self.devices.get_mut(id) {
+            dev.caps.record(ev);
+        }
+        self.sync(id, now, out);
+    }
+
+    /// Publish the device's discovery where it changed.
+    fn sync(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        if let Some(dev) = self.devices.get_mut(id) {
+            let ready = ready_after(self.ha, self.settle, now);
+            sync_discovery(self.discovery.as_ref(), dev, now, out, false, ready);
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        id: &str,
+        ev: &Event,
+        counts: &BTreeMap<String, u64>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let moves = Moves::of(ev.kind());
         let off_delay = self.off_delay(ev.category.as_str());
         let max_hold = self.alarm_max_hold;
@@ -898,7 +848,7 @@ impl SinkState {
         let cat = ev.category.as_str().to_owned();
 
         let device_counters = ev.attrs.counters.as_ref().filter(|c| !c.is_empty());
-        let bridge_counts = bridge_count_classes(ev);
+        let bridge_counts = counted_classes(ev);
         let dev_id = dev.device.id.clone();
 
         // 1. Images (before the event, so automations triggered by it find them). Retained
@@ -982,12 +932,11 @@ impl SinkState {
                 }
             }
         }
-        if !bridge_counts.is_empty() {
-            self.dirty = true;
-        }
         for class in &bridge_counts {
             let n = dev.counts.entry(class.clone()).or_insert(0);
-            *n += 1;
+            // The registry's count after this event; a record spooled by camqtt 0.1.0 has
+            // none, and counts on from the last published value.
+            *n = counts.get(class).copied().unwrap_or(*n + 1);
             let v = *n;
             let t = topics.device_cat(&dev_id, &cat, &counter_key("enter", class));
             dev.put(t, Bytes::from(v.to_string()), false, now, out);
@@ -1094,136 +1043,47 @@ impl SinkState {
                 dev.binaries.insert(cat, bin);
             }
         }
-        if now >= self.next_prune {
-            self.next_prune = now + PRUNE_INTERVAL;
-            self.prune(now, &mut out);
-        }
         if now >= self.next_info {
             self.push_info(now, &mut out);
         }
         out
     }
 
-    /// Forget devices silent for `forget_after`: clear their discovery (empty retained).
-    fn prune(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(cutoff) = self.wall(now).checked_sub(self.forget_after) else {
+    /// The registry forgot a device (silent for `forget_after`): clear its discovery (empty
+    /// retained) and drop its state.
+    fn forget(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        let Some(dev) = self.devices.remove(id) else {
             return;
         };
-        let old: Vec<String> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.last_seen.is_none_or(|t| t <= cutoff))
-            .map(|(id, _)| id.clone())
-            .collect();
-        if old.is_empty() {
-            return;
+        tracing::info!(device = %id, "device forgotten; its discovery is cleared");
+        for (t, _) in dev.discovery {
+            out.push(Action::retained(t, Bytes::new()));
         }
-        for id in &old {
-            if let Some(dev) = self.devices.remove(id) {
-                tracing::info!(device = %id, "device silent for forget_after, forgotten; its discovery is cleared");
-                for (t, _) in dev.discovery {
-                    out.push(Action::retained(t, Bytes::new()));
-                }
-            }
-        }
-        self.dirty = true;
         self.push_info(now, out);
     }
 
-    /// Restore the registry loaded from the state file (before the first connect). The
-    /// devices are `offline` until they post; their discovery goes out on connect; the
-    /// bridge-kept counters continue from the saved values (and are re-published). From
-    /// now on the registry is authoritative: retained discovery of devices it does not know
-    /// is cleared ([`SinkState::clear_stale`]).
-    pub fn restore(&mut self, devices: Vec<SavedDevice>) {
-        self.authoritative = true;
-        for sd in devices {
-            let id = sd.device.id.clone();
-            let mut dev = DevState::new(sd.device);
-            let seen = persist::from_unix(sd.last_seen);
-            dev.last_seen = Some(seen);
-            dev.saved_seen = Some(seen);
+    /// Restore what the registry knew at start (before the first connect). The devices are
+    /// `offline` until they post; their discovery goes out on connect; the bridge-kept
+    /// counters are re-published. With `known.authoritative`, retained discovery of devices
+    /// it does not know is cleared ([`SinkState::clear_stale`]).
+    pub fn restore(&mut self, known: &KnownDevices) {
+        self.authoritative = known.authoritative;
+        for r in &known.records {
+            let id = r.device.id.clone();
+            let mut dev = DevState::new(r.device.clone());
+            dev.last_seen = Some(r.last_seen);
             dev.online = Some(false);
-            for (name, c) in sd.categories {
-                let category = crate::event::Category::from_name(&name)
-                    .unwrap_or_else(|| crate::event::Category::Other(name.clone()));
-                let mut cc = CategoryCaps::new(category);
-                cc.overview = c.overview;
-                cc.target = c.target;
-                cc.content_type = persist::static_mime(&c.content_type);
-                cc.counters = c.counters.into_iter().collect();
-                dev.caps.categories.insert(name, cc);
-            }
-            dev.caps.alarms = sd
-                .alarms
-                .into_iter()
-                .map(|a| AlarmEntity {
-                    name: a.name,
-                    id: a.id,
-                })
-                .collect();
-            for (class, n) in sd.counts {
+            dev.caps = r.caps.clone();
+            for (class, n) in &r.counts {
                 let t = self.topics.device_cat(
                     &id,
                     Category::Counting.as_str(),
-                    &counter_key("enter", &class),
+                    &counter_key("enter", class),
                 );
                 dev.retained.insert(t, (Bytes::from(n.to_string()), false));
-                dev.counts.insert(class, n);
+                dev.counts.insert(class.clone(), *n);
             }
             self.devices.insert(id, dev);
-        }
-    }
-
-    /// True when the registry changed since the last [`SinkState::snapshot`].
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
-    /// The registry as written to the state file; marks it clean.
-    pub fn snapshot(&mut self, wall: SystemTime) -> RegistryFile {
-        self.dirty = false;
-        let devices = self
-            .devices
-            .values_mut()
-            .map(|d| {
-                d.saved_seen = d.last_seen;
-                SavedDevice {
-                    device: d.device.clone(),
-                    last_seen: d.last_seen.map_or(persist::unix(wall), persist::unix),
-                    categories: d
-                        .caps
-                        .categories
-                        .iter()
-                        .map(|(k, c)| {
-                            (
-                                k.clone(),
-                                SavedCategory {
-                                    overview: c.overview,
-                                    target: c.target,
-                                    content_type: c.content_type.to_owned(),
-                                    counters: c.counters.iter().cloned().collect(),
-                                },
-                            )
-                        })
-                        .collect(),
-                    counts: d.counts.clone(),
-                    alarms: d
-                        .caps
-                        .alarms
-                        .iter()
-                        .map(|a| SavedAlarm {
-                            name: a.name.clone(),
-                            id: a.id.clone(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        RegistryFile {
-            version: persist::VERSION,
-            saved: persist::unix(wall),
-            devices,
         }
     }
 
@@ -1273,7 +1133,7 @@ impl SinkState {
 
     /// The earliest time [`SinkState::on_tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut best = Some(self.next_info.min(self.next_prune));
+        let mut best = Some(self.next_info);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 best = Some(best.map_or(t, |b: Instant| b.min(t)));
@@ -1442,29 +1302,6 @@ impl SinkState {
         });
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
-}
-
-/// Classes the bridge counts for a counting detection without device counters (one per
-/// target, `person` when the target has no class or there is no target).
-fn bridge_count_classes(ev: &Event) -> Vec<String> {
-    let detection = Moves::of(ev.kind()).detection_values;
-    let has_counters = ev.attrs.counters.as_ref().is_some_and(|c| !c.is_empty());
-    if ev.category != Category::Counting || has_counters || !detection {
-        return Vec::new();
-    }
-    if ev.attrs.targets.is_empty() {
-        return vec!["person".to_owned()];
-    }
-    ev.attrs
-        .targets
-        .iter()
-        .map(|t| {
-            t.object
-                .clone()
-                .filter(|o| !o.is_empty())
-                .unwrap_or_else(|| "person".into())
-        })
-        .collect()
 }
 
 /// When an entity announced at `now` may receive non-retained messages: after the settle

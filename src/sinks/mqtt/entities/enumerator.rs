@@ -3,10 +3,11 @@
 //! types come from the [`catalog`]; topics from [`Topics`]; ids from the [`Owner`].
 //!
 //! A source that produces a category the catalog knows gets that category's entities without
-//! any change here: the state machine records the category (and its image roles and counters)
-//! in [`DeviceCaps`], and this module turns every recorded category into the same set.
+//! any change here: the pipeline's device registry records the category (and its image roles
+//! and counters) in [`DeviceCaps`], and this module turns every recorded category into the
+//! same set.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::catalog::{self, BRIDGE_SENSORS, COUNTER_ICON};
@@ -14,57 +15,9 @@ use super::{
     Availability, BinarySensor, DeviceTrigger, Entity, EventEntity, Image, Owner, Sensor,
     SensorClass,
 };
-use crate::event::Category;
 use crate::sinks::mqtt::topics::{Topics, alarm_key, counter_key, slug};
 
-/// What a device has shown so far; every entry becomes one or more entities.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceCaps {
-    /// Per category name.
-    pub categories: BTreeMap<String, CategoryCaps>,
-    /// Alarm-status elements that name no single category (an NVR's `perimeterAlarm`,
-    /// `protocol.md` §7.2): each is an entity of its own.
-    pub alarms: BTreeSet<AlarmEntity>,
-}
-
-/// An alarm-status element exposed as its own `binary_sensor` (state topic
-/// `<base>/<device>/alarm/<name>[_<id>]`, `ON` not retained, `OFF` retained), because the
-/// status does not say which detection it is (field case 15).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct AlarmEntity {
-    /// Alarm name as the device sent it (`perimeterAlarm`).
-    pub name: String,
-    /// Rule / input id, when sent.
-    pub id: Option<String>,
-}
-
-/// What one category of a device has shown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CategoryCaps {
-    /// The category.
-    pub category: Category,
-    /// An overview image was seen (creates `<cat>_image`).
-    pub overview: bool,
-    /// A target crop was seen (creates `<cat>_target`).
-    pub target: bool,
-    /// MIME type of the images.
-    pub content_type: &'static str,
-    /// Counters seen, as `(dir, class)`.
-    pub counters: BTreeSet<(String, String)>,
-}
-
-impl CategoryCaps {
-    /// A category with nothing seen yet.
-    pub fn new(category: Category) -> CategoryCaps {
-        CategoryCaps {
-            category,
-            overview: false,
-            target: false,
-            content_type: "image/jpeg",
-            counters: BTreeSet::new(),
-        }
-    }
-}
+pub use crate::event::{AlarmEntity, CategoryCaps, DeviceCaps};
 
 /// `off_delay` of each category's binary sensor (configured per category name, else the
 /// default).

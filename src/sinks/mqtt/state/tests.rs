@@ -37,6 +37,7 @@ fn ev_msg(e: Event) -> Routed {
     Routed::Event {
         device: dev(),
         event: Arc::new(e),
+        counts: Default::default(),
     }
 }
 
@@ -103,6 +104,7 @@ fn first_event_discovery_then_settle_in_order() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0,
     );
@@ -175,6 +177,7 @@ fn first_event_discovery_then_settle_in_order() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0 + s(3.0),
     );
@@ -201,6 +204,7 @@ fn images_are_shared_not_copied() {
         &Routed::Event {
             device: dev(),
             event: e.clone(),
+            counts: Default::default(),
         },
         t1,
     );
@@ -452,6 +456,7 @@ fn settle_keeps_device_order_and_spares_other_devices() {
     st.on_routed(
         &Routed::Seen {
             device: other.clone(),
+            caps: Default::default(),
         },
         t0 - s(10.0),
     );
@@ -460,6 +465,7 @@ fn settle_keeps_device_order_and_spares_other_devices() {
         &Routed::Event {
             device: other.clone(),
             event: Arc::new(event(Category::Motion, Phase::Pulse)),
+            counts: Default::default(),
         },
         t0 + s(0.3),
     );
@@ -500,6 +506,7 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t1,
     );
@@ -523,6 +530,7 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t1 + s(1.2),
     );
@@ -553,6 +561,7 @@ fn while_home_assistant_is_away_new_entities_wait_for_its_birth() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0 + s(1.0),
     );
@@ -581,34 +590,45 @@ fn while_home_assistant_is_away_new_entities_wait_for_its_birth() {
     assert!(find(&rel, &t("intrusion/event")).is_some());
 }
 
+/// One device for [`known`]: the device, the events it has shown, its bridge-kept counts.
+type Shown<'a> = (Device, Vec<Event>, &'a [(&'a str, u64)]);
+
+/// What the registry would hand the sink at start: `devices` with what they have shown.
+fn known(devices: Vec<Shown<'_>>) -> KnownDevices {
+    let records = devices
+        .into_iter()
+        .map(|(device, events, counts)| {
+            let mut caps = crate::event::DeviceCaps::default();
+            for e in &events {
+                caps.record(e);
+            }
+            crate::event::DeviceRecord {
+                device,
+                last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001),
+                caps,
+                counts: counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            }
+        })
+        .collect();
+    KnownDevices {
+        records,
+        authoritative: true,
+    }
+}
+
 #[test]
 fn a_device_restored_from_the_registry_settles_once() {
     let c = cfg();
-    let (mut st, t0) = state_with(&c);
-    settled(&mut st, t0, (*lpr_event()).clone());
-    let saved = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
     let (mut st2, t2) = state_with(&c);
-    st2.restore(saved.devices);
+    st2.restore(&known(vec![(dev(), vec![(*lpr_event()).clone()], &[])]));
     st2.on_connected(t2);
     // After a restart the bridge cannot know what HA has: the first event waits once ...
-    let acts = st2.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-        },
-        t2 + s(0.1),
-    );
+    let acts = st2.on_routed(&ev_msg((*lpr_event()).clone()), t2 + s(0.1));
     assert!(find(&acts, &t("lpr/event")).is_none());
     let rel = st2.on_tick(t2 + DISCOVERY_SETTLE);
     assert!(find(&rel, &t("lpr/event")).is_some());
     // ... and the next one does not.
-    let acts = st2.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-        },
-        t2 + s(3.0),
-    );
+    let acts = st2.on_routed(&ev_msg((*lpr_event()).clone()), t2 + s(3.0));
     assert!(find(&acts, &t("lpr/event")).is_some());
 }
 
@@ -620,6 +640,7 @@ fn ha_online_republishes_discovery_and_states_not_events() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0,
     );
@@ -761,7 +782,13 @@ fn traject_targets_and_lpr_list_none() {
 fn availability_only_on_change_and_reconnect() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
-    let acts = st.on_routed(&Routed::Seen { device: dev() }, t0);
+    let acts = st.on_routed(
+        &Routed::Seen {
+            device: dev(),
+            caps: Default::default(),
+        },
+        t0,
+    );
     assert_eq!(
         payload_of(&acts, &t("availability")).as_deref(),
         Some("online")
@@ -770,7 +797,13 @@ fn availability_only_on_change_and_reconnect() {
         find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some(),
         "first Seen publishes discovery"
     );
-    let acts = st.on_routed(&Routed::Seen { device: dev() }, t0 + s(10.0));
+    let acts = st.on_routed(
+        &Routed::Seen {
+            device: dev(),
+            caps: Default::default(),
+        },
+        t0 + s(10.0),
+    );
     assert!(acts.is_empty(), "{:?}", topics(&acts));
     let acts = st.on_routed(&Routed::Offline { device: dev() }, t0 + s(100.0));
     assert_eq!(
@@ -790,7 +823,13 @@ fn nvr_channel_brings_its_nvr() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
     let ch = nvr_channel(2);
-    let acts = st.on_routed(&Routed::Seen { device: ch.clone() }, t0);
+    let acts = st.on_routed(
+        &Routed::Seen {
+            device: ch.clone(),
+            caps: Default::default(),
+        },
+        t0,
+    );
     let tp = topics(&acts);
     assert!(
         tp.contains(&"homeassistant/device/camqtt_aabbccddeeff/config".to_owned()),
@@ -852,6 +891,7 @@ fn without_homeassistant_no_discovery_no_settle() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0,
     );
@@ -883,6 +923,7 @@ fn image_options() {
         &Routed::Event {
             device: dev(),
             event: lpr_event(),
+            counts: Default::default(),
         },
         t0,
     );
@@ -927,6 +968,7 @@ fn hostile_ids_stay_single_level() {
         &Routed::Event {
             device: d,
             event: Arc::new(e),
+            counts: Default::default(),
         },
         t0,
     );
@@ -951,45 +993,16 @@ fn counted() -> Event {
 }
 
 #[test]
-fn registry_snapshot_restore_continues_counters_and_starts_offline() {
+fn restored_devices_start_offline_and_their_counters_continue() {
     let c = cfg();
-    let (mut st, t0) = state_with(&c);
-    assert!(!st.is_dirty());
-    st.on_routed(
-        &Routed::Seen {
-            device: nvr_channel(2),
-        },
-        t0,
-    );
-    st.on_routed(&ev_msg(counted()), t0);
-    st.on_routed(&ev_msg(counted()), t0 + s(1.0));
-    assert!(st.is_dirty());
-    let file = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_005));
-    assert!(!st.is_dirty());
-    assert_eq!(file.devices.len(), 3, "camera, NVR, channel");
-    let cam = file.devices.iter().find(|d| d.device.id == DEV).unwrap();
-    assert_eq!(cam.counts.get("person"), Some(&2));
-    assert_eq!(cam.last_seen, 1_800_000_001);
-    assert!(
-        cam.categories["counting"]
-            .counters
-            .contains(&("enter".to_owned(), "person".to_owned()))
-    );
-
-    // Another post within the last-seen resolution, no new capability: still clean.
-    st.on_routed(&Routed::Seen { device: dev() }, t0 + s(2.0));
-    assert!(!st.is_dirty());
-
-    // A new run from the file.
-    let loaded = persist::decode(
-        &persist::encode(&file),
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100),
-        c.forget_after,
-    )
-    .unwrap();
+    let ch = nvr_channel(2);
+    let nvr = (*ch.parent.clone().unwrap()).clone();
     let (mut st2, t1) = state_with(&c);
-    st2.restore(loaded.devices);
-    assert!(!st2.is_dirty());
+    st2.restore(&known(vec![
+        (dev(), vec![counted()], &[("person", 2)]),
+        (nvr, vec![], &[]),
+        (ch, vec![], &[]),
+    ]));
     let acts = st2.on_connected(t1);
     // Discovery of every known device right away, with the counter entity.
     for id in [
@@ -1019,8 +1032,13 @@ fn registry_snapshot_restore_continues_counters_and_starts_offline() {
         Some("2")
     );
     st2.on_tick(t1 + DISCOVERY_SETTLE);
-    // The counter continues.
-    let acts = st2.on_routed(&ev_msg(counted()), t1 + s(2.0));
+    // The registry's count after the event is published.
+    let counted_by_registry = Routed::Event {
+        device: dev(),
+        event: Arc::new(counted()),
+        counts: [("person".to_owned(), 3)].into(),
+    };
+    let acts = st2.on_routed(&counted_by_registry, t1 + s(2.0));
     assert_eq!(
         payload_of(&acts, &t("availability")).as_deref(),
         Some("online")
@@ -1029,14 +1047,25 @@ fn registry_snapshot_restore_continues_counters_and_starts_offline() {
         payload_of(&acts, &t("counting/enter_person")).as_deref(),
         Some("3")
     );
-    assert!(st2.is_dirty());
+    // A record spooled by camqtt 0.1.0 carries no count: the sink counts on.
+    let acts = st2.on_routed(&ev_msg(counted()), t1 + s(3.0));
+    assert_eq!(
+        payload_of(&acts, &t("counting/enter_person")).as_deref(),
+        Some("4")
+    );
 }
 
 #[test]
 fn clear_stale_spares_known_devices_and_current_topics() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
-    st.on_routed(&Routed::Seen { device: dev() }, t0);
+    st.on_routed(
+        &Routed::Seen {
+            device: dev(),
+            caps: Default::default(),
+        },
+        t0,
+    );
     let bridge = st.bridge_identifier().unwrap().to_owned();
     let cfg_of = |id: &str, via: &str| {
         Bytes::from(
@@ -1068,7 +1097,7 @@ fn clear_stale_spares_known_devices_and_current_topics() {
         topics(&acts),
         ["homeassistant/binary_sensor/camqtt_585b6940f40d/connectivity/config"]
     );
-    st.restore(Vec::new());
+    st.restore(&known(Vec::new()));
     let acts = st.clear_stale(&found);
     assert_eq!(
         view(&acts),
@@ -1093,35 +1122,12 @@ fn clear_stale_spares_known_devices_and_current_topics() {
 }
 
 #[test]
-fn silent_devices_are_forgotten_at_runtime() {
-    let mut c = cfg();
-    c.forget_after = Duration::from_secs(2 * 3600);
+fn a_forgotten_device_loses_its_discovery() {
+    let c = cfg();
     let (mut st, t0) = state_with(&c);
-    st.on_routed(&Routed::Seen { device: dev() }, t0);
-    st.on_routed(
-        &Routed::Seen {
-            device: nvr_channel(1),
-        },
-        t0 + s(1800.0),
-    );
-    st.snapshot(SystemTime::now());
-    // First prune after an hour: nothing is old enough.
-    let acts = st.on_tick(t0 + PRUNE_INTERVAL);
-    assert!(
-        !topics(&acts)
-            .iter()
-            .any(|t| t.starts_with("homeassistant/"))
-    );
-    assert!(!st.is_dirty());
-    // Keep the channel (and so its NVR) alive.
-    st.on_routed(
-        &Routed::Seen {
-            device: nvr_channel(1),
-        },
-        t0 + s(5000.0),
-    );
-    // Second prune: the camera was silent for 2 h.
-    let acts = st.on_tick(t0 + PRUNE_INTERVAL * 2);
+    st.on_routed(&Routed::seen(dev()), t0);
+    st.on_routed(&Routed::seen(nvr_channel(1)), t0 + s(1.0));
+    let acts = st.on_routed(&Routed::Forget { device: dev() }, t0 + s(2.0));
     assert_eq!(
         view(&acts)
             .into_iter()
@@ -1133,12 +1139,18 @@ fn silent_devices_are_forgotten_at_runtime() {
             true
         )]
     );
-    assert!(st.is_dirty());
     let info: Value =
         serde_json::from_str(&payload_of(&acts, "camera/bridge/info").unwrap()).unwrap();
-    assert_eq!(info["devices"].as_array().unwrap().len(), 2);
-    let file = st.snapshot(SystemTime::now());
-    assert!(!file.devices.iter().any(|d| d.device.id == DEV));
+    assert_eq!(
+        info["devices"].as_array().unwrap().len(),
+        2,
+        "the NVR and its channel"
+    );
+    // Forgetting an unknown device does nothing.
+    assert!(
+        st.on_routed(&Routed::Forget { device: dev() }, t0 + s(3.0))
+            .is_empty()
+    );
 }
 
 // ---- What each kind of event may move (Moves) -------------------------------------------
@@ -1323,6 +1335,7 @@ fn ch_msg(e: Event) -> Routed {
     Routed::Event {
         device: nvr_channel(4),
         event: Arc::new(e),
+        counts: Default::default(),
     }
 }
 
@@ -1358,6 +1371,7 @@ fn nvr_ready(st: &mut SinkState, t0: Instant) -> Instant {
     st.on_routed(
         &Routed::Seen {
             device: nvr_channel(4),
+            caps: Default::default(),
         },
         t0,
     );
@@ -1561,10 +1575,13 @@ fn ambiguous_status_without_any_detection_drives_only_its_entity() {
     let d = ch_discovery(&acts).unwrap();
     let keys: Vec<&String> = d["components"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["alarm_status_perimeteralarm_1", "connectivity"]);
-    // Its entity survives a restart (registry file) and comes back with its discovery.
-    let file = st.snapshot(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
+    // Its entity survives a restart (the registry recorded it) and comes back with its
+    // discovery.
+    let Routed::Event { device, event, .. } = ch_msg(perimeter("1", true)) else {
+        unreachable!()
+    };
     let (mut st2, t2) = state_with(&c);
-    st2.restore(file.devices);
+    st2.restore(&known(vec![(device, vec![(*event).clone()], &[])]));
     let d = ch_discovery(&st2.on_connected(t2)).unwrap();
     assert!(
         d["components"]

@@ -1,7 +1,9 @@
-//! The device registry file: which devices the sink knows, so that "known" survives restarts.
+//! The device registry file: the devices the pipeline knows, so that "known" survives restarts.
 //!
-//! `<state_dir>/mqtt-devices.json`, written atomically (`.tmp` + rename) by the shell at most
-//! once per [`SAVE_DEBOUNCE`] and on shutdown. Format (version 1):
+//! `<state dir>/devices.json`, written atomically (`.tmp` + rename) at most once per
+//! [`SAVE_DEBOUNCE`] and on shutdown. camqtt 0.1.0 kept the same content in the MQTT sink as
+//! `mqtt-devices.json` ([`OLD_FILE_NAME`]); [`load`] reads that file when there is no new one,
+//! and it is removed after the first write of the new one. Format (version 1):
 //!
 //! ```json
 //! {"version": 1, "saved": 1791408287,
@@ -24,10 +26,15 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Device;
+use crate::event::{
+    AlarmEntity, Category, CategoryCaps, Device, DeviceCaps, DeviceRecord, static_mime,
+};
 
 /// File name of the registry inside the state directory.
-pub const FILE_NAME: &str = "mqtt-devices.json";
+pub const FILE_NAME: &str = "devices.json";
+
+/// File name camqtt 0.1.0 used (written by its MQTT sink); read when [`FILE_NAME`] is missing.
+pub const OLD_FILE_NAME: &str = "mqtt-devices.json";
 
 /// Version written (and the only one read).
 pub const VERSION: u32 = 1;
@@ -39,9 +46,6 @@ pub const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 /// the saved value (it changes on every post; a day-granular `forget_after` does not need
 /// more).
 pub const LAST_SEEN_RESOLUTION: Duration = Duration::from_secs(3600);
-
-/// Image MIME types this build produces (the model holds `&'static str`).
-const MIME: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/bmp"];
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +73,7 @@ pub struct SavedDevice {
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,
     /// Alarm-status elements exposed as entities of their own (those that name no single
-    /// category, see [`super::discovery::AlarmEntity`]).
+    /// category, see [`AlarmEntity`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<SavedAlarm>,
 }
@@ -105,12 +109,68 @@ fn jpeg() -> String {
     "image/jpeg".to_owned()
 }
 
-/// Map a stored MIME type back to the `&'static str` the model uses.
-pub fn static_mime(s: &str) -> &'static str {
-    MIME.iter()
-        .copied()
-        .find(|m| *m == s)
-        .unwrap_or("image/jpeg")
+impl SavedDevice {
+    /// The file entry of a registry record.
+    pub fn of(r: &DeviceRecord) -> SavedDevice {
+        let categories = r
+            .caps
+            .categories
+            .iter()
+            .map(|(k, c)| {
+                let saved = SavedCategory {
+                    overview: c.overview,
+                    target: c.target,
+                    content_type: c.content_type.to_owned(),
+                    counters: c.counters.iter().cloned().collect(),
+                };
+                (k.clone(), saved)
+            })
+            .collect();
+        SavedDevice {
+            device: r.device.clone(),
+            last_seen: unix(r.last_seen),
+            categories,
+            counts: r.counts.clone(),
+            alarms: (r.caps.alarms.iter())
+                .map(|a| SavedAlarm {
+                    name: a.name.clone(),
+                    id: a.id.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The registry record of a file entry.
+    pub fn into_record(self) -> DeviceRecord {
+        let categories = self
+            .categories
+            .into_iter()
+            .map(|(name, c)| {
+                let category =
+                    Category::from_name(&name).unwrap_or_else(|| Category::Other(name.clone()));
+                let caps = CategoryCaps {
+                    overview: c.overview,
+                    target: c.target,
+                    content_type: static_mime(&c.content_type),
+                    counters: c.counters.into_iter().collect(),
+                    ..CategoryCaps::new(category)
+                };
+                (name, caps)
+            })
+            .collect();
+        let alarms = (self.alarms.into_iter())
+            .map(|a| AlarmEntity {
+                name: a.name,
+                id: a.id,
+            })
+            .collect();
+        DeviceRecord {
+            device: self.device,
+            last_seen: from_unix(self.last_seen),
+            caps: DeviceCaps { categories, alarms },
+            counts: self.counts,
+        }
+    }
 }
 
 /// Why the registry file could not be used.
@@ -229,6 +289,49 @@ pub fn decode(
 /// The registry path inside `dir`.
 pub fn path_in(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
+}
+
+/// What [`load`] found in a state directory.
+#[derive(Debug)]
+pub enum Found {
+    /// No registry file (first start).
+    Nothing,
+    /// A registry, from [`FILE_NAME`] or, `migrated`, from [`OLD_FILE_NAME`].
+    Registry {
+        /// Kept and dropped devices.
+        loaded: Loaded,
+        /// Read from camqtt 0.1.0's file.
+        migrated: bool,
+    },
+}
+
+/// Read the registry in `dir` ([`FILE_NAME`], else camqtt 0.1.0's [`OLD_FILE_NAME`]) and
+/// [`decode`] it.
+///
+/// Errors: the file exists but cannot be read, is corrupt or has an unknown version.
+pub fn load(dir: &Path, now: SystemTime, forget_after: Duration) -> Result<Found, PersistError> {
+    let (bytes, migrated) = match read(&path_in(dir))? {
+        Some(b) => (b, false),
+        None => match read(&dir.join(OLD_FILE_NAME))? {
+            Some(b) => (b, true),
+            None => return Ok(Found::Nothing),
+        },
+    };
+    let loaded = decode(&bytes, now, forget_after)?;
+    Ok(Found::Registry { loaded, migrated })
+}
+
+/// Remove camqtt 0.1.0's registry file once the new one is written (missing is fine).
+pub fn remove_old(dir: &Path) -> Result<(), PersistError> {
+    let path = dir.join(OLD_FILE_NAME);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PersistError::Io {
+            op: "remove",
+            path,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Read the registry file; `Ok(None)` when it does not exist.
@@ -435,8 +538,8 @@ mod tests {
             got.devices[0].alarms.is_empty(),
             "files without alarms read as none"
         );
-        assert_eq!(static_mime("image/png"), "image/png");
-        assert_eq!(static_mime("text/evil"), "image/jpeg");
+        let record = got.devices[0].clone().into_record();
+        assert_eq!(record.caps.categories["lpr"].content_type, "image/jpeg");
     }
 
     #[test]
@@ -452,5 +555,42 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, [FILE_NAME]);
+    }
+
+    #[test]
+    fn records_round_trip_and_the_old_file_is_migrated() {
+        let d = saved(dev("cam", None), NOW - 10);
+        assert_eq!(SavedDevice::of(&d.clone().into_record()), d);
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(DAY);
+        assert!(matches!(
+            load(dir.path(), from_unix(NOW), day),
+            Ok(Found::Nothing)
+        ));
+        let file = RegistryFile {
+            version: VERSION,
+            saved: NOW,
+            devices: vec![d.clone()],
+        };
+        std::fs::write(dir.path().join(OLD_FILE_NAME), encode(&file)).unwrap();
+        let Ok(Found::Registry { loaded, migrated }) = load(dir.path(), from_unix(NOW), day) else {
+            panic!("old file not read");
+        };
+        assert!(migrated);
+        assert_eq!(loaded.devices, std::slice::from_ref(&d));
+        // Once the new file exists it wins, and the old one can go.
+        let newer = RegistryFile {
+            devices: vec![saved(dev("other", None), NOW - 5)],
+            ..file
+        };
+        write_atomic(&path_in(dir.path()), &encode(&newer)).unwrap();
+        remove_old(dir.path()).unwrap();
+        remove_old(dir.path()).unwrap();
+        let Ok(Found::Registry { loaded, migrated }) = load(dir.path(), from_unix(NOW), day) else {
+            panic!("new file not read");
+        };
+        assert!(!migrated);
+        assert_eq!(loaded.devices[0].device.id, "other");
+        assert!(!dir.path().join(OLD_FILE_NAME).exists());
     }
 }

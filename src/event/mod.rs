@@ -4,6 +4,7 @@
 //! crate. Sources turn vendor input into [`Message`]s; the pipeline resolves the device
 //! identity ([`Device`]) and hands [`Routed`] messages to the sinks.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -11,6 +12,12 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+pub mod caps;
+
+pub use caps::{
+    AlarmEntity, CategoryCaps, DeviceCaps, DeviceRecord, KnownDevices, counted_classes, static_mime,
+};
 
 /// What a source hands to the pipeline for one input (one HTTP post, one file, ...).
 #[derive(Debug, Clone)]
@@ -595,7 +602,8 @@ pub struct Device {
     pub area: Option<String>,
 }
 
-/// What the pipeline hands to sinks (serialisable: the spool stores it).
+/// What the pipeline hands to sinks (serialisable: the spool stores it). Fields added since
+/// camqtt 0.1.0 have defaults, so records spooled by that release still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Routed {
     /// An event for a resolved device.
@@ -604,19 +612,52 @@ pub enum Routed {
         device: Device,
         /// The event (shared: sinks only read it).
         event: std::sync::Arc<Event>,
+        /// The bridge-kept counters this event advanced, with their values after it
+        /// ([`counted_classes`]; empty for every other event).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        counts: BTreeMap<String, u64>,
     },
-    /// The device was heard from (heartbeat or any post).
+    /// The device was heard from for the first time or again after being offline, or its
+    /// identity or capabilities changed.
     Seen {
         /// The device.
         device: Device,
+        /// Everything the device has shown so far (the registry's record).
+        #[serde(default)]
+        caps: std::sync::Arc<DeviceCaps>,
     },
     /// The device has not been heard from for too long.
     Offline {
         /// The device.
         device: Device,
     },
+    /// The device was silent for `forget_after` and left the registry: sinks drop what they
+    /// keep for it (Home Assistant discovery is cleared).
+    Forget {
+        /// The device.
+        device: Device,
+    },
     /// Input that did not become an event.
     Unparsed(Unparsed),
+}
+
+impl Routed {
+    /// A [`Routed::Seen`] of a device that has shown nothing yet.
+    pub fn seen(device: Device) -> Routed {
+        Routed::Seen {
+            device,
+            caps: std::sync::Arc::default(),
+        }
+    }
+
+    /// A [`Routed::Event`] that advanced no bridge-kept counter.
+    pub fn event(device: Device, event: Event) -> Routed {
+        Routed::Event {
+            device,
+            event: std::sync::Arc::new(event),
+            counts: BTreeMap::new(),
+        }
+    }
 }
 
 /// `SystemTime` as `[seconds, nanoseconds]` relative to the Unix epoch; seconds may be
