@@ -325,6 +325,13 @@ impl DiskStore {
     }
 }
 
+/// How long [`take_lock`] waits for a holder that is on its way out (a bridge stopping in
+/// the same process or a restart overlapping the old process's last file writes).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Take the directory's lock (an advisory `flock` on `<dir>/lock`), waiting up to
+/// [`LOCK_WAIT`] for a previous holder to let go. Errors: [`SpoolError::Locked`] when another
+/// bridge keeps it, I/O errors otherwise.
 fn take_lock(dir: &Path) -> Result<File, SpoolError> {
     let lock_path = dir.join("lock");
     let lock = OpenOptions::new()
@@ -333,14 +340,24 @@ fn take_lock(dir: &Path) -> Result<File, SpoolError> {
         .write(true)
         .open(&lock_path)
         .map_err(io("open", &lock_path))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(SpoolError::Io {
-            what: "lock",
-            path: lock_path,
-            source: e,
-        }),
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked(dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SpoolError::Io {
+                    what: "lock",
+                    path: lock_path,
+                    source: e,
+                });
+            }
+        }
     }
 }
 
