@@ -3,8 +3,10 @@
 //! usable), a normal post from another, already connected camera, and a fresh connection all
 //! still reach MQTT, and the counters and `camera/bridge/unparsed` say what happened.
 //!
-//! All cases run in one test, one after the other, against one bridge (each case checks that
-//! the bridge still serves the next post), so every counter assertion is on a delta.
+//! Each group of cases is a test of its own with its own bridge and broker (the bridge's
+//! metrics belong to it); within a group the cases run one after the other against that
+//! bridge (each checks that it still serves the next post), so every counter assertion is on a
+//! delta.
 
 mod common;
 
@@ -80,6 +82,8 @@ struct Harness {
     /// `camera/bridge/unparsed` messages seen so far.
     unparsed_seen: usize,
     bridge: Bridge,
+    started: Instant,
+    _broker: Mosquitto,
 }
 
 impl Harness {
@@ -174,8 +178,62 @@ impl Harness {
         self.unparsed_seen = n;
         got[n - 1].json()
     }
+}
 
-    async fn stop(self) {
+impl Harness {
+    /// A bridge with small limits against its own Mosquitto, and two cameras (two MACs, two
+    /// persistent connections) that have posted already. `None` (skip) without Mosquitto.
+    async fn start(name: &str) -> Option<(Harness, Camera, Camera)> {
+        let broker = Mosquitto::try_start()?;
+        // Log lines go to the test output (shown on failure; RUST_LOG to change the level).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "camqtt=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let col = Collector::start(broker.port, "camera/#").await;
+        let toml = format!(
+            "[viewtron]\nheader_timeout = {HEADER_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}\n\
+             idle_timeout = {IDLE_TIMEOUT}\nmax_connections = {MAX_CONNECTIONS}\nbody_limit = {BODY_LIMIT}\n"
+        );
+        let bridge = Bridge::start(&broker, &toml, &format!("hostile-{name}")).await;
+        let mut h = Harness {
+            addr: bridge.addr,
+            col,
+            seq: 0,
+            unparsed_seen: 0,
+            bridge,
+            started: Instant::now(),
+            _broker: broker,
+        };
+        h.col
+            .wait_payload("camera/bridge/state", "online", T)
+            .await
+            .expect("bridge online");
+        let mut same = h.connect(SAME_MAC).await;
+        let mut other = h.connect(OTHER_MAC).await;
+        // Warm up: both devices known (discovery done), both connections in use.
+        h.normal(&mut same, "warm-up").await;
+        h.normal(&mut other, "warm-up").await;
+        h.normal(&mut same, "warm-up").await;
+        Some((h, same, other))
+    }
+
+    /// The bridge is still up and says so; then stop it.
+    async fn finish(self) {
+        let state = self.col.on("camera/bridge/state");
+        assert!(
+            state.iter().all(|m| m.payload.as_ref() == b"online"),
+            "bridge never went offline"
+        );
+        eprintln!(
+            "hostile: {} unparsed entries, {} plates, {:.1} s",
+            self.unparsed_seen,
+            self.seq,
+            self.started.elapsed().as_secs_f64()
+        );
         self.bridge.stop().await;
     }
 }
@@ -333,46 +391,11 @@ async fn image_case(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() {
-    let Some(broker) = Mosquitto::try_start() else {
+async fn parser_refusals_keep_the_connection_and_everyone_else_served() {
+    let Some((mut h, mut same, mut other)) = Harness::start("parser_refusals_keep_the").await
+    else {
         return;
     };
-    // Log lines go to the test output (shown on failure; RUST_LOG to change the level).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "camqtt=info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let col = Collector::start(broker.port, "camera/#").await;
-    // `Bridge` gives it its own spool: the default directory is relative to the working
-    // directory, shared with every other test and run.
-    let toml = format!(
-        "[viewtron]\nheader_timeout = {HEADER_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}\n\
-         idle_timeout = {IDLE_TIMEOUT}\nmax_connections = {MAX_CONNECTIONS}\nbody_limit = {BODY_LIMIT}\n"
-    );
-    let bridge = Bridge::start(&broker, &toml, "camqtt-hostile").await;
-    let mut h = Harness {
-        addr: bridge.addr,
-        col,
-        seq: 0,
-        unparsed_seen: 0,
-        bridge,
-    };
-    h.col
-        .wait_payload("camera/bridge/state", "online", T)
-        .await
-        .expect("bridge online");
-    let started = Instant::now();
-
-    let mut same = h.connect(SAME_MAC).await;
-    let mut other = h.connect(OTHER_MAC).await;
-    // Warm up: both devices known (discovery done), both connections in use.
-    h.normal(&mut same, "warm-up").await;
-    h.normal(&mut other, "warm-up").await;
-    h.normal(&mut same, "warm-up").await;
-
     // ---- Posts that reach the parser: the connection carries on. ----
     let deep = format!(
         "<config version=\"1.7\">{}{}</config>",
@@ -507,7 +530,15 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         "unknown-root",
     )
     .await;
+    h.finish().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_broken_parts_are_kept_with_warnings() {
+    let Some((mut h, mut same, mut other)) = Harness::start("events_with_broken_parts").await
+    else {
+        return;
+    };
     // ---- Posts whose event is kept: control characters, big lists, broken images. ----
     {
         let before = counts(h.bridge.telemetry());
@@ -615,7 +646,15 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "huge overview bytes differ"
         );
     }
+    h.finish().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_errors_close_only_that_connection() {
+    let Some((mut h, mut same, mut other)) = Harness::start("framing_errors_close_onl").await
+    else {
+        return;
+    };
     // ---- Framing errors: the connection is closed; everyone else carries on. ----
     let over = BODY_LIMIT + 1;
     framing_case(
@@ -752,7 +791,14 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         h.normal(&mut same, "length-and-chunked (same connection)")
             .await;
     }
+    h.finish().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out_alone() {
+    let Some((mut h, _, mut other)) = Harness::start("slow").await else {
+        return;
+    };
     // ---- Slowloris: header trickle, body trickle, silence. ----
     for (what, head, reason, limit) in [
         (
@@ -820,7 +866,7 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
             "idle close is not an error"
         );
         // `same` was idle as long: it was closed too; a reconnect works.
-        same = h.connect(SAME_MAC).await;
+        let mut same = h.connect(SAME_MAC).await;
         h.normal(&mut same, "after idle timeout (reconnected)")
             .await;
         h.others_still_work(&mut other, "idle-timeout").await;
@@ -866,15 +912,22 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         assert_eq!(u["reason"], "header-timeout", "{u}");
         h.others_still_work(&mut other, "crlf-trickle").await;
     }
+    h.finish().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_new_clients_wait_for_a_free_slot() {
+    let Some((mut h, _, _)) = Harness::start("limit").await else {
+        return;
+    };
     // ---- Connection limit: at the cap new clients wait; a freed slot serves them. ----
     {
         // Every earlier connection of this test is gone except `same` and `other`; let the
         // server finish lingering ones.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         // `same` and `other` were idle that long; use them again so they are fresh.
-        same = h.connect(SAME_MAC).await;
-        other = h.connect(OTHER_MAC).await;
+        let mut same = h.connect(SAME_MAC).await;
+        let mut other = h.connect(OTHER_MAC).await;
         h.normal(&mut same, "before cap").await;
         h.normal(&mut other, "before cap").await;
         let mut fillers = Vec::new();
@@ -941,18 +994,5 @@ async fn hostile_input_never_stops_the_next_post_another_camera_or_the_bridge() 
         let mut fresh = h.connect(SAME_MAC).await;
         h.normal(&mut fresh, "after the connection limit").await;
     }
-
-    // The bridge is still up and says so; its info counts the bad posts.
-    let state = h.col.on("camera/bridge/state");
-    assert!(
-        state.iter().all(|m| m.payload.as_ref() == b"online"),
-        "bridge never went offline"
-    );
-    eprintln!(
-        "hostile: {} unparsed entries, {} plates, {:.1} s",
-        h.unparsed_seen,
-        h.seq,
-        started.elapsed().as_secs_f64()
-    );
-    h.stop().await;
+    h.finish().await;
 }
