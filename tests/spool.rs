@@ -649,3 +649,38 @@ async fn fsync_mode_keeps_the_same_records_across_a_reopen() {
         ["F0", "F1", "F2", "F3", "F4"]
     );
 }
+
+/// Upgrade: a spool directory written by an earlier release (`tests/fixtures/spool/`, a `Seen`
+/// and an `Event` spooled while the broker was down) is opened and delivered by this one.
+#[tokio::test]
+async fn a_spool_written_by_an_earlier_release_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "00000000000000000001.seg";
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/spool")
+            .join(name),
+        dir.path().join(name),
+    )
+    .unwrap();
+    let mut c = cfg(dir.path());
+    // The records are as old as the fixture: keep them (and their images) whatever their age.
+    c.max_age = Duration::from_secs(100 * 365 * 86_400);
+    c.image_max_age = c.max_age;
+    let (b, report, t) = open(c);
+    assert_eq!((report.records, report.damaged), (2, 0));
+    let got = drain(&mut b.reader()).await;
+    assert_eq!(got.iter().map(|x| x.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(
+        matches!(got[0].msg, Some(Routed::Seen { .. })),
+        "{:?}",
+        got[0].msg
+    );
+    let Some(Routed::Event { device, event }) = &got[1].msg else {
+        panic!("not an event: {:?}", got[1].msg);
+    };
+    assert!(!device.id.is_empty());
+    assert_eq!(event.source, "viewtron");
+    assert_eq!(event.category, Category::Intrusion);
+    assert_eq!(t.spool_corrupt.get(), 0);
+}

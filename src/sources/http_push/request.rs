@@ -279,8 +279,22 @@ impl RequestFramer {
     }
 
     fn step_head(&mut self) -> Result<Framed, HttpError> {
-        let State::Head { scanned } = &mut self.state else {
+        if !self.head_worth_parsing()? {
             return Ok(Framed::NeedMore);
+        }
+        let Some((parsed, head)) = self.parse_head()? else {
+            return Ok(Framed::NeedMore);
+        };
+        self.buf.advance(parsed);
+        self.start_body(head)
+    }
+
+    /// Get the buffered head ready for parsing: drop blank lines before it, refuse a TLS
+    /// handshake, and say whether parsing it again could succeed now (a long head is only
+    /// re-parsed when a new line feed arrived).
+    fn head_worth_parsing(&mut self) -> Result<bool, HttpError> {
+        let State::Head { scanned } = &mut self.state else {
+            return Ok(false);
         };
         // Empty lines before a request line are allowed (RFC 9112 §2.2); drop them here so that
         // the header limit and the idle state ignore them.
@@ -295,36 +309,36 @@ impl RequestFramer {
             *scanned = 0;
         }
         if self.buf.is_empty() {
-            return Ok(Framed::NeedMore);
+            return Ok(false);
         }
         // A TLS ClientHello instead of a request line: an HTTPS client on a plain-HTTP port.
         // Checked before httparse, which would call it a bad token.
         match sniff_tls(&self.buf) {
             TlsSniff::Tls => return Err(HttpError::TlsOnPlainPort),
-            TlsSniff::NeedMore => return Ok(Framed::NeedMore),
+            TlsSniff::NeedMore => return Ok(false),
             TlsSniff::NotTls => {}
         }
         let len = self.buf.len();
         let fresh_lf = self.buf[(*scanned).min(len)..].contains(&b'\n');
-        if len > EAGER_PARSE_BYTES && !fresh_lf && len < self.limits.header_limit {
-            *scanned = len;
-            return Ok(Framed::NeedMore);
-        }
         *scanned = len;
+        Ok(len <= EAGER_PARSE_BYTES || fresh_lf || len >= self.limits.header_limit)
+    }
 
+    /// Parse the buffered header section (at most the header limit of it). `None`: not
+    /// complete yet; otherwise the bytes it took and the head.
+    fn parse_head(&self) -> Result<Option<(usize, Head)>, HttpError> {
+        let len = self.buf.len();
         let window = &self.buf[..len.min(self.limits.header_limit)];
         let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
         let mut req = httparse::Request::new(&mut slots);
         let parsed = match req.parse(window) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if len >= self.limits.header_limit {
-                    return Err(HttpError::HeaderTooLarge {
-                        limit: self.limits.header_limit,
-                    });
-                }
-                return Ok(Framed::NeedMore);
+            Ok(httparse::Status::Partial) if len >= self.limits.header_limit => {
+                return Err(HttpError::HeaderTooLarge {
+                    limit: self.limits.header_limit,
+                });
             }
+            Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(HttpError::TooManyHeaders {
                     limit: self.limits.max_headers,
@@ -332,8 +346,6 @@ impl RequestFramer {
             }
             Err(e) => return Err(HttpError::BadRequest(e.to_string())),
         };
-        let method = req.method.unwrap_or_default().to_owned();
-        let target = req.path.unwrap_or_default().to_owned();
         let version = req.version.unwrap_or(1);
         let headers: Vec<(String, String)> = req
             .headers
@@ -345,23 +357,24 @@ impl RequestFramer {
                 )
             })
             .collect();
-        drop(slots);
-        self.buf.advance(parsed);
+        let head = Head {
+            method: req.method.unwrap_or_default().to_owned(),
+            target: req.path.unwrap_or_default().to_owned(),
+            version,
+            keep_alive: keep_alive(version, &headers),
+            headers,
+        };
+        Ok(Some((parsed, head)))
+    }
 
-        let framing = body_framing(&headers, self.limits.body_limit)?;
-        let keep_alive = keep_alive(version, &headers);
-        let expect_continue = version == 1
+    /// The header section is in: decide how the body is framed and wait for it.
+    fn start_body(&mut self, head: Head) -> Result<Framed, HttpError> {
+        let framing = body_framing(&head.headers, self.limits.body_limit)?;
+        let expect_continue = head.version == 1
             && !matches!(framing, Framing::Length(0))
-            && headers.iter().any(|(n, v)| {
+            && head.headers.iter().any(|(n, v)| {
                 n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
             });
-        let head = Head {
-            method,
-            target,
-            version,
-            headers,
-            keep_alive,
-        };
         self.state = match framing {
             Framing::Length(len) => State::Length { head, len },
             Framing::Chunked => State::Chunked {
@@ -379,75 +392,18 @@ impl RequestFramer {
             return Ok(Framed::NeedMore);
         };
         loop {
-            match *chunk {
-                Chunk::Size => {
-                    let Some(line) = take_line(&mut self.buf, MAX_CHUNK_LINE)
-                        .map_err(|()| bad("chunk-size line too long"))?
-                    else {
-                        return Ok(Framed::NeedMore);
-                    };
-                    let size = parse_chunk_size(&line)?;
-                    let total = (body.len() as u64).saturating_add(size);
-                    if total > limits.body_limit as u64 {
-                        return Err(HttpError::BodyTooLarge {
-                            declared: false,
-                            seen: total,
-                            limit: limits.body_limit,
-                        });
-                    }
-                    *chunk = if size == 0 {
-                        Chunk::Trailer(0)
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Chunk::Data(left) => {
-                    if self.buf.is_empty() {
-                        return Ok(Framed::NeedMore);
-                    }
-                    let n = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
-                    body.extend_from_slice(&self.buf[..n]);
-                    self.buf.advance(n);
-                    let left = left - n as u64;
-                    *chunk = if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    };
-                }
-                Chunk::DataEnd => match self.buf.first() {
-                    None => return Ok(Framed::NeedMore),
-                    Some(b'\n') => {
-                        self.buf.advance(1);
-                        *chunk = Chunk::Size;
-                    }
-                    Some(b'\r') => match self.buf.get(1) {
-                        None => return Ok(Framed::NeedMore),
-                        Some(b'\n') => {
-                            self.buf.advance(2);
-                            *chunk = Chunk::Size;
-                        }
-                        Some(_) => return Err(bad("chunk data not followed by CRLF")),
-                    },
-                    Some(_) => return Err(bad("chunk data not followed by CRLF")),
-                },
-                Chunk::Trailer(seen) => {
-                    let room = limits.header_limit.saturating_sub(seen);
-                    let Some(line) =
-                        take_line(&mut self.buf, room).map_err(|()| HttpError::HeaderTooLarge {
-                            limit: limits.header_limit,
-                        })?
-                    else {
-                        return Ok(Framed::NeedMore);
-                    };
-                    if line.is_empty() {
-                        let body = std::mem::take(body).freeze();
-                        return Ok(Framed::Request(self.finish(body, true)));
-                    }
-                    // Trailer fields are read and dropped; nothing we receive relies on them.
-                    *chunk = Chunk::Trailer(seen + line.len() + 1);
+            let step = match *chunk {
+                Chunk::Size => chunk_size(&mut self.buf, body.len(), limits.body_limit)?,
+                Chunk::Data(left) => chunk_data(&mut self.buf, body, left),
+                Chunk::DataEnd => chunk_data_end(&mut self.buf)?,
+                Chunk::Trailer(seen) => chunk_trailer(&mut self.buf, seen, limits.header_limit)?,
+            };
+            match step {
+                ChunkStep::NeedMore => return Ok(Framed::NeedMore),
+                ChunkStep::Next(next) => *chunk = next,
+                ChunkStep::Done => {
+                    let body = std::mem::take(body).freeze();
+                    return Ok(Framed::Request(self.finish(body, true)));
                 }
             }
         }
@@ -590,6 +546,91 @@ fn keep_alive(version: u8, headers: &[(String, String)]) -> bool {
     } else {
         true
     }
+}
+
+/// What one step of chunked decoding achieved.
+enum ChunkStep {
+    /// More bytes are needed.
+    NeedMore,
+    /// Go on in this state.
+    Next(Chunk),
+    /// The trailer section ended: the body is complete.
+    Done,
+}
+
+/// A chunk-size line, checked against the body limit (`decoded` bytes so far).
+fn chunk_size(
+    buf: &mut BytesMut,
+    decoded: usize,
+    body_limit: usize,
+) -> Result<ChunkStep, HttpError> {
+    let Some(line) =
+        take_line(buf, MAX_CHUNK_LINE).map_err(|()| bad("chunk-size line too long"))?
+    else {
+        return Ok(ChunkStep::NeedMore);
+    };
+    let size = parse_chunk_size(&line)?;
+    let total = (decoded as u64).saturating_add(size);
+    if total > body_limit as u64 {
+        return Err(HttpError::BodyTooLarge {
+            declared: false,
+            seen: total,
+            limit: body_limit,
+        });
+    }
+    Ok(ChunkStep::Next(if size == 0 {
+        Chunk::Trailer(0)
+    } else {
+        Chunk::Data(size)
+    }))
+}
+
+/// Move up to `left` bytes of chunk data from `buf` into `body`.
+fn chunk_data(buf: &mut BytesMut, body: &mut BytesMut, left: u64) -> ChunkStep {
+    if buf.is_empty() {
+        return ChunkStep::NeedMore;
+    }
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    body.extend_from_slice(&buf[..n]);
+    buf.advance(n);
+    let left = left - n as u64;
+    ChunkStep::Next(if left == 0 {
+        Chunk::DataEnd
+    } else {
+        Chunk::Data(left)
+    })
+}
+
+/// The line end (CRLF or bare LF) after chunk data.
+fn chunk_data_end(buf: &mut BytesMut) -> Result<ChunkStep, HttpError> {
+    let eol = match (buf.first(), buf.get(1)) {
+        (None, _) | (Some(b'\r'), None) => return Ok(ChunkStep::NeedMore),
+        (Some(b'\n'), _) => 1,
+        (Some(b'\r'), Some(b'\n')) => 2,
+        _ => return Err(bad("chunk data not followed by CRLF")),
+    };
+    buf.advance(eol);
+    Ok(ChunkStep::Next(Chunk::Size))
+}
+
+/// One line of the trailer section (`seen` bytes of it so far, bounded by the header limit).
+/// Trailer fields are read and dropped; nothing we receive relies on them.
+fn chunk_trailer(
+    buf: &mut BytesMut,
+    seen: usize,
+    header_limit: usize,
+) -> Result<ChunkStep, HttpError> {
+    let room = header_limit.saturating_sub(seen);
+    let Some(line) = take_line(buf, room).map_err(|()| HttpError::HeaderTooLarge {
+        limit: header_limit,
+    })?
+    else {
+        return Ok(ChunkStep::NeedMore);
+    };
+    if line.is_empty() {
+        return Ok(ChunkStep::Done);
+    }
+    Ok(ChunkStep::Next(Chunk::Trailer(seen + line.len() + 1)))
 }
 
 /// Take one line (without CR/LF) off the front of `buf`.

@@ -187,12 +187,28 @@ pub async fn serve(
         telemetry,
         notices: Mutex::new(LogThrottle::default()),
     });
+    let local = listener.local_addr().ok();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    accept_until_shutdown(&listener, &shared, &handler, &shutdown, &mut tasks).await;
+    drop(listener);
+    drain(&mut tasks, shared.cfg.shutdown_grace).await;
+    debug!(addr = ?local, "HTTP server stopped.");
+    Ok(())
+}
+
+/// The accept loop: one task per connection in `tasks`, at most
+/// [`HttpConfig::max_connections`] at once (at the cap nothing is accepted), until `shutdown`.
+async fn accept_until_shutdown(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    handler: &Arc<dyn Handler>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
     let cfg = &shared.cfg;
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    let mut tasks: JoinSet<()> = JoinSet::new();
     let mut at_cap = false;
     let local = listener.local_addr().ok();
-
     loop {
         if slots.available_permits() == 0 && !at_cap {
             at_cap = true;
@@ -204,17 +220,17 @@ pub async fn serve(
         }
         let permit = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return,
             Some(res) = tasks.join_next() => { report_task(res); continue }
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => break, // semaphore closed: cannot happen, we never close it
+                Err(_) => return, // semaphore closed: cannot happen, we never close it
             },
         };
         at_cap = false;
         let (stream, peer) = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return,
             Some(res) = tasks.join_next() => { report_task(res); continue }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -233,26 +249,27 @@ pub async fn serve(
             drop(permit);
         });
     }
-    drop(listener);
+}
 
-    let grace = tokio::time::sleep(cfg.shutdown_grace);
+/// After shutdown: let the connections finish their requests for at most `grace`, then abort
+/// the rest.
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration) {
+    let grace = tokio::time::sleep(grace);
     tokio::pin!(grace);
     loop {
         tokio::select! {
             res = tasks.join_next() => match res {
                 Some(res) => report_task(res),
-                None => break,
+                None => return,
             },
             () = &mut grace => {
                 warn!(busy = tasks.len(), "HTTP shutdown grace elapsed, aborting connections.");
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
-                break;
+                return;
             }
         }
     }
-    debug!(addr = ?local, "HTTP server stopped.");
-    Ok(())
 }
 
 fn report_task(res: Result<(), tokio::task::JoinError>) {
@@ -321,25 +338,39 @@ async fn accepted(
             debug!(%peer, timeout_s = cfg.idle_timeout.as_secs_f64(), "HTTP connection idle, closing.");
         }
         Some(TLS_HANDSHAKE_RECORD) => {
-            match tokio::time::timeout(cfg.header_timeout, tls.acceptor().accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    shared.telemetry.tls_connections.inc();
-                    debug!(%peer, "TLS handshake complete.");
-                    connection(stream, peer, shared, handler, shutdown).await;
-                }
-                Ok(Err(error)) => tls_handshake_failed(shared, peer, &error),
-                Err(_elapsed) => tls_handshake_failed(
-                    shared,
-                    peer,
-                    &format_args!(
-                        "handshake not complete within the header timeout ({} s)",
-                        cfg.header_timeout.as_secs_f64()
-                    ),
-                ),
-            }
+            serve_tls(stream, tls, peer, shared, handler, shutdown).await;
         }
         Some(_) if tls.plain_http => connection(stream, peer, shared, handler, shutdown).await,
         Some(_) => refuse_plain_http(stream, peer, shared, handler).await,
+    }
+}
+
+/// A connection that opened with a TLS handshake record: the handshake (bounded by
+/// [`HttpConfig::header_timeout`]), then the request loop over the TLS stream.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: &ServerTls,
+    peer: SocketAddr,
+    shared: &Shared,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) {
+    let timeout = shared.cfg.header_timeout;
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            shared.telemetry.tls_connections.inc();
+            debug!(%peer, "TLS handshake complete.");
+            connection(stream, peer, shared, handler, shutdown).await;
+        }
+        Ok(Err(error)) => tls_handshake_failed(shared, peer, &error),
+        Err(_elapsed) => tls_handshake_failed(
+            shared,
+            peer,
+            &format_args!(
+                "handshake not complete within the header timeout ({} s)",
+                timeout.as_secs_f64()
+            ),
+        ),
     }
 }
 
@@ -452,7 +483,7 @@ enum End {
 
 /// The request loop of one connection, over plain TCP or TLS alike.
 async fn connection<S>(
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     shared: &Shared,
     handler: &dyn Handler,
@@ -460,77 +491,93 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let cfg = &shared.cfg;
-    let mut framer = RequestFramer::new(cfg.limits(), peer);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut started: Option<Instant> = None;
-    let mut pending_continue = false;
-    // The current request's header section passed the guard.
-    let mut authed = false;
-
+    let mut conn = Connection::new(stream, peer, shared);
     let end = loop {
-        match framer.poll() {
-            Ok(Framed::Head { expect_continue }) => {
-                if let Err(denied) = cfg
-                    .guard
-                    .check_auth(framer.pending_headers().unwrap_or_default())
-                {
-                    break End::Denied(denied);
-                }
-                authed = true;
-                pending_continue = expect_continue;
-                continue;
-            }
-            Ok(Framed::Request(req)) => {
-                pending_continue = false;
-                authed = false;
-                started = None;
-                shared.telemetry.http_requests.inc();
-                let close = !req.keep_alive || shutdown.is_cancelled();
-                let head_only = req.method.eq_ignore_ascii_case("HEAD");
-                let reply = handler.handle(req).await.encode(close, head_only);
-                if let Err(e) = write_all(&mut stream, &reply, cfg.request_timeout).await {
-                    break End::Io(e);
-                }
-                if close {
-                    break End::Close;
-                }
-                continue;
-            }
-            Ok(Framed::NeedMore) => {}
-            Err(e) => break End::Error(e),
-        }
-        if pending_continue {
-            pending_continue = false;
-            if let Err(e) = write_all(
-                &mut stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                cfg.request_timeout,
-            )
-            .await
-            {
-                break End::Io(e);
-            }
-        }
-
-        let idle = framer.is_idle();
-        let now = Instant::now();
-        let (deadline, on_timeout) = if idle {
-            (now + cfg.idle_timeout, None)
-        } else {
-            let start = *started.get_or_insert(now);
-            let whole = start + cfg.request_timeout;
-            let head = start + cfg.header_timeout;
-            if !framer.in_body() && head < whole {
-                (head, Some(HttpError::HeaderTimeout))
-            } else {
-                (whole, Some(HttpError::BodyTimeout))
-            }
+        let req = match conn.read_request(shutdown).await {
+            Ok(req) => req,
+            Err(end) => break end,
         };
+        shared.telemetry.http_requests.inc();
+        if let Err(end) = conn.respond(req, handler, shutdown).await {
+            break end;
+        }
+    };
+    conn.close(end, handler).await;
+}
+
+/// One connection being served: its stream, its framer and the clocks of the current request.
+struct Connection<'a, S> {
+    stream: S,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    framer: RequestFramer,
+    /// One socket read.
+    buf: Vec<u8>,
+    /// When the first byte of the current request arrived.
+    started: Option<Instant>,
+    /// The current request's header section passed the guard.
+    authed: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    fn new(stream: S, peer: SocketAddr, shared: &'a Shared) -> Self {
+        Connection {
+            stream,
+            peer,
+            shared,
+            framer: RequestFramer::new(shared.cfg.limits(), peer),
+            buf: vec![0u8; READ_CHUNK],
+            started: None,
+            authed: false,
+        }
+    }
+
+    /// Read until the next request is complete. Its header section is checked against the
+    /// guard as soon as it is in, and a `100 Continue` sent when the client waits for one.
+    /// `Err` says how the connection ends instead.
+    async fn read_request(&mut self, shutdown: &CancellationToken) -> Result<Request, End> {
+        let mut pending_continue = false;
+        loop {
+            match self.framer.poll() {
+                Ok(Framed::Head { expect_continue }) => {
+                    let headers = self.framer.pending_headers().unwrap_or_default();
+                    self.shared
+                        .cfg
+                        .guard
+                        .check_auth(headers)
+                        .map_err(End::Denied)?;
+                    self.authed = true;
+                    pending_continue = expect_continue;
+                    continue;
+                }
+                Ok(Framed::Request(req)) => {
+                    self.authed = false;
+                    self.started = None;
+                    return Ok(req);
+                }
+                Ok(Framed::NeedMore) => {}
+                Err(e) => return Err(End::Error(e)),
+            }
+            if pending_continue {
+                pending_continue = false;
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .map_err(End::Io)?;
+            }
+            self.read_more(shutdown).await?;
+        }
+    }
+
+    /// One socket read into the framer, bounded by the deadline that applies now: the idle
+    /// timeout between requests (where shutdown also ends the wait), otherwise the header or
+    /// request timeout counted from the request's first byte.
+    async fn read_more(&mut self, shutdown: &CancellationToken) -> Result<(), End> {
+        let idle = self.framer.is_idle();
+        let (deadline, on_timeout) = self.deadline(idle);
         let read = tokio::select! {
             biased;
-            () = shutdown.cancelled(), if idle => break End::Shutdown,
-            r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
+            () = shutdown.cancelled(), if idle => return Err(End::Shutdown),
+            r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)) => r,
         };
         // A TLS peer that closes without close_notify is, for HTTP, a peer that closed.
         let read = match read {
@@ -538,107 +585,153 @@ async fn connection<S>(
             other => other,
         };
         match read {
-            Err(_elapsed) => match on_timeout {
-                None => break End::Idle,
-                Some(e) => break End::Error(e),
-            },
-            Ok(Ok(0)) => {
-                break if idle {
-                    End::PeerClosed
-                } else {
-                    End::Error(HttpError::Incomplete)
-                };
-            }
+            Err(_elapsed) => Err(on_timeout.map_or(End::Idle, End::Error)),
+            Ok(Ok(0)) if idle => Err(End::PeerClosed),
+            Ok(Ok(0)) => Err(End::Error(HttpError::Incomplete)),
             Ok(Ok(n)) => {
-                framer.push(&buf[..n]);
-                if started.is_none() && !framer.is_idle() {
-                    started = Some(Instant::now());
+                self.framer.push(&self.buf[..n]);
+                if self.started.is_none() && !self.framer.is_idle() {
+                    self.started = Some(Instant::now());
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(End::Io(e)),
+        }
+    }
+
+    /// When the next read must be done, and the error if it is not (`None`: idle, a quiet
+    /// close). Starts the request clock if a request has begun.
+    fn deadline(&mut self, idle: bool) -> (Instant, Option<HttpError>) {
+        let cfg = &self.shared.cfg;
+        let now = Instant::now();
+        if idle {
+            return (now + cfg.idle_timeout, None);
+        }
+        let start = *self.started.get_or_insert(now);
+        let whole = start + cfg.request_timeout;
+        let head = start + cfg.header_timeout;
+        if !self.framer.in_body() && head < whole {
+            (head, Some(HttpError::HeaderTimeout))
+        } else {
+            (whole, Some(HttpError::BodyTimeout))
+        }
+    }
+
+    /// Hand `req` to the handler and write its reply. `Err(End::Close)` when the connection
+    /// ends with this reply (the client asked, HTTP/1.0, or shutdown).
+    async fn respond(
+        &mut self,
+        req: Request,
+        handler: &dyn Handler,
+        shutdown: &CancellationToken,
+    ) -> Result<(), End> {
+        let close = !req.keep_alive || shutdown.is_cancelled();
+        let head_only = req.method.eq_ignore_ascii_case("HEAD");
+        let reply = handler.handle(req).await.encode(close, head_only);
+        self.write(&reply).await.map_err(End::Io)?;
+        if close { Err(End::Close) } else { Ok(()) }
+    }
+
+    /// Write and flush `bytes`, bounded by the request timeout.
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        write_all(&mut self.stream, bytes, self.shared.cfg.request_timeout).await
+    }
+
+    /// Write a final `reply`, then close our side and linger; the write's error, if any.
+    async fn reply_and_close(&mut self, reply: &Response) -> std::io::Result<()> {
+        self.write(&reply.encode(true, false)).await?;
+        self.shutdown_and_linger().await;
+        Ok(())
+    }
+
+    /// Close our side, then drain what the client still sends (bounded).
+    async fn shutdown_and_linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        linger(&mut self.stream).await;
+    }
+
+    /// End the connection as `end` says: log, count, and send the last reply if one is due.
+    async fn close(mut self, end: End, handler: &dyn Handler) {
+        let peer = self.peer;
+        match end {
+            End::PeerClosed => debug!(%peer, "HTTP connection closed by peer."),
+            End::Close => {
+                debug!(%peer, "HTTP connection closed after reply.");
+                let _ = self.stream.shutdown().await;
+                if self.framer.buffered() > 0 {
+                    linger(&mut self.stream).await;
                 }
             }
-            Ok(Err(e)) => break End::Io(e),
+            End::Idle => {
+                let timeout_s = self.shared.cfg.idle_timeout.as_secs_f64();
+                debug!(%peer, timeout_s, "HTTP connection idle, closing.");
+                let _ = self.stream.shutdown().await;
+            }
+            End::Shutdown => {
+                debug!(%peer, "HTTP connection closed for shutdown.");
+                let _ = self.stream.shutdown().await;
+            }
+            End::Io(error) => debug!(%peer, %error, "HTTP connection I/O error."),
+            End::Denied(denied) => self.refuse(denied).await,
+            End::Error(HttpError::TlsOnPlainPort) => {
+                tls_on_plain_port(self.shared, peer);
+                if self.shared.cfg.guard.auth.is_none() {
+                    // Published by the handler; its reply is not used.
+                    let _ = handler.on_error(peer, &HttpError::TlsOnPlainPort);
+                }
+                // Closed at once, without a reply or a linger: the client waits for a
+                // ServerHello and would otherwise hold the connection until it times out.
+                debug!(%peer, "HTTP connection closed: TLS on the plain-HTTP port.");
+            }
+            End::Error(error) if self.shared.cfg.guard.auth.is_some() && !self.authed => {
+                self.unauthenticated_error(error).await;
+            }
+            End::Error(error) => self.framing_error(error, handler).await,
         }
-    };
+    }
 
-    match end {
-        End::PeerClosed => debug!(%peer, "HTTP connection closed by peer."),
-        End::Close => {
-            debug!(%peer, "HTTP connection closed after reply.");
-            let _ = stream.shutdown().await;
-            if framer.buffered() > 0 {
-                linger(&mut stream).await;
-            }
+    /// Credentials missing or wrong: count, warn, `401`/`403` and close.
+    async fn refuse(&mut self, denied: Denied) {
+        let peer = self.peer;
+        self.shared.telemetry.auth_failures.inc();
+        warn!(%peer, reason = denied.reason(), status = denied.status(), "HTTP request refused: not authenticated.");
+        if let Err(error) = self.reply_and_close(&denied.response()).await {
+            debug!(%peer, %error, "HTTP refusal not written.");
         }
-        End::Idle => {
-            debug!(%peer, timeout_s = cfg.idle_timeout.as_secs_f64(), "HTTP connection idle, closing.");
-            let _ = stream.shutdown().await;
+    }
+
+    /// A framing error before the request was authenticated: the handler does not see it; the
+    /// client gets a `401` (unless it is gone).
+    async fn unauthenticated_error(&mut self, error: HttpError) {
+        self.shared.telemetry.http_errors.inc();
+        debug!(peer = %self.peer, %error, "HTTP request failed before authentication.");
+        if error == HttpError::Incomplete {
+            return;
         }
-        End::Shutdown => {
-            debug!(%peer, "HTTP connection closed for shutdown.");
-            let _ = stream.shutdown().await;
+        let _ = self.reply_and_close(&super::guard::unauthorized()).await;
+    }
+
+    /// A framing error: count, log, let the handler publish it and choose the reply (sent
+    /// unless the client is gone), then close.
+    async fn framing_error(&mut self, error: HttpError, handler: &dyn Handler) {
+        let peer = self.peer;
+        self.shared.telemetry.http_errors.inc();
+        if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
+            warn!(%peer, %error, "HTTP request refused, closing connection.");
+        } else {
+            debug!(%peer, %error, "HTTP request cut off.");
         }
-        End::Io(error) => debug!(%peer, %error, "HTTP connection I/O error."),
-        End::Denied(denied) => {
-            shared.telemetry.auth_failures.inc();
-            warn!(%peer, reason = denied.reason(), status = denied.status(), "HTTP request refused: not authenticated.");
-            if let Err(error) = write_all(
-                &mut stream,
-                &denied.response().encode(true, false),
-                cfg.request_timeout,
-            )
-            .await
-            {
-                debug!(%peer, %error, "HTTP refusal not written.");
-                return;
-            }
-            let _ = stream.shutdown().await;
-            linger(&mut stream).await;
+        let reply = handler.on_error(peer, &error);
+        if error == HttpError::Incomplete {
+            return;
         }
-        End::Error(HttpError::TlsOnPlainPort) => {
-            tls_on_plain_port(shared, peer);
-            if cfg.guard.auth.is_none() {
-                // Published by the handler; its reply is not used.
-                let _ = handler.on_error(peer, &HttpError::TlsOnPlainPort);
+        match reply {
+            Some(reply) => {
+                if let Err(error) = self.reply_and_close(&reply).await {
+                    debug!(%peer, %error, "HTTP error reply not written.");
+                }
             }
-            // Closed at once, without a reply or a linger: the client waits for a ServerHello
-            // and would otherwise hold the connection until it times out.
-            debug!(%peer, "HTTP connection closed: TLS on the plain-HTTP port.");
-        }
-        End::Error(error) if cfg.guard.auth.is_some() && !authed => {
-            // Nothing of this request was authenticated: the handler does not see it.
-            shared.telemetry.http_errors.inc();
-            debug!(%peer, %error, "HTTP request failed before authentication.");
-            if error == HttpError::Incomplete {
-                return;
-            }
-            let reply = super::guard::unauthorized().encode(true, false);
-            if write_all(&mut stream, &reply, cfg.request_timeout)
-                .await
-                .is_ok()
-            {
-                let _ = stream.shutdown().await;
-                linger(&mut stream).await;
-            }
-        }
-        End::Error(error) => {
-            shared.telemetry.http_errors.inc();
-            if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
-                warn!(%peer, %error, "HTTP request refused, closing connection.");
-            } else {
-                debug!(%peer, %error, "HTTP request cut off.");
-            }
-            let reply = handler.on_error(peer, &error);
-            if error == HttpError::Incomplete {
-                return;
-            }
-            if let Some(reply) = reply
-                && let Err(error) =
-                    write_all(&mut stream, &reply.encode(true, false), cfg.request_timeout).await
-            {
-                debug!(%peer, %error, "HTTP error reply not written.");
-                return;
-            }
-            let _ = stream.shutdown().await;
-            linger(&mut stream).await;
+            None => self.shutdown_and_linger().await,
         }
     }
 }

@@ -460,25 +460,7 @@ fn alarm_status(
             detail: "alarmStatus without alarmStatusInfo",
         });
     };
-    let time = current_time(root, meta).unwrap_or_else(|| {
-        // `dataTime` is camera-local wall time without a zone: keep it raw only.
-        EventTime::received(meta.received, root.child_string("dataTime"))
-    });
-    let common = Common {
-        device: ident::read(
-            root,
-            meta,
-            if nvr_layout {
-                DeviceKind::Nvr
-            } else {
-                DeviceKind::Camera
-            },
-        ),
-        time,
-        envelope: if nvr_layout { "nvr" } else { "ipc" },
-        version,
-        received: meta.received,
-    };
+    let common = alarm_common(root, meta, version, nvr_layout);
     let envelope = if nvr_layout {
         classify::Envelope::Nvr
     } else {
@@ -487,37 +469,13 @@ fn alarm_status(
     let mut events = Vec::new();
     let mut dropped = 0usize;
     for element in info.children() {
-        let name = element.name();
-        let mut states: Vec<(Option<&str>, Option<bool>)> = element
-            .items()
-            .map(|item| {
-                (
-                    item.attr("id").or_else(|| item.child_text("id")),
-                    parse_bool(item.text()),
-                )
-            })
-            .collect();
-        if states.is_empty() {
-            states.push((element.attr("id"), parse_bool(element.text())));
-        }
-        for (id, active) in states {
+        for (id, active) in alarm_states(element) {
             let Some(active) = active else { continue };
             if events.len() >= MAX_ALARM_EVENTS {
                 dropped += 1;
                 continue;
             }
-            let mapped = classify::alarm_name(name, envelope);
-            let attrs = Attributes {
-                alarm: Some(AlarmState {
-                    name: name.to_owned(),
-                    id: id.map(str::to_owned),
-                    active,
-                    covers: mapped.covers,
-                }),
-                ..Attributes::default()
-            };
-            let phase = if active { Phase::Start } else { Phase::Stop };
-            events.push(common.event(mapped.kind, phase, name, attrs));
+            events.push(alarm_event(&common, element.name(), id, active, envelope));
         }
     }
     if dropped > 0
@@ -533,6 +491,71 @@ fn alarm_status(
         });
     }
     Ok(Post::Events(events))
+}
+
+/// What the events of an alarm-status post share.
+fn alarm_common(
+    root: &Node<'_>,
+    meta: &PostMeta,
+    version: Option<String>,
+    nvr_layout: bool,
+) -> Common {
+    let time = current_time(root, meta).unwrap_or_else(|| {
+        // `dataTime` is camera-local wall time without a zone: keep it raw only.
+        EventTime::received(meta.received, root.child_string("dataTime"))
+    });
+    let kind = if nvr_layout {
+        DeviceKind::Nvr
+    } else {
+        DeviceKind::Camera
+    };
+    Common {
+        device: ident::read(root, meta, kind),
+        time,
+        envelope: if nvr_layout { "nvr" } else { "ipc" },
+        version,
+        received: meta.received,
+    }
+}
+
+/// The `(id, on/off)` states of one alarm element: one per `item` (NVR form), or the element's
+/// own text (IPC form). `None` for a value that is not a boolean.
+fn alarm_states<'n>(element: &'n Node<'_>) -> Vec<(Option<&'n str>, Option<bool>)> {
+    let mut states: Vec<(Option<&str>, Option<bool>)> = element
+        .items()
+        .map(|item| {
+            (
+                item.attr("id").or_else(|| item.child_text("id")),
+                parse_bool(item.text()),
+            )
+        })
+        .collect();
+    if states.is_empty() {
+        states.push((element.attr("id"), parse_bool(element.text())));
+    }
+    states
+}
+
+/// One alarm-status event: the alarm `name` (with `id`) turned on or off.
+fn alarm_event(
+    common: &Common,
+    name: &str,
+    id: Option<&str>,
+    active: bool,
+    envelope: classify::Envelope,
+) -> Event {
+    let mapped = classify::alarm_name(name, envelope);
+    let attrs = Attributes {
+        alarm: Some(AlarmState {
+            name: name.to_owned(),
+            id: id.map(str::to_owned),
+            active,
+            covers: mapped.covers,
+        }),
+        ..Attributes::default()
+    };
+    let phase = if active { Phase::Start } else { Phase::Stop };
+    common.event(mapped.kind, phase, name, attrs)
 }
 
 #[cfg(test)]

@@ -94,9 +94,7 @@ fn strip_controls(piece: Cow<'_, str>) -> Cow<'_, str> {
 /// Parse a whole document (already valid UTF-8, BOM removed) into its root element.
 pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
     let mut reader = Reader::from_str(doc);
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    let mut nodes = 0usize;
-
+    let mut tree = TreeBuilder::default();
     loop {
         let event = match reader.read_event() {
             Ok(ev) => ev,
@@ -107,98 +105,112 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
                 });
             }
         };
+        if let Some(root) = tree.feed(event, reader.buffer_position())? {
+            return Ok(root);
+        }
+    }
+}
+
+/// The open elements while a document is read, innermost last.
+#[derive(Default)]
+struct TreeBuilder<'a> {
+    stack: Vec<Frame<'a>>,
+    /// Elements plus attributes so far.
+    nodes: usize,
+}
+
+impl<'a> TreeBuilder<'a> {
+    /// Take one reader event (`position`: the reader's offset after it). `Some(root)` once the
+    /// root element is closed.
+    fn feed(&mut self, event: XmlEvent<'a>, position: u64) -> Result<Option<Node<'a>>, DomError> {
         match event {
             XmlEvent::Start(start) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(DomError::TooDeep);
-                }
-                let node = element(&start, &mut nodes, reader.buffer_position())?;
-                stack.push(Frame {
+                let node = self.element(&start, position)?;
+                self.stack.push(Frame {
                     node,
                     ws_tail: Cow::Borrowed(""),
                 });
+                Ok(None)
             }
             XmlEvent::Empty(start) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(DomError::TooDeep);
-                }
-                let node = element(&start, &mut nodes, reader.buffer_position())?;
-                match stack.last_mut() {
-                    Some(parent) => parent.node.children.push(node),
-                    None => return Ok(node),
-                }
+                let node = self.element(&start, position)?;
+                Ok(self.attach(node))
             }
             XmlEvent::End(_) => {
                 // quick-xml checks that the end name matches the open element.
-                let Some(frame) = stack.pop() else {
-                    return Err(DomError::Syntax {
-                        position: reader.buffer_position(),
-                        message: "end tag without start tag".into(),
-                    });
-                };
-                match stack.last_mut() {
-                    Some(parent) => parent.node.children.push(frame.node),
-                    None => return Ok(frame.node),
-                }
+                let frame = self
+                    .stack
+                    .pop()
+                    .ok_or_else(|| syntax(position, "end tag without start tag"))?;
+                Ok(self.attach(frame.node))
             }
             XmlEvent::Text(text) => {
                 let piece = text.into_inner();
-                match stack.last_mut() {
+                match self.stack.last_mut() {
                     Some(frame) => frame.push_text(piece),
-                    None => {
-                        if !piece.bytes().all(|b| b.is_ascii_whitespace()) {
-                            return Err(DomError::Syntax {
-                                position: reader.buffer_position(),
-                                message: "text outside the root element".into(),
-                            });
-                        }
-                    }
+                    None if piece.bytes().all(|b| b.is_ascii_whitespace()) => {}
+                    None => return Err(syntax(position, "text outside the root element")),
                 }
+                Ok(None)
             }
-            XmlEvent::CData(cdata) => match stack.last_mut() {
-                Some(frame) => frame.push_text(cdata.into_inner()),
-                None => {
-                    return Err(DomError::Syntax {
-                        position: reader.buffer_position(),
-                        message: "CDATA outside the root element".into(),
-                    });
-                }
-            },
+            XmlEvent::CData(cdata) => {
+                self.inner(position, "CDATA outside the root element")?
+                    .push_text(cdata.into_inner());
+                Ok(None)
+            }
             XmlEvent::GeneralRef(reference) => {
-                let position = reader.buffer_position();
                 let resolved = resolve_reference(&reference).ok_or_else(|| DomError::Syntax {
                     position,
                     message: format!("unknown or invalid entity reference &{};", &*reference),
                 })?;
-                match stack.last_mut() {
-                    Some(frame) => {
-                        let mut buf = [0u8; 4];
-                        frame.push_text(Cow::Owned(resolved.encode_utf8(&mut buf).to_owned()));
-                    }
-                    None => {
-                        return Err(DomError::Syntax {
-                            position,
-                            message: "reference outside the root element".into(),
-                        });
-                    }
-                }
+                let mut buf = [0u8; 4];
+                self.inner(position, "reference outside the root element")?
+                    .push_text(Cow::Owned(resolved.encode_utf8(&mut buf).to_owned()));
+                Ok(None)
             }
-            XmlEvent::DocType(_) => {
-                return Err(DomError::Dtd {
-                    position: reader.buffer_position(),
-                });
-            }
-            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) => {}
-            XmlEvent::Eof => {
-                return match stack.last() {
-                    Some(frame) => Err(DomError::Syntax {
-                        position: reader.buffer_position(),
-                        message: format!("unexpected end of document inside <{}>", frame.node.name),
-                    }),
-                    None => Err(DomError::NoRoot),
-                };
-            }
+            XmlEvent::DocType(_) => Err(DomError::Dtd { position }),
+            XmlEvent::Comment(_) | XmlEvent::Decl(_) | XmlEvent::PI(_) => Ok(None),
+            XmlEvent::Eof => Err(match self.stack.last() {
+                Some(frame) => DomError::Syntax {
+                    position,
+                    message: format!("unexpected end of document inside <{}>", frame.node.name),
+                },
+                None => DomError::NoRoot,
+            }),
         }
+    }
+
+    /// A new element, within the depth and node limits.
+    fn element(&mut self, start: &BytesStart<'a>, position: u64) -> Result<Node<'a>, DomError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(DomError::TooDeep);
+        }
+        element(start, &mut self.nodes, position)
+    }
+
+    /// Add a finished element to its parent; `Some` when it is the root.
+    fn attach(&mut self, node: Node<'a>) -> Option<Node<'a>> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.node.children.push(node);
+                None
+            }
+            None => Some(node),
+        }
+    }
+
+    /// The innermost open element, for text; `outside` is the error when there is none.
+    fn inner(&mut self, position: u64, outside: &str) -> Result<&mut Frame<'a>, DomError> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| syntax(position, outside))
+    }
+}
+
+fn syntax(position: u64, message: &str) -> DomError {
+    DomError::Syntax {
+        position,
+        message: message.to_owned(),
     }
 }
 
