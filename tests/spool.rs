@@ -676,7 +676,7 @@ async fn a_spool_written_by_an_earlier_release_is_delivered() {
         "{:?}",
         got[0].msg
     );
-    let Some(Routed::Event { device, event }) = &got[1].msg else {
+    let Some(Routed::Event { device, event, .. }) = &got[1].msg else {
         panic!("not an event: {:?}", got[1].msg);
     };
     assert!(!device.id.is_empty());
