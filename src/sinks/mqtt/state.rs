@@ -275,6 +275,162 @@ impl Moves {
     }
 }
 
+/// What [`SinkState::on_event`] hands to the [`DevState`] helpers for one event.
+struct EventCtx<'a> {
+    topics: &'a Topics,
+    images: &'a ImageConfig,
+    limit: &'a PacketLimit,
+    /// The event's category name.
+    cat: &'a str,
+    /// The category's `off_delay`.
+    off_delay: Duration,
+    max_hold: Duration,
+    now: Instant,
+}
+
+impl DevState {
+    /// The overview (`image`) and target crop (`target`) of the device and category, retained
+    /// with `retain_device`; their `image_json` form when configured (and when it fits).
+    fn publish_images(
+        &mut self,
+        ctx: &EventCtx<'_>,
+        ev: &Event,
+        images: [Option<&Image>; 2],
+        out: &mut Vec<Action>,
+    ) {
+        let (id, now) = (self.device.id.clone(), ctx.now);
+        for (img, leaf) in images.into_iter().zip(["image", "target"]) {
+            let Some(img) = img else { continue };
+            let t = ctx.topics.device_cat(&id, ctx.cat, leaf);
+            if ctx.images.retain_device {
+                self.put(t, img.data.clone(), true, now, out);
+            } else {
+                self.emit(Action::image(t, img.data.clone(), false), now, out);
+            }
+        }
+        if !ctx.images.json_base64 {
+            return;
+        }
+        for img in images.into_iter().flatten() {
+            let p = Bytes::from(image_json(
+                &self.device,
+                &ev.category,
+                img.role,
+                ev.time,
+                &img.data,
+            ));
+            let t = ctx.topics.device_cat(&id, ctx.cat, "image_json");
+            if ctx.limit.fits(t.len(), p.len()) {
+                let retain = ctx.images.retain_device;
+                self.emit(Action::image(t, p, retain), now, out);
+            }
+        }
+    }
+
+    /// Small retained values: plate and list, device counters, bridge-kept counters (the
+    /// registry's count after the event), tracked targets, `last`.
+    fn publish_values(
+        &mut self,
+        ctx: &EventCtx<'_>,
+        ev: &Event,
+        moves: &Moves,
+        counts: &BTreeMap<String, u64>,
+        out: &mut Vec<Action>,
+    ) {
+        let (id, now, cat) = (self.device.id.clone(), ctx.now, ctx.cat);
+        let topic = |leaf: &str| ctx.topics.device_cat(&id, cat, leaf);
+        if moves.detection_values
+            && ev.category == Category::Lpr
+            && let Some(p) = ev.attrs.plates.first()
+        {
+            self.put(
+                topic("plate"),
+                Bytes::from(p.plate.clone()),
+                false,
+                now,
+                out,
+            );
+            let list = (p.list.clone().or_else(|| p.group.clone()))
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "none".into());
+            self.put(topic("list"), Bytes::from(list), false, now, out);
+        }
+        if let Some(c) = ev.attrs.counters.as_ref().filter(|c| !c.is_empty()) {
+            for (dir, list) in [
+                ("enter", &c.enter),
+                ("leave", &c.leave),
+                ("exist", &c.exist),
+            ] {
+                for (class, value) in list {
+                    let t = topic(&counter_key(dir, class));
+                    self.put(t, Bytes::from(value.to_string()), false, now, out);
+                }
+            }
+        }
+        for class in counted_classes(ev) {
+            let n = self.counts.entry(class.clone()).or_insert(0);
+            // The registry's count after this event; a record spooled by camqtt 0.1.0 has
+            // none, and counts on from the last published value.
+            *n = counts.get(&class).copied().unwrap_or(*n + 1);
+            let v = Bytes::from(n.to_string());
+            self.put(topic(&counter_key("enter", &class)), v, false, now, out);
+        }
+        if moves.tracking_values && ev.category == Category::Traject {
+            let n = Bytes::from(ev.attrs.targets.len().to_string());
+            self.put(topic("targets"), n, false, now, out);
+        }
+        if moves.last {
+            self.put(
+                topic("last"),
+                Bytes::from(rfc3339(ev.time)),
+                false,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// The category's binary state (and, for a status, the raw alarm topic) by `rule`.
+    fn apply_state(
+        &mut self,
+        ctx: &EventCtx<'_>,
+        ev: &Event,
+        rule: StateRule,
+        covers: &[(String, Duration)],
+        out: &mut Vec<Action>,
+    ) {
+        let (cat, now) = (ctx.cat.to_owned(), ctx.now);
+        let state_topic = ctx.topics.device_cat(&self.device.id, &cat, "state");
+        match rule {
+            StateRule::Alarm => {
+                if let Some(alarm) = &ev.attrs.alarm {
+                    self.on_status(alarm, covers, ctx.max_hold, ctx.topics, now, out);
+                }
+            }
+            StateRule::On { evidence } => {
+                self.binaries.entry(cat.clone()).or_default().on = true;
+                self.retained.remove(&state_topic);
+                self.emit(Action::transient(state_topic, ON), now, out);
+                let from = self.visible_from(now);
+                if let Some(bin) = self.binaries.get_mut(&cat) {
+                    bin.off_at = Some(from + ctx.off_delay);
+                }
+                if evidence {
+                    self.tie_to_active(&cat, from + ctx.off_delay / 2, now);
+                }
+            }
+            StateRule::Off => {
+                let bin = self.binaries.entry(cat).or_default();
+                bin.off_at = None;
+                if bin.alarms.is_empty() {
+                    bin.on = false;
+                    self.put(state_topic, Bytes::from_static(OFF), false, now, out);
+                }
+            }
+        }
+    }
+}
+
 /// The category names a status stands for: its `covers`, or its event category when it
 /// names none (spool records written before `covers` existed).
 fn status_covers(alarm: &AlarmState, category: &Category) -> Vec<String> {
@@ -810,6 +966,9 @@ impl SinkState {
         }
     }
 
+    /// Publish what `ev` moves ([`Moves`]), in this order: images (before the event, so
+    /// automations triggered by it find them), small retained values, the binary state and
+    /// the raw alarm topic, the event itself.
     fn on_event(
         &mut self,
         id: &str,
@@ -819,21 +978,13 @@ impl SinkState {
         out: &mut Vec<Action>,
     ) {
         let moves = Moves::of(ev.kind());
-        let off_delay = self.off_delay(ev.category.as_str());
-        let max_hold = self.alarm_max_hold;
-        let images = self.images.clone();
-        let topics = self.topics.clone();
         let (overview, target, notes) = if moves.images {
             self.publishable_images(id, ev)
         } else {
             (None, None, Vec::new())
         };
-        let limit = self.packet_limit.clone();
         // A status: the categories it may stand for, with their off delays.
-        let covers: Vec<(String, Duration)> = ev
-            .attrs
-            .alarm
-            .as_ref()
+        let covers: Vec<(String, Duration)> = (ev.attrs.alarm.as_ref())
             .map(|a| status_covers(a, &ev.category))
             .unwrap_or_default()
             .into_iter()
@@ -842,175 +993,33 @@ impl SinkState {
                 (c, d)
             })
             .collect();
+        let ctx = EventCtx {
+            topics: &self.topics,
+            images: &self.images,
+            limit: &self.packet_limit,
+            cat: ev.category.as_str(),
+            off_delay: self.off_delay(ev.category.as_str()),
+            max_hold: self.alarm_max_hold,
+            now,
+        };
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
-        let cat = ev.category.as_str().to_owned();
-
-        let device_counters = ev.attrs.counters.as_ref().filter(|c| !c.is_empty());
-        let bridge_counts = counted_classes(ev);
-        let dev_id = dev.device.id.clone();
-
-        // 1. Images (before the event, so automations triggered by it find them). Retained
-        //    values first: they need not wait for the settle window.
+        dev.publish_images(&ctx, ev, [overview, target], out);
+        dev.publish_values(&ctx, ev, &moves, counts, out);
         if let Some(img) = overview {
-            let t = topics.device_cat(&dev_id, &cat, "image");
-            if images.retain_device {
-                dev.put(t, img.data.clone(), true, now, out);
-            } else {
-                dev.emit(Action::image(t, img.data.clone(), false), now, out);
-            }
-        }
-        if let Some(img) = target {
-            let t = topics.device_cat(&dev_id, &cat, "target");
-            if images.retain_device {
-                dev.put(t, img.data.clone(), true, now, out);
-            } else {
-                dev.emit(Action::image(t, img.data.clone(), false), now, out);
-            }
-        }
-        if images.json_base64 {
-            for img in [overview, target].into_iter().flatten() {
-                let p = Bytes::from(image_json(
-                    &dev.device,
-                    &ev.category,
-                    img.role,
-                    ev.time,
-                    &img.data,
-                ));
-                let t = topics.device_cat(&dev_id, &cat, "image_json");
-                if !limit.fits(t.len(), p.len()) {
-                    continue;
-                }
-                dev.emit(
-                    Action::image(
-                        topics.device_cat(&dev_id, &cat, "image_json"),
-                        p,
-                        images.retain_device,
-                    ),
-                    now,
-                    out,
-                );
-            }
-        }
-
-        // 2. Small retained values.
-        if moves.detection_values
-            && ev.category == Category::Lpr
-            && let Some(p) = ev.attrs.plates.first()
-        {
-            dev.put(
-                topics.device_cat(&dev_id, &cat, "plate"),
-                Bytes::from(p.plate.clone()),
-                false,
-                now,
-                out,
-            );
-            let list = p
-                .list
-                .clone()
-                .or_else(|| p.group.clone())
-                .filter(|l| !l.is_empty());
-            let list = list.unwrap_or_else(|| "none".into());
-            dev.put(
-                topics.device_cat(&dev_id, &cat, "list"),
-                Bytes::from(list),
-                false,
-                now,
-                out,
-            );
-        }
-        if let Some(c) = device_counters {
-            for (dir, list) in [
-                ("enter", &c.enter),
-                ("leave", &c.leave),
-                ("exist", &c.exist),
-            ] {
-                for (class, value) in list {
-                    let t = topics.device_cat(&dev_id, &cat, &counter_key(dir, class));
-                    dev.put(t, Bytes::from(value.to_string()), false, now, out);
-                }
-            }
-        }
-        for class in &bridge_counts {
-            let n = dev.counts.entry(class.clone()).or_insert(0);
-            // The registry's count after this event; a record spooled by camqtt 0.1.0 has
-            // none, and counts on from the last published value.
-            *n = counts.get(class).copied().unwrap_or(*n + 1);
-            let v = *n;
-            let t = topics.device_cat(&dev_id, &cat, &counter_key("enter", class));
-            dev.put(t, Bytes::from(v.to_string()), false, now, out);
-        }
-        if moves.tracking_values && ev.category == Category::Traject {
-            let t = topics.device_cat(&dev_id, &cat, "targets");
-            dev.put(
-                t,
-                Bytes::from(ev.attrs.targets.len().to_string()),
-                false,
-                now,
-                out,
-            );
-        }
-        if moves.last {
-            dev.put(
-                topics.device_cat(&dev_id, &cat, "last"),
-                Bytes::from(rfc3339(ev.time)),
-                false,
-                now,
-                out,
-            );
-        }
-        if let Some(img) = overview {
-            let t = topics.category_image(&cat);
-            if images.retain_category {
+            let t = ctx.topics.category_image(ctx.cat);
+            if ctx.images.retain_category {
                 self.global_retained.insert(t.clone(), img.data.clone());
             }
-            dev.emit(
-                Action::image(t, img.data.clone(), images.retain_category),
-                now,
-                out,
-            );
+            let retain = ctx.images.retain_category;
+            dev.emit(Action::image(t, img.data.clone(), retain), now, out);
         }
-
-        // 3. Binary state and raw alarm topic.
-        let state_topic = topics.device_cat(&dev_id, &cat, "state");
-        match moves.state {
-            StateRule::Alarm => {
-                if let Some(alarm) = &ev.attrs.alarm {
-                    dev.on_status(alarm, &covers, max_hold, &topics, now, out);
-                }
-            }
-            StateRule::On { evidence } => {
-                let bin = dev.binaries.entry(cat.clone()).or_default();
-                bin.on = true;
-                dev.retained.remove(&state_topic);
-                dev.emit(Action::transient(state_topic, ON), now, out);
-                let from = dev.visible_from(now);
-                if let Some(bin) = dev.binaries.get_mut(&cat) {
-                    bin.off_at = Some(from + off_delay);
-                }
-                if evidence {
-                    dev.tie_to_active(&cat, from + off_delay / 2, now);
-                }
-            }
-            StateRule::Off => {
-                let bin = dev.binaries.entry(cat.clone()).or_default();
-                bin.off_at = None;
-                if bin.alarms.is_empty() {
-                    bin.on = false;
-                    dev.put(state_topic, Bytes::from_static(OFF), false, now, out);
-                }
-            }
-        }
-
-        // 4. The event itself: detections (and tracking summaries) only.
+        dev.apply_state(&ctx, ev, moves.state, &covers, out);
         if moves.event {
             let p = event_json_with(&dev.device, ev, &notes);
-            dev.emit(
-                Action::momentary(topics.device_cat(&dev_id, &cat, "event"), p),
-                now,
-                out,
-            );
+            let t = ctx.topics.device_cat(&dev.device.id, ctx.cat, "event");
+            dev.emit(Action::momentary(t, p), now, out);
         }
     }
 
