@@ -41,8 +41,8 @@ impl PipelineConfig {
                 .filter(|(_, s)| !s.enabled)
                 .map(|(k, _)| k.clone())
                 .collect(),
-            offline_after: crate::config::secs(c.viewtron.offline_after),
-            traject_interval: crate::config::secs(c.viewtron.traject_interval),
+            offline_after: c.viewtron.offline_after,
+            traject_interval: c.viewtron.traject_interval,
         }
     }
 }

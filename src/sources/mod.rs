@@ -2,8 +2,8 @@
 //! pipeline through its [`SourceContext`]; it knows nothing of MQTT or of other sources.
 //!
 //! Adding a source: a folder `sources/<name>/` with its configuration, its pure parser and a
-//! type implementing [`Source`], plus one line where the topology builds the sources from the
-//! configuration (`crate::topology`). A source that answers HTTP pushes plugs a
+//! type implementing [`Source`], plus one line in [`configured`] (and its section in
+//! `crate::config::Config`). A source that answers HTTP pushes plugs a
 //! [`http_push::PushHandler`] into the shared camera receiver instead of writing a server.
 
 pub mod http_push;
@@ -16,6 +16,7 @@ use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Config, Problem};
 use crate::event::Message;
 use crate::telemetry::Telemetry;
 
@@ -84,4 +85,14 @@ pub trait Source: Send + 'static {
     fn name(&self) -> &'static str;
     /// Start with the shared context.
     fn start(self: Box<Self>, ctx: SourceContext) -> Starting;
+}
+
+/// The built-in sources the configuration enables, each built from its own section. Errors:
+/// what stops a source from being built (a TLS or password file), with its key.
+pub fn configured(config: &Config) -> Result<Vec<Box<dyn Source>>, Problem> {
+    let mut out: Vec<Box<dyn Source>> = Vec::new();
+    if config.viewtron.enabled {
+        out.push(Box::new(viewtron::ViewtronSource::new(&config.viewtron)?));
+    }
+    Ok(out)
 }
