@@ -93,12 +93,7 @@ pub async fn start_with(
     extra: Vec<Box<dyn Source>>,
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
-    // `password_file` keys (the environment was applied by the caller, if it wanted to).
-    let mut problems = config.resolve_secrets(&|_| None, &|p| std::fs::read_to_string(p));
-    problems.extend(config.validate());
-    if !problems.is_empty() {
-        return Err(config::ConfigError::Invalid(problems).into());
-    }
+    check(&mut config)?;
     let telemetry = Telemetry::new();
     // Sources are built first: their files (certificates, passwords) are read before anything
     // runs (broker, spool, listeners).
@@ -164,6 +159,18 @@ pub async fn start_with(
         telemetry,
         task,
     })
+}
+
+/// Read the `password_file` keys (the environment was applied by the caller, if it wanted
+/// to) and validate every section.
+fn check(config: &mut Config) -> Result<(), RunError> {
+    let mut problems = config.resolve_secrets(&|_| None, &|p| std::fs::read_to_string(p));
+    problems.extend(config.validate());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(config::ConfigError::Invalid(problems).into())
+    }
 }
 
 /// One configuration problem found while building the components.
