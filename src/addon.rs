@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{
-    BasicAuthSection, Config, ConfigError, DeviceSection, Problem, ReceiverTlsSection, Secret,
-};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::config::{Config, ConfigError, DeviceSection, Problem, secret};
 use crate::http_client::{self, FetchError};
+use crate::sources::viewtron::config::{BasicAuthSection, ReceiverTlsSection};
+use crate::spool::SpoolConfig;
 
 /// Where the Supervisor writes the validated options.
 pub const DEFAULT_OPTIONS_PATH: &str = "/data/options.json";
@@ -74,8 +76,9 @@ pub struct MqttOptions {
     pub broker: Option<String>,
     /// User name (overrides the Supervisor's).
     pub username: Option<String>,
-    /// Password (overrides the Supervisor's).
-    pub password: Option<Secret>,
+    /// Password (overrides the Supervisor's). Not a string: refused without being echoed.
+    #[serde(deserialize_with = "secret::optional")]
+    pub password: Option<SecretString>,
 }
 
 /// One entry of `cameras`.
@@ -116,14 +119,15 @@ pub struct ImageOptions {
 pub struct ReceiverOptions {
     /// HTTP Basic user name the cameras must send.
     pub username: Option<String>,
-    /// HTTP Basic password.
-    pub password: Option<Secret>,
+    /// HTTP Basic password. Not a string: refused without being echoed.
+    #[serde(deserialize_with = "secret::optional")]
+    pub password: Option<SecretString>,
     /// Addresses or CIDR blocks allowed to post; empty: everyone.
     pub allow: Vec<String>,
 }
 
 /// What the Supervisor's services API says about the MQTT broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MqttService {
     /// Providing add-on (`core_mosquitto`).
     pub addon: String,
@@ -138,8 +142,26 @@ pub struct MqttService {
     /// User name.
     pub username: Option<String>,
     /// Password (never logged).
-    pub password: Option<Secret>,
+    pub password: Option<SecretString>,
 }
+
+/// Equal when every field is, the passwords compared in the clear (tests).
+impl PartialEq for MqttService {
+    fn eq(&self, other: &Self) -> bool {
+        fn password(s: &MqttService) -> Option<&str> {
+            s.password.as_ref().map(|p| p.expose_secret())
+        }
+        self.addon == other.addon
+            && self.host == other.host
+            && self.port == other.port
+            && self.ssl == other.ssl
+            && self.protocol == other.protocol
+            && self.username == other.username
+            && password(self) == password(other)
+    }
+}
+
+impl Eq for MqttService {}
 
 impl MqttService {
     /// `mqtt://host:port` or `mqtts://host:port` (no credentials).
@@ -267,8 +289,10 @@ fn non_empty(s: &Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn non_empty_secret(s: &Option<Secret>) -> Option<Secret> {
-    s.as_ref().filter(|s| !s.expose().is_empty()).cloned()
+fn non_empty_secret(s: &Option<SecretString>) -> Option<SecretString> {
+    s.as_ref()
+        .filter(|s| !s.expose_secret().is_empty())
+        .cloned()
 }
 
 /// Broker text from the UI → URL: a bare `host[:port]` gets `mqtt://`.
@@ -302,20 +326,34 @@ impl AddonOptions {
         service: Option<&MqttService>,
     ) -> Result<Config, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut bad = |path: String, message: String| {
-            problems.push(Problem {
-                path,
-                line: None,
-                message,
-            })
-        };
-        // Broker: explicit option > Supervisor service > base configuration.
+        self.apply_mqtt(&mut base, service);
+        self.apply_topics(&mut base, &mut problems);
+        self.apply_receiver(&mut base, &mut problems);
+        self.apply_cameras(&mut base, &mut problems);
+        if base.spool.dir == SpoolConfig::default().dir {
+            base.spool.dir = data_dir.join("spool");
+            base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
+        }
+        problems.extend(base.validate().into_iter().map(|mut p| {
+            p.path = option_name(&p.path);
+            p
+        }));
+        if problems.is_empty() {
+            Ok(base)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Broker: explicit option > Supervisor service > base configuration; credentials of the
+    /// options win over the service's.
+    fn apply_mqtt(&self, base: &mut Config, service: Option<&MqttService>) {
         if let Some(b) = non_empty(&self.mqtt.broker) {
             base.mqtt.url = Some(broker_url(&b));
         } else if let Some(s) = service {
             base.mqtt.url = Some(s.url());
             base.mqtt.username = s.username.clone().filter(|u| !u.is_empty());
-            base.mqtt.password = s.password.clone().filter(|p| !p.expose().is_empty());
+            base.mqtt.password = non_empty_secret(&s.password);
             base.mqtt.password_file = None;
         }
         if let Some(u) = non_empty(&self.mqtt.username) {
@@ -325,6 +363,11 @@ impl AddonOptions {
             base.mqtt.password = Some(p);
             base.mqtt.password_file = None;
         }
+    }
+
+    /// Topic roots, off delays (seconds; a negative or non-finite one is a problem at
+    /// `off_delays.<category>`) and image flags.
+    fn apply_topics(&self, base: &mut Config, problems: &mut Vec<Problem>) {
         if let Some(t) = non_empty(&self.base_topic) {
             base.mqtt.base_topic = t;
         }
@@ -332,7 +375,13 @@ impl AddonOptions {
             base.homeassistant.discovery_prefix = p;
         }
         for (name, secs) in &self.off_delays {
-            base.categories.entry(name.clone()).or_default().off_delay = Some(*secs);
+            match Duration::try_from_secs_f64(*secs) {
+                Ok(d) => base.categories.entry(name.clone()).or_default().off_delay = Some(d),
+                Err(_) => problems.push(Problem::new(
+                    format!("off_delays.{name}"),
+                    "must be between 0 and 86400 seconds",
+                )),
+            }
         }
         let i = &self.images;
         if let Some(v) = i.retain_per_camera {
@@ -344,6 +393,11 @@ impl AddonOptions {
         if let Some(v) = i.json_base64 {
             base.images.json_base64 = v;
         }
+    }
+
+    /// The receiver: Basic auth (user and password together), allow-list, HTTPS under
+    /// [`ADDON_SSL_DIR`] with plain HTTP kept for the health check.
+    fn apply_receiver(&self, base: &mut Config, problems: &mut Vec<Problem>) {
         let r = &self.receiver;
         match (non_empty(&r.username), non_empty_secret(&r.password)) {
             (Some(username), Some(password)) => {
@@ -354,14 +408,14 @@ impl AddonOptions {
                 })
             }
             (None, None) => {}
-            (Some(_), None) => bad(
-                "receiver.password".into(),
-                "receiver.username needs receiver.password".into(),
-            ),
-            (None, Some(_)) => bad(
-                "receiver.username".into(),
-                "receiver.password needs receiver.username".into(),
-            ),
+            (Some(_), None) => problems.push(Problem::new(
+                "receiver.password",
+                "receiver.username needs receiver.password",
+            )),
+            (None, Some(_)) => problems.push(Problem::new(
+                "receiver.username",
+                "receiver.password needs receiver.username",
+            )),
         }
         let allow: Vec<String> = r
             .allow
@@ -385,28 +439,29 @@ impl AddonOptions {
         if base.viewtron.tls.as_ref().is_some_and(|t| !t.plain_http) {
             // `camqtt healthcheck` (the image's HEALTHCHECK) asks /healthz over plain HTTP;
             // refusing it would make the Supervisor restart the add-on over and over.
-            bad(
-                "viewtron.tls.plain_http".into(),
-                "must stay true in the add-on: its health check uses plain HTTP".into(),
-            );
+            problems.push(Problem::new(
+                "viewtron.tls.plain_http",
+                "must stay true in the add-on: its health check uses plain HTTP",
+            ));
         }
+    }
+
+    /// `cameras` replace the base's `[[devices]]` when given.
+    fn apply_cameras(&self, base: &mut Config, problems: &mut Vec<Problem>) {
         if !self.cameras.is_empty() {
             base.devices.clear();
         }
         for (n, c) in self.cameras.iter().enumerate() {
-            let peer = match non_empty(&c.peer) {
-                Some(p) => match p.parse() {
-                    Ok(ip) => Some(ip),
-                    Err(_) => {
-                        bad(
-                            format!("cameras[{n}].peer"),
-                            format!("`{p}` is not an IP address"),
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
+            let peer = non_empty(&c.peer).and_then(|p| match p.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    problems.push(Problem::new(
+                        format!("cameras[{n}].peer"),
+                        format!("`{p}` is not an IP address"),
+                    ));
+                    None
+                }
+            });
             base.devices.push(DeviceSection {
                 mac: non_empty(&c.mac),
                 serial: non_empty(&c.serial),
@@ -416,19 +471,6 @@ impl AddonOptions {
                 name: non_empty(&c.name),
                 area: non_empty(&c.area),
             });
-        }
-        if base.spool.dir == crate::config::SpoolSection::default().dir {
-            base.spool.dir = data_dir.join("spool");
-            base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
-        }
-        problems.extend(base.validate().into_iter().map(|mut p| {
-            p.path = option_name(&p.path);
-            p
-        }));
-        if problems.is_empty() {
-            Ok(base)
-        } else {
-            Err(problems)
         }
     }
 }
@@ -529,7 +571,7 @@ pub fn parse_mqtt_service(status: u16, body: &[u8]) -> Result<MqttService, Servi
         ssl,
         protocol: text("protocol"),
         username: text("username"),
-        password: text("password").map(Secret),
+        password: text("password").map(SecretString::from),
     })
 }
 
@@ -538,8 +580,8 @@ pub fn parse_mqtt_service(status: u16, body: &[u8]) -> Result<MqttService, Servi
 pub struct SupervisorSettings {
     /// Base URL (`SUPERVISOR_URL`, default [`DEFAULT_SUPERVISOR_URL`]).
     pub url: String,
-    /// `SUPERVISOR_TOKEN` (or `HASSIO_TOKEN`).
-    pub token: Option<String>,
+    /// `SUPERVISOR_TOKEN` (or `HASSIO_TOKEN`); never logged.
+    pub token: Option<SecretString>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Attempts while the Supervisor is unreachable (1 = no retry).
@@ -557,7 +599,7 @@ impl SupervisorSettings {
                 .map(|u| u.trim().to_owned())
                 .filter(|u| !u.is_empty())
                 .unwrap_or_else(|| DEFAULT_SUPERVISOR_URL.into()),
-            token: supervisor_token(env),
+            token: supervisor_token(env).map(SecretString::from),
             timeout: Duration::from_secs(10),
             attempts: 5,
             backoff: Duration::from_secs(1),
@@ -567,12 +609,12 @@ impl SupervisorSettings {
 
 /// `GET <supervisor>/services/mqtt` once, with `Authorization: Bearer <token>`.
 pub async fn fetch_mqtt_service_once(s: &SupervisorSettings) -> Result<MqttService, ServiceError> {
-    let token = s.token.as_deref().ok_or(ServiceError::NoToken)?;
+    let token = s.token.as_ref().ok_or(ServiceError::NoToken)?;
     let url = format!("{}/services/mqtt", s.url.trim().trim_end_matches('/'));
     let answer = async {
         let resp = http_client::client()?
             .get(url)
-            .bearer_auth(token)
+            .bearer_auth(token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(s.timeout)
             .send()
@@ -687,7 +729,7 @@ mod tests {
             ssl: false,
             protocol: Some("3.1.1".into()),
             username: Some("addons".into()),
-            password: Some(Secret("s3cret".into())),
+            password: Some("s3cret".into()),
         }
     }
 
@@ -732,7 +774,10 @@ mod tests {
             .expect("valid");
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
         assert_eq!(c.mqtt.username.as_deref(), Some("addons"));
-        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(
+            c.mqtt.password.as_ref().map(|p| p.expose_secret()),
+            Some("s3cret")
+        );
         assert_eq!(c.mqtt.base_topic, "cams");
         assert_eq!(c.homeassistant.discovery_prefix, "ha");
         assert_eq!(c.devices.len(), 3);
@@ -740,12 +785,18 @@ mod tests {
         assert_eq!(c.devices[0].area.as_deref(), Some("Drive"));
         assert_eq!(c.devices[1].channel, Some(2));
         assert_eq!(c.devices[2].peer, Some("192.168.1.50".parse().unwrap()));
-        assert_eq!(c.categories["lpr"].off_delay, Some(15.0));
-        assert_eq!(c.categories["intrusion"].off_delay, Some(45.0));
+        assert_eq!(c.categories["lpr"].off_delay, Some(Duration::from_secs(15)));
+        assert_eq!(
+            c.categories["intrusion"].off_delay,
+            Some(Duration::from_secs(45))
+        );
         assert!(!c.images.retain_device && c.images.retain_category);
         let auth = c.viewtron.auth.as_ref().expect("auth");
         assert_eq!(auth.username, "cam");
-        assert_eq!(auth.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(
+            auth.password.as_ref().map(|p| p.expose_secret()),
+            Some("pw")
+        );
         assert_eq!(c.viewtron.allow, vec!["192.168.1.0/24".to_string()]);
         assert_eq!(c.spool.dir, PathBuf::from("/data/spool"));
         assert!(c.spool.max_bytes <= ADDON_SPOOL_MAX_BYTES);
@@ -760,7 +811,10 @@ mod tests {
             .expect("valid");
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://10.0.0.2:1884"));
         assert_eq!(c.mqtt.username.as_deref(), Some("me"));
-        assert_eq!(c.mqtt.password.as_ref().map(Secret::expose), Some("mine"));
+        assert_eq!(
+            c.mqtt.password.as_ref().map(|p| p.expose_secret()),
+            Some("mine")
+        );
         // Service broker with the user's own credentials.
         let o = opts(r#"{"mqtt":{"username":"me","password":"mine"}}"#);
         let c = o
@@ -811,7 +865,7 @@ mod tests {
         let s = parse_mqtt_service(200, ok).expect("ok");
         assert_eq!(s.host, "core-mosquitto");
         assert_eq!(s.port, 1883);
-        assert_eq!(s.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(s.password.as_ref().map(|p| p.expose_secret()), Some("pw"));
         assert!(!format!("{s:?}").contains("pw\""));
         // Port as a string, as in the Supervisor documentation.
         let doc = br#"{"result":"ok","data":{"host":"h","port":"8883","ssl":true}}"#;

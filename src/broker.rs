@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 
+use crate::config::Problem;
+use crate::sinks::mqtt::config::{BrokerAddr, MqttSection};
+
 /// The embedded broker's packet limit when `[mqtt] max_packet_size` is not set.
 pub const DEFAULT_MAX_PACKET: usize = 64 * 1024 * 1024;
 
@@ -85,4 +88,30 @@ pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerErr
 #[cfg(not(feature = "broker"))]
 pub async fn start(_addr: SocketAddr, _max_payload: usize) -> Result<(), BrokerError> {
     Err(BrokerError::NotBuilt)
+}
+
+/// The broker the MQTT sink connects to: the one `[mqtt] url` names (credentials and TLS
+/// applied, TLS files checked), or, without a URL, the embedded broker, started now on
+/// `mqtt.embedded_listen` with `mqtt.max_packet_size` (default [`DEFAULT_MAX_PACKET`]) as its
+/// packet limit. Errors: a bad URL or TLS file (as a configuration problem), or the embedded
+/// broker not starting.
+pub async fn target(mqtt: &MqttSection) -> Result<BrokerAddr, TargetError> {
+    if let Some(b) = mqtt.broker()? {
+        return Ok(b);
+    }
+    let addr = mqtt.embedded_listen;
+    tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
+    start(addr, mqtt.max_packet_size.unwrap_or(DEFAULT_MAX_PACKET)).await?;
+    Ok(BrokerAddr::tcp(addr.ip().to_string(), addr.port()))
+}
+
+/// Why [`target`] has no broker.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// `[mqtt]` names an unusable broker (URL, TLS files).
+    #[error(transparent)]
+    Config(#[from] Problem),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }

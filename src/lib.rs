@@ -13,7 +13,8 @@
 //! - [`spool`]: the buffer stage in front of the sinks (disk spool or memory).
 //! - [`sinks`]: MQTT with Home Assistant discovery.
 //! - [`telemetry`]: counters, gauges and histograms of one bridge instance.
-//! - [`config`]: the whole configuration (TOML file, environment, command line).
+//! - [`config`]: composes the sections each component owns (in its own `config.rs`) into
+//!   the whole configuration; TOML with line numbers, environment, command line, secrets.
 //! - [`broker`]: the embedded MQTT broker used when none is configured.
 //! - [`addon`]: the Home Assistant add-on's options and Supervisor client.
 

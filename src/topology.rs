@@ -1,5 +1,5 @@
-//! The topology: builds every component from its configuration, wires them with the shared
-//! context, and stops them in order.
+//! The topology: builds every component from its own configuration section, wires them with
+//! the shared context, and stops them in order.
 //!
 //! ```text
 //! sources/* ──Input──▶ pipeline ──Routed──▶ buffer (spool) ──records──▶ sinks/mqtt ──▶ broker
@@ -20,10 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::sinks::mqtt::ProtocolChoice;
-use crate::sinks::mqtt::config::{BrokerAddr, HaConfig, ImageConfig, MqttSinkConfig};
+use crate::sinks::mqtt::config::SinkInputs;
 use crate::sources::{Source, SourceContext, SourceError, SourceHandle};
-use crate::spool::{Buffer, MemoryConfig, SpoolConfig};
+use crate::spool::Buffer;
 use crate::telemetry::Telemetry;
 use crate::{broker, pipeline, sinks, sources};
 
@@ -72,6 +71,13 @@ pub struct Running {
 }
 
 impl Running {
+    fn addr_of(started: &[(&'static str, Option<SocketAddr>)], name: &str) -> Option<SocketAddr> {
+        started
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, a)| *a)
+    }
+
     /// Wait until the bridge has stopped (after the shutdown token was cancelled, or after a
     /// component failed). A panic anywhere is an error, never `Ok`.
     pub async fn wait(self) -> Result<(), RunError> {
@@ -94,23 +100,42 @@ pub async fn start_with(
     extra: Vec<Box<dyn Source>>,
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
-    // `password_file` keys (the environment was applied by the caller, if it wanted to).
-    let mut problems = config.resolve_secrets(&|_| None, &|p| std::fs::read_to_string(p));
-    problems.extend(config.validate());
-    if !problems.is_empty() {
-        return Err(config::ConfigError::Invalid(problems).into());
-    }
+    check(&mut config)?;
     let telemetry = Telemetry::new();
-    let mut sources = configured_sources(&config)?;
+    // Sources are built first: their files (certificates, passwords) are read before anything
+    // runs (broker, spool, listeners).
+    let mut sources = sources::configured(&config).map_err(invalid)?;
     sources.extend(extra);
-    let broker_addr = broker_target(&config).await?;
+    let broker_addr = broker::target(&config.mqtt).await?;
     let broker_desc = format!("{}:{}", broker_addr.host, broker_addr.port);
-    let sink_cfg = sink_config(&config, broker_addr);
-    // The buffer opens before anything listens: a post accepted from now on is durable.
-    let buffer = open_buffer(&config, &telemetry);
-    // The device registry, for the pipeline (which keeps it) and the sinks (which start from it).
-    let pipeline_cfg = pipeline::PipelineConfig::from_config(&config);
-    let known = pipeline::load_known(&pipeline_cfg);
+    let sink_cfg = config.mqtt.sink_config(
+        broker_addr,
+        SinkInputs {
+            homeassistant: &config.homeassistant,
+            images: &config.images,
+            off_delays: config.off_delays(),
+            state_dir: config.spool.enabled.then(|| config.spool.dir.clone()),
+            default_client_id: default_client_id(config.viewtron.listen.port()),
+        },
+    );
+    let mut pipeline_cfg = pipeline::PipelineConfig::from_config(&config);
+    pipeline_cfg.policies = sources
+        .iter()
+        .map(|s| (s.name(), s.device_policy()))
+        .collect();
+    // The buffer opens before anything listens: a post accepted from now on is durable. The
+    // device registry is read for the pipeline (which keeps it) and the sinks (which start
+    // from it). Both read files: off the runtime.
+    let (buffer, known, pipeline_cfg) = {
+        let (spool, telemetry) = (config.spool.clone(), telemetry.clone());
+        tokio::task::spawn_blocking(move || {
+            let buffer = Buffer::from_config(&spool, &telemetry);
+            let known = pipeline::load_known(&pipeline_cfg);
+            (buffer, known, pipeline_cfg)
+        })
+        .await
+        .map_err(|e| RunError::Panicked("start", e.to_string()))?
+    };
 
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
     let ctx = SourceContext {
@@ -141,10 +166,6 @@ pub async fn start_with(
     ));
     let started: Vec<(&'static str, Option<SocketAddr>)> =
         handles.iter().map(|h| (h.name, h.addr)).collect();
-    let viewtron_addr = started
-        .iter()
-        .find(|(n, _)| *n == sources::viewtron::handler::SOURCE)
-        .and_then(|(_, a)| *a);
     let task = tokio::spawn(stop_in_order(
         shutdown,
         handles,
@@ -153,12 +174,38 @@ pub async fn start_with(
         sinks_token,
     ));
     Ok(Running {
-        viewtron_addr,
+        viewtron_addr: Running::addr_of(&started, sources::viewtron::handler::SOURCE),
         sources: started,
         broker: broker_desc,
         telemetry,
         task,
     })
+}
+
+/// Read the `password_file` keys (the environment was applied by the caller, if it wanted
+/// to) and validate every section.
+fn check(config: &mut Config) -> Result<(), RunError> {
+    let mut problems = config.resolve_secrets(&|_| None, &|p| std::fs::read_to_string(p));
+    problems.extend(config.validate());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(config::ConfigError::Invalid(problems).into())
+    }
+}
+
+/// One configuration problem found while building the components.
+fn invalid(p: config::Problem) -> RunError {
+    config::ConfigError::Invalid(vec![p]).into()
+}
+
+impl From<broker::TargetError> for RunError {
+    fn from(e: broker::TargetError) -> RunError {
+        match e {
+            broker::TargetError::Config(p) => invalid(p),
+            broker::TargetError::Broker(e) => RunError::Broker(e),
+        }
+    }
 }
 
 /// Run the bridge until `shutdown` is cancelled.
@@ -249,175 +296,6 @@ fn ended(what: &'static str, r: Result<Result<(), RunError>, tokio::task::JoinEr
 fn note(failure: &mut Option<RunError>, e: RunError) {
     tracing::error!(error = %e, "bridge component failed");
     failure.get_or_insert(e);
-}
-
-/// The disk spool, or the memory buffer when it is off. An unusable directory (or one locked
-/// by another instance) does not stop the bridge: it runs with events in memory only, and says
-/// so loudly (log, `spool_errors`).
-fn open_buffer(config: &Config, telemetry: &Telemetry) -> Buffer {
-    let memory = || Buffer::memory(MemoryConfig::default(), telemetry.clone());
-    if !config.spool.enabled {
-        return memory();
-    }
-    match Buffer::open(SpoolConfig::from_section(&config.spool), telemetry.clone()) {
-        Ok((b, _)) => b,
-        Err(e) => {
-            telemetry.spool_errors.inc();
-            tracing::error!(error = %e, "spool unavailable; events are kept in memory only");
-            memory()
-        }
-    }
-}
-
-/// The sources the configuration enables.
-fn configured_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, RunError> {
-    let mut out: Vec<Box<dyn Source>> = Vec::new();
-    if config.viewtron.enabled {
-        out.push(Box::new(sources::viewtron::ViewtronSource(
-            viewtron_config(config)?,
-        )));
-    }
-    Ok(out)
-}
-
-fn viewtron_config(config: &Config) -> Result<sources::viewtron::ViewtronConfig, RunError> {
-    // The receiver's certificate and key are read now: a bad file stops the start before
-    // anything runs (broker, spool, listeners).
-    let receiver_tls = match config.viewtron.tls.as_ref() {
-        Some(t) if config.viewtron.enabled => Some(t.load().map_err(|e| {
-            config::ConfigError::Invalid(vec![config::Problem {
-                path: format!("viewtron.tls.{}", e.config_key()),
-                line: None,
-                message: e.to_string(),
-            }])
-        })?),
-        _ => None,
-    };
-    let v = &config.viewtron;
-    Ok(sources::viewtron::ViewtronConfig {
-        listen: v.listen,
-        http: sources::http_push::HttpConfig {
-            body_limit: v.body_limit,
-            header_timeout: config::secs(v.header_timeout),
-            request_timeout: config::secs(v.request_timeout),
-            idle_timeout: config::secs(v.idle_timeout),
-            max_connections: v.max_connections,
-            guard: sources::http_push::Guard::from_settings(
-                v.auth.as_ref().map(|a| {
-                    (
-                        a.username.as_str(),
-                        a.password.as_ref().map(|p| p.expose()),
-                        a.password_file.as_deref(),
-                    )
-                }),
-                &v.allow,
-            )
-            .map_err(|e| {
-                config::ConfigError::Invalid(vec![config::Problem {
-                    path: "viewtron".into(),
-                    line: None,
-                    message: e.to_string(),
-                }])
-            })?,
-            tls: receiver_tls,
-            ..sources::http_push::HttpConfig::default()
-        },
-        unparsed_body_cap: v.unparsed_body_cap,
-    })
-}
-
-/// The broker to connect to: the configured one, or the embedded broker, started now.
-async fn broker_target(config: &Config) -> Result<BrokerAddr, RunError> {
-    Ok(match &config.mqtt.url {
-        Some(url) => {
-            let problem = |path: &str, message: String| {
-                config::ConfigError::Invalid(vec![config::Problem {
-                    path: path.into(),
-                    line: None,
-                    message,
-                }])
-            };
-            let mut b =
-                BrokerAddr::from_url(url).map_err(|e| problem("mqtt.url", e.to_string()))?;
-            // `mqtt.username` / `mqtt.password` override the URL's.
-            let m = &config.mqtt;
-            if let Some(u) = &m.username {
-                b.username = Some(u.clone());
-            }
-            if let Some(p) = &m.password {
-                b.password = Some(p.expose().to_owned());
-            }
-            b.tls |= m.tls.enabled;
-            b.tls_options = sinks::mqtt::TlsOptions {
-                ca_file: m.tls.ca_file.clone(),
-                cert_file: m.tls.cert_file.clone(),
-                key_file: m.tls.key_file.clone(),
-                server_name: m.tls.server_name.clone(),
-            };
-            sinks::mqtt::check_tls(&b).map_err(|e| problem("mqtt.tls", e.to_string()))?;
-            b
-        }
-        None => {
-            let addr = config.mqtt.embedded_listen;
-            tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
-            broker::start(
-                addr,
-                config
-                    .mqtt
-                    .max_packet_size
-                    .unwrap_or(broker::DEFAULT_MAX_PACKET),
-            )
-            .await?;
-            BrokerAddr::tcp(addr.ip().to_string(), addr.port())
-        }
-    })
-}
-
-fn sink_config(c: &Config, broker: BrokerAddr) -> MqttSinkConfig {
-    let client_id = c
-        .mqtt
-        .client_id
-        .clone()
-        .unwrap_or_else(|| default_client_id(c.viewtron.listen.port()));
-    MqttSinkConfig {
-        broker,
-        client_id,
-        base_topic: c.mqtt.base_topic.clone(),
-        keep_alive: Duration::from_secs(c.mqtt.keep_alive),
-        max_packet_size: c.mqtt.max_packet_size,
-        protocol: match (c.mqtt.protocol, c.mqtt.url.is_some()) {
-            // The embedded broker (rumqttd) listens for MQTT 3.1.1.
-            (_, false) => ProtocolChoice::V311,
-            (config::MqttProtocol::Auto, true) => ProtocolChoice::Auto,
-            (config::MqttProtocol::V5, true) => ProtocolChoice::V5,
-            (config::MqttProtocol::V311, true) => ProtocolChoice::V311,
-        },
-        homeassistant: c.homeassistant.enabled.then(|| HaConfig {
-            discovery_prefix: c.homeassistant.discovery_prefix.clone(),
-            status_topic: c
-                .homeassistant
-                .status_topic
-                .clone()
-                .unwrap_or_else(|| format!("{}/status", c.homeassistant.discovery_prefix)),
-            legacy: c.homeassistant.discovery == config::DiscoveryMode::Legacy,
-            republish_delay: (Duration::from_secs(1), Duration::from_secs(5)),
-            discovery_settle: config::secs(c.homeassistant.discovery_settle),
-        }),
-        images: ImageConfig {
-            retain_category: c.images.retain_category,
-            retain_device: c.images.retain_device,
-            json_base64: c.images.json_base64,
-        },
-        off_delay: {
-            let mut d = sinks::mqtt::config::default_off_delays();
-            d.extend(c.off_delays());
-            d
-        },
-        default_off_delay: Duration::from_secs(30),
-        alarm_max_hold: Duration::from_secs(600),
-        bridge_name: "camqtt".into(),
-        state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
-    }
 }
 
 /// `camqtt-<hostname>-<receiver port>`: stable across restarts (the bridge's Home Assistant

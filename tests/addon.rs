@@ -1428,7 +1428,12 @@ async fn client_reads_chunked_answers_and_retries_an_unreachable_supervisor() {
         ("127.0.0.1", 1883, false)
     );
     assert_eq!(svc.username.as_deref(), Some(MQTT_USER));
-    assert_eq!(svc.password.as_ref().map(|p| p.expose()), Some(MQTT_PASS));
+    assert_eq!(
+        svc.password
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
+        Some(MQTT_PASS)
+    );
     assert_eq!(svc.url(), "mqtt://127.0.0.1:1883");
 
     // Nothing listens: unreachable, retried `attempts` times with back-off, then given up.

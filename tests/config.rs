@@ -1,6 +1,7 @@
 //! The shipped example configuration and the valid/invalid fixture folders, as whole sets.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use camqtt::config::{ConfigError, load_file};
 
@@ -50,6 +51,60 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
         "# plain_http = true",
     ] {
         assert!(text.contains(key), "example lacks `{key}`");
+    }
+}
+
+#[test]
+fn the_example_before_duration_strings_loads_the_same_configuration() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let now = load_file(&root.join("config/camqtt.example.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let old = load_file(&root.join("tests/fixtures/config/valid/example-0.1.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Numbers of seconds and strings with units give the same values (the example holds no
+    // secret, so `Debug` shows everything).
+    assert_eq!(format!("{old:?}"), format!("{now:?}"));
+    assert_eq!(now.viewtron.idle_timeout, Duration::from_secs(300));
+    assert_eq!(now.spool.max_age, Duration::from_secs(86_400));
+}
+
+#[test]
+fn durations_as_numbers_and_strings() {
+    let f =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/durations.toml");
+    let c = load_file(&f).unwrap_or_else(|e| panic!("{e}"));
+    let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    assert_eq!(c.mqtt.keep_alive, s(60));
+    assert_eq!(c.homeassistant.forget_after, s(14 * 86_400));
+    assert_eq!(c.homeassistant.discovery_settle, ms(750));
+    assert_eq!(c.viewtron.header_timeout, s(15));
+    assert_eq!(c.viewtron.request_timeout, ms(60_500));
+    assert_eq!(c.viewtron.idle_timeout, s(300));
+    assert_eq!(c.viewtron.offline_after, s(150));
+    assert_eq!(c.viewtron.traject_interval, ms(500));
+    assert_eq!(c.spool.max_age, s(86_400));
+    assert_eq!(c.spool.image_max_age, s(600));
+    assert_eq!(c.off_delays()["lpr"], s(10));
+    assert_eq!(c.off_delays()["face"], ms(12_500));
+}
+
+#[test]
+fn bad_durations_are_rejected_with_their_key_and_line() {
+    for (name, path, line) in [
+        ("negative-duration.toml", "viewtron.offline_after", 4),
+        ("bad-duration-string.toml", "spool.max_age", 3),
+    ] {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config/invalid")
+            .join(name);
+        let Err(ConfigError::Invalid(p)) = load_file(&f) else {
+            panic!("{name} accepted")
+        };
+        assert_eq!(
+            (p[0].path.as_str(), p[0].line),
+            (path, Some(line)),
+            "{name}: {p:?}"
+        );
     }
 }
 

@@ -631,11 +631,8 @@ async fn fsync_mode_keeps_the_same_records_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.fsync = true;
-    let section: camqtt::config::SpoolSection = toml::from_str("fsync = true").unwrap();
-    assert!(
-        SpoolConfig::from_section(&section).fsync,
-        "the config key reaches the spool"
-    );
+    let section: SpoolConfig = toml::from_str("fsync = true").unwrap();
+    assert!(section.fsync, "the config key reaches the spool");
     {
         let (b, _, _) = open(c.clone());
         for i in 0..5 {

@@ -6,6 +6,7 @@
 //! * [`run`]: the thin async shell: routes source input, stores it in the buffer (waiting for
 //!   room: back-pressure), completes the source's `durable`, saves the registry.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeviceSection};
 use crate::event::{KnownDevices, Routed};
-use crate::sources::Input;
+use crate::sources::{DevicePolicy, Input};
 use crate::spool::Buffer;
 use crate::telemetry::Telemetry;
 
@@ -34,10 +35,9 @@ pub struct PipelineConfig {
     pub devices: Vec<DeviceSection>,
     /// Categories switched off.
     pub disabled: Vec<String>,
-    /// No post for this long → offline.
-    pub offline_after: Duration,
-    /// Minimum gap between traject summaries of one device (unless the target count changes).
-    pub traject_interval: Duration,
+    /// The device policy of each source by name ([`crate::sources::Source::device_policy`];
+    /// the topology fills it in). A source not listed gets the default.
+    pub policies: HashMap<&'static str, DevicePolicy>,
     /// A device silent this long leaves the registry (and its sinks).
     pub forget_after: Duration,
     /// Where the registry file lives; `None`: it is not kept across restarts.
@@ -55,9 +55,8 @@ impl PipelineConfig {
                 .filter(|(_, s)| !s.enabled)
                 .map(|(k, _)| k.clone())
                 .collect(),
-            offline_after: crate::config::secs(c.viewtron.offline_after),
-            traject_interval: crate::config::secs(c.viewtron.traject_interval),
-            forget_after: Duration::from_secs(u64::from(c.homeassistant.forget_after) * 86_400),
+            policies: HashMap::new(),
+            forget_after: c.homeassistant.forget_after,
             state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
         }
     }
@@ -78,8 +77,13 @@ struct Output {
 
 impl Output {
     /// Route one input, store the result, then tell the source it is durable.
-    async fn route(&mut self, registry: &mut Registry, Input { msg, durable }: Input) {
-        let routed = registry.route(msg, Instant::now());
+    async fn route(&mut self, registry: &mut Registry, input: Input) {
+        let Input {
+            source,
+            msg,
+            durable,
+        } = input;
+        let routed = registry.route(source, msg, Instant::now());
         self.store(routed).await;
         if let Some(d) = durable {
             let _ = d.send(());

@@ -19,6 +19,7 @@ use crate::event::{
     Category, Device, DeviceCaps, DeviceKind, DeviceRecord, Event, KnownDevices, Message, Routed,
     counted_classes,
 };
+use crate::sources::DevicePolicy;
 use crate::telemetry::Telemetry;
 
 /// How often devices silent for `forget_after` are looked for.
@@ -30,6 +31,8 @@ struct Known {
     record: DeviceRecord,
     /// When it was last heard from (monotonic, for `offline_after`).
     heard: Instant,
+    /// Its source's `offline_after`.
+    offline_after: Duration,
     online: bool,
     /// `record.last_seen` as last written to the registry file.
     saved_seen: Option<SystemTime>,
@@ -86,6 +89,7 @@ impl Registry {
             let k = Known {
                 record: r.clone(),
                 heard: now,
+                offline_after: DevicePolicy::default().offline_after,
                 online: false,
                 saved_seen: Some(r.last_seen),
             };
@@ -97,15 +101,21 @@ impl Registry {
         self.started.1 + now.saturating_duration_since(self.started.0)
     }
 
-    /// Route one message from a source.
-    pub fn route(&mut self, msg: Message, now: Instant) -> Vec<Routed> {
+    /// The policy of the devices of `source`.
+    fn policy(&self, source: &str) -> DevicePolicy {
+        self.cfg.policies.get(source).copied().unwrap_or_default()
+    }
+
+    /// Route one message from `source` ([`crate::sources::Source::name`]).
+    pub fn route(&mut self, source: &str, msg: Message, now: Instant) -> Vec<Routed> {
+        let policy = self.policy(source);
         match msg {
             Message::Unparsed(u) => vec![Routed::Unparsed(u)],
             Message::Heartbeat(info) => {
                 self.ids.learn(&info);
                 let device = self.ids.resolve(&info);
                 let mut out = Vec::new();
-                self.seen(&device, now, &mut out);
+                self.seen(&device, &policy, now, &mut out);
                 // An NVR heartbeat speaks for all of its channels.
                 if device.info.kind == DeviceKind::Nvr && device.info.channel.is_none() {
                     let children: Vec<Device> = (self.devices.values())
@@ -114,24 +124,29 @@ impl Registry {
                         .cloned()
                         .collect();
                     for child in children {
-                        self.seen(&child, now, &mut out);
+                        self.seen(&child, &policy, now, &mut out);
                     }
                 }
                 out
             }
-            Message::Event(event) => self.route_event(*event, now),
+            Message::Event(event) => self.route_event(*event, &policy, now),
         }
     }
 
-    fn route_event(&mut self, mut event: Event, now: Instant) -> Vec<Routed> {
+    fn route_event(
+        &mut self,
+        mut event: Event,
+        policy: &DevicePolicy,
+        now: Instant,
+    ) -> Vec<Routed> {
         self.ids.learn(&event.device);
         self.ids.fill_from_peer(&mut event.device);
         let device = self.ids.resolve(&event.device);
         let mut out = Vec::new();
         if let Some(parent) = &device.parent {
-            self.seen(parent, now, &mut out);
+            self.seen(parent, policy, now, &mut out);
         }
-        let touch = self.touch(&device, now);
+        let touch = self.touch(&device, policy, now);
         let passes = if self
             .cfg
             .disabled
@@ -141,7 +156,7 @@ impl Registry {
             self.telemetry.filtered.inc();
             false
         } else if event.category == Category::Traject
-            && !self.traject_due(&device.id, event.attrs.targets.len(), now)
+            && !self.traject_due(&device.id, event.attrs.targets.len(), policy, now)
         {
             self.telemetry.traject_suppressed.inc();
             false
@@ -176,12 +191,12 @@ impl Registry {
         out
     }
 
-    /// Mark devices offline that have been silent for `offline_after`; forget those silent
-    /// for `forget_after` (checked every [`FORGET_CHECK`]).
+    /// Mark devices offline that have been silent for their source's `offline_after`; forget
+    /// those silent for `forget_after` (checked every [`FORGET_CHECK`]).
     pub fn tick(&mut self, now: Instant) -> Vec<Routed> {
-        let limit = self.cfg.offline_after;
         let mut out = Vec::new();
         for k in self.devices.values_mut() {
+            let limit = k.offline_after;
             if k.online && now.saturating_duration_since(k.heard) >= limit {
                 k.online = false;
                 tracing::info!(device = %k.record.device.id, silent_s = limit.as_secs(), "device offline");
@@ -254,11 +269,17 @@ impl Registry {
         }
     }
 
-    fn traject_due(&mut self, id: &str, targets: usize, now: Instant) -> bool {
+    fn traject_due(
+        &mut self,
+        id: &str,
+        targets: usize,
+        policy: &DevicePolicy,
+        now: Instant,
+    ) -> bool {
         match self.traject.get(id) {
             Some((at, n))
                 if *n == targets
-                    && now.saturating_duration_since(*at) < self.cfg.traject_interval =>
+                    && now.saturating_duration_since(*at) < policy.tracking_interval =>
             {
                 false
             }
@@ -271,11 +292,17 @@ impl Registry {
 
     /// A device (and its NVR) was heard from: a [`Routed::Seen`] when it is new, changed or
     /// back online.
-    fn seen(&mut self, device: &Device, now: Instant, out: &mut Vec<Routed>) {
+    fn seen(
+        &mut self,
+        device: &Device,
+        policy: &DevicePolicy,
+        now: Instant,
+        out: &mut Vec<Routed>,
+    ) {
         if let Some(parent) = &device.parent {
-            self.seen(parent, now, out);
+            self.seen(parent, policy, now, out);
         }
-        if self.touch(device, now).any() {
+        if self.touch(device, policy, now).any() {
             let caps = &self.devices[&device.id].record.caps;
             out.push(Routed::Seen {
                 device: device.clone(),
@@ -284,8 +311,8 @@ impl Registry {
         }
     }
 
-    /// Record that `device` was heard from at `now`.
-    fn touch(&mut self, device: &Device, now: Instant) -> Touch {
+    /// Record that `device` was heard from at `now`, through a source with `policy`.
+    fn touch(&mut self, device: &Device, policy: &DevicePolicy, now: Instant) -> Touch {
         let wall = self.wall(now);
         let Some(k) = self.devices.get_mut(&device.id) else {
             tracing::info!(
@@ -305,6 +332,7 @@ impl Registry {
             let known = Known {
                 record,
                 heard: now,
+                offline_after: policy.offline_after,
                 online: true,
                 saved_seen: None,
             };
@@ -327,6 +355,7 @@ impl Registry {
             k.record.device = device.clone();
         }
         k.heard = now;
+        k.offline_after = policy.offline_after;
         k.online = true;
         k.record.last_seen = wall;
         // `last_seen` alone is saved only when it moved far enough (it changes on every post).
@@ -355,8 +384,14 @@ mod tests {
                 ..Default::default()
             }],
             disabled: vec!["metadata".into()],
-            offline_after: Duration::from_secs(60),
-            traject_interval: Duration::from_secs(1),
+            policies: [(
+                "test",
+                DevicePolicy {
+                    offline_after: Duration::from_secs(60),
+                    tracking_interval: Duration::from_secs(1),
+                },
+            )]
+            .into(),
             forget_after: Duration::from_secs(30 * 86_400),
             state_dir: None,
         }
@@ -408,6 +443,7 @@ mod tests {
         let now = Instant::now();
         let mut r = registry(now);
         r.route(
+            "test",
             Message::Heartbeat(DeviceInfo {
                 mac: Some("58:5b:69:5a:84:bb".into()),
                 name: Some("Yard".into()),
@@ -420,7 +456,7 @@ mod tests {
             peer: peer("10.0.0.7"),
             ..Default::default()
         };
-        let out = r.route(event(info, Category::Intrusion), now);
+        let out = r.route("test", event(info, Category::Intrusion), now);
         let Some(Routed::Event { device, .. }) = out.last() else {
             panic!("{out:?}")
         };
@@ -436,7 +472,7 @@ mod tests {
             peer: peer("10.0.0.8"),
             ..Default::default()
         };
-        let out = r.route(event(info.clone(), Category::Metadata), t0);
+        let out = r.route("test", event(info.clone(), Category::Metadata), t0);
         assert!(!out.iter().any(|m| matches!(m, Routed::Event { .. })));
         assert!(
             r.devices().all(|d| d.caps.categories.is_empty()),
@@ -448,13 +484,16 @@ mod tests {
                 .count()
         };
         let ms = |n| t0 + Duration::from_millis(n);
-        assert_eq!(n(r.route(event(info.clone(), Category::Traject), t0)), 1);
         assert_eq!(
-            n(r.route(event(info.clone(), Category::Traject), ms(100))),
+            n(r.route("test", event(info.clone(), Category::Traject), t0)),
+            1
+        );
+        assert_eq!(
+            n(r.route("test", event(info.clone(), Category::Traject), ms(100))),
             0
         );
         assert_eq!(
-            n(r.route(event(info.clone(), Category::Traject), ms(1100))),
+            n(r.route("test", event(info.clone(), Category::Traject), ms(1100))),
             1
         );
     }
@@ -468,16 +507,16 @@ mod tests {
             ..Default::default()
         };
         // New device: one Seen, already with the category, then the event.
-        let out = r.route(event(info.clone(), Category::Face), t0);
+        let out = r.route("test", event(info.clone(), Category::Face), t0);
         let [Routed::Seen { caps, .. }, Routed::Event { .. }] = out.as_slice() else {
             panic!("{out:?}")
         };
         assert!(caps.categories.contains_key("face"));
         // Nothing new: the event alone.
-        let out = r.route(event(info.clone(), Category::Face), t0);
+        let out = r.route("test", event(info.clone(), Category::Face), t0);
         assert!(matches!(out.as_slice(), [Routed::Event { .. }]), "{out:?}");
         // A new category: a Seen with both.
-        let out = r.route(event(info, Category::Lpr), t0);
+        let out = r.route("test", event(info, Category::Lpr), t0);
         let [Routed::Seen { caps, .. }, Routed::Event { .. }] = out.as_slice() else {
             panic!("{out:?}")
         };
@@ -497,11 +536,11 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            counted(&r.route(event(info.clone(), Category::Counting), t0)),
+            counted(&r.route("test", event(info.clone(), Category::Counting), t0)),
             Some(1)
         );
         assert_eq!(
-            counted(&r.route(event(info.clone(), Category::Counting), t0)),
+            counted(&r.route("test", event(info.clone(), Category::Counting), t0)),
             Some(2)
         );
         assert!(r.is_dirty());
@@ -521,7 +560,7 @@ mod tests {
             again.tick(t0 + Duration::from_secs(120)).is_empty(),
             "restored offline"
         );
-        let out = again.route(event(info, Category::Counting), t0);
+        let out = again.route("test", event(info, Category::Counting), t0);
         assert_eq!(seen_ids(&out), ["10_0_0_8"], "back online");
         assert_eq!(counted(&out), Some(3));
     }
@@ -536,15 +575,15 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(
-            r.route(hb.clone(), t0).as_slice(),
+            r.route("test", hb.clone(), t0).as_slice(),
             [Routed::Seen { .. }]
         ));
-        assert!(r.route(hb.clone(), s(10)).is_empty());
+        assert!(r.route("test", hb.clone(), s(10)).is_empty());
         assert!(r.tick(s(30)).is_empty());
         assert!(matches!(r.tick(s(71)).as_slice(), [Routed::Offline { .. }]));
         assert!(r.tick(s(80)).is_empty());
         assert!(matches!(
-            r.route(hb, s(90)).as_slice(),
+            r.route("test", hb, s(90)).as_slice(),
             [Routed::Seen { .. }]
         ));
     }
@@ -562,10 +601,14 @@ mod tests {
             channel: Some(1),
             ..nvr.clone()
         };
-        r.route(event(ch, Category::Face), t0);
+        r.route("test", event(ch, Category::Face), t0);
         let offline = r.tick(t0 + Duration::from_secs(61));
         assert_eq!(offline.len(), 2);
-        let back = r.route(Message::Heartbeat(nvr), t0 + Duration::from_secs(62));
+        let back = r.route(
+            "test",
+            Message::Heartbeat(nvr),
+            t0 + Duration::from_secs(62),
+        );
         assert_eq!(
             seen_ids(&back),
             ["58_5b_69_12_f0_79", "58_5b_69_12_f0_79_ch1"]
@@ -586,14 +629,14 @@ mod tests {
             peer: peer("10.0.0.10"),
             ..Default::default()
         };
-        r.route(Message::Heartbeat(nvr.clone()), t0);
-        r.route(Message::Heartbeat(cam), t0);
+        r.route("test", Message::Heartbeat(nvr.clone()), t0);
+        r.route("test", Message::Heartbeat(cam), t0);
         // The channel is heard from later, with its parent copied in the record.
         let ch = DeviceInfo {
             channel: Some(3),
             ..nvr
         };
-        r.route(event(ch, Category::Face), day(10));
+        r.route("test", event(ch, Category::Face), day(10));
         r.snapshot(day(10));
         let out = r.tick(day(31));
         let forgotten: Vec<&str> = out

@@ -2,8 +2,8 @@
 //! pipeline through its [`SourceContext`]; it knows nothing of MQTT or of other sources.
 //!
 //! Adding a source: a folder `sources/<name>/` with its configuration, its pure parser and a
-//! type implementing [`Source`], plus one line where the topology builds the sources from the
-//! configuration (`crate::topology`). A source that answers HTTP pushes plugs a
+//! type implementing [`Source`], plus one line in [`configured`] (and its section in
+//! `crate::config::Config`). A source that answers HTTP pushes plugs a
 //! [`http_push::PushHandler`] into the shared camera receiver instead of writing a server.
 
 pub mod http_push;
@@ -12,10 +12,12 @@ pub mod viewtron;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Config, Problem};
 use crate::event::Message;
 use crate::telemetry::Telemetry;
 
@@ -24,15 +26,43 @@ use crate::telemetry::Telemetry;
 /// sinks (the disk spool, or the memory buffer without one).
 #[derive(Debug)]
 pub struct Input {
+    /// The source that sent it ([`Source::name`]): its [`DevicePolicy`] applies to the device.
+    pub source: &'static str,
     /// The message.
     pub msg: Message,
     /// Completed after the message was routed and stored.
     pub durable: Option<oneshot::Sender<()>>,
 }
 
-impl From<Message> for Input {
-    fn from(msg: Message) -> Input {
-        Input { msg, durable: None }
+impl Input {
+    /// A message from `source` nobody waits for.
+    pub fn new(source: &'static str, msg: Message) -> Input {
+        Input {
+            source,
+            msg,
+            durable: None,
+        }
+    }
+}
+
+/// How the pipeline treats the devices of one source: a property of the protocol (how often
+/// its devices speak up), so the source declares it and the pipeline applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicePolicy {
+    /// A device heard from neither by event nor heartbeat for this long is `offline` (the
+    /// Viewtron heartbeat comes every 120 s, so its default is 300 s).
+    pub offline_after: Duration,
+    /// Shortest gap between two tracking summaries (`traject`) of one device that the
+    /// pipeline passes on, unless the number of targets changed.
+    pub tracking_interval: Duration,
+}
+
+impl Default for DevicePolicy {
+    fn default() -> DevicePolicy {
+        DevicePolicy {
+            offline_after: Duration::from_secs(300),
+            tracking_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -84,4 +114,19 @@ pub trait Source: Send + 'static {
     fn name(&self) -> &'static str;
     /// Start with the shared context.
     fn start(self: Box<Self>, ctx: SourceContext) -> Starting;
+
+    /// How the pipeline treats this source's devices (default: [`DevicePolicy::default`]).
+    fn device_policy(&self) -> DevicePolicy {
+        DevicePolicy::default()
+    }
+}
+
+/// The built-in sources the configuration enables, each built from its own section. Errors:
+/// what stops a source from being built (a TLS or password file), with its key.
+pub fn configured(config: &Config) -> Result<Vec<Box<dyn Source>>, Problem> {
+    let mut out: Vec<Box<dyn Source>> = Vec::new();
+    if config.viewtron.enabled {
+        out.push(Box::new(viewtron::ViewtronSource::new(&config.viewtron)?));
+    }
+    Ok(out)
 }

@@ -51,6 +51,7 @@
 
 pub mod acks;
 pub mod codec;
+mod config;
 pub mod format;
 mod store;
 
@@ -63,10 +64,10 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::config::SpoolSection;
 use crate::event::Routed;
 use crate::telemetry::Telemetry;
 use acks::{Acks, Tag};
+pub use config::{MemoryConfig, SpoolConfig};
 use store::DiskStore;
 
 /// Minimum time between two ledger rewrites while records are being released.
@@ -83,65 +84,6 @@ pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const FILL_RECORDS: usize = 64;
 /// ... and this many bytes.
 const FILL_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Settings of the disk spool.
-#[derive(Debug, Clone)]
-pub struct SpoolConfig {
-    /// Directory of the segment files (created if missing).
-    pub dir: PathBuf,
-    /// Upper bound of the segment files on disk, bytes.
-    pub max_bytes: u64,
-    /// Records older than this are dropped.
-    pub max_age: Duration,
-    /// Records older than this are replayed without their images.
-    pub image_max_age: Duration,
-    /// Size at which a segment file is closed and a new one started.
-    pub segment_bytes: u64,
-    /// `fdatasync` after every append (survives power loss; costs a disk flush per post).
-    pub fsync: bool,
-}
-
-impl SpoolConfig {
-    /// Take the `[spool]` section of the configuration.
-    pub fn from_section(s: &SpoolSection) -> SpoolConfig {
-        SpoolConfig {
-            dir: s.dir.clone(),
-            max_bytes: s.max_bytes,
-            max_age: crate::config::secs(s.max_age),
-            image_max_age: crate::config::secs(s.image_max_age),
-            segment_bytes: s.segment_bytes,
-            fsync: s.fsync,
-        }
-    }
-
-    /// Defaults for a directory (tests, tools).
-    pub fn new(dir: impl Into<PathBuf>) -> SpoolConfig {
-        let mut c = SpoolConfig::from_section(&SpoolSection::default());
-        c.dir = dir.into();
-        c
-    }
-}
-
-/// Bounds of the memory buffer (spool off): what it holds while the broker is away.
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryConfig {
-    /// Records held at most; the oldest go first.
-    pub max_records: u64,
-    /// Record bytes held at most (images included); the oldest go first.
-    pub max_bytes: u64,
-    /// Records older than this are dropped.
-    pub max_age: Duration,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            max_records: 10_000,
-            max_bytes: 256 * 1024 * 1024,
-            max_age: Duration::from_secs(86_400),
-        }
-    }
-}
 
 /// Why the spool could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +305,25 @@ impl Buffer {
             },
             telemetry,
         }))
+    }
+
+    /// The buffer the `[spool]` section asks for: the disk spool, or the memory buffer
+    /// ([`MemoryConfig::default`]) when it is off. An unusable directory (or one locked by
+    /// another instance) does not stop the bridge: it runs with events in memory only, and
+    /// says so loudly (error log, `spool_errors`).
+    pub fn from_config(cfg: &SpoolConfig, telemetry: &Telemetry) -> Buffer {
+        let memory = || Buffer::memory(MemoryConfig::default(), telemetry.clone());
+        if !cfg.enabled {
+            return memory();
+        }
+        match Buffer::open(cfg.clone(), telemetry.clone()) {
+            Ok((b, _)) => b,
+            Err(error) => {
+                telemetry.spool_errors.inc();
+                tracing::error!(%error, "spool unavailable; events are kept in memory only");
+                memory()
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -1,15 +1,384 @@
-//! Runtime configuration of the MQTT sink.
+//! Configuration of the MQTT sink: the sections it owns in the file, and the runtime
+//! [`MqttSinkConfig`] it runs from.
 //!
-//! Plain structs, no serde: the top-level configuration (TOML, environment, command line)
-//! builds them. [`MqttSinkConfig::validate`] checks what the sink relies on.
+//! Sections (serde, `deny_unknown_fields`, defaults as documented in the README and
+//! `config/camqtt.example.toml`): `[mqtt]` with `[mqtt.tls]` ([`MqttSection`]),
+//! `[homeassistant]` ([`HomeAssistantSection`]) and `[images]` ([`ImageConfig`], used as it
+//! is). Each section's `validate` returns every problem with the key path `check-config`
+//! locates (`mqtt.base_topic`, `homeassistant.forget_after`, ...); the `off_delay` of
+//! `[categories.<name>]` (a table shared with the pipeline) is checked by
+//! [`check_off_delays`].
+//!
+//! [`MqttSection::broker`] resolves the broker to connect to; [`MqttSection::sink_config`]
+//! assembles the [`MqttSinkConfig`]; [`MqttSinkConfig::validate`] checks what the sink relies
+//! on when it is built in code (tests, embedding).
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
-use url::{Host, Url};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::link::ProtocolChoice;
+use crate::config::{Problem, duration, secret};
+
+pub use super::broker_addr::{BrokerAddr, TlsOptions};
+
+/// Default address of the embedded broker (`mqtt.embedded_listen`).
+pub const DEFAULT_EMBEDDED_BROKER: &str = "127.0.0.1:1883";
+/// Largest packet MQTT can express (variable byte integer maximum plus the fixed header).
+const MQTT_MAX_PACKET: usize = 268_435_460;
+
+/// `[mqtt]`: the broker connection and the topic root.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// `mqtt://[user:pass@]host[:port]` or `mqtts://…`. Unset: start the embedded broker.
+    pub url: Option<String>,
+    /// Client id; must be unique per bridge instance (1 to 128 characters). Default:
+    /// `camqtt-<hostname>-<receiver port>`.
+    pub client_id: Option<String>,
+    /// Root of every topic the bridge publishes (no `+`, `#` or empty levels). Default `camera`.
+    pub base_topic: String,
+    /// MQTT keep-alive: seconds or `"30s"`, 5 to 65535 s. Default 30 s.
+    #[serde(deserialize_with = "duration::seconds")]
+    pub keep_alive: Duration,
+    /// The broker's packet size limit in bytes (Mosquitto `max_packet_size`), 1024 to the MQTT
+    /// maximum. Unset: taken from the broker's MQTT 5 CONNACK when it announces one. A publish
+    /// that would exceed the limit is skipped before sending (counted in `images_oversize` /
+    /// `messages_oversize`); the embedded broker uses it (default 64 MiB) as its own limit.
+    pub max_packet_size: Option<usize>,
+    /// MQTT version: `auto` (MQTT 5, falling back to 3.1.1 for brokers that refuse it), `5`, or
+    /// `3.1.1`. The embedded broker always speaks 3.1.1.
+    pub protocol: MqttProtocol,
+    /// Where the embedded broker listens when no `url` is given. Default
+    /// [`DEFAULT_EMBEDDED_BROKER`].
+    pub embedded_listen: SocketAddr,
+    /// User name (overrides one in `url`).
+    pub username: Option<String>,
+    /// Password (overrides one in `url`). Prefer `password_file` or `CAMQTT_MQTT_PASSWORD_FILE`.
+    /// A value that is not a quoted string is refused without being echoed.
+    #[serde(deserialize_with = "secret::optional")]
+    pub password: Option<SecretString>,
+    /// File holding the password (Docker / add-on secrets); trailing newlines are ignored.
+    pub password_file: Option<PathBuf>,
+    /// TLS settings; TLS is on for `mqtts://` URLs or when `tls.enabled` is true.
+    pub tls: TlsSection,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            url: None,
+            client_id: None,
+            base_topic: "camera".into(),
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: None,
+            protocol: MqttProtocol::Auto,
+            embedded_listen: DEFAULT_EMBEDDED_BROKER.parse().expect("valid constant"),
+            username: None,
+            password: None,
+            password_file: None,
+            tls: TlsSection::default(),
+        }
+    }
+}
+
+/// `[mqtt] protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 5, falling back to 3.1.1.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// MQTT 5 only.
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1 only.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Use TLS even with an `mqtt://` URL.
+    pub enabled: bool,
+    /// PEM file with the CA certificate(s) to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// Name to check the server certificate against (default: the URL's host).
+    pub server_name: Option<String>,
+}
+
+/// `[homeassistant]`: MQTT discovery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantSection {
+    /// Publish discovery at all. Default `true`.
+    pub enabled: bool,
+    /// Discovery prefix configured in Home Assistant's MQTT integration. Default
+    /// `homeassistant`.
+    pub discovery_prefix: String,
+    /// Home Assistant's birth/will topic. Default: `<discovery_prefix>/status`.
+    pub status_topic: Option<String>,
+    /// `device` (one config per device, HA 2024.11+) or `legacy` (one config per entity).
+    pub discovery: DiscoveryMode,
+    /// A device that posted nothing for this long is forgotten: its discovery is cleared and
+    /// it is dropped from the registry kept in the spool directory. A number of days, or a
+    /// duration string (`"36h"`); 1 to 3650 days. Default 30 days.
+    #[serde(deserialize_with = "duration::days")]
+    pub forget_after: Duration,
+    /// How long a new entity's first non-retained messages (an event, an `ON`) wait after its
+    /// discovery, so that Home Assistant has subscribed to them (it takes 0.1–0.5 s, more on a
+    /// loaded machine). Seconds or `"1500ms"`, 0 to 60 s. Default 1.5 s.
+    #[serde(deserialize_with = "duration::seconds")]
+    pub discovery_settle: Duration,
+}
+
+impl Default for HomeAssistantSection {
+    fn default() -> Self {
+        HomeAssistantSection {
+            enabled: true,
+            discovery_prefix: "homeassistant".into(),
+            status_topic: None,
+            discovery: DiscoveryMode::Device,
+            forget_after: Duration::from_secs(30 * 86_400),
+            discovery_settle: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Discovery style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// `homeassistant/device/<id>/config`.
+    Device,
+    /// `homeassistant/<platform>/<id>/<key>/config`.
+    Legacy,
+}
+
+impl MqttSection {
+    /// Every problem of `[mqtt]` and `[mqtt.tls]` (paths `mqtt.<key>`).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Err(m) = check_topic_root(&self.base_topic) {
+            problems.push(Problem::new("mqtt.base_topic", m));
+        }
+        if let Some(url) = &self.url
+            && let Err(e) = BrokerAddr::from_url(url)
+        {
+            problems.push(Problem::new("mqtt.url", e.to_string()));
+        }
+        if let Some(id) = &self.client_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            problems.push(Problem::new("mqtt.client_id", "must be 1..=128 characters"));
+        }
+        if let Some(n) = self.max_packet_size
+            && !(1024..=MQTT_MAX_PACKET).contains(&n)
+        {
+            problems.push(Problem::new(
+                "mqtt.max_packet_size",
+                format!("must be between 1024 and {MQTT_MAX_PACKET} bytes (the MQTT maximum)"),
+            ));
+        }
+        // MQTT carries the keep-alive as 16-bit seconds.
+        duration::check_range(
+            &mut problems,
+            "mqtt.keep_alive",
+            self.keep_alive,
+            Duration::from_secs(5),
+            Duration::from_secs(u64::from(u16::MAX)),
+        );
+        problems.extend(self.tls.validate());
+        problems
+    }
+
+    /// The broker named by `url`, with `username` / `password` overriding the URL's and the
+    /// `[mqtt.tls]` settings applied; `None` without a URL (the embedded broker). Reads the
+    /// TLS files once to check them (errors at `mqtt.tls`), so that a bad file stops the start
+    /// instead of failing in the sink.
+    pub fn broker(&self) -> Result<Option<BrokerAddr>, Problem> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut b =
+            BrokerAddr::from_url(url).map_err(|e| Problem::new("mqtt.url", e.to_string()))?;
+        if let Some(u) = &self.username {
+            b.username = Some(u.clone());
+        }
+        if let Some(p) = &self.password {
+            b.password = Some(p.clone());
+        }
+        b.tls |= self.tls.enabled;
+        b.tls_options = TlsOptions {
+            ca_file: self.tls.ca_file.clone(),
+            cert_file: self.tls.cert_file.clone(),
+            key_file: self.tls.key_file.clone(),
+            server_name: self.tls.server_name.clone(),
+        };
+        super::check_tls(&b).map_err(|e| Problem::new("mqtt.tls", e.to_string()))?;
+        Ok(Some(b))
+    }
+
+    /// The sink's runtime configuration: this section, the `broker` to use (from
+    /// [`MqttSection::broker`] or the embedded one) and what the sink reads from elsewhere.
+    /// The embedded broker (no `url`) is always spoken to in MQTT 3.1.1.
+    pub fn sink_config(&self, broker: BrokerAddr, inputs: SinkInputs<'_>) -> MqttSinkConfig {
+        let mut off_delay = default_off_delays();
+        off_delay.extend(inputs.off_delays);
+        MqttSinkConfig {
+            broker,
+            client_id: self.client_id.clone().unwrap_or(inputs.default_client_id),
+            base_topic: self.base_topic.clone(),
+            keep_alive: self.keep_alive,
+            max_packet_size: self.max_packet_size,
+            protocol: match (self.protocol, self.url.is_some()) {
+                // The embedded broker (rumqttd) listens for MQTT 3.1.1.
+                (_, false) => ProtocolChoice::V311,
+                (MqttProtocol::Auto, true) => ProtocolChoice::Auto,
+                (MqttProtocol::V5, true) => ProtocolChoice::V5,
+                (MqttProtocol::V311, true) => ProtocolChoice::V311,
+            },
+            homeassistant: inputs.homeassistant.ha_config(),
+            images: inputs.images.clone(),
+            off_delay,
+            default_off_delay: Duration::from_secs(30),
+            alarm_max_hold: Duration::from_secs(600),
+            bridge_name: "camqtt".into(),
+            state_dir: inputs.state_dir,
+        }
+    }
+}
+
+/// What [`MqttSection::sink_config`] takes from outside `[mqtt]`.
+#[derive(Debug)]
+pub struct SinkInputs<'a> {
+    /// `[homeassistant]`.
+    pub homeassistant: &'a HomeAssistantSection,
+    /// `[images]`.
+    pub images: &'a ImageConfig,
+    /// `off_delay` per category name (`[categories.<name>]`), over [`default_off_delays`].
+    pub off_delays: BTreeMap<String, Duration>,
+    /// Directory of the device registry file (the spool directory when the spool is on);
+    /// `None`: kept in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// The client id when `mqtt.client_id` is unset.
+    pub default_client_id: String,
+}
+
+impl TlsSection {
+    /// Problems of `[mqtt.tls]`: a client certificate needs its key, and the server name must
+    /// be a name.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            problems.push(Problem::new(
+                "mqtt.tls.cert_file",
+                "cert_file and key_file go together (mutual TLS)",
+            ));
+        }
+        if let Some(name) = &self.server_name
+            && (name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            problems.push(Problem::new(
+                "mqtt.tls.server_name",
+                "must be a DNS name or IP address",
+            ));
+        }
+        problems
+    }
+}
+
+impl HomeAssistantSection {
+    /// Every problem of `[homeassistant]` (paths `homeassistant.<key>`).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Err(m) = check_topic_root(&self.discovery_prefix) {
+            problems.push(Problem::new("homeassistant.discovery_prefix", m));
+        }
+        if let Some(t) = &self.status_topic
+            && (t.is_empty() || t.contains(['+', '#', '\0']))
+        {
+            problems.push(Problem::new(
+                "homeassistant.status_topic",
+                "must be a topic without wildcards",
+            ));
+        }
+        const DAY: Duration = Duration::from_secs(86_400);
+        if !(DAY..=DAY * 3650).contains(&self.forget_after) {
+            problems.push(Problem::new(
+                "homeassistant.forget_after",
+                "must be between 1 and 3650 days",
+            ));
+        }
+        duration::check_range(
+            &mut problems,
+            "homeassistant.discovery_settle",
+            self.discovery_settle,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        );
+        problems
+    }
+
+    /// The sink's discovery settings; `None` when discovery is off.
+    pub fn ha_config(&self) -> Option<HaConfig> {
+        self.enabled.then(|| HaConfig {
+            discovery_prefix: self.discovery_prefix.clone(),
+            status_topic: self
+                .status_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}/status", self.discovery_prefix)),
+            legacy: self.discovery == DiscoveryMode::Legacy,
+            republish_delay: (Duration::from_secs(1), Duration::from_secs(5)),
+            discovery_settle: self.discovery_settle,
+        })
+    }
+}
+
+/// Problems of the `off_delay` of `[categories.<name>]` (`categories.<name>.off_delay`):
+/// 0 to 86400 s. Takes `(category name, off_delay)` pairs.
+pub fn check_off_delays<'a>(
+    off_delays: impl IntoIterator<Item = (&'a str, Option<Duration>)>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (name, delay) in off_delays {
+        if let Some(d) = delay {
+            duration::check_range(
+                &mut problems,
+                &format!("categories.{name}.off_delay"),
+                d,
+                Duration::ZERO,
+                Duration::from_secs(86_400),
+            );
+        }
+    }
+    problems
+}
+
+/// A topic root (`mqtt.base_topic`, `homeassistant.discovery_prefix`): not empty, no
+/// wildcards or control characters, no empty levels.
+fn check_topic_root(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if t.contains(['+', '#', '\0']) || t.chars().any(char::is_control) {
+        return Err("must not contain +, # or control characters".into());
+    }
+    if t.starts_with('/') || t.ends_with('/') || t.contains("//") {
+        return Err("must not start or end with / or contain empty levels".into());
+    }
+    Ok(())
+}
 
 /// Everything the MQTT sink needs.
 #[derive(Debug, Clone)]
@@ -165,8 +534,10 @@ impl Default for HaConfig {
     }
 }
 
-/// Image topic settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[images]`: image topic settings, deserialised straight from the section and used by the
+/// sink as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
     /// Retain `<base>/<category>/image` (default no).
     pub retain_category: bool,
@@ -209,37 +580,6 @@ pub fn default_off_delays() -> BTreeMap<String, Duration> {
     .collect()
 }
 
-/// Broker address and credentials. `Debug`/`Display` never show the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// User name, if any.
-    pub username: Option<String>,
-    /// Password, if any. Never logged.
-    pub password: Option<String>,
-    /// TLS (`mqtts://`).
-    pub tls: bool,
-    /// CA, client certificate and server name for TLS; ignored without [`BrokerAddr::tls`].
-    pub tls_options: TlsOptions,
-}
-
-/// TLS settings of the broker connection (rustls with ring).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// PEM file of the CA certificate(s) to trust; `None`: the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate (chain) for mutual TLS; needs [`TlsOptions::key_file`].
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the client certificate.
-    pub key_file: Option<PathBuf>,
-    /// Name the server certificate must carry (and SNI); `None`: the broker host. The TCP
-    /// connection still goes to the broker host.
-    pub server_name: Option<String>,
-}
-
 /// A configuration value the sink cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -250,251 +590,9 @@ pub enum ConfigError {
     #[error("invalid MQTT configuration: {0}")]
     Invalid(String),
 }
-
-impl BrokerAddr {
-    /// Plain TCP, no credentials.
-    pub fn tcp(host: impl Into<String>, port: u16) -> BrokerAddr {
-        BrokerAddr {
-            host: host.into(),
-            port,
-            username: None,
-            password: None,
-            tls: false,
-            tls_options: TlsOptions::default(),
-        }
-    }
-
-    /// Parse `mqtt://[user[:pass]@]host[:port]` (default port 1883) or `mqtts://…` (TLS,
-    /// default port 8883); `tcp://` and `ssl://` / `tls://` are accepted as aliases. Parsing is
-    /// the `url` crate's (RFC 3986 syntax, WHATWG rules); `mqtt` is not one of its special
-    /// schemes, so the default ports are ours. User and password are percent-decoded (RFC 3986
-    /// §2.1; a malformed `%` escape is an error, and an empty password is no password); the
-    /// last `@` separates them from the host, so a password may contain a raw `@`. IPv6 hosts
-    /// are written in brackets (`mqtt://[::1]:1883`). A trailing `/` is accepted; paths,
-    /// queries and fragments are not. Error messages never contain the password.
-    pub fn from_url(url: &str) -> Result<BrokerAddr, ConfigError> {
-        let bad = |m: &str| ConfigError::BadUrl(m.to_owned());
-        let url = url.trim();
-        // The URL parser silently drops tabs and line breaks, which would change a password.
-        if url.contains(['\t', '\n', '\r']) {
-            return Err(bad("contains a tab or line break"));
-        }
-        let parsed = Url::parse(url).map_err(|e| match e {
-            url::ParseError::RelativeUrlWithoutBase => {
-                bad("expected mqtt://host[:port] or mqtts://host[:port]")
-            }
-            url::ParseError::EmptyHost => {
-                bad("missing host (IPv6 hosts must be written in brackets: mqtt://[::1]:1883)")
-            }
-            // The parser's messages are fixed texts: they never echo the input.
-            e => ConfigError::BadUrl(e.to_string()),
-        })?;
-        if !parsed.has_authority() {
-            return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
-        }
-        let (tls, default_port) = match parsed.scheme() {
-            "mqtt" | "tcp" => (false, 1883),
-            "mqtts" | "ssl" | "tls" => (true, 8883),
-            other => {
-                return Err(ConfigError::BadUrl(format!(
-                    "unsupported scheme {other:?} (use mqtt:// or mqtts://)"
-                )));
-            }
-        };
-        if !matches!(parsed.path(), "" | "/")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
-            return Err(bad("a broker URL has no path, query or fragment"));
-        }
-        let host = match parsed.host() {
-            Some(Host::Ipv6(ip)) => ip.to_string(),
-            Some(Host::Ipv4(ip)) => ip.to_string(),
-            // An opaque host (any host of a non-special scheme) comes back percent-encoded.
-            Some(Host::Domain(d)) => percent_decode_str(d).decode_utf8_lossy().into_owned(),
-            None => String::new(),
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("host contains whitespace or control characters"));
-        }
-        let port = match parsed.port() {
-            None => default_port,
-            Some(0) => return Err(bad("bad port \"0\"")),
-            Some(p) => p,
-        };
-        let user =
-            userinfo(parsed.username()).ok_or_else(|| bad("bad percent-encoding in user name"))?;
-        let password = match parsed.password() {
-            Some(p) => Some(userinfo(p).ok_or_else(|| bad("bad percent-encoding in password"))?),
-            None => None,
-        };
-        let (username, password) = if user.is_empty() && password.is_none() {
-            (None, None)
-        } else {
-            (Some(user), password)
-        };
-        Ok(BrokerAddr {
-            host,
-            port,
-            username,
-            password,
-            tls,
-            tls_options: TlsOptions::default(),
-        })
-    }
-}
-
-/// Percent-decode a user name or password as the `url` crate returns it; `None` when a `%` is
-/// not followed by two hex digits (which `url` passes through unchanged) or the result is not
-/// UTF-8.
-fn userinfo(encoded: &str) -> Option<String> {
-    let well_formed = encoded
-        .split('%')
-        .skip(1)
-        .all(|t| t.len() >= 2 && t.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit));
-    if !well_formed {
-        return None;
-    }
-    percent_decode_str(encoded)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
-}
-
-impl fmt::Display for BrokerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://")?;
-        if let Some(u) = &self.username {
-            write!(f, "{u}")?;
-            if self.password.is_some() {
-                write!(f, ":***")?;
-            }
-            write!(f, "@")?;
-        }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl fmt::Debug for BrokerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BrokerAddr")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("tls", &self.tls)
-            .field("tls_options", &self.tls_options)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_defaults() {
-        let b = BrokerAddr::from_url("mqtt://broker.lan").unwrap();
-        assert_eq!(b, BrokerAddr::tcp("broker.lan", 1883));
-        let b = BrokerAddr::from_url("mqtts://broker.lan").unwrap();
-        assert!(b.tls);
-        assert_eq!(b.port, 8883);
-        let b = BrokerAddr::from_url("mqtt://10.0.0.2:1884/").unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("10.0.0.2", 1884));
-    }
-
-    #[test]
-    fn url_credentials_percent_decoded() {
-        let b = BrokerAddr::from_url("mqtt://us%40er:p%3Ass@w@host:1999").unwrap();
-        assert_eq!(b.username.as_deref(), Some("us@er"));
-        assert_eq!(b.password.as_deref(), Some("p:ss@w"));
-        assert_eq!(b.host, "host");
-        assert_eq!(b.port, 1999);
-        let b = BrokerAddr::from_url("mqtt://onlyuser@host").unwrap();
-        assert_eq!(b.username.as_deref(), Some("onlyuser"));
-        assert_eq!(b.password, None);
-        // An empty password is no password (the URL standard serialises both alike).
-        let b = BrokerAddr::from_url("mqtt://onlyuser:@host").unwrap();
-        assert_eq!(b.password, None);
-        let b = BrokerAddr::from_url("mqtt://:pw@host").unwrap();
-        assert_eq!(
-            (b.username.as_deref(), b.password.as_deref()),
-            (Some(""), Some("pw"))
-        );
-        let b = BrokerAddr::from_url("MQTTS://%C3%BCser:p%C3%A4ss@Broker.lan").unwrap();
-        assert_eq!(b.username.as_deref(), Some("üser"));
-        assert_eq!(b.password.as_deref(), Some("päss"));
-        assert_eq!((b.host.as_str(), b.port, b.tls), ("Broker.lan", 8883, true));
-        let b = BrokerAddr::from_url("tcp://[2001:db8::1]/").unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("2001:db8::1", 1883));
-    }
-
-    #[test]
-    fn url_ipv6() {
-        let b = BrokerAddr::from_url("mqtt://[::1]:1884").unwrap();
-        assert_eq!((b.host.as_str(), b.port), ("::1", 1884));
-        let b = BrokerAddr::from_url("mqtt://[fe80::1]").unwrap();
-        assert_eq!(b.port, 1883);
-        assert_eq!(b.to_string(), "mqtt://[fe80::1]:1883");
-        assert!(BrokerAddr::from_url("mqtt://::1:1883").is_err());
-        assert!(BrokerAddr::from_url("mqtt://[nothex]:1").is_err());
-    }
-
-    #[test]
-    fn url_errors() {
-        for bad in [
-            "broker:1883",
-            "http://broker",
-            "mqtt://",
-            "mqtt://host:0",
-            "mqtt://host:99999",
-            "mqtt://host:abc",
-            "mqtt://host/path",
-            "mqtt://u:%zz@host",
-            "mqtt://host?x=1",
-            "mqtt://host#f",
-            "mqtt://a b",
-            "mqtt://ho\tst",
-            "mqtts://u:p@",
-        ] {
-            assert!(BrokerAddr::from_url(bad).is_err(), "{bad} should fail");
-        }
-    }
-
-    #[test]
-    fn password_never_printed() {
-        let b = BrokerAddr::from_url("mqtt://user:s3cr3t@host").unwrap();
-        assert_eq!(b.to_string(), "mqtt://user:***@host:1883");
-        let dbg = format!("{b:?}");
-        assert!(!dbg.contains("s3cr3t"), "{dbg}");
-        assert!(dbg.contains("***"));
-        for bad in [
-            "mqtt://user:s3cr3t%zz@host",
-            "mqtt://user:s3cr3t@host:0",
-            "mqtt://user:s3cr3t@host:99999",
-            "mqtt://user:s3cr3t@host/path",
-            "mqtt://user:s3/cr3t@host",
-            "mqtt://user:s3cr3t@[::1",
-            "mqtt://user:s3\tcr3t@host",
-            "mqtt://user:s3cr3t@",
-            "user:s3cr3t@host",
-            "http://user:s3cr3t@host",
-        ] {
-            let err = BrokerAddr::from_url(bad).unwrap_err().to_string();
-            assert!(
-                !err.contains("s3cr3t") && !err.contains("cr3t"),
-                "{bad}: {err}"
-            );
-        }
-    }
 
     #[test]
     fn validate_catches_problems() {

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -311,7 +312,7 @@ macro_rules! auth_and_tls {
     ($o:ident, $b:ident, $name_override:ident, $krate:ident) => {
         match (&$b.username, &$b.password) {
             (Some(u), Some(p)) => {
-                $o.set_credentials(u.clone(), Bytes::from(p.clone()));
+                $o.set_credentials(u.clone(), Bytes::from(p.expose_secret().to_owned()));
             }
             (Some(u), None) => {
                 $o.set_username(u.clone());

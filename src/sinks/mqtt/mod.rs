@@ -3,7 +3,8 @@
 //! Implements the topic and entity contract of the README ("MQTT topics", "Home Assistant").
 //!
 //! # Layout
-//! - [`config`]: runtime configuration (plain structs), broker URL parsing.
+//! - [`config`]: the sections the sink owns (`[mqtt]`, `[homeassistant]`, `[images]`) and
+//!   its runtime configuration; `broker_addr`: broker URL parsing.
 //! - [`topics`]: topic layout and segment sanitising (pure).
 //! - [`payload`]: event JSON, timestamps, `bridge/unparsed` (pure).
 //! - [`entities`]: typed Home Assistant entities, the category catalog and the enumerator
@@ -26,6 +27,7 @@ pub mod stale;
 pub mod state;
 pub mod topics;
 
+mod broker_addr;
 mod client;
 mod dead_letter;
 mod link;

@@ -20,6 +20,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use ipnet::IpNet;
+use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -295,10 +296,11 @@ pub enum GuardError {
 }
 
 impl Guard {
-    /// Build a guard from configuration values. `password` wins over `password_file`; a file's
-    /// trailing CR/LF are ignored.
+    /// Build a guard from configuration values: `auth` is (user name, password, password
+    /// file). `password` wins over `password_file`; a file's trailing CR/LF are ignored.
+    /// Errors: a bad allow-list entry, auth without any password, an unreadable file.
     pub fn from_settings(
-        auth: Option<(&str, Option<&str>, Option<&Path>)>,
+        auth: Option<(&str, Option<&SecretString>, Option<&Path>)>,
         allow: &[String],
     ) -> Result<Guard, GuardError> {
         let allow = allow
@@ -311,14 +313,15 @@ impl Guard {
             .collect::<Result<Vec<Cidr>, _>>()?;
         let auth = match auth {
             None => None,
-            Some((user, Some(password), _)) => Some(BasicAuth::new(user, password)),
+            Some((user, Some(password), _)) => Some(BasicAuth::new(user, password.expose_secret())),
             Some((user, None, Some(file))) => {
                 let text =
                     std::fs::read_to_string(file).map_err(|source| GuardError::PasswordFile {
                         path: file.display().to_string(),
                         source,
                     })?;
-                Some(BasicAuth::new(user, text.trim_end_matches(['\r', '\n'])))
+                let password = crate::config::secret::from_file_text(text);
+                Some(BasicAuth::new(user, password.expose_secret()))
             }
             Some((_, None, None)) => return Err(GuardError::NoPassword),
         };
@@ -484,7 +487,7 @@ mod tests {
     #[test]
     fn guard_checks_peer_then_credentials() {
         let g = Guard::from_settings(
-            Some(("cam", Some("s3cret"), None)),
+            Some(("cam", Some(&"s3cret".into()), None)),
             &["10.0.0.0/8".into(), "::1".into()],
         )
         .unwrap();
@@ -553,7 +556,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_password() {
-        let g = Guard::from_settings(Some(("cam", Some("hunter2-secret"), None)), &[]).unwrap();
+        let g =
+            Guard::from_settings(Some(("cam", Some(&"hunter2-secret".into()), None)), &[]).unwrap();
         let dbg = format!("{g:?}");
         assert!(dbg.contains("cam"));
         assert!(!dbg.contains("hunter2"), "{dbg}");

@@ -74,9 +74,9 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
             .observe(&req, SystemTime::now(), &self.ctx.telemetry);
         drop(req);
         let (tx, telemetry) = (self.ctx.tx.clone(), self.ctx.telemetry.clone());
-        let reply = self.vendor.reply();
+        let (reply, source) = (self.vendor.reply(), self.vendor.source());
         Box::pin(async move {
-            durable(msgs, &tx, peer, &telemetry).await;
+            durable(source, msgs, &tx, peer, &telemetry).await;
             telemetry.reply.record(arrived.elapsed());
             reply
         })
@@ -91,10 +91,9 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
         };
         // The HTTP server has already logged this occurrence; here it is counted and published.
         self.ctx.telemetry.unparsed.inc();
-        let _ = self
-            .ctx
-            .tx
-            .try_send(Input::from(Message::Unparsed(Unparsed {
+        let _ = self.ctx.tx.try_send(Input::new(
+            self.vendor.source(),
+            Message::Unparsed(Unparsed {
                 peer: peer.ip().to_string(),
                 source: self.vendor.source().into(),
                 reason: error_reason(err).to_owned(),
@@ -102,7 +101,8 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
                 path: None,
                 body: String::new(),
                 body_len: 0,
-            })));
+            }),
+        ));
         reply
     }
 }
@@ -110,6 +110,7 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
 /// Queue `msgs` for the pipeline and wait until the last one is durable (bounded by
 /// [`DURABLE_WAIT`] once queued).
 async fn durable(
+    source: &'static str,
     msgs: Vec<Message>,
     tx: &tokio::sync::mpsc::Sender<Input>,
     peer: SocketAddr,
@@ -123,7 +124,15 @@ async fn durable(
     let mut done_tx = Some(done_tx);
     for (i, msg) in msgs.into_iter().enumerate() {
         let durable = if i + 1 == n { done_tx.take() } else { None };
-        if tx.send(Input { msg, durable }).await.is_err() {
+        if tx
+            .send(Input {
+                source,
+                msg,
+                durable,
+            })
+            .await
+            .is_err()
+        {
             // Shutting down: the pipeline is gone.
             telemetry.dropped.inc();
             tracing::warn!(peer = %peer, "pipeline stopped; post dropped");

@@ -2,34 +2,53 @@
 //! JPEGs (IPC v1.x and NVR v2.x layouts), heartbeats and alarm-status posts
 //! (`shared/viewtron/protocol.md`).
 //!
+//! * [`config`]: the `[viewtron]` section ([`ViewtronConfig`]) and its checks.
 //! * [`parse`] (pure): a post's bytes to normalised events.
 //! * [`handler`]: the vendor part of the shared camera receiver (parse, the exact reply).
 //! * [`ViewtronSource`]: the [`Source`] the topology starts.
 
+pub mod config;
 pub mod handler;
 pub mod parse;
 
 use std::net::SocketAddr;
 
+use crate::config::Problem;
 use crate::sources::http_push::{self, HttpConfig};
-use crate::sources::{Source, SourceContext, Starting};
+use crate::sources::{DevicePolicy, Source, SourceContext, Starting};
 
+pub use config::ViewtronConfig;
 pub use handler::{SUCCESS_REPLY, ViewtronHandler};
 
-/// Settings of the Viewtron source.
-#[derive(Debug, Clone)]
-pub struct ViewtronConfig {
+/// The Viewtron receiver as a [`Source`], ready to listen.
+#[derive(Debug)]
+pub struct ViewtronSource {
     /// Listen address.
     pub listen: SocketAddr,
     /// HTTP limits, timeouts, access and TLS.
     pub http: HttpConfig,
     /// Largest part of a body copied into `bridge/unparsed`, bytes.
     pub unparsed_body_cap: usize,
+    /// `offline_after` and `traject_interval` of `[viewtron]`.
+    pub devices: DevicePolicy,
 }
 
-/// The Viewtron receiver as a [`Source`].
-#[derive(Debug)]
-pub struct ViewtronSource(pub ViewtronConfig);
+impl ViewtronSource {
+    /// The source of a `[viewtron]` section: builds the receiver's configuration now
+    /// ([`ViewtronConfig::http_config`] reads the TLS and password files), so that a bad file
+    /// is an error before anything starts.
+    pub fn new(cfg: &ViewtronConfig) -> Result<ViewtronSource, Problem> {
+        Ok(ViewtronSource {
+            listen: cfg.listen,
+            http: cfg.http_config()?,
+            unparsed_body_cap: cfg.unparsed_body_cap,
+            devices: DevicePolicy {
+                offline_after: cfg.offline_after,
+                tracking_interval: cfg.traject_interval,
+            },
+        })
+    }
+}
 
 impl Source for ViewtronSource {
     fn name(&self) -> &'static str {
@@ -37,10 +56,13 @@ impl Source for ViewtronSource {
     }
 
     fn start(self: Box<Self>, ctx: SourceContext) -> Starting {
-        let cfg = self.0;
         let vendor = ViewtronHandler {
-            unparsed_body_cap: cfg.unparsed_body_cap,
+            unparsed_body_cap: self.unparsed_body_cap,
         };
-        Box::pin(http_push::listen(cfg.listen, cfg.http, vendor, ctx))
+        Box::pin(http_push::listen(self.listen, self.http, vendor, ctx))
+    }
+
+    fn device_policy(&self) -> DevicePolicy {
+        self.devices
     }
 }

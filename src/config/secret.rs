@@ -1,0 +1,196 @@
+//! Secrets in the configuration: passwords are [`secrecy::SecretString`] everywhere (`Debug`
+//! prints `[REDACTED]`, the memory is zeroed on drop, reading needs an explicit
+//! [`secrecy::ExposeSecret::expose_secret`]).
+//!
+//! [`optional`] deserialises one and rejects a value of another type (a password written as a
+//! number) without echoing it. [`Config::resolve_secrets`] fills secrets from the environment
+//! and from files, Docker-secrets style.
+
+use std::fmt;
+use std::path::Path;
+
+use secrecy::SecretString;
+use serde::Deserializer;
+use serde::de::{Error, Visitor};
+
+use super::{Config, Problem};
+use crate::sources::viewtron::config::BasicAuthSection;
+
+struct SecretVisitor;
+
+impl Visitor<'_> for SecretVisitor {
+    type Value = SecretString;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_str<E: Error>(self, v: &str) -> Result<SecretString, E> {
+        Ok(SecretString::from(v))
+    }
+
+    fn visit_string<E: Error>(self, v: String) -> Result<SecretString, E> {
+        Ok(SecretString::from(v))
+    }
+
+    // The default implementations name the value in the message; a password must never be.
+    fn visit_i64<E: Error>(self, _: i64) -> Result<SecretString, E> {
+        Err(E::custom("a secret must be a quoted string"))
+    }
+
+    fn visit_u64<E: Error>(self, _: u64) -> Result<SecretString, E> {
+        Err(E::custom("a secret must be a quoted string"))
+    }
+
+    fn visit_f64<E: Error>(self, _: f64) -> Result<SecretString, E> {
+        Err(E::custom("a secret must be a quoted string"))
+    }
+
+    fn visit_bool<E: Error>(self, _: bool) -> Result<SecretString, E> {
+        Err(E::custom("a secret must be a quoted string"))
+    }
+}
+
+struct OptionVisitor;
+
+impl<'de> Visitor<'de> for OptionVisitor {
+    type Value = Option<SecretString>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(SecretVisitor).map(Some)
+    }
+}
+
+/// An optional password: `#[serde(default, deserialize_with = "secret::optional")]` on an
+/// `Option<SecretString>`; JSON `null` is `None`. Anything but a string is an error that does
+/// not contain the value.
+pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    d.deserialize_option(OptionVisitor)
+}
+
+/// A secret read from a file: the content without trailing CR / LF.
+pub fn from_file_text(text: String) -> SecretString {
+    let mut text = text;
+    let keep = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(keep);
+    SecretString::from(text)
+}
+
+/// The environment variables [`Config::resolve_secrets`] reads, with the key they fill.
+const VARIABLES: [(&str, &str); 5] = [
+    ("CAMQTT_MQTT_URL", "mqtt.url"),
+    ("CAMQTT_MQTT_USERNAME", "mqtt.username"),
+    ("CAMQTT_MQTT_PASSWORD", "mqtt.password"),
+    ("CAMQTT_VIEWTRON_USERNAME", "viewtron.auth.username"),
+    ("CAMQTT_VIEWTRON_PASSWORD", "viewtron.auth.password"),
+];
+
+/// The injected process environment and file reader of [`Config::resolve_secrets`].
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    read: &'a dyn Fn(&Path) -> std::io::Result<String>,
+    problems: Vec<Problem>,
+}
+
+impl Sources<'_> {
+    /// `name` itself, else the file named by `<name>_FILE` (trailing newlines dropped).
+    fn value(&mut self, name: &str, key: &str) -> Option<String> {
+        if let Some(v) = (self.env)(name) {
+            return Some(v);
+        }
+        let file = (self.env)(&format!("{name}_FILE"))?;
+        match (self.read)(Path::new(&file)) {
+            Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                self.problems.push(Problem::new(
+                    key,
+                    format!("{name}_FILE: cannot read {file}: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The secret in `file` (a `password_file` key), or a problem at `key`.
+    fn file(&mut self, file: &Path, key: &str) -> Option<SecretString> {
+        match (self.read)(file) {
+            Ok(v) => Some(from_file_text(v)),
+            Err(e) => {
+                self.problems.push(Problem::new(
+                    key,
+                    format!("cannot read {}: {e}", file.display()),
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Fill secrets from the environment and from files, Docker-secrets style: for each of
+    /// `CAMQTT_MQTT_URL`, `CAMQTT_MQTT_USERNAME`, `CAMQTT_MQTT_PASSWORD`,
+    /// `CAMQTT_VIEWTRON_USERNAME` and `CAMQTT_VIEWTRON_PASSWORD`, the variable itself or
+    /// `<NAME>_FILE` naming a file that holds the value (trailing newlines ignored). The
+    /// `password_file` keys of the file are read the same way. Environment wins over the file.
+    /// `env` and `read` are injected so that this stays testable without touching the process.
+    /// Returns a problem (key, variable or file, and the I/O error; never a value) for every
+    /// file that could not be read.
+    pub fn resolve_secrets(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Vec<Problem> {
+        let mut src = Sources {
+            env,
+            read,
+            problems: Vec::new(),
+        };
+        let [url, user, pass, vuser, vpass] = VARIABLES.map(|(name, key)| src.value(name, key));
+        let m = &mut self.mqtt;
+        if url.is_some() {
+            m.url = url.filter(|u| !u.trim().is_empty());
+        }
+        if user.is_some() {
+            m.username = user;
+        }
+        if let Some(p) = pass {
+            m.password = Some(SecretString::from(p));
+        } else if m.password.is_none()
+            && let Some(f) = m.password_file.clone()
+        {
+            m.password = src.file(&f, "mqtt.password_file");
+        }
+        if vuser.is_some() || vpass.is_some() {
+            let auth = self.viewtron.auth.get_or_insert_with(|| BasicAuthSection {
+                username: String::new(),
+                password: None,
+                password_file: None,
+            });
+            if let Some(u) = vuser {
+                auth.username = u;
+            }
+            if let Some(p) = vpass {
+                auth.password = Some(SecretString::from(p));
+            }
+        }
+        if let Some(auth) = self.viewtron.auth.as_mut()
+            && auth.password.is_none()
+            && let Some(f) = auth.password_file.clone()
+        {
+            auth.password = src.file(&f, "viewtron.auth.password_file");
+        }
+        src.problems
+    }
+}
