@@ -12,7 +12,7 @@
 //! | `[images]` | [`ImageConfig`] | [`crate::sinks::mqtt::config`] |
 //! | `[viewtron]` (with `auth`, `tls`) | [`ViewtronConfig`] | [`crate::sources::viewtron::config`] |
 //! | `[spool]` | [`SpoolConfig`] | [`crate::spool`] |
-//! | `[categories.<name>]`, `[[devices]]` | [`CategorySection`], [`DeviceSection`] | the pipeline ([`pipeline`]) |
+//! | `[categories.<name>]`, `[[devices]]` | [`CategorySection`], [`DeviceSection`] | the pipeline ([`crate::pipeline::config`]) |
 //!
 //! Here: parsing with line numbers for `check-config` ([`load_str`], [`load_file`],
 //! [`check_file`], [`locate`]), secrets from the environment and `*_FILE`s
@@ -24,7 +24,6 @@
 
 pub mod duration;
 mod load;
-pub mod pipeline;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -34,13 +33,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::event::Category;
+pub use crate::pipeline::config::{CategorySection, DeviceSection};
 pub use crate::sinks::mqtt::config::{
     DEFAULT_EMBEDDED_BROKER, HomeAssistantSection, ImageConfig, MqttSection,
 };
 pub use crate::sources::viewtron::config::{DEFAULT_LISTEN, ViewtronConfig};
 pub use crate::spool::SpoolConfig;
 pub use load::{ConfigError, Problem, check_file, load_file, load_str, locate};
-pub use pipeline::{CategorySection, DeviceSection};
 
 /// The whole configuration: one field per section, each of its component's type. An empty
 /// file is the documented defaults.
@@ -105,13 +104,13 @@ impl Config {
         let mut problems = self.mqtt.validate();
         problems.extend(self.homeassistant.validate());
         problems.extend(self.viewtron.validate());
-        problems.extend(pipeline::check_categories(&self.categories));
+        problems.extend(crate::pipeline::config::check_categories(&self.categories));
         problems.extend(crate::sinks::mqtt::config::check_off_delays(
             self.categories
                 .iter()
                 .map(|(name, c)| (name.as_str(), c.off_delay)),
         ));
-        problems.extend(pipeline::check_devices(&self.devices));
+        problems.extend(crate::pipeline::config::check_devices(&self.devices));
         problems
     }
 

@@ -1,5 +1,6 @@
 //! Fan-in from the sources, the device registry, filters, fan-out to the buffer and the sinks.
 //!
+//! * [`config`]: its sections, `[[devices]]` and `[categories.<name>]`.
 //! * [`identity`]: who sent an input (ids, names, NVR channels; pure).
 //! * [`registry`]: the device registry and the routing rules ([`Registry`]; pure).
 //! * [`file`]: the registry file (`<state dir>/devices.json`).
@@ -21,6 +22,7 @@ use crate::sources::{DevicePolicy, Input};
 use crate::spool::Buffer;
 use crate::telemetry::Telemetry;
 
+pub mod config;
 pub mod file;
 pub mod identity;
 pub mod registry;

@@ -3,8 +3,7 @@
 //! drops a disabled category, and `off_delay` by the MQTT sink, which checks it in
 //! [`crate::sinks::mqtt::config::check_off_delays`]).
 //!
-//! They live here rather than in `pipeline.rs` while that module is being rewritten; they
-//! belong to the pipeline and move with it (`crate::config::DeviceSection` stays the path).
+//! `crate::config` composes them into the whole configuration (and re-exports them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,8 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Problem;
-use super::duration;
+use crate::config::Problem;
+use crate::config::duration;
 use crate::event::{Category, normalise_mac};
 
 /// `[categories.<name>]`
