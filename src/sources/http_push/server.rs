@@ -46,7 +46,7 @@
 //!   idle ([`HttpConfig::idle_timeout`]). A peer outside the allow-list gets the `403` when
 //!   its first byte (awaited for at most 1 s) is plain HTTP, and a silent close otherwise.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -380,40 +380,53 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<Option<u8>> {
     Ok((stream.peek(&mut b).await? == 1).then_some(b[0]))
 }
 
+/// Say that `peer` made the protocol mistake `notice`: a warning the first time in a while
+/// (with how many were suppressed since, see [`LogThrottle`]), a debug line otherwise.
+fn mistake(
+    shared: &Shared,
+    notice: Notice,
+    peer: SocketAddr,
+    error: Option<&dyn std::fmt::Display>,
+    warning: impl FnOnce(IpAddr) -> String,
+) {
+    let ip = peer.ip().to_canonical();
+    let reason = match notice {
+        Notice::TlsOnPlainPort => "tls-on-plain-port",
+        Notice::TlsHandshakeFailed => "tls-handshake-failed",
+        Notice::PlainHttpOnTlsPort => "plain-http-on-tls-port",
+    };
+    let error = error.map(tracing::field::display);
+    match shared.notice(notice, ip) {
+        Some(suppressed) => warn!(peer = %ip, reason, error, suppressed, "{}", warning(ip)),
+        None => debug!(peer = %ip, reason, error, "again from peer {ip} (warned recently)"),
+    }
+}
+
 /// A TLS handshake on a plain-HTTP connection: count, warn (throttled). The caller closes.
 fn tls_on_plain_port(shared: &Shared, peer: SocketAddr) {
     shared.telemetry.http_errors.inc();
     shared.telemetry.tls_on_plain_port.inc();
-    let ip = peer.ip().to_canonical();
-    match shared.notice(Notice::TlsOnPlainPort, ip) {
-        Some(suppressed) => warn!(
-            peer = %ip,
-            reason = "tls-on-plain-port",
-            suppressed,
+    mistake(shared, Notice::TlsOnPlainPort, peer, None, |ip| {
+        format!(
             "peer {ip} is speaking TLS/HTTPS to the plain-HTTP receiver: set the camera's HTTP POST protocol to http, or configure [viewtron.tls]"
-        ),
-        None => {
-            debug!(peer = %ip, reason = "tls-on-plain-port", "TLS handshake on the plain-HTTP receiver again (warned recently).")
-        }
-    }
+        )
+    });
 }
 
 /// A failed TLS handshake: count, warn (throttled). The caller closes.
 fn tls_handshake_failed(shared: &Shared, peer: SocketAddr, error: &dyn std::fmt::Display) {
     shared.telemetry.tls_handshake_errors.inc();
-    let ip = peer.ip().to_canonical();
-    match shared.notice(Notice::TlsHandshakeFailed, ip) {
-        Some(suppressed) => warn!(
-            peer = %ip,
-            reason = "tls-handshake-failed",
-            %error,
-            suppressed,
-            "TLS handshake with peer {ip} failed: the camera must trust the receiver's certificate (import its CA) and speak TLS 1.2 or 1.3"
-        ),
-        None => {
-            debug!(peer = %ip, reason = "tls-handshake-failed", %error, "TLS handshake failed again (warned recently).")
-        }
-    }
+    mistake(
+        shared,
+        Notice::TlsHandshakeFailed,
+        peer,
+        Some(error),
+        |ip| {
+            format!(
+                "TLS handshake with peer {ip} failed: the camera must trust the receiver's certificate (import its CA) and speak TLS 1.2 or 1.3"
+            )
+        },
+    );
 }
 
 /// Fixed reply to plain HTTP on an HTTPS-only port.
@@ -436,18 +449,11 @@ async fn refuse_plain_http(
 ) {
     shared.telemetry.http_errors.inc();
     shared.telemetry.plain_http_on_tls_port.inc();
-    let ip = peer.ip().to_canonical();
-    match shared.notice(Notice::PlainHttpOnTlsPort, ip) {
-        Some(suppressed) => warn!(
-            peer = %ip,
-            reason = "plain-http-on-tls-port",
-            suppressed,
+    mistake(shared, Notice::PlainHttpOnTlsPort, peer, None, |ip| {
+        format!(
             "peer {ip} is speaking plain HTTP to the HTTPS-only receiver: set the camera's HTTP POST protocol to https, or set plain_http = true in [viewtron.tls]"
-        ),
-        None => {
-            debug!(peer = %ip, reason = "plain-http-on-tls-port", "plain HTTP on the HTTPS-only receiver again (warned recently).")
-        }
-    }
+        )
+    });
     if shared.cfg.guard.auth.is_none() {
         // Published by the handler; its reply is not used.
         let _ = handler.on_error(peer, &HttpError::PlainHttpOnTlsPort);
