@@ -200,6 +200,19 @@ async fn zero_config_run_uses_the_embedded_broker() {
         "log says so: {}",
         log.lock().unwrap()
     );
+    // stderr is a pipe, not a terminal: plain key=value lines, no colour codes.
+    {
+        let log = log.lock().unwrap();
+        assert!(
+            !log.contains('\u{1b}'),
+            "ANSI escapes in a piped log:\n{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" INFO ") && l.contains("broker=")),
+            "{log}"
+        );
+    }
 
     // The Docker HEALTHCHECK command: receiver up, broker connected → exit 0 with the JSON.
     let health = camqtt()
