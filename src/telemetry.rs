@@ -232,6 +232,9 @@ metrics_set! {
         spool_bytes,
         /// 1 while the MQTT connection is up.
         mqtt_connected,
+        /// 1 when the spool is enabled but could not be opened (a bad or read-only directory, or
+        /// one another bridge holds): events are kept in memory only.
+        spool_unavailable,
     }
     histograms {
         /// Time from a camera request's last byte to its reply (held while the broker is slow).

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
+use crate::event::KnownDevices;
 use crate::sinks::mqtt::config::SinkInputs;
 use crate::sources::{Source, SourceContext, SourceError, SourceHandle};
 use crate::spool::Buffer;
@@ -126,16 +127,8 @@ pub async fn start_with(
     // The buffer opens before anything listens: a post accepted from now on is durable. The
     // device registry is read for the pipeline (which keeps it) and the sinks (which start
     // from it). Both read files: off the runtime.
-    let (buffer, known, pipeline_cfg) = {
-        let (spool, telemetry) = (config.spool.clone(), telemetry.clone());
-        tokio::task::spawn_blocking(move || {
-            let buffer = Buffer::from_config(&spool, &telemetry);
-            let known = pipeline::load_known(&pipeline_cfg);
-            (buffer, known, pipeline_cfg)
-        })
-        .await
-        .map_err(|e| RunError::Panicked("start", e.to_string()))?
-    };
+    let (buffer, known, pipeline_cfg, sink_cfg) =
+        open_stores(&config, pipeline_cfg, sink_cfg, &telemetry).await?;
 
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
     let ctx = SourceContext {
@@ -168,10 +161,13 @@ pub async fn start_with(
         handles.iter().map(|h| (h.name, h.addr)).collect();
     let task = tokio::spawn(stop_in_order(
         shutdown,
-        handles,
-        pipeline,
-        sink,
-        sinks_token,
+        Stages {
+            sources: handles,
+            pipeline,
+            sink,
+            sinks_token,
+            buffer,
+        },
     ));
     Ok(Running {
         viewtron_addr: Running::addr_of(&started, sources::viewtron::handler::SOURCE),
@@ -213,43 +209,94 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     start(config, shutdown).await?.wait().await
 }
 
-/// Wait for the shutdown (or a component ending early), then stop the stages in order.
-async fn stop_in_order(
-    shutdown: CancellationToken,
+/// Open the buffer and read the device registry, on a blocking thread (both read files). The
+/// state directory is the spool's: without its lock (another bridge has it, or it is
+/// unusable) nothing may be written there, so the registry and the dead letters stay in
+/// memory then.
+async fn open_stores(
+    config: &Config,
+    mut pipeline_cfg: pipeline::PipelineConfig,
+    mut sink_cfg: sinks::mqtt::MqttSinkConfig,
+    telemetry: &Telemetry,
+) -> Result<
+    (
+        Buffer,
+        KnownDevices,
+        pipeline::PipelineConfig,
+        sinks::mqtt::MqttSinkConfig,
+    ),
+    RunError,
+> {
+    let (spool, telemetry) = (config.spool.clone(), telemetry.clone());
+    tokio::task::spawn_blocking(move || {
+        let buffer = Buffer::from_config(&spool, &telemetry);
+        if !buffer.on_disk() {
+            pipeline_cfg.state_dir = None;
+            sink_cfg.state_dir = None;
+        }
+        let known = pipeline::load_known(&pipeline_cfg);
+        (buffer, known, pipeline_cfg, sink_cfg)
+    })
+    .await
+    .map_err(|e| RunError::Panicked("start", e.to_string()))
+}
+
+/// The running stages, for [`stop_in_order`].
+struct Stages {
     sources: Vec<SourceHandle>,
-    mut pipeline: JoinHandle<()>,
-    mut sink: JoinHandle<Result<(), sinks::mqtt::SinkError>>,
+    pipeline: JoinHandle<()>,
+    sink: JoinHandle<Result<(), sinks::mqtt::SinkError>>,
     sinks_token: CancellationToken,
-) -> Result<(), RunError> {
+    buffer: Buffer,
+}
+
+/// Wait for the shutdown (or any component ending early: a source, the pipeline, the sink),
+/// then stop the stages in order.
+async fn stop_in_order(shutdown: CancellationToken, st: Stages) -> Result<(), RunError> {
+    let Stages {
+        sources,
+        mut pipeline,
+        mut sink,
+        sinks_token,
+        buffer,
+    } = st;
+    let (mut ended_rx, mut sources_left) = watch(sources);
     let mut failure: Option<RunError> = None;
+    // A JoinHandle must not be awaited again once it gave its result.
+    let (mut pipeline_done, mut sink_done) = (false, false);
     tokio::select! {
         biased;
         () = shutdown.cancelled() => tracing::info!("shutting down"),
+        Some((name, r)) = ended_rx.recv() => {
+            sources_left -= 1;
+            if !shutdown.is_cancelled() {
+                failure = Some(ended(name, r.map(|()| Ok(()))));
+                shutdown.cancel();
+            }
+        }
         r = &mut pipeline => {
+            pipeline_done = true;
             if !shutdown.is_cancelled() {
                 failure = Some(ended("pipeline", r.map(|()| Ok(()))));
                 shutdown.cancel();
             }
         }
         r = &mut sink => {
+            sink_done = true;
             if !shutdown.is_cancelled() {
                 failure = Some(ended("MQTT sink", r.map(|r| r.map_err(RunError::from))));
                 shutdown.cancel();
             }
         }
     }
-    for s in sources {
-        let name = s.name;
-        match tokio::time::timeout(SOURCES_STOP, s.task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => note(&mut failure, RunError::Panicked(name, e.to_string())),
-            Err(_) => note(
-                &mut failure,
-                RunError::Stopped(format!("source {name} did not stop in time")),
-            ),
-        }
+    if let Some(e) = &failure {
+        tracing::error!(error = %e, "bridge component failed; stopping");
     }
-    if !pipeline.is_finished() || failure.is_none() {
+    // What the sources accepted is stored even if the sink cannot deliver now (a frozen
+    // broker): the buffer stops holding the pipeline back.
+    buffer.close_flow();
+    stop_sources(&mut ended_rx, sources_left, &mut failure).await;
+    if !pipeline_done {
         match tokio::time::timeout(PIPELINE_STOP, &mut pipeline).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.is_panic() => {
@@ -263,24 +310,65 @@ async fn stop_in_order(
         }
     }
     sinks_token.cancel();
-    if !sink.is_finished() || failure.is_none() {
-        match tokio::time::timeout(SINKS_STOP, &mut sink).await {
-            Ok(Ok(r)) => {
-                if let Err(e) = r {
-                    note(&mut failure, e.into());
-                }
-            }
-            Ok(Err(e)) if e.is_panic() => {
-                note(&mut failure, RunError::Panicked("MQTT sink", e.to_string()))
-            }
-            Ok(Err(_)) => {}
-            Err(_) => note(
-                &mut failure,
-                RunError::Stopped("MQTT sink did not stop in time".into()),
-            ),
-        }
+    if !sink_done {
+        finish_sink(&mut sink, &mut failure).await;
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// How each source ended (its name and its task's result), as it ends.
+type Ended = mpsc::UnboundedReceiver<(&'static str, Result<(), tokio::task::JoinError>)>;
+
+/// Watch the source tasks: each one's end arrives on the returned channel, while running and
+/// while stopping. Also returns how many there are.
+fn watch(sources: Vec<SourceHandle>) -> (Ended, usize) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let n = sources.len();
+    for s in sources {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = s.task.await;
+            let _ = tx.send((s.name, r));
+        });
+    }
+    (rx, n)
+}
+
+/// Wait (at most [`SOURCES_STOP`]) for the `left` sources still running, noting panics.
+async fn stop_sources(ended: &mut Ended, mut left: usize, failure: &mut Option<RunError>) {
+    let deadline = tokio::time::Instant::now() + SOURCES_STOP;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, ended.recv()).await {
+            Ok(Some((name, r))) => {
+                left -= 1;
+                if let Err(e) = r {
+                    note(failure, RunError::Panicked(name, e.to_string()));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let e = RunError::Stopped(format!("{left} source(s) did not stop in time"));
+                note(failure, e);
+                break;
+            }
+        }
+    }
+}
+
+/// Wait (at most [`SINKS_STOP`]) for the sink, noting how it ended.
+async fn finish_sink(
+    sink: &mut JoinHandle<Result<(), sinks::mqtt::SinkError>>,
+    failure: &mut Option<RunError>,
+) {
+    match tokio::time::timeout(SINKS_STOP, sink).await {
+        Ok(Ok(Err(e))) => note(failure, e.into()),
+        Ok(Err(e)) if e.is_panic() => note(failure, RunError::Panicked("MQTT sink", e.to_string())),
+        Ok(_) => {}
+        Err(_) => note(
+            failure,
+            RunError::Stopped("MQTT sink did not stop in time".into()),
+        ),
+    }
 }
 
 /// A component's task ended before shutdown: why.

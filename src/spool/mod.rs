@@ -149,6 +149,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Flow {
     draining: bool,
+    /// The bridge is shutting down: take everything up to the bounds, so the pipeline can
+    /// store what the cameras already sent ([`Buffer::close_flow`]).
+    closing: bool,
     /// Backlog level (records, bytes) allowed while draining; starts at the backlog of the
     /// connection and only falls.
     floor_records: u64,
@@ -320,10 +323,16 @@ impl Buffer {
             Ok((b, _)) => b,
             Err(error) => {
                 telemetry.spool_errors.inc();
+                telemetry.spool_unavailable.set(1);
                 tracing::error!(%error, "spool unavailable; events are kept in memory only");
                 memory()
             }
         }
+    }
+
+    /// True for the disk spool (it holds its directory's lock), false for the memory buffer.
+    pub fn on_disk(&self) -> bool {
+        self.0.store.is_some()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -361,8 +370,17 @@ impl Buffer {
 
     fn has_room_in(&self, s: &State) -> bool {
         !s.flow.draining
+            || s.flow.closing
             || ((s.entries.len() as u64) < BACKLOG_RECORDS.max(s.flow.floor_records)
                 && s.pending_bytes < self.0.limits.backlog_bytes.max(s.flow.floor_bytes))
+    }
+
+    /// The bridge is shutting down: stop holding appends back for the sink (it may never catch
+    /// up, e.g. with a frozen broker), so that everything the sources already accepted is
+    /// stored (up to the bounds) and stays for the next start.
+    pub fn close_flow(&self) {
+        self.state().flow.closing = true;
+        self.0.room.notify_waiters();
     }
 
     /// Wait until an append may go ahead: at once unless the consumer is draining and the

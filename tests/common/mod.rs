@@ -246,6 +246,10 @@ impl Collector {
         let mut opts = MqttOptions::new(id, ("127.0.0.1".to_owned(), port));
         opts.set_max_packet_size(64 << 20, 64 << 20);
         opts.set_keep_alive(5);
+        // A persistent session: when the collector's own connection drops (its keep-alive
+        // runs out while a test freezes the broker), the broker keeps its QoS 1 messages for
+        // it instead of losing them; the collector measures, it must not lose anything.
+        opts.set_clean_session(false);
         let (client, mut el) = AsyncClient::builder(opts).capacity(1000).build();
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());

@@ -31,7 +31,7 @@ pub mod tls;
 
 pub use guard::{BasicAuth, Cidr, Denied, Guard};
 
-pub use receiver::{DURABLE_WAIT, PushHandler, listen};
+pub use receiver::{PushHandler, SLOW_STORE, listen};
 pub use request::{Framed, Limits, Request, RequestFramer, TlsSniff, sniff_tls};
 pub use response::Response;
 pub use server::{Handler, HttpConfig, Reply, serve};

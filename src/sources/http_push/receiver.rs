@@ -6,10 +6,10 @@
 //! pipeline reports them durable (stored in the buffer in front of the sinks). So a post that
 //! got its reply survives the bridge being killed right after. While the broker is slower than
 //! the cameras the pipeline makes the send wait: the reply is held, which slows the camera
-//! down instead of losing its event. Once queued, the wait for durability is bounded by
-//! [`DURABLE_WAIT`]: after that the camera gets its reply anyway (logged; the message stays
-//! queued). Requests of one connection are answered in order, so the per-connection order is
-//! kept.
+//! down instead of losing its event. There is no "reply anyway": a post that cannot be stored
+//! (the bridge is stopping and the pipeline is gone) gets `503 Service Unavailable` and the
+//! connection is closed, so the camera knows to send it again. Requests of one connection are
+//! answered in order, so the per-connection order is kept.
 //!
 //! `GET /healthz` is answered here for every vendor (the bridge's health, see
 //! [`crate::health`]); it never reaches the vendor.
@@ -33,9 +33,9 @@ use crate::event::{Message, Unparsed};
 use crate::sources::{Input, SourceContext, SourceError, SourceHandle};
 use crate::telemetry::Telemetry;
 
-/// Longest wait, once a post is queued, for it to become durable before the camera gets its
-/// reply anyway.
-pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+/// A post that waited this long to be stored is logged (the broker is slower than the
+/// cameras; the camera's reply was held that long).
+pub const SLOW_STORE: Duration = Duration::from_secs(5);
 
 /// What a vendor plugs into the camera receiver: pure functions from a request to messages and
 /// to the reply the vendor's devices expect.
@@ -45,7 +45,8 @@ pub trait PushHandler: Send + Sync + 'static {
     /// Turn one request into messages (events, a heartbeat, or an unparsed report), logging
     /// and counting what it found. No I/O.
     fn observe(&self, req: &Request, received: SystemTime, telemetry: &Telemetry) -> Vec<Message>;
-    /// The reply to every request once its messages are durable.
+    /// The reply to every request once its messages are durable (only then: a success reply
+    /// promises delivery).
     fn reply(&self) -> Response;
     /// The reply to a request that could not be framed (the connection is closed after it);
     /// never called for the wrong protocol.
@@ -76,9 +77,9 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
         let (tx, telemetry) = (self.ctx.tx.clone(), self.ctx.telemetry.clone());
         let (reply, source) = (self.vendor.reply(), self.vendor.source());
         Box::pin(async move {
-            durable(source, msgs, &tx, peer, &telemetry).await;
+            let stored = durable(source, msgs, &tx, peer, &telemetry).await;
             telemetry.reply.record(arrived.elapsed());
-            reply
+            if stored { reply } else { not_stored() }
         })
     }
 
@@ -107,19 +108,33 @@ impl<H: PushHandler> Handler for PushReceiver<H> {
     }
 }
 
-/// Queue `msgs` for the pipeline and wait until the last one is durable (bounded by
-/// [`DURABLE_WAIT`] once queued).
+/// The reply to a post that could not be stored: not a success, and the server closes the
+/// connection after it (any `5xx` does).
+fn not_stored() -> Response {
+    Response::new(
+        503,
+        "Service Unavailable",
+        &b"camqtt is stopping; send again\n"[..],
+    )
+    .with_header("Content-Type", "text/plain")
+    .with_header("Retry-After", "5")
+}
+
+/// Queue `msgs` for the pipeline and wait until the last one is durable, however long the
+/// buffer holds the pipeline back. False when the pipeline went away first (shutdown): the
+/// post was not stored and must not get a success reply.
 async fn durable(
     source: &'static str,
     msgs: Vec<Message>,
     tx: &tokio::sync::mpsc::Sender<Input>,
     peer: SocketAddr,
     telemetry: &Telemetry,
-) {
+) -> bool {
     let n = msgs.len();
     if n == 0 {
-        return;
+        return true;
     }
+    let queued = Instant::now();
     let (done_tx, done_rx) = oneshot::channel();
     let mut done_tx = Some(done_tx);
     for (i, msg) in msgs.into_iter().enumerate() {
@@ -135,15 +150,22 @@ async fn durable(
         {
             // Shutting down: the pipeline is gone.
             telemetry.dropped.inc();
-            tracing::warn!(peer = %peer, "pipeline stopped; post dropped");
-            return;
+            tracing::warn!(peer = %peer, "pipeline stopped; post not stored, camera told to send again");
+            return false;
         }
     }
-    match tokio::time::timeout(DURABLE_WAIT, done_rx).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => tracing::warn!(peer = %peer, "pipeline stopped before the post was stored"),
+    match done_rx.await {
+        Ok(()) => {
+            let waited = queued.elapsed();
+            if waited >= SLOW_STORE {
+                tracing::info!(peer = %peer, waited_s = waited.as_secs(), "post stored after a long wait (MQTT slower than the cameras); reply held until now");
+            }
+            true
+        }
         Err(_) => {
-            tracing::warn!(peer = %peer, wait_s = DURABLE_WAIT.as_secs(), "post not stored in time; replying anyway")
+            telemetry.dropped.inc();
+            tracing::warn!(peer = %peer, "pipeline stopped before the post was stored; camera told to send again");
+            false
         }
     }
 }

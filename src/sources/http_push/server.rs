@@ -631,9 +631,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         handler: &dyn Handler,
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
-        let close = !req.keep_alive || shutdown.is_cancelled();
+        let keep_alive = req.keep_alive;
         let head_only = req.method.eq_ignore_ascii_case("HEAD");
-        let reply = handler.handle(req).await.encode(close, head_only);
+        let reply = handler.handle(req).await;
+        // A server error (the post could not be stored) ends the connection too.
+        let close = !keep_alive || shutdown.is_cancelled() || reply.status >= 500;
+        let reply = reply.encode(close, head_only);
         self.write(&reply).await.map_err(End::Io)?;
         if close { Err(End::Close) } else { Ok(()) }
     }
