@@ -1,9 +1,10 @@
 //! The device registry file: the devices the pipeline knows, so that "known" survives restarts.
 //!
 //! `<state dir>/devices.json`, written atomically (`.tmp` + rename) at most once per
-//! [`SAVE_DEBOUNCE`] and on shutdown. camqtt 0.1.0 kept the same content in the MQTT sink as
-//! `mqtt-devices.json` ([`OLD_FILE_NAME`]); [`load`] reads that file when there is no new one,
-//! and it is removed after the first write of the new one. Format (version 1):
+//! [`SAVE_DEBOUNCE`], at once when a bridge-kept count advanced (before its event is stored,
+//! see [`super::run`]), and on shutdown. camqtt 0.1.0 kept the same content in the MQTT sink
+//! as `mqtt-devices.json` ([`OLD_FILE_NAME`]); [`load`] reads that file when there is no new
+//! one, and it is removed after the first write of the new one. Format (version 1):
 //!
 //! ```json
 //! {"version": 1, "saved": 1791408287,
@@ -14,10 +15,13 @@
 //!               "alarms": [{"name": "perimeterAlarm", "id": "1"}]}]}
 //! ```
 //!
-//! Times are Unix seconds. `counts` are the bridge-kept counters of counting categories
-//! (devices that send no counters of their own); `alarms` the alarm-status entities of the
-//! device (absent when it has none; files without it read as none). Encoding and decoding
-//! are pure; a missing, unreadable or corrupt file is logged by the caller and ignored.
+//! Times are Unix seconds (any `u64` is read: a `last_seen` after the time of reading is read
+//! as that time, so that a clock that was ahead cannot keep a device forever). `counts` are
+//! the bridge-kept counters of counting categories (devices that send no counters of their
+//! own); `alarms` the alarm-status entities of the device (absent when it has none; files
+//! without it read as none). Encoding and decoding are pure and never panic; a missing,
+//! unreadable or corrupt file is logged by the caller and ignored, and an unusable one is
+//! first moved aside ([`set_aside`]) so that the next write does not destroy it.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -38,6 +42,13 @@ pub const OLD_FILE_NAME: &str = "mqtt-devices.json";
 
 /// Version written (and the only one read).
 pub const VERSION: u32 = 1;
+
+/// The largest Unix time [`from_unix`] gives (9999-12-31T23:59:59Z, the last second RFC 3339
+/// can show); later times are read as this one.
+pub const MAX_UNIX: u64 = 253_402_300_799;
+
+/// Suffix of an unusable registry file moved aside ([`set_aside`]).
+pub const BAD_SUFFIX: &str = ".bad";
 
 /// The registry is written at most this often.
 pub const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -192,6 +203,28 @@ pub enum PersistError {
     /// Written by an unknown format version.
     #[error("device registry version {0} is not supported (expected {VERSION})")]
     Version(u32),
+    /// The file at `path` was read but its content is not usable ([`PersistError::Corrupt`],
+    /// [`PersistError::Version`]).
+    #[error("{path}: {reason}")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: Box<PersistError>,
+    },
+}
+
+impl PersistError {
+    /// The registry file that [`load`] could not use (unreadable or unusable content).
+    pub fn unusable_file(&self) -> Option<&Path> {
+        match self {
+            PersistError::Io {
+                op: "read", path, ..
+            }
+            | PersistError::Unusable { path, .. } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// Unix seconds of a wall-clock time (0 before the epoch).
@@ -200,9 +233,14 @@ pub fn unix(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The wall-clock time of Unix seconds.
+/// The wall-clock time of Unix seconds, saturating at [`MAX_UNIX`] (never a panic).
 pub fn from_unix(s: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    let epoch = SystemTime::UNIX_EPOCH;
+    epoch
+        .checked_add(Duration::from_secs(s.min(MAX_UNIX)))
+        // A platform whose clock ends earlier (32-bit time_t): its last second of 2038.
+        .or_else(|| epoch.checked_add(Duration::from_secs(s.min(i32::MAX as u64))))
+        .unwrap_or(epoch)
 }
 
 /// Serialise the registry (pretty JSON, small and human-readable).
@@ -223,7 +261,9 @@ pub struct Loaded {
 
 /// Parse a registry file and drop the devices last seen `forget_after` or longer before
 /// `now`. A kept NVR channel whose NVR entry was dropped or is missing keeps its NVR (the
-/// channel's posts prove the NVR alive).
+/// channel's posts prove the NVR alive). A `last_seen` after `now` (a clock that was ahead,
+/// or a damaged file) is read as `now`: the device is forgotten after `forget_after` of
+/// silence like any other.
 pub fn decode(
     bytes: &[u8],
     now: SystemTime,
@@ -238,9 +278,13 @@ pub fn decode(
     if head.version != VERSION {
         return Err(PersistError::Version(head.version));
     }
-    let file: RegistryFile =
+    let mut file: RegistryFile =
         serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt(e.to_string()))?;
-    let cutoff = unix(now).saturating_sub(forget_after.as_secs());
+    let now = unix(now).min(MAX_UNIX);
+    for d in &mut file.devices {
+        d.last_seen = d.last_seen.min(now);
+    }
+    let cutoff = now.saturating_sub(forget_after.as_secs());
     let (mut devices, mut old): (Vec<SavedDevice>, Vec<SavedDevice>) = file
         .devices
         .into_iter()
@@ -308,17 +352,37 @@ pub enum Found {
 /// Read the registry in `dir` ([`FILE_NAME`], else camqtt 0.1.0's [`OLD_FILE_NAME`]) and
 /// [`decode`] it.
 ///
-/// Errors: the file exists but cannot be read, is corrupt or has an unknown version.
+/// Errors: the file exists but cannot be read ([`PersistError::Io`]), or is corrupt or has an
+/// unknown version ([`PersistError::Unusable`]); [`PersistError::unusable_file`] names it.
 pub fn load(dir: &Path, now: SystemTime, forget_after: Duration) -> Result<Found, PersistError> {
-    let (bytes, migrated) = match read(&path_in(dir))? {
-        Some(b) => (b, false),
-        None => match read(&dir.join(OLD_FILE_NAME))? {
-            Some(b) => (b, true),
+    let (path, migrated) = (path_in(dir), dir.join(OLD_FILE_NAME));
+    let (bytes, path, migrated) = match read(&path)? {
+        Some(b) => (b, path, false),
+        None => match read(&migrated)? {
+            Some(b) => (b, migrated, true),
             None => return Ok(Found::Nothing),
         },
     };
-    let loaded = decode(&bytes, now, forget_after)?;
+    let loaded = decode(&bytes, now, forget_after).map_err(|e| PersistError::Unusable {
+        path,
+        reason: Box::new(e),
+    })?;
     Ok(Found::Registry { loaded, migrated })
+}
+
+/// Move an unusable registry file aside, to `<name>.bad` (replacing an older one), so that
+/// the registry written next does not destroy it (a downgrade, a bug, a damaged disk: it can
+/// be inspected or put back by hand). Returns the new path.
+pub fn set_aside(path: &Path) -> Result<PathBuf, PersistError> {
+    let mut bad = path.as_os_str().to_owned();
+    bad.push(BAD_SUFFIX);
+    let bad = PathBuf::from(bad);
+    std::fs::rename(path, &bad).map_err(|source| PersistError::Io {
+        op: "rename",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(bad)
 }
 
 /// Remove camqtt 0.1.0's registry file once the new one is written (missing is fine).
@@ -347,9 +411,12 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
     }
 }
 
-/// Write `bytes` to `path` atomically: `<path>.tmp`, fsync, rename (a crash leaves the old
-/// or the new file, never a torn one). Creates the directory when missing.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+/// Write `bytes` to `path` atomically: `<path>.tmp`, rename (a crash of the process leaves the
+/// old or the new file, never a torn one). With `fsync` the data is flushed before the rename
+/// and the directory after it, so that a power cut leaves the old or the new file too;
+/// without it the file survives a crash or kill of the process, not of the machine. Creates
+/// the directory when missing.
+pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), PersistError> {
     let io = |op: &'static str, p: &Path| {
         let p = p.to_owned();
         move |source| PersistError::Io {
@@ -366,9 +433,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("sync", &tmp))?;
+    if fsync {
+        f.sync_all().map_err(io("sync", &tmp))?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+    #[cfg(unix)]
+    if fsync && let Some(dir) = path.parent() {
+        // The rename itself (best effort: not every file system syncs a directory).
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
     Ok(())
 }
 
@@ -542,13 +621,103 @@ mod tests {
         assert_eq!(record.caps.categories["lpr"].content_type, "image/jpeg");
     }
 
+    /// A file whose only device was last seen at `last_seen` (JSON text), saved at `saved`.
+    fn file_with(last_seen: &str, saved: &str) -> String {
+        let d = serde_json::to_string(&dev("cam", None)).unwrap();
+        format!(
+            r#"{{"version": 1, "saved": {saved}, "devices": [{{"device": {d},
+                "last_seen": {last_seen}, "counts": {{"person": 3}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn from_unix_saturates() {
+        assert_eq!(unix(from_unix(NOW)), NOW);
+        assert_eq!(unix(from_unix(u64::MAX)), MAX_UNIX);
+        assert_eq!(unix(from_unix(MAX_UNIX + 1)), MAX_UNIX);
+        assert_eq!(unix(SystemTime::UNIX_EPOCH - Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn a_last_seen_in_the_future_is_clamped_to_now() {
+        // A clock that jumped back (or a bit flip) must not keep a device forever.
+        let day = Duration::from_secs(DAY);
+        for future in [NOW + 1, NOW + 400 * DAY, MAX_UNIX, u64::MAX] {
+            let got = decode(
+                file_with(&future.to_string(), "0").as_bytes(),
+                from_unix(NOW),
+                day,
+            )
+            .unwrap();
+            assert_eq!(got.devices.len(), 1, "{future}");
+            assert_eq!(got.devices[0].last_seen, NOW, "{future}");
+            let record = got.devices[0].clone().into_record();
+            assert_eq!(record.last_seen, from_unix(NOW));
+            // Saved back as read, it is forgotten after forget_after of silence from now.
+            let saved_back = RegistryFile {
+                version: VERSION,
+                saved: NOW,
+                devices: got.devices,
+            };
+            let later = decode(&encode(&saved_back), from_unix(NOW) + day, day).unwrap();
+            assert!(later.devices.is_empty(), "{future}: {later:?}");
+            assert_eq!(later.forgotten, ["cam"]);
+        }
+    }
+
+    /// JSON text for a time field: numbers of every size and sign, and other values.
+    fn json_time() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0..=2 * NOW).prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            "[0-9]{1,40}",
+            Just("1e400".to_owned()),
+            Just("-0".to_owned()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+            "\"[0-9a-z:-]{0,12}\"",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever `last_seen` and `saved` hold, a file is decoded or refused, never a
+        /// panic, and a kept device was last seen no later than now.
+        #[test]
+        fn arbitrary_times_are_decoded_or_refused_never_a_panic(
+            last_seen in json_time(),
+            saved in json_time(),
+            now in proptest::prop_oneof![
+                proptest::strategy::Just(NOW),
+                0..=MAX_UNIX,
+            ],
+            forget_days in 0u64..100_000,
+        ) {
+            let text = file_with(&last_seen, &saved);
+            let forget = Duration::from_secs(forget_days * DAY);
+            if let Ok(got) = decode(text.as_bytes(), from_unix(now), forget) {
+                for d in got.devices {
+                    proptest::prop_assert!(d.last_seen <= now);
+                    let record = d.clone().into_record();
+                    proptest::prop_assert_eq!(SavedDevice::of(&record), d);
+                }
+            }
+        }
+    }
+
     #[test]
     fn atomic_write_replaces_and_leaves_no_tmp() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_in(&dir.path().join("sub"));
         assert!(read(&path).unwrap().is_none());
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
+        write_atomic(&path, b"one", true).unwrap();
+        write_atomic(&path, b"two", false).unwrap();
         assert_eq!(read(&path).unwrap().as_deref(), Some(&b"two"[..]));
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
@@ -583,7 +752,7 @@ mod tests {
             devices: vec![saved(dev("other", None), NOW - 5)],
             ..file
         };
-        write_atomic(&path_in(dir.path()), &encode(&newer)).unwrap();
+        write_atomic(&path_in(dir.path()), &encode(&newer), true).unwrap();
         remove_old(dir.path()).unwrap();
         remove_old(dir.path()).unwrap();
         let Ok(Found::Registry { loaded, migrated }) = load(dir.path(), from_unix(NOW), day) else {

@@ -3,9 +3,10 @@
 //! * [`config`]: its sections, `[[devices]]` and `[categories.<name>]`.
 //! * [`identity`]: who sent an input (ids, names, NVR channels; pure).
 //! * [`registry`]: the device registry and the routing rules ([`Registry`]; pure).
-//! * [`file`]: the registry file (`<state dir>/devices.json`).
+//! * [`file`](mod@file): the registry file (`<state dir>/devices.json`).
 //! * [`run`]: the thin async shell: routes source input, stores it in the buffer (waiting for
-//!   room: back-pressure), completes the source's `durable`, saves the registry.
+//!   room: back-pressure), completes the source's `durable`, saves the registry (at once when
+//!   a bridge-kept count advanced, before the event that carries it is stored).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub struct PipelineConfig {
     pub forget_after: Duration,
     /// Where the registry file lives; `None`: it is not kept across restarts.
     pub state_dir: Option<PathBuf>,
+    /// The spool's `fsync`: the registry write that makes an advanced count durable before
+    /// its event is stored flushes to disk too (as durable as the event: a power cut);
+    /// without it, as the buffer, it survives a crash or kill of the bridge.
+    pub fsync: bool,
 }
 
 impl PipelineConfig {
@@ -60,6 +65,7 @@ impl PipelineConfig {
             policies: HashMap::new(),
             forget_after: c.homeassistant.forget_after,
             state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
+            fsync: c.spool.fsync,
         }
     }
 }
@@ -73,12 +79,18 @@ const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
 struct Output {
     buffer: Buffer,
     telemetry: Telemetry,
+    /// The registry file (`None`: not kept).
+    saver: Option<Saver>,
     /// When the last "holding camera replies" line was logged.
     held_logged: Option<Instant>,
 }
 
 impl Output {
     /// Route one input, store the result, then tell the source it is durable.
+    ///
+    /// When the input advanced a bridge-kept count, the registry file is written (and awaited)
+    /// before the event that carries the count is stored: once the event can be published
+    /// (or replayed after a crash), the count it carries is never restored lower.
     async fn route(&mut self, registry: &mut Registry, input: Input) {
         let Input {
             source,
@@ -86,6 +98,11 @@ impl Output {
             durable,
         } = input;
         let routed = registry.route(source, msg, Instant::now());
+        let counted = (routed.iter())
+            .any(|r| matches!(r, Routed::Event { counts, .. } if !counts.is_empty()));
+        if counted && let Some(s) = self.saver.as_mut() {
+            s.write_now(registry).await;
+        }
         self.store(routed).await;
         if let Some(d) = durable {
             let _ = d.send(());
@@ -120,7 +137,9 @@ impl Output {
 }
 
 /// Read the registry file in `cfg.state_dir` (camqtt 0.1.0's file when there is no new one).
-/// A missing, unreadable or corrupt file is logged and yields no known devices.
+/// A missing, unreadable or corrupt file is logged and yields no known devices; an unreadable
+/// or corrupt one (or one of a newer version) is first renamed to `<name>.bad` (replacing an
+/// older one), so that the registry written next does not destroy it.
 pub fn load_known(cfg: &PipelineConfig) -> KnownDevices {
     let Some(dir) = &cfg.state_dir else {
         return KnownDevices::default();
@@ -151,25 +170,47 @@ pub fn load_known(cfg: &PipelineConfig) -> KnownDevices {
             }
         }
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "device registry ignored, starting with no known devices");
+            match e.unusable_file().map(file::set_aside) {
+                Some(Ok(bad)) => tracing::warn!(
+                    error = %e,
+                    kept_as = %bad.display(),
+                    "device registry unusable, moved aside; starting with no known devices"
+                ),
+                Some(Err(moved)) => tracing::warn!(
+                    error = %e,
+                    set_aside = %moved,
+                    "device registry unusable and could not be moved aside; starting with no known devices (it is replaced at the next save)"
+                ),
+                None => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "device registry ignored, starting with no known devices"
+                ),
+            }
             KnownDevices::default()
         }
     }
 }
 
-/// Writes the registry file off the runtime, at most once per [`file::SAVE_DEBOUNCE`].
+/// Writes the registry file off the runtime: at most once per [`file::SAVE_DEBOUNCE`]
+/// ([`Saver::poll`], with fsync), at once when a count advanced ([`Saver::write_now`]), and
+/// on the way out ([`Saver::finish`], with fsync). One write at a time, in order: a newer
+/// snapshot is never overtaken by an older one.
 struct Saver {
     dir: PathBuf,
+    /// fsync for [`Saver::write_now`] ([`PipelineConfig::fsync`]).
+    fsync_now: bool,
     telemetry: Telemetry,
     last: Option<Instant>,
-    writing: Option<tokio::task::JoinHandle<()>>,
+    writing: Option<tokio::task::JoinHandle<bool>>,
     failing: Arc<AtomicBool>,
 }
 
 impl Saver {
-    fn new(dir: PathBuf, telemetry: Telemetry) -> Saver {
+    fn new(dir: PathBuf, fsync_now: bool, telemetry: Telemetry) -> Saver {
         Saver {
             dir,
+            fsync_now,
             telemetry,
             last: None,
             writing: None,
@@ -185,7 +226,25 @@ impl Saver {
             return;
         }
         self.last = Some(now);
-        self.writing = Some(tokio::task::spawn_blocking(self.write(registry, now)));
+        self.writing = Some(tokio::task::spawn_blocking(self.write(registry, now, true)));
+    }
+
+    /// Write the registry now and wait for it (after a write under way): a bridge-kept count
+    /// advanced, and the event carrying it is stored only after this. A failed write leaves
+    /// the registry dirty, for [`Saver::poll`] to retry.
+    ///
+    /// fsync only with the spool's `fsync`: without it the buffer survives a kill of the
+    /// bridge, not a power cut, and so does a rename without fsync (the page cache outlives
+    /// the process); a flush per counted event would cost the same disk flush that `fsync`
+    /// is off to avoid.
+    async fn write_now(&mut self, registry: &mut Registry) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        let write = self.write(registry, Instant::now(), self.fsync_now);
+        if !tokio::task::spawn_blocking(write).await.unwrap_or(false) {
+            registry.mark_dirty();
+        }
     }
 
     /// The last write, then one more if anything changed since.
@@ -194,30 +253,37 @@ impl Saver {
             let _ = h.await;
         }
         if registry.is_dirty() {
-            let _ = tokio::task::spawn_blocking(self.write(registry, Instant::now())).await;
+            let _ = tokio::task::spawn_blocking(self.write(registry, Instant::now(), true)).await;
         }
     }
 
-    fn write(&self, registry: &mut Registry, now: Instant) -> impl FnOnce() + Send + 'static {
+    /// The write of the registry as it is now (marks it clean); true when it was written.
+    fn write(
+        &self,
+        registry: &mut Registry,
+        now: Instant,
+        fsync: bool,
+    ) -> impl FnOnce() -> bool + Send + 'static {
         let bytes = file::encode(&registry.snapshot(now));
         let dir = self.dir.clone();
         let (failing, telemetry) = (self.failing.clone(), self.telemetry.clone());
         move || {
-            let written = file::write_atomic(&file::path_in(&dir), &bytes)
+            let written = file::write_atomic(&file::path_in(&dir), &bytes, fsync)
                 .and_then(|()| file::remove_old(&dir));
             match written {
                 Ok(()) if failing.swap(false, Ordering::Relaxed) => {
                     tracing::info!(dir = %dir.display(), "device registry written again");
                 }
                 Ok(()) => {}
-                Err(e) if failing.swap(true, Ordering::Relaxed) => {
+                Err(ref e) if failing.swap(true, Ordering::Relaxed) => {
                     tracing::debug!(error = %e, "device registry write failed");
                 }
-                Err(e) => {
+                Err(ref e) => {
                     telemetry.spool_errors.inc();
-                    tracing::warn!(error = %e, "device registry write failed; known devices may be forgotten on restart");
+                    tracing::warn!(error = %e, "device registry write failed; known devices and counts may be restored older on restart");
                 }
             }
+            written.is_ok()
         }
     }
 }
@@ -234,22 +300,22 @@ pub async fn run(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) {
-    let mut saver = cfg
-        .state_dir
-        .clone()
-        .map(|d| Saver::new(d, telemetry.clone()));
+    let saver = (cfg.state_dir.clone()).map(|d| Saver::new(d, cfg.fsync, telemetry.clone()));
     let now = Instant::now();
-    // Records read from camqtt 0.1.0's file are written to the new one at once.
-    let migrate = (cfg.state_dir.as_deref())
-        .is_some_and(|d| !known.records.is_empty() && !file::path_in(d).exists());
+    // A registry read at start (`authoritative`) is written back at once, as read: camqtt
+    // 0.1.0's file migrated to the new one (and removed) even with no device left, devices
+    // past `forget_after` gone from the file, a `last_seen` after now saved as now (a device
+    // is forgotten `forget_after` after that, however often the bridge restarts).
+    let rewrite = cfg.state_dir.is_some() && known.authoritative;
     let mut registry = Registry::new(cfg, telemetry.clone(), now, SystemTime::now());
     registry.restore(&known, now);
-    if migrate {
+    if rewrite {
         registry.mark_dirty();
     }
     let mut out = Output {
         buffer,
         telemetry,
+        saver,
         held_logged: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -272,11 +338,213 @@ pub async fn run(
                 break;
             }
         }
-        if let Some(s) = saver.as_mut() {
+        if let Some(s) = out.saver.as_mut() {
             s.poll(&mut registry, Instant::now());
         }
     }
-    if let Some(s) = saver.as_mut() {
+    if let Some(s) = out.saver.as_mut() {
         s.finish(&mut registry).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Attributes, Category, DeviceInfo, Event, Message, Phase, TimeSource};
+    use crate::spool::MemoryConfig;
+    use std::path::Path;
+
+    const DAY: u64 = 86_400;
+
+    fn cfg(dir: &Path) -> PipelineConfig {
+        let mut config = Config::default();
+        config.spool.dir = dir.to_path_buf();
+        PipelineConfig::from_config(&config)
+    }
+
+    /// A registry file (version `version`) with one camera last seen `last_seen` (JSON).
+    fn registry_text(version: u32, last_seen: &str) -> String {
+        format!(
+            r#"{{"version": {version}, "saved": 1790000000, "devices": [{{
+  "device": {{"id": "02_00_5e_0a_0b_0c", "name": "Side gate",
+             "info": {{"name": "Side gate", "mac": "02:00:5e:0a:0b:0c", "serial": null,
+                      "ip": null, "channel": null, "device_no": null, "peer": "10.1.1.9",
+                      "kind": "camera", "manufacturer": "Viewtron", "model": null,
+                      "sw_version": null}},
+             "hw_key": "02005e0a0b0c", "parent": null, "area": null}},
+  "last_seen": {last_seen}, "categories": {{}}, "counts": {{"person": 4}}}}]}}"#
+        )
+    }
+
+    fn unix_now() -> u64 {
+        file::unix(SystemTime::now())
+    }
+
+    #[test]
+    fn an_absurd_last_seen_neither_panics_nor_keeps_the_device_forever() {
+        // Review finding: `last_seen = u64::MAX` panicked in `file::from_unix` at start.
+        let dir = tempfile::tempdir().unwrap();
+        let path = file::path_in(dir.path());
+        for last_seen in [u64::MAX, 4_000_000_000, unix_now() + 3600] {
+            std::fs::write(&path, registry_text(1, &last_seen.to_string())).unwrap();
+            let before = SystemTime::now();
+            let known = load_known(&cfg(dir.path()));
+            assert!(known.authoritative, "{last_seen}");
+            assert_eq!(known.records.len(), 1, "{last_seen}");
+            let seen = known.records[0].last_seen;
+            assert!(
+                seen <= SystemTime::now() && seen + Duration::from_secs(1) >= before,
+                "{last_seen}: clamped to now, not {seen:?}"
+            );
+            assert_eq!(known.records[0].counts["person"], 4);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_or_future_registry_file_is_set_aside_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file::path_in(dir.path());
+        let bad = dir.path().join("devices.json.bad");
+        let newer = registry_text(2, &unix_now().to_string());
+        for text in ["{\"version\": 1, \"devices\": [", newer.as_str()] {
+            std::fs::write(&path, text).unwrap();
+            let known = load_known(&cfg(dir.path()));
+            assert_eq!(known, KnownDevices::default(), "{text}");
+            assert!(!path.exists(), "{text}: moved away");
+            // An older backup is replaced by the newer bad file.
+            assert_eq!(std::fs::read_to_string(&bad).unwrap(), text);
+        }
+        // camqtt 0.1.0's file alike, under its own name.
+        let old = dir.path().join(file::OLD_FILE_NAME);
+        std::fs::write(&old, "garbage").unwrap();
+        assert_eq!(load_known(&cfg(dir.path())), KnownDevices::default());
+        assert!(!old.exists());
+        let old_bad = dir.path().join("mqtt-devices.json.bad");
+        assert_eq!(std::fs::read_to_string(old_bad).unwrap(), "garbage");
+        assert_eq!(std::fs::read_to_string(&bad).unwrap(), newer);
+        // A good file stays where it is.
+        std::fs::write(&path, registry_text(1, &unix_now().to_string())).unwrap();
+        assert_eq!(load_known(&cfg(dir.path())).records.len(), 1);
+        assert!(path.exists());
+    }
+
+    fn counted(peer: &str) -> Message {
+        Message::Event(Box::new(Event {
+            device: DeviceInfo {
+                peer: Some(peer.parse().unwrap()),
+                ..Default::default()
+            },
+            category: Category::Counting,
+            phase: Phase::Pulse,
+            time: SystemTime::now(),
+            time_source: TimeSource::Receiver,
+            time_raw: None,
+            received: SystemTime::now(),
+            source: "test".into(),
+            raw_type: "X".into(),
+            envelope: None,
+            config_version: None,
+            attrs: Attributes::default(),
+            images: vec![],
+            warnings: vec![],
+        }))
+    }
+
+    /// The pipeline on a memory buffer with `known`; returns its input and the task.
+    fn start(
+        cfg: PipelineConfig,
+        known: KnownDevices,
+    ) -> (mpsc::Sender<Input>, tokio::task::JoinHandle<()>) {
+        let telemetry = Telemetry::new();
+        let buffer = Buffer::memory(MemoryConfig::default(), telemetry.clone());
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run(
+            cfg,
+            known,
+            rx,
+            buffer,
+            telemetry,
+            CancellationToken::new(),
+        ));
+        (tx, task)
+    }
+
+    fn saved_count(dir: &Path) -> Option<u64> {
+        let bytes = file::read(&file::path_in(dir)).unwrap()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["devices"][0]["counts"]["person"].as_u64()
+    }
+
+    #[tokio::test]
+    async fn a_count_is_in_the_registry_file_before_its_event_is_durable() {
+        // Review finding: counts were saved up to a second after their events were durable
+        // (and published), so a kill in between restarted them lower.
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, task) = start(cfg(dir.path()), KnownDevices::default());
+        for n in 1..=3 {
+            let (done, durable) = tokio::sync::oneshot::channel();
+            let input = Input {
+                source: "test",
+                msg: counted("10.0.0.8"),
+                durable: Some(done),
+            };
+            tx.send(input).await.unwrap();
+            durable.await.unwrap();
+            assert_eq!(saved_count(dir.path()), Some(n), "after event {n}");
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(saved_count(dir.path()), Some(3));
+    }
+
+    #[tokio::test]
+    async fn the_registry_read_at_start_is_written_back_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file::path_in(dir.path());
+        let forgotten = registry_text(1, &(unix_now() - 400 * DAY).to_string())
+            .replace("02_00_5e_0a_0b_0c", "forgotten");
+        let ahead = registry_text(1, &u64::MAX.to_string());
+        // Both devices in one file.
+        let mut file: serde_json::Value = serde_json::from_str(&ahead).unwrap();
+        let other: serde_json::Value = serde_json::from_str(&forgotten).unwrap();
+        let d = other["devices"][0].clone();
+        file["devices"].as_array_mut().unwrap().push(d);
+        std::fs::write(&path, file.to_string()).unwrap();
+        let cfg = cfg(dir.path());
+        let known = load_known(&cfg);
+        assert_eq!(known.records.len(), 1);
+        let (tx, task) = start(cfg, known);
+        drop(tx);
+        task.await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let devices = v["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 1, "{v}");
+        assert_eq!(devices[0]["device"]["id"], "02_00_5e_0a_0b_0c");
+        assert!(
+            devices[0]["last_seen"].as_u64().unwrap() <= unix_now(),
+            "{v}"
+        );
+        assert_eq!(devices[0]["counts"]["person"], 4);
+    }
+
+    #[tokio::test]
+    async fn an_old_file_whose_devices_are_all_forgotten_is_migrated() {
+        // Review finding: only an old file with devices left was migrated; one whose devices
+        // were all past forget_after stayed forever (and was read again at every start).
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(file::OLD_FILE_NAME);
+        let long_ago = unix_now() - 400 * DAY;
+        std::fs::write(&old, registry_text(1, &long_ago.to_string())).unwrap();
+        let cfg = cfg(dir.path());
+        let known = load_known(&cfg);
+        assert!(known.authoritative && known.records.is_empty());
+        let (tx, task) = start(cfg, known);
+        drop(tx);
+        task.await.unwrap();
+        assert!(!old.exists(), "the old file is removed");
+        let bytes = file::read(&file::path_in(dir.path())).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["devices"], serde_json::json!([]));
     }
 }

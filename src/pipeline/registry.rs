@@ -98,7 +98,8 @@ impl Registry {
     }
 
     fn wall(&self, now: Instant) -> SystemTime {
-        self.started.1 + now.saturating_duration_since(self.started.0)
+        let (at, wall) = self.started;
+        (wall.checked_add(now.saturating_duration_since(at))).unwrap_or(wall)
     }
 
     /// The policy of the devices of `source`.
@@ -394,6 +395,7 @@ mod tests {
             .into(),
             forget_after: Duration::from_secs(30 * 86_400),
             state_dir: None,
+            fsync: false,
         }
     }
 

@@ -41,7 +41,8 @@
 //! * Devices: the pipeline's registry is the one record of them. At start the sink restores
 //!   what it knows ([`SinkState::restore`]: `offline` until they post, discovery on connect,
 //!   bridge-kept counters re-published); afterwards a [`Routed::Seen`] brings a device's
-//!   capabilities whenever they grow, an event the bridge-kept counts it advanced, and
+//!   capabilities whenever they grow, an event the bridge-kept counts it advanced (a count
+//!   is never published lower than the one the sink has: replayed records carry older ones), and
 //!   [`Routed::Forget`] the end of a device silent for `forget_after` (its discovery is
 //!   cleared). Retained discovery of devices the bridge no longer knows is cleared after each
 //!   connect ([`SinkState::clear_stale`], rules in [`super::stale`]).
@@ -369,9 +370,12 @@ impl DevState {
         }
         for class in counted_classes(ev) {
             let n = self.counts.entry(class.clone()).or_insert(0);
-            // The registry's count after this event; a record spooled by camqtt 0.1.0 has
-            // none, and counts on from the last published value.
-            *n = counts.get(&class).copied().unwrap_or(*n + 1);
+            // The registry's count after this event, never lower than the count the sink has
+            // (restored or published): a record replayed after a restart carries the count
+            // of its time, and Home Assistant reads a lower `total_increasing` value as a
+            // meter reset. A record spooled by camqtt 0.1.0 has none, and counts on from the
+            // last published value.
+            *n = counts.get(&class).map_or(*n + 1, |&c| c.max(*n));
             let v = Bytes::from(n.to_string());
             self.put(topic(&counter_key("enter", &class)), v, false, now, out);
         }

@@ -1056,6 +1056,41 @@ fn restored_devices_start_offline_and_their_counters_continue() {
 }
 
 #[test]
+fn a_bridge_kept_count_never_goes_below_what_the_sink_has() {
+    // After a restart the registry restores 6; records spooled before the restart carry the
+    // counts stamped then (5, 6) and are replayed: nothing published goes back below 6
+    // (Home Assistant's `total_increasing` would read a meter reset).
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    st.restore(&known(vec![(dev(), vec![counted()], &[("person", 6)])]));
+    st.on_connected(t0);
+    st.on_tick(t0 + DISCOVERY_SETTLE);
+    let stamped = |n: u64| Routed::Event {
+        device: dev(),
+        event: Arc::new(counted()),
+        counts: [("person".to_owned(), n)].into(),
+    };
+    let at = |x: f64| t0 + DISCOVERY_SETTLE + s(x);
+    let published = |acts: &[Action]| payload_of(acts, &t("counting/enter_person"));
+    for (i, replayed) in [5, 6].into_iter().enumerate() {
+        let acts = st.on_routed(&stamped(replayed), at(i as f64 + 1.0));
+        assert_eq!(
+            published(&acts).as_deref(),
+            Some("6"),
+            "replayed {replayed}"
+        );
+    }
+    // The next count of the registry continues, and a record without a stamp counts on.
+    let acts = st.on_routed(&stamped(7), at(3.0));
+    assert_eq!(published(&acts).as_deref(), Some("7"));
+    let acts = st.on_routed(&ev_msg(counted()), at(4.0));
+    assert_eq!(published(&acts).as_deref(), Some("8"));
+    // An old stamp after that still publishes the highest count.
+    let acts = st.on_routed(&stamped(2), at(5.0));
+    assert_eq!(published(&acts).as_deref(), Some("8"));
+}
+
+#[test]
 fn clear_stale_spares_known_devices_and_current_topics() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
