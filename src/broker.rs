@@ -13,20 +13,38 @@ pub const DEFAULT_MAX_PACKET: usize = 64 * 1024 * 1024;
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The address is already taken (another broker is probably running there).
-    #[error("cannot listen on {addr}: {source}")]
+    /// The address is already taken (another broker is probably running there). One message
+    /// with the cause and the fix; the I/O error is part of it, not a separate source (which
+    /// `{:#}` would print a second time).
+    #[error(
+        "the embedded MQTT broker cannot listen on {addr} ({error}){}",
+        bind_hint(.error)
+    )]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// The broker's thread could not be started.
+    #[error("cannot start the embedded MQTT broker's thread: {0}")]
+    Thread(std::io::Error),
     /// The binary was built without the `broker` feature.
     #[error("this build has no embedded broker (cargo feature `broker`); configure --mqtt-url")]
     NotBuilt,
     /// The broker did not come up.
     #[error("embedded broker did not start listening on {0}")]
     NotListening(SocketAddr),
+}
+
+/// The fix for a port that is taken: use that broker, or move the embedded one.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another MQTT broker is probably running there; to use it set [mqtt] url (or --mqtt-url / CAMQTT_MQTT_URL), or move the embedded broker with mqtt.embedded_listen"
+        }
+        _ => ": set [mqtt] url to use an existing broker, or change mqtt.embedded_listen",
+    }
 }
 
 /// Start the embedded broker on `addr` in its own threads; returns once it accepts connections.
@@ -36,7 +54,7 @@ pub enum BrokerError {
 #[cfg(feature = "broker")]
 pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
     // Probe first so that a taken port gives a clear error instead of a panic in a broker thread.
-    drop(std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
+    drop(std::net::TcpListener::bind(addr).map_err(|error| BrokerError::Bind { addr, error })?);
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
@@ -73,7 +91,7 @@ pub async fn start(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerErr
                 tracing::error!(%error, "embedded broker stopped");
             }
         })
-        .map_err(|source| BrokerError::Bind { addr, source })?;
+        .map_err(BrokerError::Thread)?;
     for _ in 0..100 {
         // A bare TCP probe makes rumqttd log an error, so probe by trying to bind instead.
         if std::net::TcpListener::bind(addr).is_err() {
@@ -96,7 +114,18 @@ pub async fn start(_addr: SocketAddr, _max_payload: usize) -> Result<(), BrokerE
 /// packet limit. Errors: a bad URL or TLS file (as a configuration problem), or the embedded
 /// broker not starting.
 pub async fn target(mqtt: &MqttSection) -> Result<BrokerAddr, TargetError> {
-    if let Some(b) = mqtt.broker()? {
+    // `broker` reads the TLS files (and the system's CA certificates) and keeps the TLS
+    // client configuration it builds for every connection of the sink: off the runtime.
+    let section = mqtt.clone();
+    let named = tokio::task::spawn_blocking(move || section.broker())
+        .await
+        .map_err(|e| {
+            TargetError::Config(Problem::new(
+                "mqtt.tls",
+                format!("loading the TLS files failed: {e}"),
+            ))
+        })??;
+    if let Some(b) = named {
         return Ok(b);
     }
     let addr = mqtt.embedded_listen;

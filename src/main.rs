@@ -1,6 +1,7 @@
 //! The `camqtt` command: run the bridge, parse captured posts, check a configuration.
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use camqtt::config::{self, Config, ConfigError, Overrides};
 use camqtt::http_client;
+use camqtt::sinks::mqtt::config::redact_url;
 use camqtt::sinks::mqtt::payload::rfc3339;
 use camqtt::sources::viewtron::parse::{Post, PostMeta, parse_post};
 
@@ -43,7 +45,9 @@ enum Cmd {
     },
     /// Ask a running bridge's `/healthz`; exit 0 when healthy (Docker `HEALTHCHECK`).
     Healthcheck {
-        /// The bridge's receiver address [default: the --listen / CAMQTT_LISTEN port on 127.0.0.1].
+        /// The bridge's receiver address [default: from --listen / CAMQTT_LISTEN, else the
+        /// configuration file's viewtron.listen, else 127.0.0.1:5002; an unspecified address is
+        /// asked on the loopback].
         #[arg(long)]
         url: Option<String>,
         /// Seconds to wait for the answer.
@@ -105,7 +109,9 @@ fn main() -> ExitCode {
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Parse { files }) => parse(&files),
         Some(Cmd::CheckConfig { file }) => check_config(&file),
-        Some(Cmd::Healthcheck { url, timeout }) => healthcheck(url, cli.run.listen, timeout),
+        Some(Cmd::Healthcheck { url, timeout }) => {
+            healthcheck(url, cli.run.listen, cli.run.config.as_deref(), timeout)
+        }
     };
     match result {
         Ok(code) => code,
@@ -217,23 +223,41 @@ async fn wait_for_signal() {
     }
 }
 
+/// The outcome of a command that prints to stdout: a reader that went away (`camqtt … | head`,
+/// `EPIPE`) just ends the output early and the command exits as it would have; any other
+/// write error is an error.
+fn printed(written: std::io::Result<()>, code: ExitCode) -> anyhow::Result<ExitCode> {
+    match written {
+        Ok(()) => Ok(code),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
 fn parse(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    let mut written = Ok(());
     for file in files {
-        let out = match std::fs::read(file) {
+        let post = match std::fs::read(file) {
             Ok(body) => describe_post(file, &body),
             Err(e) => {
                 failed = true;
                 serde_json::json!({"file": file.display().to_string(), "error": {"reason": "unreadable", "detail": e.to_string()}})
             }
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        written = writeln!(out, "{}", serde_json::to_string_pretty(&post)?);
+        if written.is_err() {
+            break;
+        }
     }
-    Ok(if failed {
+    let written = written.and_then(|()| out.flush());
+    let code = if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    printed(written, code)
 }
 
 fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
@@ -280,15 +304,36 @@ fn describe_post(file: &Path, body: &[u8]) -> serde_json::Value {
     }
 }
 
+/// Where `healthcheck` asks: `--listen` / `CAMQTT_LISTEN`, else the configuration file's
+/// `viewtron.listen` (`-c` / `CAMQTT_CONFIG`), else the default; an unspecified address
+/// (`0.0.0.0`, `::`) is asked on the loopback of its family.
+fn healthcheck_base(listen: Option<SocketAddr>, config: Option<&Path>) -> anyhow::Result<String> {
+    let listen = match (listen, config) {
+        (Some(a), _) => a,
+        (None, Some(path)) => match config::load_file(path) {
+            Ok(c) => c.viewtron.listen,
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        },
+        (None, None) => config::DEFAULT_LISTEN.parse()?,
+    };
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Ok(format!("http://{}", SocketAddr::new(ip, listen.port())))
+}
+
 fn healthcheck(
     url: Option<String>,
     listen: Option<SocketAddr>,
+    config: Option<&Path>,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let base = url.unwrap_or_else(|| {
-        let port = listen.map_or(5002, |a| a.port());
-        format!("http://127.0.0.1:{port}")
-    });
+    let base = match url {
+        Some(url) => url,
+        None => healthcheck_base(listen, config)?,
+    };
     let target = format!("{}/healthz", base.trim().trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -306,12 +351,15 @@ fn healthcheck(
     });
     match answer {
         Ok((status, body)) => {
-            println!("{}", String::from_utf8_lossy(&body));
-            Ok(if status == reqwest::StatusCode::OK {
+            let code = if status == reqwest::StatusCode::OK {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            })
+            };
+            let mut out = std::io::stdout().lock();
+            let written =
+                writeln!(out, "{}", String::from_utf8_lossy(&body)).and_then(|()| out.flush());
+            printed(written, code)
         }
         Err(e) => {
             eprintln!("camqtt: healthcheck {target}: {e}");
@@ -325,59 +373,52 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
-    // The files the configuration names (the receiver's TLS certificate and key) must load too.
-    match config::check_file(file) {
-        Ok(c) => {
-            println!("{}: OK", file.display());
-            println!(
-                "  broker: {}",
-                c.mqtt
-                    .url
-                    .as_deref()
-                    .map(redact_url)
-                    .unwrap_or_else(|| format!("embedded on {}", c.mqtt.embedded_listen))
-            );
-            println!(
-                "  viewtron receiver: {}",
-                match (&c.viewtron.tls, c.viewtron.enabled) {
-                    (_, false) => "off".to_string(),
-                    (None, true) => format!("{} (http)", c.viewtron.listen),
-                    (Some(t), true) if t.plain_http => {
-                        format!("{} (https and http)", c.viewtron.listen)
-                    }
-                    (Some(_), true) => format!("{} (https only)", c.viewtron.listen),
-                }
-            );
-            println!(
-                "  base topic: {}, discovery prefix: {}",
-                c.mqtt.base_topic, c.homeassistant.discovery_prefix
-            );
-            println!("  devices configured: {}", c.devices.len());
-            Ok(ExitCode::SUCCESS)
-        }
+    // What `run` reads before starting: the secrets (environment, `*_FILE`, `password_file`)
+    // and the files the configuration names (TLS certificates and keys).
+    let (code, lines) = match config::check_file(file) {
+        Ok(c) => (ExitCode::SUCCESS, summary(file, &c)),
         Err(ConfigError::Invalid(problems)) => {
-            println!("{}: {} problem(s)", file.display(), problems.len());
-            for p in problems {
-                println!("  {p}");
-            }
-            Ok(ExitCode::FAILURE)
+            let mut lines = vec![format!("{}: {} problem(s)", file.display(), problems.len())];
+            lines.extend(problems.iter().map(|p| format!("  {p}")));
+            (ExitCode::FAILURE, lines)
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    let written = lines
+        .iter()
+        .try_for_each(|l| writeln!(out, "{l}"))
+        .and_then(|()| out.flush());
+    printed(written, code)
 }
 
-/// `mqtt://user:secret@host` → `mqtt://user:***@host` (any URL with user info; the `url`
-/// crate's `set_password`). A URL that does not parse is not shown at all.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if (!u.username().is_empty() || u.password().is_some())
-                && u.set_password(Some("***")).is_err()
-            {
-                return "(URL hidden)".into();
+/// What `check-config` prints for a good configuration (never a password).
+fn summary(file: &Path, c: &Config) -> Vec<String> {
+    vec![
+        format!("{}: OK", file.display()),
+        format!(
+            "  broker: {}",
+            c.mqtt
+                .url
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_else(|| format!("embedded on {}", c.mqtt.embedded_listen))
+        ),
+        format!(
+            "  viewtron receiver: {}",
+            match (&c.viewtron.tls, c.viewtron.enabled) {
+                (_, false) => "off".to_string(),
+                (None, true) => format!("{} (http)", c.viewtron.listen),
+                (Some(t), true) if t.plain_http => {
+                    format!("{} (https and http)", c.viewtron.listen)
+                }
+                (Some(_), true) => format!("{} (https only)", c.viewtron.listen),
             }
-            u.into()
-        }
-        Err(_) => "(unparseable URL, hidden)".into(),
-    }
+        ),
+        format!(
+            "  base topic: {}, discovery prefix: {}",
+            c.mqtt.base_topic, c.homeassistant.discovery_prefix
+        ),
+        format!("  devices configured: {}", c.devices.len()),
+    ]
 }

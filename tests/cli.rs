@@ -255,3 +255,230 @@ async fn zero_config_run_uses_the_embedded_broker() {
     .unwrap();
     assert!(status.0.expect("wait").success());
 }
+
+/// `check-config` reads the secrets the way `run` does: a `*_FILE` variable or a
+/// `password_file` that cannot be read is a problem (with its key, and its line when the key
+/// is in the file), not "OK"; a readable one is fine and never printed.
+#[test]
+fn check_config_reads_the_password_files_like_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("camqtt.toml");
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = camqtt();
+        cmd.arg("check-config").arg(&conf);
+        for var in [
+            "CAMQTT_MQTT_URL",
+            "CAMQTT_MQTT_URL_FILE",
+            "CAMQTT_MQTT_PASSWORD",
+            "CAMQTT_MQTT_PASSWORD_FILE",
+            "CAMQTT_VIEWTRON_PASSWORD",
+            "CAMQTT_VIEWTRON_PASSWORD_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    std::fs::write(
+        &conf,
+        "[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\npassword_file = \"/nonexistent/mqtt-pw\"\n\n[viewtron.auth]\nusername = \"cam\"\npassword_file = \"/nonexistent/cam-pw\"\n",
+    )
+    .unwrap();
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("line 3: mqtt.password_file"), "{text}");
+    assert!(
+        text.contains("line 7: viewtron.auth.password_file"),
+        "{text}"
+    );
+    assert!(text.contains("/nonexistent/mqtt-pw"), "{text}");
+
+    // A variable naming a missing file: the key it fills and the variable, no line.
+    std::fs::write(&conf, "[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\n").unwrap();
+    let (code, text) = check(&[("CAMQTT_MQTT_PASSWORD_FILE", "/nonexistent/env-pw")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "  mqtt.password: CAMQTT_MQTT_PASSWORD_FILE: cannot read /nonexistent/env-pw"
+        ),
+        "{text}"
+    );
+
+    // Readable files: OK, and the secrets are not printed.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "file-pw-secret-31\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nurl = \"mqtt://bridge:url-pw-secret-32@127.0.0.1:1883\"\npassword_file = {pw:?}\n\n[viewtron.auth]\nusername = \"cam\"\npassword_file = {pw:?}\n"
+        ),
+    )
+    .unwrap();
+    let (code, text) = check(&[("CAMQTT_VIEWTRON_PASSWORD_FILE", pw.to_str().unwrap())]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("OK"), "{text}");
+    assert!(
+        !text.contains("secret-31") && !text.contains("secret-32"),
+        "{text}"
+    );
+}
+
+/// A reader that goes away (`camqtt check-config file | head -1`) ends the output quietly:
+/// no "failed printing to stdout" panic, the command's own exit code.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let viewtron = fixture("viewtron");
+    let post = std::fs::read_dir(&viewtron)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "xml"))
+        .expect("a captured post");
+    for (args, code) in [
+        (
+            vec![
+                "check-config".into(),
+                fixture("config/valid/full.toml").into_os_string(),
+            ],
+            0,
+        ),
+        (
+            vec![
+                "check-config".into(),
+                fixture("config/invalid/bad-values.toml").into_os_string(),
+            ],
+            1,
+        ),
+        (vec!["parse".into(), post.into_os_string()], 0),
+    ] {
+        // The reading end is closed before the command writes a byte: every write fails with
+        // EPIPE (Rust programs ignore SIGPIPE).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = camqtt()
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    }
+}
+
+/// `camqtt -c file healthcheck` asks the receiver where the file's `viewtron.listen` says.
+#[test]
+fn healthcheck_asks_the_listen_address_of_the_config_file() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let body = br#"{"receiver":"up","mqtt_connected":true}"#;
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(body);
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("camqtt.toml");
+    // An unspecified address is asked on the loopback.
+    std::fs::write(&conf, format!("[viewtron]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = camqtt()
+        .arg("-c")
+        .arg(&conf)
+        .args(["healthcheck", "--timeout", "5"])
+        .env_remove("CAMQTT_LISTEN")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let req = server.join().unwrap();
+    assert!(req.starts_with("GET /healthz "), "{req}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mqtt_connected"));
+}
+
+/// The embedded broker's port is taken: one clear line that says so once and names the two
+/// ways out (`[mqtt] url`, `mqtt.embedded_listen`); the bridge does not start.
+#[test]
+fn embedded_broker_port_taken_is_one_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("camqtt.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\n[viewtron]\nlisten = \"127.0.0.1:{}\"\n[spool]\ndir = {:?}\n",
+            common::free_port(),
+            dir.path().join("spool")
+        ),
+    )
+    .unwrap();
+    let mut child = camqtt()
+        .args(["run", "--config"])
+        .arg(&conf)
+        .env_remove("CAMQTT_MQTT_URL")
+        .env_remove("CAMQTT_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("camqtt run kept running with its broker port taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("camqtt: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(
+        line.contains("[mqtt] url") && line.contains("mqtt.embedded_listen"),
+        "{line}"
+    );
+    // The operating system's text for the cause ("Address already in use"), once.
+    let os = std::net::TcpListener::bind(("127.0.0.1", port))
+        .unwrap_err()
+        .to_string();
+    let cause = os.split(" (os error").next().unwrap_or(&os);
+    assert_eq!(line.matches(cause).count(), 1, "{cause}: {line}");
+    drop(taken);
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use camqtt::config::{ConfigError, load_file};
+use camqtt::config::{ConfigError, check_file, load_file, load_str};
 
 fn files(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
@@ -165,4 +165,75 @@ fn all_problems_are_reported_not_just_the_first() {
     assert_eq!(line("mqtt.base_topic"), Some(2));
     assert_eq!(line("viewtron.offline_after"), Some(6));
     assert_eq!(line("devices[1].mac"), Some(15));
+}
+
+/// `check-config` reads the password files `camqtt run` reads: a missing `mqtt.password_file`
+/// or `viewtron.auth.password_file` is a problem at its key and line (not "OK").
+#[test]
+fn check_file_reports_unreadable_password_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("camqtt.toml");
+    std::fs::write(
+        &conf,
+        "[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\npassword_file = \"/nonexistent/mqtt-password\"\n\n[viewtron.auth]\nusername = \"cam\"\npassword_file = \"/nonexistent/cam-password\"\n",
+    )
+    .unwrap();
+    let Err(ConfigError::Invalid(p)) = check_file(&conf) else {
+        panic!("check-config says OK for password files that `camqtt run` cannot read")
+    };
+    let got: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+    assert!(got.contains(&("mqtt.password_file", Some(3))), "{p:?}");
+    assert!(
+        got.contains(&("viewtron.auth.password_file", Some(7))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("/nonexistent/mqtt-password"))
+    );
+
+    // Readable: OK, the secret filled and never shown.
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "pw-from-file-77\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!("[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\npassword_file = {secret:?}\n"),
+    )
+    .unwrap();
+    let c = check_file(&conf).expect("readable password file");
+    assert!(c.mqtt.password.is_some());
+    assert!(!format!("{c:?}").contains("pw-from-file-77"));
+}
+
+/// The broker URL's password never appears in `Debug` of the configuration (which logs and
+/// error reports may print); the rest of the URL does.
+#[test]
+fn config_debug_never_shows_the_url_password() {
+    let c = load_str("[mqtt]\nurl = \"mqtt://bridge:url-secret@broker:1883\"\n").unwrap();
+    let text = format!("{c:?}");
+    assert!(!text.contains("url-secret"), "{text}");
+    assert!(text.contains("mqtt://bridge:***@broker:1883"), "{text}");
+    assert!(!format!("{:?}", c.mqtt).contains("url-secret"));
+    assert!(!format!("{:#?}", c.mqtt).contains("url-secret"));
+}
+
+/// `viewtron.max_connections` is bounded: a value the receiver cannot hold (its semaphore
+/// panics beyond `MAX_PERMITS`) is refused at load with its key and line.
+#[test]
+fn max_connections_is_bounded() {
+    for n in ["0", "65537", "9223372036854775807"] {
+        match load_str(&format!("[viewtron]\nmax_connections = {n}\n")) {
+            Err(ConfigError::Invalid(p)) => assert!(
+                p.iter()
+                    .any(|p| p.path == "viewtron.max_connections" && p.line == Some(2)),
+                "{n}: {p:?}"
+            ),
+            Ok(c) => panic!("{n} accepted: {}", c.viewtron.max_connections),
+            Err(e) => panic!("{n}: {e}"),
+        }
+    }
+    for n in [1, 512, 65536] {
+        let c = load_str(&format!("[viewtron]\nmax_connections = {n}\n")).expect("in range");
+        assert_eq!(c.viewtron.max_connections, n);
+    }
 }

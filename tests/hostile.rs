@@ -73,6 +73,9 @@ struct Camera {
     mac: &'static str,
     stream: TcpStream,
     last_used: Instant,
+    /// A post was answered on this connection: it may then stay quiet for the idle timeout,
+    /// before that only for the header timeout.
+    posted: bool,
 }
 
 struct Harness {
@@ -92,6 +95,7 @@ impl Harness {
             mac,
             stream: TcpStream::connect(self.addr).await.expect("connect"),
             last_used: Instant::now(),
+            posted: false,
         }
     }
 
@@ -118,6 +122,7 @@ impl Harness {
             "{what}: normal post must keep the connection"
         );
         cam.last_used = Instant::now();
+        cam.posted = true;
         self.expect_plate(cam.mac, &plate, what).await;
     }
 
@@ -143,9 +148,15 @@ impl Harness {
     }
 
     /// The idle timeout legitimately closes a connection that was quiet for that long (the
-    /// discovery hold of a new category alone is 1.5 s): reconnect such a camera.
+    /// discovery hold of a new category alone is 1.5 s), the header timeout one that never
+    /// sent anything: reconnect such a camera.
     async fn reconnect_if_idle(&self, cam: &mut Camera) {
-        if cam.last_used.elapsed() > Duration::from_secs_f64(IDLE_TIMEOUT - 1.0) {
+        let quiet = if cam.posted {
+            IDLE_TIMEOUT - 1.0
+        } else {
+            HEADER_TIMEOUT - 0.5
+        };
+        if cam.last_used.elapsed() > Duration::from_secs_f64(quiet) {
             *cam = self.connect(cam.mac).await;
         }
     }
@@ -212,10 +223,11 @@ impl Harness {
             .wait_payload("camera/bridge/state", "online", T)
             .await
             .expect("bridge online");
+        // Warm up: both devices known (discovery done), both connections in use. (A camera
+        // posts as soon as it connects: a connection silent for the header timeout is closed.)
         let mut same = h.connect(SAME_MAC).await;
-        let mut other = h.connect(OTHER_MAC).await;
-        // Warm up: both devices known (discovery done), both connections in use.
         h.normal(&mut same, "warm-up").await;
+        let mut other = h.connect(OTHER_MAC).await;
         h.normal(&mut other, "warm-up").await;
         h.normal(&mut same, "warm-up").await;
         Some((h, same, other))
@@ -848,28 +860,68 @@ async fn slow_clients_time_out_alone() {
         h.others_still_work(&mut other, what).await;
     }
     {
-        // A silent connection is closed after the idle timeout, quietly (not an error).
+        // A new connection that never sends a byte is closed after the header timeout (not
+        // the idle timeout of keep-alive connections between requests), quietly (not an
+        // error, nothing published).
         let before = counts(h.bridge.telemetry());
         let mut s = TcpStream::connect(h.addr).await.unwrap();
         let t0 = Instant::now();
         let at = wait_closed(&mut s, Duration::from_secs_f64(IDLE_TIMEOUT + 3.0))
             .await
-            .expect("idle connection closed");
+            .expect("silent connection closed");
         let held = at - t0;
         assert!(
-            held >= Duration::from_secs_f64(IDLE_TIMEOUT - 0.2),
-            "closed too early: {held:?}"
+            held >= Duration::from_secs_f64(HEADER_TIMEOUT - 0.2)
+                && held < Duration::from_secs_f64(HEADER_TIMEOUT + 1.5),
+            "silent connection closed after {held:?}, header timeout {HEADER_TIMEOUT} s"
         );
+        let after = counts(h.bridge.telemetry());
         assert_eq!(
-            counts(h.bridge.telemetry()).http_errors,
-            before.http_errors,
-            "idle close is not an error"
+            after.http_errors, before.http_errors,
+            "a silent close is not an error"
         );
-        // `same` was idle as long: it was closed too; a reconnect works.
+        assert_eq!(after.unparsed, before.unparsed, "nothing to publish");
         let mut same = h.connect(SAME_MAC).await;
-        h.normal(&mut same, "after idle timeout (reconnected)")
+        h.normal(&mut same, "after a silent connection").await;
+        h.others_still_work(&mut other, "silent-connection").await;
+    }
+
+    {
+        // A flood of silent connections fills every slot: they give them back after the
+        // header timeout, and a real camera waiting behind them is served then (not only
+        // after the idle timeout).
+        let before = counts(h.bridge.telemetry());
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            silent.push(TcpStream::connect(h.addr).await.unwrap());
+        }
+        let t0 = Instant::now();
+        let mut cam = h.connect(OTHER_MAC).await;
+        let plate = h.next_plate();
+        cam.stream
+            .write_all(&post("/API", lpr(OTHER_MAC, &plate).as_bytes()))
+            .await
+            .unwrap();
+        let r = read_response(&mut cam.stream, Duration::from_secs_f64(IDLE_TIMEOUT + 3.0))
+            .await
+            .expect("served once the silent connections were closed");
+        let waited = t0.elapsed();
+        assert_eq!(r.body, REPLY);
+        assert!(
+            waited < Duration::from_secs_f64(HEADER_TIMEOUT + 1.5),
+            "served after {waited:?}: silent connections held their slots beyond the header timeout ({HEADER_TIMEOUT} s)"
+        );
+        h.expect_plate(OTHER_MAC, &plate, "behind silent connections")
             .await;
-        h.others_still_work(&mut other, "idle-timeout").await;
+        for mut s in silent {
+            wait_closed(&mut s, Duration::from_secs_f64(HEADER_TIMEOUT + 3.0))
+                .await
+                .expect("silent connection closed");
+        }
+        let after = counts(h.bridge.telemetry());
+        assert_eq!(after.http_errors, before.http_errors, "silent closes");
+        assert_eq!(after.unparsed, before.unparsed, "silent closes");
+        h.others_still_work(&mut other, "silent-flood").await;
     }
 
     {
@@ -927,8 +979,8 @@ async fn at_the_connection_limit_new_clients_wait_for_a_free_slot() {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         // `same` and `other` were idle that long; use them again so they are fresh.
         let mut same = h.connect(SAME_MAC).await;
-        let mut other = h.connect(OTHER_MAC).await;
         h.normal(&mut same, "before cap").await;
+        let mut other = h.connect(OTHER_MAC).await;
         h.normal(&mut other, "before cap").await;
         let mut fillers = Vec::new();
         for _ in 0..MAX_CONNECTIONS - 2 {

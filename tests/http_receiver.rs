@@ -524,6 +524,151 @@ async fn idle_timeout_closes_idle_connections() {
     assert!(s.rec.errors().is_empty());
 }
 
+/// A new connection that sends nothing holds its slot for the header timeout, not the (much
+/// longer) idle timeout that keep-alive connections get between requests; it is closed
+/// quietly (no reply, not an error). Once a connection has completed a request, the idle
+/// timeout applies.
+#[tokio::test]
+async fn silent_connection_is_closed_after_the_header_timeout() {
+    let cfg = HttpConfig {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(30),
+        ..HttpConfig::default()
+    };
+    let s = start(cfg).await;
+    let mut silent = Conn::open(&s).await;
+    let took = silent.closed_within(WAIT).await;
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "closed too late: {took:?}");
+    assert!(silent.buf.is_empty(), "no reply to a silent connection");
+    assert!(s.rec.errors().is_empty(), "{:?}", s.rec.errors());
+    assert_eq!(s.telemetry.http_errors.get(), 0);
+
+    // After a request: idle timeout, far beyond the header timeout.
+    let mut c = Conn::open(&s).await;
+    c.send(&post("/API", "")).await;
+    assert_success(&c.reply().await.expect("reply"));
+    let mut probe = [0u8; 16];
+    assert!(
+        timeout(Duration::from_millis(900), c.stream.read(&mut probe))
+            .await
+            .is_err(),
+        "a keep-alive connection was closed after the header timeout"
+    );
+    c.send(&post("/API", "again")).await;
+    assert_success(
+        &c.reply()
+            .await
+            .expect("second request on the kept connection"),
+    );
+}
+
+/// At the connection cap, silent connections give their slots back after the header timeout:
+/// a real post is served then, not only after the idle timeout.
+#[tokio::test]
+async fn silent_connections_at_the_cap_do_not_hold_it_for_the_idle_timeout() {
+    let cfg = HttpConfig {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 4,
+        ..HttpConfig::default()
+    };
+    let s = start(cfg).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(Conn::open(&s).await);
+    }
+    let t0 = Instant::now();
+    let mut c = Conn::open(&s).await;
+    c.send(&post("/API", "real")).await;
+    assert_success(
+        &c.reply()
+            .await
+            .expect("served once the silent ones are closed"),
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "served after {took:?}");
+    assert_eq!(s.rec.requests().len(), 1);
+    for mut conn in silent {
+        conn.closed_within(WAIT).await;
+    }
+}
+
+/// Requests refused for the client's fault are counted and passed to the handler every time,
+/// but warned about once per peer per window (a flood of garbage is one WARN line, not one per
+/// connection).
+#[tokio::test]
+async fn refused_requests_are_warned_about_once_per_peer() {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    );
+    let s = start(HttpConfig::default()).await;
+    const N: usize = 30;
+    for _ in 0..N {
+        let mut c = Conn::open(&s).await;
+        c.send(b"HELLO\x00\x01\x02 garbage\r\n\r\n").await;
+        assert_eq!(c.reply().await.expect("error reply").status, 400);
+        c.closed_within(WAIT).await;
+    }
+    assert_eq!(s.rec.errors().len(), N, "every one reaches the handler");
+    assert_eq!(s.telemetry.http_errors.get(), N as u64, "every one counted");
+    let text = logs.text();
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("HTTP request refused"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(
+        warned[0].contains("peer=127.0.0.1") && warned[0].contains("bad request"),
+        "{}",
+        warned[0]
+    );
+    // The others at debug level.
+    assert!(
+        text.lines()
+            .filter(|l| l.contains(" DEBUG ") && l.contains("warned recently"))
+            .count()
+            >= N - 1,
+        "{text}"
+    );
+}
+
+/// Log lines of one test (a thread-local subscriber: `#[tokio::test]` runs the server on the
+/// test's thread).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
 #[tokio::test]
 async fn default_idle_timeout_outlives_heartbeats() {
     // Heartbeats come up to 120 s apart; the default must keep such a connection open.

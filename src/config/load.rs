@@ -70,19 +70,46 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     load_str(&read(path)?)
 }
 
-/// [`load_file`], then load the files the configuration names ([`Config::check_files`]):
-/// what `check-config` runs. Every problem carries its line where possible.
+/// [`load_file`], then what `camqtt run` does with it before starting: fill the secrets from
+/// the process environment and the files named there or in the configuration
+/// ([`Config::resolve_secrets`]: `CAMQTT_MQTT_PASSWORD_FILE`, `mqtt.password_file`, ...), and
+/// load the other files the configuration names ([`Config::check_files`]). What
+/// `check-config` runs; [`check_file_with`] with the process environment and the real file
+/// system. Returns the configuration with its secrets filled.
+///
+/// Problems carry their key, and their line when the key is in the file (a file named by an
+/// environment variable has none). Messages name the variable or file, never a secret.
 pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    check_file_with(path, &|k| std::env::var(k).ok(), &|p| {
+        std::fs::read_to_string(p)
+    })
+}
+
+/// [`check_file`] with the environment and the secret-file reader injected.
+fn check_file_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_secret: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config, ConfigError> {
     let src = read(path)?;
-    let config = load_str(&src)?;
-    let mut problems = config.check_files();
-    if problems.is_empty() {
-        return Ok(config);
+    let mut config = load_str(&src)?;
+    let mut problems = Vec::new();
+    for p in config.resolve_secrets_located(env, read_secret) {
+        let mut problem = p.problem;
+        if p.in_file {
+            problem.line = locate(&src, &problem.path);
+        }
+        problems.push(problem);
     }
-    for p in &mut problems {
+    for mut p in config.check_files() {
         p.line = locate(&src, &p.path);
+        problems.push(p);
     }
-    Err(ConfigError::Invalid(problems))
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// Parse and validate configuration text. Syntax errors are all reported; a structure error
@@ -208,5 +235,87 @@ fn walk(table: &DeTable<'_>, prefix: &str, offset: usize, best: &mut Option<(usi
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn fs(p: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(p)
+    }
+
+    /// `check-config` reads the password files `run` reads: a missing one is a problem at its
+    /// key and line; a readable one fills the secret (never shown).
+    #[test]
+    fn password_files_are_read_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("camqtt.toml");
+        let missing = dir.path().join("missing-password");
+        std::fs::write(
+            &conf,
+            format!(
+                "[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\npassword_file = {missing:?}\n\n[viewtron.auth]\nusername = \"cam\"\npassword_file = {missing:?}\n"
+            ),
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(p)) = check_file_with(&conf, &no_env, &fs) else {
+            panic!("missing password files accepted")
+        };
+        let got: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("mqtt.password_file", Some(3)),
+                ("viewtron.auth.password_file", Some(7))
+            ]
+        );
+        assert!(p[0].message.contains("missing-password"), "{}", p[0]);
+
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "file-secret-42\n").unwrap();
+        std::fs::write(
+            &conf,
+            format!("[mqtt]\nurl = \"mqtt://bridge@127.0.0.1:1883\"\npassword_file = {secret:?}\n"),
+        )
+        .unwrap();
+        let c = check_file_with(&conf, &no_env, &fs).expect("readable password file");
+        assert!(c.mqtt.password.is_some());
+        assert!(!format!("{c:?}").contains("file-secret-42"));
+    }
+
+    /// A `*_FILE` variable naming a missing file is a problem at the key it fills, without a
+    /// line (it is not in the file); the variable wins over the file's `password_file`, as in
+    /// `run`.
+    #[test]
+    fn secret_variables_are_checked_without_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("camqtt.toml");
+        std::fs::write(&conf, "[mqtt]\npassword = \"in-file\"\n").unwrap();
+        let env = |k: &str| (k == "CAMQTT_MQTT_PASSWORD_FILE").then(|| "/nonexistent/pw".into());
+        let Err(ConfigError::Invalid(p)) = check_file_with(&conf, &env, &fs) else {
+            panic!("CAMQTT_MQTT_PASSWORD_FILE=/nonexistent accepted")
+        };
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].path.as_str(), p[0].line), ("mqtt.password", None));
+        assert!(
+            p[0].message.contains("CAMQTT_MQTT_PASSWORD_FILE")
+                && p[0].message.contains("/nonexistent/pw"),
+            "{}",
+            p[0]
+        );
+        assert!(!p[0].to_string().contains("in-file"));
+
+        // The environment's password makes a missing password_file irrelevant (run ignores it).
+        std::fs::write(&conf, "[mqtt]\npassword_file = \"/nonexistent/pw\"\n").unwrap();
+        let env = |k: &str| (k == "CAMQTT_MQTT_PASSWORD").then(|| "from-env".into());
+        assert!(check_file_with(&conf, &env, &fs).is_ok());
     }
 }

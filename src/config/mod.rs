@@ -115,11 +115,14 @@ impl Config {
     }
 
     /// Problems with the files the configuration names, found by loading them the way
-    /// [`crate::start`] does: the receiver's TLS certificate and key (`viewtron.tls`). Used by
-    /// `check-config`; [`Config::validate`] itself does no I/O. Messages name the file, never
-    /// its contents.
+    /// [`crate::start`] does: the receiver's TLS certificate and key (`viewtron.tls`) and the
+    /// broker's CA and client certificate (`mqtt.tls`). Used by `check-config` (after
+    /// [`Config::resolve_secrets`], which reads the password files); [`Config::validate`]
+    /// itself does no I/O. Messages name the file, never its contents.
     pub fn check_files(&self) -> Vec<Problem> {
-        self.viewtron.check_files()
+        let mut problems = self.viewtron.check_files();
+        problems.extend(self.mqtt.broker().err());
+        problems
     }
 
     /// Is this category published (`[categories.<name>] enabled`, default yes)?

@@ -97,11 +97,18 @@ const VARIABLES: [(&str, &str); 5] = [
     ("CAMQTT_VIEWTRON_PASSWORD", "viewtron.auth.password"),
 ];
 
+/// A problem found while resolving secrets, and whether it is about a key of the file (a
+/// `password_file`, which has a line) rather than an environment variable (which has none).
+pub(super) struct SecretProblem {
+    pub(super) problem: Problem,
+    pub(super) in_file: bool,
+}
+
 /// The injected process environment and file reader of [`Config::resolve_secrets`].
 struct Sources<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     read: &'a dyn Fn(&Path) -> std::io::Result<String>,
-    problems: Vec<Problem>,
+    problems: Vec<SecretProblem>,
 }
 
 impl Sources<'_> {
@@ -114,10 +121,10 @@ impl Sources<'_> {
         match (self.read)(Path::new(&file)) {
             Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
             Err(e) => {
-                self.problems.push(Problem::new(
-                    key,
-                    format!("{name}_FILE: cannot read {file}: {e}"),
-                ));
+                self.problems.push(SecretProblem {
+                    problem: Problem::new(key, format!("{name}_FILE: cannot read {file}: {e}")),
+                    in_file: false,
+                });
                 None
             }
         }
@@ -128,10 +135,10 @@ impl Sources<'_> {
         match (self.read)(file) {
             Ok(v) => Some(from_file_text(v)),
             Err(e) => {
-                self.problems.push(Problem::new(
-                    key,
-                    format!("cannot read {}: {e}", file.display()),
-                ));
+                self.problems.push(SecretProblem {
+                    problem: Problem::new(key, format!("cannot read {}: {e}", file.display())),
+                    in_file: true,
+                });
                 None
             }
         }
@@ -152,6 +159,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         read: &dyn Fn(&Path) -> std::io::Result<String>,
     ) -> Vec<Problem> {
+        self.resolve_secrets_located(env, read)
+            .into_iter()
+            .map(|p| p.problem)
+            .collect()
+    }
+
+    /// [`Config::resolve_secrets`], each problem marked with whether its key is in the file
+    /// (for `check-config`, which gives those a line).
+    pub(super) fn resolve_secrets_located(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&Path) -> std::io::Result<String>,
+    ) -> Vec<SecretProblem> {
         let mut src = Sources {
             env,
             read,

@@ -4,12 +4,15 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 use url::{Host, Url};
 
+use super::SinkError;
 use super::config::ConfigError;
+use rumqttc::tokio_rustls::rustls::ClientConfig;
 
 /// Broker address and credentials. `Debug`/`Display` never show the password.
 #[derive(Clone)]
@@ -26,6 +29,9 @@ pub struct BrokerAddr {
     pub tls: bool,
     /// CA, client certificate and server name for TLS; ignored without [`BrokerAddr::tls`].
     pub tls_options: TlsOptions,
+    /// The TLS client configuration built by [`BrokerAddr::prepare_tls`], with the options it
+    /// was built from (used only while they are still [`BrokerAddr::tls_options`]).
+    prepared_tls: Option<(TlsOptions, Arc<ClientConfig>)>,
 }
 
 /// TLS settings of the broker connection (rustls with ring).
@@ -52,6 +58,29 @@ impl BrokerAddr {
             password: None,
             tls: false,
             tls_options: TlsOptions::default(),
+            prepared_tls: None,
+        }
+    }
+
+    /// Build the TLS client configuration now and keep it for every connection to this broker
+    /// (reconnects, the MQTT 3.1.1 fallback): reads the CA file or the system's roots and the
+    /// client certificate and key, once. Blocking file I/O: call it at start, off the async
+    /// runtime. A no-op without TLS. Errors name the file, never its contents.
+    pub fn prepare_tls(&mut self) -> Result<(), SinkError> {
+        self.prepared_tls = None;
+        if self.tls {
+            let config = super::tls::client_config(&self.tls_options)?;
+            self.prepared_tls = Some((self.tls_options.clone(), Arc::new(config)));
+        }
+        Ok(())
+    }
+
+    /// The TLS client configuration: the one [`BrokerAddr::prepare_tls`] built for the current
+    /// options, else built now (reading the files; a broker address made in code).
+    pub(crate) fn tls_client_config(&self) -> Result<Arc<ClientConfig>, SinkError> {
+        match &self.prepared_tls {
+            Some((options, config)) if *options == self.tls_options => Ok(config.clone()),
+            _ => Ok(Arc::new(super::tls::client_config(&self.tls_options)?)),
         }
     }
 
@@ -134,6 +163,7 @@ impl BrokerAddr {
             password: password.map(SecretString::from),
             tls,
             tls_options: TlsOptions::default(),
+            prepared_tls: None,
         })
     }
 }
@@ -200,13 +230,53 @@ impl fmt::Debug for BrokerAddr {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
             .field("tls_options", &self.tls_options)
+            .field("tls_prepared", &self.prepared_tls.is_some())
             .finish()
+    }
+}
+
+/// A broker URL fit for logs and `Debug`: the password (if any) replaced by `***` (the `url`
+/// crate's `set_password`), `mqtt://user:secret@host` → `mqtt://user:***@host`. A URL
+/// without an authority (`user:secret@host`, no scheme) or that does not parse is not shown
+/// at all: whatever it holds could be a password.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url.trim()) {
+        Ok(mut u) if u.has_authority() && u.has_host() => {
+            if u.password().is_some() && u.set_password(Some("***")).is_err() {
+                return "(URL hidden)".into();
+            }
+            u.into()
+        }
+        Ok(_) => "(URL hidden)".into(),
+        Err(_) => "(unparseable URL, hidden)".into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_urls_never_show_the_password() {
+        assert_eq!(
+            redact_url("mqtt://user:s3cr3t@host:1883"),
+            "mqtt://user:***@host:1883"
+        );
+        assert_eq!(redact_url("mqtt://u:p@ss@h"), "mqtt://u:***@h");
+        assert_eq!(redact_url("mqtts://host"), "mqtts://host");
+        assert_eq!(redact_url("mqtt://user@host"), "mqtt://user@host");
+        for bad in [
+            "user:s3cr3t@host",
+            "mqtt://user:s3cr3t@[::1",
+            "mqtt://user:s3/cr3t@host",
+            "mqtt://user:s3\tcr3t@host",
+            "mqtt://:s3cr3t@host",
+            "mailto:s3cr3t@host",
+        ] {
+            let r = redact_url(bad);
+            assert!(!r.contains("s3cr3t") && !r.contains("cr3t"), "{bad}: {r}");
+        }
+    }
 
     fn pw(b: &BrokerAddr) -> Option<&str> {
         b.password.as_ref().map(|p| p.expose_secret())

@@ -24,18 +24,20 @@ use serde::Deserialize;
 use super::link::ProtocolChoice;
 use crate::config::{Problem, duration, secret};
 
-pub use super::broker_addr::{BrokerAddr, TlsOptions};
+pub use super::broker_addr::{BrokerAddr, TlsOptions, redact_url};
 
 /// Default address of the embedded broker (`mqtt.embedded_listen`).
 pub const DEFAULT_EMBEDDED_BROKER: &str = "127.0.0.1:1883";
 /// Largest packet MQTT can express (variable byte integer maximum plus the fixed header).
 const MQTT_MAX_PACKET: usize = 268_435_460;
 
-/// `[mqtt]`: the broker connection and the topic root.
-#[derive(Debug, Clone, Deserialize)]
+/// `[mqtt]`: the broker connection and the topic root. `Debug` shows neither the password
+/// nor the URL's ([`redact_url`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
     /// `mqtt://[user:pass@]host[:port]` or `mqtts://…`. Unset: start the embedded broker.
+    /// May hold a password: print it with [`redact_url`] only.
     pub url: Option<String>,
     /// Client id; must be unique per bridge instance (1 to 128 characters). Default:
     /// `camqtt-<hostname>-<receiver port>`.
@@ -83,6 +85,48 @@ impl Default for MqttSection {
             password_file: None,
             tls: TlsSection::default(),
         }
+    }
+}
+
+/// The URL with its password replaced ([`redact_url`]), for `Debug`.
+struct RedactedUrl<'a>(&'a str);
+
+impl std::fmt::Debug for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&redact_url(self.0), f)
+    }
+}
+
+impl std::fmt::Debug for MqttSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field: a new one must be added here (the destructuring does not compile
+        // otherwise).
+        let MqttSection {
+            url,
+            client_id,
+            base_topic,
+            keep_alive,
+            max_packet_size,
+            protocol,
+            embedded_listen,
+            username,
+            password,
+            password_file,
+            tls,
+        } = self;
+        f.debug_struct("MqttSection")
+            .field("url", &url.as_deref().map(RedactedUrl))
+            .field("client_id", client_id)
+            .field("base_topic", base_topic)
+            .field("keep_alive", keep_alive)
+            .field("max_packet_size", max_packet_size)
+            .field("protocol", protocol)
+            .field("embedded_listen", embedded_listen)
+            .field("username", username)
+            .field("password", password)
+            .field("password_file", password_file)
+            .field("tls", tls)
+            .finish()
     }
 }
 
@@ -203,9 +247,11 @@ impl MqttSection {
     }
 
     /// The broker named by `url`, with `username` / `password` overriding the URL's and the
-    /// `[mqtt.tls]` settings applied; `None` without a URL (the embedded broker). Reads the
-    /// TLS files once to check them (errors at `mqtt.tls`), so that a bad file stops the start
-    /// instead of failing in the sink.
+    /// `[mqtt.tls]` settings applied; `None` without a URL (the embedded broker). Builds the
+    /// TLS client configuration now ([`BrokerAddr::prepare_tls`]: the TLS files are read once,
+    /// errors at `mqtt.tls`), so that a bad file stops the start instead of failing in the
+    /// sink, and the sink's connections reuse it. Blocking file I/O: call it off the async
+    /// runtime.
     pub fn broker(&self) -> Result<Option<BrokerAddr>, Problem> {
         let Some(url) = &self.url else {
             return Ok(None);
@@ -225,7 +271,8 @@ impl MqttSection {
             key_file: self.tls.key_file.clone(),
             server_name: self.tls.server_name.clone(),
         };
-        super::check_tls(&b).map_err(|e| Problem::new("mqtt.tls", e.to_string()))?;
+        b.prepare_tls()
+            .map_err(|e| Problem::new("mqtt.tls", e.to_string()))?;
         Ok(Some(b))
     }
 

@@ -320,9 +320,11 @@ macro_rules! auth_and_tls {
             _ => {}
         }
         if $b.tls {
-            let tls = super::tls::client_config(&$b.tls_options)?;
+            // Built once at start (`BrokerAddr::prepare_tls`, off the runtime) and shared by
+            // every link and reconnect: no file is read here.
+            let tls = $b.tls_client_config()?;
             $o.set_transport($krate::Transport::tls_with_config(
-                $krate::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+                $krate::TlsConfiguration::Rustls(tls),
             ));
             if $name_override.is_some() {
                 let real = socket_addr_text(&$b.host, $b.port);
@@ -653,6 +655,34 @@ mod tests {
         let will = o.last_will().expect("last will");
         assert_eq!(will.topic, "camera/bridge/state");
         assert!(will.retain);
+    }
+
+    /// The TLS files are read once, when the broker is resolved at start; starting a link (the
+    /// first, the MQTT 3.1.1 fallback) reuses that configuration and reads nothing, so it
+    /// neither blocks the runtime nor fails when a file changed since.
+    #[test]
+    fn links_reuse_the_tls_configuration_built_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca_file, params.self_signed(&key).unwrap().pem()).unwrap();
+        let section: crate::config::MqttSection = toml::from_str(&format!(
+            "url = \"mqtts://127.0.0.1:18883\"\n[tls]\nca_file = {ca_file:?}\n"
+        ))
+        .unwrap();
+        let broker = section.broker().expect("CA loads").expect("a broker URL");
+        std::fs::remove_file(&ca_file).unwrap();
+        let mut c = MqttSinkConfig::new(broker);
+        c.client_id = "cid".into();
+        let o = v5_options(&c, "t").expect("no file read at link start");
+        assert!(!matches!(o.transport(), rumqttc5::Transport::Tcp));
+        let o = v4_options(&c, "t").expect("no file read at link start");
+        assert!(!matches!(o.transport(), rumqttc::Transport::Tcp));
+        // Options changed after start (code): built from them, not the stale configuration.
+        c.broker.tls_options.ca_file = Some(dir.path().join("other.pem"));
+        assert!(matches!(v5_options(&c, "t"), Err(SinkError::Tls(_))));
     }
 
     #[test]

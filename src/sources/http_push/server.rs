@@ -3,11 +3,14 @@
 //! Behaviour:
 //! - Requests of one connection are handled strictly in order (pipelined ones too). The reply is
 //!   written as soon as [`Handler::handle`] returns; the handler must only queue work.
-//! - Timeouts: between requests the connection may stay idle for
-//!   [`HttpConfig::idle_timeout`] (then it is closed quietly). From the first byte of a request,
-//!   the header section must be complete within [`HttpConfig::header_timeout`] (slowloris) and
-//!   the whole request within [`HttpConfig::request_timeout`]. Writing a reply is bounded by
-//!   `request_timeout` too.
+//! - Timeouts: a new connection must send its first byte within
+//!   [`HttpConfig::header_timeout`] (or `idle_timeout` if that is shorter), else it is closed
+//!   quietly: a silent client holds a connection slot no longer than a slow one. Between
+//!   requests, once a connection has completed one, it may stay idle for
+//!   [`HttpConfig::idle_timeout`] (keep-alive cameras heartbeat up to 120 s apart; then it is
+//!   closed quietly). From the first byte of a request, the header section must be complete
+//!   within [`HttpConfig::header_timeout`] (slowloris) and the whole request within
+//!   [`HttpConfig::request_timeout`]. Writing a reply is bounded by `request_timeout` too.
 //! - Connection cap: at most [`HttpConfig::max_connections`] connections are served at once.
 //!   At the cap the server **stops accepting** until a connection ends (one warn line per
 //!   episode); new clients wait in the kernel's listen backlog instead of being refused, so a
@@ -42,9 +45,14 @@
 //!   passed to [`Handler::on_error`] as [`HttpError::PlainHttpOnTlsPort`]. A failed handshake
 //!   (garbage, no common version or cipher suite, the client rejects the certificate,
 //!   timeout) is counted in `tls_handshake_errors`, warned about once per peer per five
-//!   minutes, and closes only that connection. Before its first byte a connection counts as
-//!   idle ([`HttpConfig::idle_timeout`]). A peer outside the allow-list gets the `403` when
-//!   its first byte (awaited for at most 1 s) is plain HTTP, and a silent close otherwise.
+//!   minutes, and closes only that connection. The first byte is awaited for the new
+//!   connection's timeout (above); a silent connection is closed quietly. A peer outside the
+//!   allow-list gets the `403` when its first byte (awaited for at most 1 s) is plain HTTP, and
+//!   a silent close otherwise.
+//! - Framing errors that are the client's fault (a limit, a malformed request) are warned
+//!   about once per peer per five minutes (the rest at debug level, with the count held back
+//!   in the next warning); each is still counted in `http_errors` and passed to
+//!   [`Handler::on_error`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -83,13 +91,16 @@ pub struct HttpConfig {
     pub header_limit: usize,
     /// Largest number of header fields. Default 100.
     pub max_headers: usize,
-    /// Time from the first byte of a request to the end of its headers. Default 30 s.
+    /// Time from the first byte of a request to the end of its headers; also how long a new
+    /// connection may stay silent before its first byte (bounded by `idle_timeout` too).
+    /// Default 30 s.
     pub header_timeout: Duration,
     /// Time from the first byte of a request to the end of its body; also bounds writing the
     /// reply. Default 60 s.
     pub request_timeout: Duration,
-    /// Time a connection may sit idle between requests. Default 300 s (cameras send heartbeats
-    /// up to 120 s apart; this must stay above twice that).
+    /// Time a connection that has completed a request may sit idle before the next one.
+    /// Default 300 s (cameras send heartbeats up to 120 s apart; this must stay above twice
+    /// that).
     pub idle_timeout: Duration,
     /// Connections served at once; at the cap the server stops accepting. Default 512.
     pub max_connections: usize,
@@ -120,6 +131,12 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// How long a new connection may stay silent before its first byte:
+    /// [`HttpConfig::header_timeout`], or [`HttpConfig::idle_timeout`] when that is shorter.
+    pub fn first_byte_timeout(&self) -> Duration {
+        self.header_timeout.min(self.idle_timeout)
+    }
+
     /// The framer limits of this configuration.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -192,7 +209,10 @@ pub async fn serve(
     accept_until_shutdown(&listener, &shared, &handler, &shutdown, &mut tasks).await;
     drop(listener);
     drain(&mut tasks, shared.cfg.shutdown_grace).await;
-    debug!(addr = ?local, "HTTP server stopped.");
+    debug!(
+        addr = local.map(tracing::field::display),
+        "HTTP server stopped."
+    );
     Ok(())
 }
 
@@ -206,14 +226,16 @@ async fn accept_until_shutdown(
     tasks: &mut JoinSet<()>,
 ) {
     let cfg = &shared.cfg;
-    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(
+        cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let mut at_cap = false;
     let local = listener.local_addr().ok();
     loop {
         if slots.available_permits() == 0 && !at_cap {
             at_cap = true;
             warn!(
-                addr = ?local,
+                addr = local.map(tracing::field::display),
                 max_connections = cfg.max_connections,
                 "HTTP connection limit reached, not accepting until a connection ends."
             );
@@ -235,7 +257,7 @@ async fn accept_until_shutdown(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    warn!(addr = ?local, %error, "HTTP accept failed.");
+                    warn!(addr = local.map(tracing::field::display), %error, "HTTP accept failed.");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -301,9 +323,10 @@ async fn accepted(
         }
         return;
     };
-    // Before its first byte a connection is idle; a refused peer is not waited for long.
+    // A new connection must speak soon (like a request's headers); a refused peer is not
+    // waited for long.
     let wait = if allowed {
-        cfg.idle_timeout
+        cfg.first_byte_timeout()
     } else {
         REFUSE_LINGER_TIME
     };
@@ -335,7 +358,7 @@ async fn accepted(
     }
     match first {
         None => {
-            debug!(%peer, timeout_s = cfg.idle_timeout.as_secs_f64(), "HTTP connection idle, closing.");
+            debug!(%peer, timeout_s = wait.as_secs_f64(), "HTTP connection silent, closing.");
         }
         Some(TLS_HANDSHAKE_RECORD) => {
             serve_tls(stream, tls, peer, shared, handler, shutdown).await;
@@ -394,6 +417,7 @@ fn mistake(
         Notice::TlsOnPlainPort => "tls-on-plain-port",
         Notice::TlsHandshakeFailed => "tls-handshake-failed",
         Notice::PlainHttpOnTlsPort => "plain-http-on-tls-port",
+        Notice::RequestRefused => "request-refused",
     };
     let error = error.map(tracing::field::display);
     match shared.notice(notice, ip) {
@@ -475,8 +499,9 @@ enum End {
     PeerClosed,
     /// We close after a reply (`Connection: close`, HTTP/1.0, shutdown).
     Close,
-    /// Idle timeout between requests.
-    Idle,
+    /// Nothing received for this long while waiting for a request: the idle timeout between
+    /// requests, or the first-byte timeout of a new connection.
+    Idle(Duration),
     /// Shutdown while idle.
     Shutdown,
     /// Socket error.
@@ -523,6 +548,9 @@ struct Connection<'a, S> {
     started: Option<Instant>,
     /// The current request's header section passed the guard.
     authed: bool,
+    /// A request of this connection has been framed: from now on the wait for the next one is
+    /// the idle timeout, before it the (shorter) first-byte timeout.
+    served: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
@@ -535,6 +563,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             buf: vec![0u8; READ_CHUNK],
             started: None,
             authed: false,
+            served: false,
         }
     }
 
@@ -559,6 +588,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 Ok(Framed::Request(req)) => {
                     self.authed = false;
                     self.started = None;
+                    self.served = true;
                     return Ok(req);
                 }
                 Ok(Framed::NeedMore) => {}
@@ -574,9 +604,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
     }
 
-    /// One socket read into the framer, bounded by the deadline that applies now: the idle
-    /// timeout between requests (where shutdown also ends the wait), otherwise the header or
-    /// request timeout counted from the request's first byte.
+    /// One socket read into the framer, bounded by the deadline that applies now: between
+    /// requests (where shutdown also ends the wait) the idle timeout, or the first-byte timeout
+    /// before the connection's first request; otherwise the header or request timeout counted
+    /// from the request's first byte.
     async fn read_more(&mut self, shutdown: &CancellationToken) -> Result<(), End> {
         let idle = self.framer.is_idle();
         let (deadline, on_timeout) = self.deadline(idle);
@@ -591,7 +622,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             other => other,
         };
         match read {
-            Err(_elapsed) => Err(on_timeout.map_or(End::Idle, End::Error)),
+            Err(_elapsed) => {
+                Err(on_timeout.map_or_else(|| End::Idle(self.wait_idle()), End::Error))
+            }
             Ok(Ok(0)) if idle => Err(End::PeerClosed),
             Ok(Ok(0)) => Err(End::Error(HttpError::Incomplete)),
             Ok(Ok(n)) => {
@@ -605,14 +638,25 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
     }
 
+    /// How long to wait for the next request's first byte: the idle timeout once a request
+    /// was served (keep-alive), the first-byte timeout on a new connection.
+    fn wait_idle(&self) -> Duration {
+        let cfg = &self.shared.cfg;
+        if self.served {
+            cfg.idle_timeout
+        } else {
+            cfg.first_byte_timeout()
+        }
+    }
+
     /// When the next read must be done, and the error if it is not (`None`: idle, a quiet
     /// close). Starts the request clock if a request has begun.
     fn deadline(&mut self, idle: bool) -> (Instant, Option<HttpError>) {
-        let cfg = &self.shared.cfg;
         let now = Instant::now();
         if idle {
-            return (now + cfg.idle_timeout, None);
+            return (now + self.wait_idle(), None);
         }
+        let cfg = &self.shared.cfg;
         let start = *self.started.get_or_insert(now);
         let whole = start + cfg.request_timeout;
         let head = start + cfg.header_timeout;
@@ -671,9 +715,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                     linger(&mut self.stream).await;
                 }
             }
-            End::Idle => {
-                let timeout_s = self.shared.cfg.idle_timeout.as_secs_f64();
-                debug!(%peer, timeout_s, "HTTP connection idle, closing.");
+            End::Idle(timeout) => {
+                let timeout_s = timeout.as_secs_f64();
+                if self.served {
+                    debug!(%peer, timeout_s, "HTTP connection idle, closing.");
+                } else {
+                    debug!(%peer, timeout_s, "HTTP connection silent, closing.");
+                }
                 let _ = self.stream.shutdown().await;
             }
             End::Shutdown => {
@@ -726,7 +774,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let peer = self.peer;
         self.shared.telemetry.http_errors.inc();
         if error.is_limit() || matches!(error, HttpError::BadRequest(_)) {
-            warn!(%peer, %error, "HTTP request refused, closing connection.");
+            // Throttled per peer: a flood of garbage is one line per peer per window; every
+            // occurrence is still counted (above) and published by the handler (below).
+            mistake(
+                self.shared,
+                Notice::RequestRefused,
+                peer,
+                Some(&error),
+                |_| "HTTP request refused, closing connection.".to_string(),
+            );
         } else {
             debug!(%peer, %error, "HTTP request cut off.");
         }

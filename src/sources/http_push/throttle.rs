@@ -29,6 +29,9 @@ pub enum Notice {
     /// A TLS handshake that failed (garbage, no common version or cipher suite, the client
     /// rejected the certificate, timeout).
     TlsHandshakeFailed,
+    /// An HTTP request refused for a framing error that is the client's fault (a size or time
+    /// limit, a malformed request).
+    RequestRefused,
 }
 
 #[derive(Debug, Clone, Copy)]

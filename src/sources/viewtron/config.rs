@@ -18,6 +18,9 @@ use crate::sources::http_push::{Cidr, Guard, HttpConfig, ServerTls, TlsError};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5002";
 /// Upper bound of every `[viewtron]` duration: a week.
 const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
+/// Upper bound of `viewtron.max_connections`: far above what a site's cameras need, far below
+/// what the receiver's connection semaphore can hold (and what a process has descriptors for).
+pub const MAX_CONNECTIONS: usize = 65_536;
 
 /// `[viewtron]`. Durations are seconds (`30`, `0.5`) or strings (`"30s"`, `"5m"`), up to a
 /// week each.
@@ -40,7 +43,7 @@ pub struct ViewtronConfig {
     /// at least 1 s. Default 300 s.
     #[serde(deserialize_with = "duration::seconds")]
     pub idle_timeout: Duration,
-    /// Concurrent connections, at least 1. Default 512.
+    /// Concurrent connections, 1 to [`MAX_CONNECTIONS`]. Default 512.
     pub max_connections: usize,
     /// No post at all for this long marks a device offline, at least 1 s. Default 300 s.
     #[serde(deserialize_with = "duration::seconds")]
@@ -159,10 +162,10 @@ impl ViewtronConfig {
                 "idle timeout below 2 x 120 s heartbeat"
             );
         }
-        if self.max_connections == 0 {
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             problems.push(Problem::new(
                 "viewtron.max_connections",
-                "must be at least 1",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
             ));
         }
         problems
