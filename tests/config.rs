@@ -237,3 +237,79 @@ fn max_connections_is_bounded() {
         assert_eq!(c.viewtron.max_connections, n);
     }
 }
+
+/// `[spool]` is validated like every other section: values that drop every record as soon as
+/// it is read (`max_age = 0`), make no segment (`segment_bytes = 0`) or no spool
+/// (`max_bytes = 0`), or that are too large to count in milliseconds, are refused with their
+/// key and line — by `load_str` and so by `check-config` and `camqtt run`.
+#[test]
+fn spool_values_that_lose_events_are_refused_with_their_key_and_line() {
+    for (toml, key) in [
+        ("max_age = 0", "spool.max_age"),
+        ("max_age = 59", "spool.max_age"),
+        ("max_age = 18446744073709552", "spool.max_age"),
+        ("max_age = \"11y\"", "spool.max_age"),
+        (
+            "max_age = \"1h\"\nimage_max_age = \"2h\"",
+            "spool.image_max_age",
+        ),
+        ("segment_bytes = 0", "spool.segment_bytes"),
+        ("segment_bytes = 65535", "spool.segment_bytes"),
+        ("segment_bytes = 1073741825", "spool.segment_bytes"),
+        ("max_bytes = 0", "spool.max_bytes"),
+        ("max_bytes = 1048575", "spool.max_bytes"),
+        ("max_bytes = 1099511627777", "spool.max_bytes"),
+    ] {
+        let src = format!("[spool]\n{toml}\n");
+        match load_str(&src) {
+            Err(ConfigError::Invalid(p)) => {
+                let line = 1 + toml.lines().count();
+                assert_eq!(
+                    p.iter()
+                        .map(|p| (p.path.as_str(), p.line))
+                        .collect::<Vec<_>>(),
+                    [(key, Some(line))],
+                    "{src}"
+                );
+            }
+            other => panic!("{src:?} accepted: {:?}", other.map(|c| c.spool)),
+        }
+    }
+    let f =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid/bad-spool.toml");
+    let Err(ConfigError::Invalid(p)) = load_file(&f) else {
+        panic!("bad-spool.toml accepted")
+    };
+    let got: Vec<_> = p.iter().map(|p| (p.path.as_str(), p.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("spool.max_age", Some(3)),
+            ("spool.image_max_age", Some(4)),
+            ("spool.segment_bytes", Some(5)),
+            ("spool.max_bytes", Some(6)),
+        ]
+    );
+}
+
+/// The edges of the `[spool]` ranges are accepted; so is a small `max_bytes` with the default
+/// `segment_bytes` (segments then roll at a quarter of `max_bytes`), and a short `max_age`
+/// with the default `image_max_age`.
+#[test]
+fn spool_values_at_the_edges_of_their_ranges_are_accepted() {
+    for toml in [
+        "max_age = 60\nimage_max_age = 0",
+        "max_age = \"10y\"\nimage_max_age = \"10y\"",
+        "max_age = 315360000\nimage_max_age = 315360000",
+        "max_age = \"5m\"",
+        "max_age = \"1h\"\nimage_max_age = \"1h\"",
+        "segment_bytes = 65536\nmax_bytes = 1048576",
+        "segment_bytes = 1073741824\nmax_bytes = 1099511627776",
+        "max_bytes = 16777216",
+    ] {
+        let src = format!("[spool]\n{toml}\n");
+        if let Err(e) = load_str(&src) {
+            panic!("{src:?} refused: {e}");
+        }
+    }
+}

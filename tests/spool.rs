@@ -1,7 +1,7 @@
 //! The buffer stage on its own: the disk spool's format, rollover, release and delete, restart
-//! resume, size / age bounds, image aging, damaged tails, the directory lock; the memory
-//! buffer's bound; flow control; and property tests for the record codec and for opening
-//! arbitrary bytes.
+//! resume, size / age bounds, image aging, damaged tails, blank segment files, the directory
+//! lock; the memory buffer's bound; flow control; and property tests for the record codec and
+//! for opening arbitrary bytes.
 
 use std::fs;
 use std::path::Path;
@@ -680,4 +680,241 @@ async fn a_spool_written_by_an_earlier_release_is_delivered() {
     assert_eq!(event.source, "viewtron");
     assert_eq!(event.category, Category::Intrusion);
     assert_eq!(t.spool_corrupt.get(), 0);
+}
+
+/// The segment files of `dir` with their sizes, oldest first.
+fn segment_sizes(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    segments(dir)
+        .into_iter()
+        .map(|p| {
+            let len = fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
+}
+
+/// Read everything there is and acknowledge it at once (a sink that keeps up).
+async fn deliver_all(r: &mut BufferReader) -> usize {
+    let got = drain(r).await;
+    for x in &got {
+        r.done(x.tag, true);
+    }
+    got.len()
+}
+
+/// A healthy bridge: every record is delivered and released before the next one arrives. The
+/// active segment still rolls at `segment_bytes`, and the segments behind it, all delivered,
+/// are deleted: the spool's files stay one segment, not a file of delivered records growing to
+/// `max_bytes` (which the next start would read back whole).
+#[tokio::test]
+async fn a_sink_that_keeps_up_never_grows_a_segment_past_segment_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _, t) = open(cfg(dir.path())); // segment_bytes 64 KiB, max_bytes 64 MiB
+    let mut r = b.reader();
+    for i in 0..60 {
+        // ~11.5 KB each: five or six to a segment.
+        b.append(plate_event(&format!("K{i:03}"), 10_000)).await;
+        assert_eq!(deliver_all(&mut r).await, 1);
+        r.flush().await; // the release reaches the files
+        let segs = segment_sizes(dir.path());
+        assert_eq!(
+            segs.len(),
+            1,
+            "round {i}: delivered segments stay: {segs:?}"
+        );
+        assert!(
+            segs[0].1 <= 64 * 1024,
+            "round {i}: segment_bytes = 64 KiB, but the segment grew to {} bytes",
+            segs[0].1
+        );
+        assert_eq!(t.spool_bytes.get(), segs[0].1, "round {i}: spool_bytes");
+    }
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
+    assert_eq!((report.records, report.bytes, report.damaged), (0, 0, 0));
+    assert!(segments(dir.path()).is_empty());
+    assert!(drain(&mut b.reader()).await.is_empty());
+}
+
+/// The active segment, all of it delivered, rolls while the broker is away: the segment just
+/// closed is deleted at once (no later release would come to delete it), and `spool_bytes` is
+/// what is on disk for the records still waiting.
+#[tokio::test]
+async fn a_delivered_segment_is_deleted_when_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _, t) = open(cfg(dir.path()));
+    let mut r = b.reader();
+    let mut first = None;
+    for i in 0..5 {
+        let seq = b.append(plate_event(&format!("D{i}"), 10_000)).await;
+        first.get_or_insert(seq);
+    }
+    assert_eq!(deliver_all(&mut r).await, 5);
+    r.flush().await;
+    let full = segment_sizes(dir.path());
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!(
+        full[0].0,
+        dir.path().join(format::segment_name(first.unwrap()))
+    );
+    // The broker goes away; the next records roll the segment.
+    let mut waiting = vec![];
+    for i in 0..3 {
+        waiting.push(b.append(plate_event(&format!("W{i}"), 10_000)).await);
+    }
+    let segs = segment_sizes(dir.path());
+    assert!(!full[0].0.exists(), "delivered segment kept: {segs:?}");
+    assert_eq!(
+        segs.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        [dir.path().join(format::segment_name(waiting[0]))]
+    );
+    let on_disk: u64 = segs.iter().map(|(_, len)| len).sum();
+    assert_eq!(t.spool_bytes.get(), on_disk);
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
+    assert_eq!((report.records, report.bytes), (3, on_disk));
+    assert_eq!(plates(&drain(&mut b.reader()).await), ["W0", "W1", "W2"]);
+}
+
+/// A segment file with no record in it — empty, a torn header, or just the header — is what a
+/// full disk (or a kill right after the file was created) leaves. It is deleted at the next
+/// start without a warning and without counting damage.
+#[tokio::test]
+async fn blank_segment_files_are_deleted_at_open_without_counting_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (b, _, _) = open(cfg(dir.path()));
+        for i in 0..2 {
+            b.append(plate_event(&format!("B{i}"), 100)).await;
+        }
+    }
+    let blank: Vec<_> = [
+        &b""[..],
+        &format::SEGMENT_MAGIC[..3],
+        &format::SEGMENT_MAGIC[..],
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, bytes)| {
+        let p = dir.path().join(format::segment_name(100 + i as u64));
+        fs::write(&p, bytes).unwrap();
+        p
+    })
+    .collect();
+    let (b, report, t) = open(cfg(dir.path()));
+    assert_eq!(
+        (report.records, report.damaged, report.skipped_bytes),
+        (2, 0, 0)
+    );
+    assert_eq!(t.spool_corrupt.get(), 0);
+    for p in &blank {
+        assert!(!p.exists(), "{} kept", p.display());
+    }
+    let mut r = b.reader();
+    assert_eq!(plates(&drain(&mut r).await), ["B0", "B1"]);
+    let seq = b.append(plate_event("AFTER", 100)).await;
+    assert_eq!(drain(&mut r).await.last().map(|x| x.seq), Some(seq));
+}
+
+/// `max_age` / `image_max_age` far beyond any real value (a config that passed before
+/// `[spool]` was validated, or a tool): milliseconds saturate instead of wrapping, so the
+/// records are kept with their images rather than dropped as "expired".
+#[tokio::test]
+async fn a_huge_max_age_keeps_records_instead_of_wrapping_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    // 18446744073709552 s is 18446744073709552000 ms: one u64 wrap plus 384 ms.
+    c.max_age = Duration::from_secs(18_446_744_073_709_552);
+    c.image_max_age = c.max_age;
+    let (b, _, t) = open(c);
+    b.append_at(plate_event("KEPT", 1_000), now_ms() - 10_000)
+        .await;
+    let mut r = b.reader();
+    r.maintain();
+    assert_eq!(b.depth(), 1, "maintain() dropped a 10 s old record");
+    let got = drain(&mut r).await;
+    let Some(Routed::Event { event, .. }) = &got[0].msg else {
+        panic!("dropped as expired: {:?}", got[0].msg)
+    };
+    assert_eq!(event.images.len(), 2);
+    assert_eq!(
+        (t.spool_dropped.get(), t.spool_images_dropped.get()),
+        (0, 0)
+    );
+}
+
+/// Log lines captured on this thread only (the buffer logs its age drops on the caller's
+/// thread), whatever other tests of the process do.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A backlog that outlived `max_age` (a week-long broker outage) is one warn line with the
+/// count, not one line per record; every record is still counted in `spool_dropped`. Both
+/// ways a record expires: when the reader reaches it, and in `maintain()`.
+#[tokio::test]
+async fn expired_records_are_logged_once_per_pass_with_their_count() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_age = Duration::from_secs(60);
+    // Read path.
+    let (b, _, t) = open(c.clone());
+    for i in 0..40 {
+        b.append_at(plate_event(&format!("X{i}"), 0), now_ms() - 120_000)
+            .await;
+    }
+    b.append(plate_event("NEW", 0)).await;
+    let got = drain(&mut b.reader()).await;
+    assert_eq!(got.len(), 41);
+    assert_eq!(plates(&got), ["NEW"]);
+    assert_eq!(t.spool_dropped.get(), 40);
+    let lines = logs.lines_with("expired");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("records=40"), "{}", lines[0]);
+    drop(b);
+
+    // Housekeeping path.
+    let dir = tempfile::tempdir().unwrap();
+    c.dir = dir.path().to_path_buf();
+    let (b, _, t) = open(c);
+    for i in 0..30 {
+        b.append_at(plate_event(&format!("Y{i}"), 0), now_ms() - 120_000)
+            .await;
+    }
+    b.append(plate_event("NEW", 0)).await;
+    let mut r = b.reader();
+    r.maintain();
+    assert_eq!(t.spool_dropped.get(), 30);
+    let lines = logs.lines_with("expired");
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[1].contains("records=30"), "{}", lines[1]);
+    assert_eq!(plates(&drain(&mut r).await), ["NEW"]);
 }

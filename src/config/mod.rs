@@ -104,6 +104,7 @@ impl Config {
         let mut problems = self.mqtt.validate();
         problems.extend(self.homeassistant.validate());
         problems.extend(self.viewtron.validate());
+        problems.extend(self.spool.validate());
         problems.extend(crate::pipeline::config::check_categories(&self.categories));
         problems.extend(crate::sinks::mqtt::config::check_off_delays(
             self.categories

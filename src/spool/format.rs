@@ -1,4 +1,5 @@
-//! The on-disk format of spool segments and the ledger (pure: no I/O).
+//! The on-disk format of spool segments and the ledger (pure: no file access; [`scan_reader`]
+//! reads from any [`Read`]).
 //!
 //! # Segment file `<first seq, 20 digits>.seg`
 //!
@@ -16,7 +17,11 @@
 //! segment is started, so a torn tail (the process died in the middle of a write, or bytes were
 //! damaged) is never written after. [`scan`] reads the valid prefix of a segment and reports
 //! the first problem; nothing after a bad record can be trusted (the length may be wrong), so
-//! the rest of that segment is skipped. Later segments are still read.
+//! the rest of that segment is skipped. Later segments are still read. [`scan_reader`] does
+//! the same from a reader, holding one record at a time rather than the whole file (a segment
+//! is bounded by `segment_bytes`, but one written by an earlier camqtt could grow to
+//! `max_bytes` while the sink kept up). A file that is empty or only (part of) the magic holds no record at all
+//! ([`is_blank_segment`]): a segment whose first record was never written.
 //!
 //! # Ledger file `ledger`
 //!
@@ -26,6 +31,8 @@
 //!
 //! `released` is the highest record number the broker has acknowledged (everything at or
 //! below it is done). It is rewritten atomically (write `ledger.tmp`, rename).
+
+use std::io::Read;
 
 /// Magic at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CAMQSPL\x01";
@@ -195,6 +202,61 @@ pub fn scan(file: &[u8]) -> Scan {
     out
 }
 
+/// [`scan`] of a segment file read from `r`, which holds `size` bytes: the same result,
+/// holding one record at a time (at most the record's length, and never more than the file
+/// holds) instead of the whole file. Only an I/O error of `r` is an error; bytes that end
+/// early are a truncated record, as in [`scan`].
+pub fn scan_reader(mut r: impl Read, size: u64) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
+    let mut buf = Vec::new();
+    (&mut r).take(SEGMENT_HEADER as u64).read_to_end(&mut buf)?;
+    if buf[..] != SEGMENT_MAGIC {
+        out.problem = Some(FrameError::BadMagic);
+        out.skipped_bytes = size;
+        return Ok(out);
+    }
+    let mut pos = SEGMENT_HEADER as u64;
+    let mut last_seq = 0u64;
+    while pos < size {
+        buf.clear();
+        (&mut r).take(RECORD_HEADER as u64).read_to_end(&mut buf)?;
+        if buf.len() == RECORD_HEADER {
+            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if len as usize <= MAX_BODY {
+                // `take` + `read_to_end` grows the buffer with what is there: a bad length
+                // never allocates more than the file holds.
+                (&mut r).take(u64::from(len)).read_to_end(&mut buf)?;
+            }
+        }
+        match decode_record(&buf, pos) {
+            Ok((info, _)) if info.seq <= last_seq => {
+                out.problem = Some(FrameError::OutOfOrder {
+                    offset: pos,
+                    seq: info.seq,
+                });
+                break;
+            }
+            Ok((info, _)) => {
+                last_seq = info.seq;
+                pos += u64::from(info.len);
+                out.records.push(info);
+            }
+            Err(e) => {
+                out.problem = Some(e);
+                break;
+            }
+        }
+    }
+    out.skipped_bytes = size.saturating_sub(pos);
+    Ok(out)
+}
+
+/// True for the first bytes of a segment file that holds no record: empty, or (part of) the
+/// magic and nothing else. Give it the whole file (at most [`SEGMENT_HEADER`] bytes).
+pub fn is_blank_segment(file: &[u8]) -> bool {
+    file.len() <= SEGMENT_HEADER && SEGMENT_MAGIC.starts_with(file)
+}
+
 /// The ledger file's bytes for `released`.
 pub fn encode_ledger(released: u64) -> [u8; LEDGER_LEN] {
     let mut b = [0u8; LEDGER_LEN];
@@ -332,6 +394,46 @@ mod tests {
             s.problem,
             Some(FrameError::OutOfOrder { seq: 2, .. })
         ));
+    }
+
+    /// [`scan_reader`] gives what [`scan`] gives, for every truncation of a segment and every
+    /// damaged byte of it, and for appended garbage.
+    #[test]
+    fn scan_reader_matches_scan() {
+        let f = segment(&[(1, b"one"), (2, b"two"), (5, b"five"), (4, b"back")]);
+        let same = |bytes: &[u8]| {
+            let streamed = scan_reader(bytes, bytes.len() as u64).unwrap();
+            assert_eq!(streamed, scan(bytes), "{bytes:?}");
+        };
+        for n in 0..=f.len() {
+            same(&f[..n]);
+        }
+        for i in 0..f.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut d = f.clone();
+                d[i] ^= flip;
+                same(&d);
+            }
+        }
+        let mut garbage = f.clone();
+        garbage.extend_from_slice(&[0xff; 40]);
+        same(&garbage);
+        let mut huge_len = segment(&[(1, b"one")]);
+        huge_len.extend_from_slice(&[0x00, 0x00, 0x00, 0x0f]); // 251,658,240-byte body
+        huge_len.extend_from_slice(&[0; 40]);
+        same(&huge_len);
+        let file = include_bytes!("../../tests/fixtures/spool/00000000000000000001.seg");
+        same(file);
+    }
+
+    #[test]
+    fn blank_segments() {
+        assert!(is_blank_segment(b""));
+        assert!(is_blank_segment(b"CAMQ"));
+        assert!(is_blank_segment(&SEGMENT_MAGIC));
+        assert!(!is_blank_segment(b"nonsense"));
+        assert!(!is_blank_segment(b"CAMX"));
+        assert!(!is_blank_segment(&segment(&[(1, b"one")])));
     }
 
     #[test]

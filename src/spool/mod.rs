@@ -26,10 +26,17 @@
 //! # Bounds
 //! * Size: disk — when the segment files exceed `max_bytes` the oldest segment is deleted;
 //!   memory — past [`MemoryConfig`]'s bound the oldest records go. Counted and logged.
-//! * Age: records older than `max_age` are dropped (counted, logged) by
-//!   [`BufferReader::maintain`] and when read. A record older than `image_max_age` is replayed
-//!   without its images (the event JSON says so), so Home Assistant never shows an hour-old
-//!   picture as the latest one (`spool_images_dropped`).
+//! * Files: a segment rolls at `segment_bytes` whether or not its records were delivered, and
+//!   is deleted once none of them waits, so the files hold the undelivered records plus at
+//!   most the segment being written (`spool_bytes`), also while a sink keeps up.
+//! * Age: records older than `max_age` are dropped (each counted in `spool_dropped`) by
+//!   [`BufferReader::maintain`] and when read; logged with their count, one warn line per
+//!   `maintain()` pass and one per run of expired records the reader skips (not one per
+//!   record: a week-long outage's backlog is one line). A record older than `image_max_age` is
+//!   replayed without its images (the event JSON says so), so Home Assistant never shows an
+//!   hour-old picture as the latest one (`spool_images_dropped`). Durations are compared in
+//!   milliseconds, saturating (a huge `max_age` never wraps around to a tiny one).
+//! * `[spool]` is checked by [`SpoolConfig::validate`] (ranges of the four bounds).
 //!
 //! # Flow control
 //! The bounds above are for broker outages. While the consumer is delivering (the sink says
@@ -44,10 +51,12 @@
 //! which slows the cameras down to what the broker takes (DESIGN §5).
 //!
 //! # Damage
-//! Opening scans every segment: a torn or damaged tail ends that segment's valid part (one
-//! warn line, `spool_corrupt`); later segments are still read. A record that fails its
-//! checksum when read later is skipped the same way. One process owns a spool directory at a
-//! time (an advisory lock on `dir/lock`).
+//! Opening scans every segment (streamed, one record in memory at a time): a torn or damaged
+//! tail ends that segment's valid part (one warn line, `spool_corrupt`); later segments are
+//! still read. A segment file without any record (empty, or a torn or lone header: a full disk
+//! or a kill right after it was created) is deleted quietly, not counted. A record that fails
+//! its checksum when read later is skipped the same way. One process owns a spool directory at
+//! a time (an advisory lock on `dir/lock`).
 
 pub mod acks;
 pub mod codec;
@@ -171,6 +180,15 @@ struct State {
     /// A batch is being read from disk.
     filling: bool,
     aged_images: u64,
+    /// Records the reader skipped as expired, not logged yet.
+    expired: Expired,
+}
+
+/// A run of records the reader skipped because they outlived `max_age` (logged as one line).
+#[derive(Debug, Default)]
+struct Expired {
+    records: u64,
+    oldest_age_ms: u64,
 }
 
 #[derive(Debug)]
@@ -210,8 +228,13 @@ impl std::fmt::Debug for Buffer {
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// `d` in milliseconds, saturating at `u64::MAX` (never wrapping around).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Memory cost of a message held by the memory buffer: its images plus a fixed overhead.
@@ -269,6 +292,7 @@ impl Buffer {
             flow: Flow::default(),
             filling: false,
             aged_images: 0,
+            expired: Expired::default(),
         };
         let b = Buffer(Arc::new(Shared {
             state: Mutex::new(state),
@@ -295,6 +319,7 @@ impl Buffer {
                 flow: Flow::default(),
                 filling: false,
                 aged_images: 0,
+                expired: Expired::default(),
             }),
             store: None,
             appended: Notify::new(),
@@ -342,10 +367,10 @@ impl Buffer {
     fn gauges(&self, s: &State) {
         let t = &self.0.telemetry;
         t.spool_depth.set(s.entries.len() as u64);
-        t.spool_bytes.set(match &self.0.store {
-            Some(store) => store.try_lock().map_or(s.pending_bytes, |g| g.bytes()),
-            None => s.pending_bytes,
-        });
+        // The disk store sets `spool_bytes` itself, whenever its files change.
+        if self.0.store.is_none() {
+            t.spool_bytes.set(s.pending_bytes);
+        }
     }
 
     /// True for the disk spool.
@@ -528,6 +553,20 @@ impl Buffer {
         n
     }
 
+    /// Log the records the reader skipped as expired since the last call: one line for the
+    /// whole run (each was counted in `spool_dropped` when skipped).
+    fn log_expired(&self, s: &mut State) {
+        let run = std::mem::take(&mut s.expired);
+        if run.records > 0 {
+            warn!(
+                records = run.records,
+                oldest_age_s = run.oldest_age_ms / 1000,
+                max_age_s = self.0.limits.max_age.as_secs(),
+                "buffered records expired undelivered; dropped"
+            );
+        }
+    }
+
     /// A reader for the sink (one per buffer).
     pub fn reader(&self) -> BufferReader {
         BufferReader {
@@ -574,27 +613,27 @@ impl BufferReader {
         let b = &self.buffer;
         let mut s = b.state();
         let Some(i) = s.entries.iter().position(|e| e.seq >= s.read_next) else {
+            b.log_expired(&mut s);
             return Next::Empty;
         };
         let now = now_ms();
         let limits = &b.0.limits;
         let e = &s.entries[i];
-        let (seq, age) = (e.seq, now.saturating_sub(e.time_ms));
-        if e.broken || age > limits.max_age.as_millis() as u64 {
-            if !e.broken {
+        let (seq, age, broken) = (e.seq, now.saturating_sub(e.time_ms), e.broken);
+        if broken || age > millis(limits.max_age) {
+            if !broken {
+                // Counted now; logged once for the whole run (`log_expired`).
                 b.0.telemetry.spool_dropped.inc();
-                warn!(
-                    seq,
-                    age_s = age / 1000,
-                    "buffered record expired undelivered; dropped"
-                );
+                s.expired.records += 1;
+                s.expired.oldest_age_ms = s.expired.oldest_age_ms.max(age);
             }
             s.read_next = seq + 1;
             drop(s);
             self.acks.begin(seq);
             return Next::Record(seq, None);
         }
-        let Some(msg) = e.msg.clone() else {
+        b.log_expired(&mut s);
+        let Some(msg) = s.entries[i].msg.clone() else {
             if !s.filling {
                 s.filling = true;
                 drop(s);
@@ -603,7 +642,7 @@ impl BufferReader {
             return Next::Filling;
         };
         s.read_next = seq + 1;
-        let strip = age > limits.image_max_age.as_millis() as u64 && codec::image_count(&msg) > 0;
+        let strip = age > millis(limits.image_max_age) && codec::image_count(&msg) > 0;
         if strip {
             s.aged_images += 1;
         }
@@ -768,8 +807,9 @@ impl BufferReader {
     /// Periodic work: the age bound and a pending ledger write.
     pub fn maintain(&mut self) {
         let b = &self.buffer;
-        let cutoff = now_ms().saturating_sub(b.0.limits.max_age.as_millis() as u64);
+        let cutoff = now_ms().saturating_sub(millis(b.0.limits.max_age));
         let mut s = b.state();
+        b.log_expired(&mut s);
         let old = s
             .entries
             .iter()
@@ -802,7 +842,11 @@ impl BufferReader {
     /// Persist the release position now (shutdown); reports what stays for the next start.
     pub async fn flush(&self) {
         let b = &self.buffer;
-        b.state().flow.draining = false;
+        {
+            let mut s = b.state();
+            s.flow.draining = false;
+            b.log_expired(&mut s);
+        }
         b.0.room.notify_waiters();
         let Some(store) = b.0.store.clone() else {
             return;

@@ -4,15 +4,26 @@
 //!
 //! * Append: a `write(2)` into the page cache (survives the bridge being killed, not a power
 //!   cut); with [`super::SpoolConfig::fsync`] also `fdatasync`.
+//! * Rollover: the active segment is closed once the next record would take it past the roll
+//!   size (`segment_bytes`, or a quarter of `max_bytes` if smaller, at least 64 KiB), whether
+//!   or not its records were delivered; only a single record larger than the roll size makes
+//!   a bigger segment (it is alone in it). A segment is deleted as soon as none of its records
+//!   waits for delivery and it is not the active one — also the segment being closed, so a
+//!   sink that keeps up leaves one segment on disk, never a file of delivered records.
+//! * Write failures (a full disk): a segment file whose header cannot be written is removed
+//!   again; after a failed append the partial record is cut off (best effort) and the segment
+//!   is closed (deleted if none of its records waits). No empty file per post is left behind.
 //! * Size bound: when the segment files exceed `max_bytes`, the oldest segment is deleted; the
 //!   caller learns which records went ([`Appended::dropped_through`]) to count them.
-//! * Damage: [`DiskStore::open`] scans every segment; a torn or damaged tail ends that
-//!   segment's valid part (one warn line, counted); later segments are still read. New records
-//!   always go to a new segment.
+//! * Damage: [`DiskStore::open`] scans every segment, streaming it (memory: one record at a
+//!   time, not the file); a torn or damaged tail ends that segment's valid part (one warn
+//!   line, counted); later segments are still read. A segment file with no record at all
+//!   (empty, a torn header, or just the header: what a full disk or a kill leaves) is deleted
+//!   quietly, not counted as damage. New records always go to a new segment.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -53,8 +64,9 @@ pub struct DiskStore {
     writer: Option<File>,
     next_seq: u64,
     released: u64,
-    /// Bytes of segment files.
+    /// Bytes of segment files (published as `spool_bytes` on every change).
     bytes: u64,
+    telemetry: Telemetry,
     ledger_dirty: bool,
     ledger_at: Instant,
     reader: Option<(u64, File)>,
@@ -111,12 +123,14 @@ impl DiskStore {
             next_seq: max_seen.max(last) + 1,
             released,
             bytes: report.bytes,
+            telemetry: telemetry.clone(),
             ledger_dirty: false,
             ledger_at: Instant::now(),
             reader: None,
             _lock: lock,
             cfg,
         };
+        store.publish_bytes();
         Ok((store, found, report))
     }
 
@@ -125,14 +139,15 @@ impl DiskStore {
         &self.cfg.dir
     }
 
-    /// Bytes of segment files on disk.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+    /// Report the bytes of segment files as `spool_bytes`: what is on disk, the segments
+    /// holding undelivered records plus at most the active one.
+    fn publish_bytes(&self) {
+        self.telemetry.spool_bytes.set(self.bytes);
     }
 
     /// Append a record body written at `time_ms`. The record number is taken even when the
     /// write fails (the message then lives in memory only under that number); on error nothing
-    /// usable was written (a partial record is detected at the next open).
+    /// usable was written (a partial record is cut off, or else detected at the next open).
     pub fn append(&mut self, body: &[u8], time_ms: u64) -> (u64, Result<Appended, SpoolError>) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -143,8 +158,12 @@ impl DiskStore {
         let mut frame = Vec::with_capacity(format::RECORD_HEADER + body.len());
         format::encode_record(&mut frame, seq, time_ms, body);
         let len = frame.len() as u64;
+        // Roll when this record would take the active segment past the roll size — unless
+        // the segment holds no record yet (a record larger than the roll size goes alone).
         let roll = match (&self.writer, self.segments.back()) {
-            (Some(_), Some(s)) => s.size + len > self.cfg.roll_at() && !s.records.is_empty(),
+            (Some(_), Some(s)) => {
+                s.size > format::SEGMENT_HEADER as u64 && s.size + len > self.cfg.roll_at()
+            }
             _ => true,
         };
         if roll {
@@ -158,9 +177,12 @@ impl DiskStore {
             .write_all(&frame)
             .and_then(|()| if fsync { w.sync_data() } else { Ok(()) });
         if let Err(e) = written {
-            // The file may now end in a partial record: never append to it again.
-            self.writer = None;
-            return Err(io("append to", &seg.path)(e));
+            // The file may now end in a partial record: cut it off (best effort; a torn tail
+            // is otherwise found at the next open) and never append to this file again.
+            let _ = w.set_len(seg.size);
+            let e = io("append to", &seg.path)(e);
+            self.close_active();
+            return Err(e);
         }
         seg.records.push_back(RecordInfo {
             seq,
@@ -170,6 +192,7 @@ impl DiskStore {
         });
         seg.size += len;
         self.bytes += len;
+        self.publish_bytes();
         let dropped_through = self.enforce_size();
         Ok(Appended {
             len,
@@ -178,16 +201,11 @@ impl DiskStore {
     }
 
     fn start_segment(&mut self, seq: u64) -> Result<(), SpoolError> {
-        self.writer = None;
+        self.close_active();
         let path = self.cfg.dir.join(format::segment_name(seq));
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io("create", &path))?;
-        f.write_all(&format::SEGMENT_MAGIC)
-            .map_err(io("write", &path))?;
+        let f = create_segment(&path, |f| f.write_all(&format::SEGMENT_MAGIC))?;
         self.bytes += format::SEGMENT_HEADER as u64;
+        self.publish_bytes();
         self.segments.push_back(Segment {
             first: seq,
             path,
@@ -196,6 +214,18 @@ impl DiskStore {
         });
         self.writer = Some(f);
         Ok(())
+    }
+
+    /// Stop appending to the active segment, and delete it if none of its records waits
+    /// (all delivered, or none written).
+    fn close_active(&mut self) {
+        if self.writer.take().is_some()
+            && self.segments.back().is_some_and(|s| s.records.is_empty())
+            && let Some(seg) = self.segments.pop_back()
+        {
+            debug!(segment = %seg.path.display(), "spool segment closed, fully released; deleted");
+            self.remove_segment(seg);
+        }
     }
 
     fn is_active(&self, i: usize) -> bool {
@@ -233,6 +263,7 @@ impl DiskStore {
 
     fn remove_segment(&mut self, seg: Segment) {
         self.bytes -= seg.size;
+        self.publish_bytes();
         if self.reader.as_ref().is_some_and(|(f, _)| *f == seg.first) {
             self.reader = None;
         }
@@ -325,6 +356,45 @@ impl DiskStore {
     }
 }
 
+/// Create the segment file `path` (it must not exist) and write its header with `header`.
+/// When the header cannot be written (a full disk), the file is removed again.
+fn create_segment(
+    path: &Path,
+    header: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<File, SpoolError> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .map_err(io("create", path))?;
+    if let Err(e) = header(&mut f) {
+        drop(f);
+        if let Err(error) = fs::remove_file(path) {
+            warn!(segment = %path.display(), %error, "cannot delete a spool segment without a header");
+        }
+        return Err(io("write", path)(e));
+    }
+    Ok(f)
+}
+
+/// Scan one segment file without reading it into memory at once ([`format::scan_reader`]).
+/// `None`: the file holds no record at all — empty, a torn header or just the header.
+fn scan_file(path: &Path) -> std::io::Result<Option<(format::Scan, u64)>> {
+    let f = File::open(path)?;
+    let size = f.metadata()?.len();
+    if size <= format::SEGMENT_HEADER as u64 {
+        let mut head = Vec::with_capacity(format::SEGMENT_HEADER);
+        f.take(format::SEGMENT_HEADER as u64)
+            .read_to_end(&mut head)?;
+        if format::is_blank_segment(&head) {
+            return Ok(None);
+        }
+        return Ok(Some((format::scan(&head), size)));
+    }
+    let scan = format::scan_reader(BufReader::with_capacity(64 * 1024, f), size)?;
+    Ok(Some((scan, size)))
+}
+
 /// How long [`take_lock`] waits for a holder that is on its way out (a bridge stopping in
 /// the same process or a restart overlapping the old process's last file writes).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -383,8 +453,13 @@ fn scan_segments(
     let mut last_seq = released;
     let mut max_seen = released;
     for (first, path) in names {
-        let data = match fs::read(&path) {
-            Ok(d) => d,
+        let (scan, size) = match scan_file(&path) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                debug!(segment = %path.display(), "spool segment without records; deleted");
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             Err(e) => {
                 telemetry.spool_corrupt.inc();
                 report.damaged += 1;
@@ -392,7 +467,6 @@ fn scan_segments(
                 continue;
             }
         };
-        let scan = format::scan(&data);
         if let Some(problem) = &scan.problem {
             telemetry.spool_corrupt.inc();
             report.damaged += 1;
@@ -421,7 +495,6 @@ fn scan_segments(
             let _ = fs::remove_file(&path);
             continue;
         }
-        let size = data.len() as u64;
         report.records += records.len() as u64;
         report.bytes += size;
         segments.push_back(Segment {
@@ -432,4 +505,110 @@ fn scan_segments(
         });
     }
     Ok((segments, max_seen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk: the file is created but its header cannot be written. No empty file is
+    /// left behind (one per post, each a "damaged" warning at the next start).
+    #[test]
+    fn a_segment_whose_header_cannot_be_written_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format::segment_name(7));
+        let r = create_segment(&path, |_| {
+            Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+        });
+        assert!(
+            matches!(r, Err(SpoolError::Io { what: "write", .. })),
+            "{r:?}"
+        );
+        assert!(!path.exists(), "empty segment file left behind");
+        // The name is free again for the next try.
+        let f = create_segment(&path, |f| f.write_all(&format::SEGMENT_MAGIC));
+        assert!(f.is_ok(), "{f:?}");
+        assert_eq!(fs::read(&path).unwrap(), format::SEGMENT_MAGIC);
+    }
+
+    /// Segments roll at the roll size; a record larger than it is written alone, to a segment
+    /// of its own, and the next record starts a new one.
+    #[test]
+    fn a_record_larger_than_the_roll_size_gets_a_segment_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SpoolConfig::new(dir.path());
+        cfg.segment_bytes = MIN_ROLL;
+        let (mut store, _, _) = DiskStore::open(cfg, &Telemetry::new()).unwrap();
+        let small = vec![1u8; 10_000];
+        let big = vec![2u8; 100_000];
+        let mut seqs = vec![];
+        for body in [&small, &big, &small, &small] {
+            let (seq, r) = store.append(body, 1_000);
+            r.unwrap();
+            seqs.push(seq);
+        }
+        assert_eq!(
+            seg_files(dir.path()),
+            [
+                format::segment_name(seqs[0]),
+                format::segment_name(seqs[1]),
+                format::segment_name(seqs[2]),
+            ]
+        );
+        let sizes: Vec<u64> = store.segments.iter().map(|s| s.size).collect();
+        let frame = |n: usize| (format::RECORD_HEADER + n) as u64;
+        let header = format::SEGMENT_HEADER as u64;
+        assert_eq!(
+            sizes,
+            [
+                header + frame(10_000),
+                header + frame(100_000),
+                header + 2 * frame(10_000)
+            ]
+        );
+        assert_eq!(store.bytes, sizes.iter().sum::<u64>());
+    }
+
+    fn seg_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An append fails (a full disk) on a segment whose records were all delivered: the
+    /// segment is closed and deleted, not left for the next start to read; the next append
+    /// starts a new one.
+    #[test]
+    fn a_failed_append_leaves_no_segment_without_waiting_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _, _) =
+            DiskStore::open(SpoolConfig::new(dir.path()), &Telemetry::new()).unwrap();
+        let (one, r) = store.append(b"one", 1_000);
+        r.unwrap();
+        store.release_through(one);
+        let path = dir.path().join(format::segment_name(one));
+        assert!(
+            path.exists(),
+            "the active segment stays while it is written"
+        );
+        // The next write fails: a writer that cannot write.
+        store.writer = Some(File::open(&path).unwrap());
+        let (_, r) = store.append(b"two", 1_001);
+        assert!(r.is_err());
+        assert_eq!(seg_files(dir.path()), Vec::<String>::new());
+        assert_eq!(store.bytes, 0);
+        let (three, r) = store.append(b"three", 1_002);
+        r.unwrap();
+        assert_eq!(seg_files(dir.path()), [format::segment_name(three)]);
+        assert_eq!(
+            store.bytes,
+            fs::metadata(dir.path().join(format::segment_name(three)))
+                .unwrap()
+                .len()
+        );
+    }
 }
