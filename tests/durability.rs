@@ -13,114 +13,28 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::camera::{self, image, post_with, read_response_until};
+use common::camera::{self, image, post_keep_alive};
+use common::process::BridgeProcess;
 use common::{Collector, Mosquitto};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-struct BridgeChild {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl BridgeChild {
-    fn start(dir: &Path, broker_port: u16, http: SocketAddr, name: &str) -> BridgeChild {
-        let conf = dir.join("camqtt.toml");
-        // A small max_bytes only makes the flow-control level (half of it) small, so the test
-        // reaches it in a second instead of after 1,024 records; the default shows the same.
-        std::fs::write(
-            &conf,
-            format!(
-                "[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"camqtt-durable-{broker_port}\"\n\
-                 [homeassistant]\nenabled = false\n\
-                 [viewtron]\nlisten = \"{http}\"\n\
-                 [spool]\ndir = \"{}\"\nmax_bytes = 1048576\n",
-                dir.join("spool").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_camqtt"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env_remove("CAMQTT_MQTT_URL")
-            .env_remove("CAMQTT_LISTEN")
-            .env("CAMQTT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn camqtt");
-        let p = BridgeChild {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !p.log().contains("MQTT connected") {
-            assert!(
-                Instant::now() < deadline,
-                "bridge did not connect; log:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait up to `max` for the exit status.
-    fn terminate(&mut self, max: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let end = Instant::now() + max;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for BridgeChild {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn post(s: &mut TcpStream, body: &str) -> Result<u16, String> {
-    let request = post_with(
-        "/API",
-        &[
-            "Host: camqtt",
-            "Content-Type: application/xml",
-            "Connection: keep-alive",
-        ],
-        body.as_bytes(),
-    );
-    s.write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    Ok(read_response_until(s, None).await?.code())
+/// The bridge binary on `dir` (configuration and spool) and `http`, so that a second one
+/// takes over the first one's port and spool; returns once it is connected to the broker.
+fn start_bridge(dir: &Path, broker: &Mosquitto, http: SocketAddr) -> BridgeProcess {
+    // A small max_bytes only makes the flow-control level (half of it) small, so the test
+    // reaches it in a second instead of after 1,024 records; the default shows the same.
+    let bridge = BridgeProcess::spawn(broker.url(), format!("camqtt-durable-{}", broker.port))
+        .dir(dir)
+        .listen(http)
+        .toml("[homeassistant]\nenabled = false\n")
+        .spool("max_bytes = 1048576")
+        .start();
+    bridge.wait_for_log("MQTT connected", Duration::from_secs(20));
+    bridge
 }
 
 /// How the first bridge ends.
@@ -135,7 +49,8 @@ enum Stop {
 
 /// Freeze the broker while six cameras post unique plates for 12 s, stop the bridge, resume
 /// the broker, restart the bridge on the same spool; returns (plates answered 200, plates
-/// delivered, 'replying anyway' warnings, exit status of the first bridge, restart log).
+/// delivered, 'replying anyway' warnings, exit status of the first bridge, both bridges' logs
+/// without the lines of every post).
 async fn frozen_broker_then(
     stop_how: Stop,
 ) -> (
@@ -147,10 +62,8 @@ async fn frozen_broker_then(
 ) {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let http: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let mut first = BridgeChild::start(dir.path(), broker.port, http, "first");
+    let http = common::free_addr();
+    let mut first = start_bridge(dir.path(), &broker, http);
     // Connected, then the broker stops answering (the connection stays up).
     broker.pause();
 
@@ -177,7 +90,7 @@ async fn frozen_broker_then(
                 }
                 let plate = format!("D{c}N{i:05}");
                 let body = camera::ipc_lpr(&mac, &plate, &overview, &crop);
-                match post(&mut s, &body).await {
+                match post_keep_alive(&mut s, &body).await {
                     Ok(200) => replied.lock().unwrap().push(plate),
                     _ => break,
                 }
@@ -211,7 +124,7 @@ async fn frozen_broker_then(
     broker.resume();
 
     let col = Collector::start(broker.port, "camera/+/lpr/event").await;
-    let second = BridgeChild::start(dir.path(), broker.port, http, "second");
+    let second = start_bridge(dir.path(), &broker, http);
     let deadline = Instant::now() + Duration::from_secs(30);
     let got = loop {
         let got: BTreeSet<String> = col
@@ -224,7 +137,12 @@ async fn frozen_broker_then(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let log = format!("first:\n{}\nsecond:\n{}", first.log(), second.log());
+    // Both logs, without the lines of every post, for a failure message.
+    let log = format!("first:\n{}\nsecond:\n{}", first.log(), second.log())
+        .lines()
+        .filter(|l| !l.contains("handler: event") && !l.contains("replying anyway"))
+        .collect::<Vec<_>>()
+        .join("\n");
     (replied, got, held_anyway, status, log)
 }
 
@@ -247,10 +165,7 @@ async fn no_post_answered_200_is_lost_to_a_sigkill_while_the_broker_is_frozen() 
         missing.len(),
         replied.len(),
         missing.iter().take(5).collect::<Vec<_>>(),
-        log.lines()
-            .filter(|l| !l.contains("handler: event") && !l.contains("replying anyway"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        log
     );
 }
 
@@ -265,15 +180,10 @@ async fn sigterm_with_a_frozen_broker_exits_0_and_loses_no_post_answered_200() {
     let (replied, got, held_anyway, status, log) = frozen_broker_then(Stop::Term).await;
     assert!(replied.len() >= 6, "the cameras posted: {}", replied.len());
     let missing = lost(&replied, &got);
-    let quiet: String = log
-        .lines()
-        .filter(|l| !l.contains("handler: event") && !l.contains("replying anyway"))
-        .collect::<Vec<_>>()
-        .join("\n");
     assert!(
         missing.is_empty() && status.is_some_and(|s| s.success()),
         "exit status {status:?}; {} of {} posts answered 200 were lost after a graceful \
-         SIGTERM ({held_anyway} 'replying anyway' warnings); first missing: {:?}\nlogs:\n{quiet}",
+         SIGTERM ({held_anyway} 'replying anyway' warnings); first missing: {:?}\nlogs:\n{log}",
         missing.len(),
         replied.len(),
         missing.iter().take(5).collect::<Vec<_>>(),

@@ -13,12 +13,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use camqtt::event::{
@@ -27,26 +25,9 @@ use camqtt::event::{
 use camqtt::spool::{Buffer, SpoolConfig};
 use camqtt::telemetry::Telemetry;
 use common::bridge::Bridge;
-use common::camera::{self, big_jpeg, image, post_with, read_response_until};
+use common::camera::{self, big_jpeg, image, post_keep_alive};
+use common::process::BridgeProcess;
 use common::{Collector, Mosquitto, Msg};
-
-/// Send one post on a keep-alive connection and read the reply (no time limit); the status
-/// code, or why there is none.
-async fn post(s: &mut TcpStream, body: &str) -> Result<u16, String> {
-    let request = post_with(
-        "/API",
-        &[
-            "Host: camqtt",
-            "Content-Type: application/xml",
-            "Connection: keep-alive",
-        ],
-        body.as_bytes(),
-    );
-    s.write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    Ok(read_response_until(s, None).await?.code())
-}
 
 /// Plates per device topic, in arrival order, from `camera/<device>/lpr/event`.
 fn plates_by_device(msgs: &[Msg]) -> BTreeMap<String, Vec<String>> {
@@ -169,7 +150,7 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
             for i in 0..PER_DEVICE {
                 let overview = if i % 50 == 25 { &big } else { &small };
                 let body = camera::ipc_lpr(&mac, &format!("D{d}N{i:04}"), overview, &crop);
-                assert_eq!(post(&mut s, &body).await.expect("reply"), 200);
+                assert_eq!(post_keep_alive(&mut s, &body).await.expect("reply"), 200);
                 replied.fetch_add(1, Ordering::SeqCst);
             }
         }));
@@ -256,71 +237,17 @@ async fn broker_outage_midway_every_event_arrives_in_order() {
     bridge.stop().await;
 }
 
-/// The bridge binary as a child process with its own config file and spool directory.
-struct BridgeProcess {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl BridgeProcess {
-    fn start(dir: &Path, broker_port: u16, http: SocketAddr, name: &str) -> BridgeProcess {
-        let conf = dir.join("camqtt.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"camqtt-fault-{name}-{broker_port}\"\n\
-                 [homeassistant]\nenabled = false\n\
-                 [viewtron]\nlisten = \"{http}\"\n\
-                 [spool]\ndir = \"{}\"\n",
-                dir.join("spool").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_camqtt"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .env_remove("CAMQTT_MQTT_URL")
-            .env_remove("CAMQTT_LISTEN")
-            .env("CAMQTT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn camqtt");
-        let p = BridgeProcess {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(http).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "bridge did not listen; log:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for BridgeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The bridge binary on `dir` (configuration and spool) and `http`, reaching the broker at
+/// `127.0.0.1:<broker_port>`, so that a restarted one takes over the port and the spool.
+fn start_bridge(dir: &Path, broker_port: u16, http: SocketAddr, name: &str) -> BridgeProcess {
+    BridgeProcess::spawn(
+        format!("mqtt://127.0.0.1:{broker_port}"),
+        format!("camqtt-fault-{name}-{broker_port}"),
+    )
+    .dir(dir)
+    .listen(http)
+    .toml("[homeassistant]\nenabled = false\n")
+    .start()
 }
 
 /// (b) SIGKILL in the middle of a stream of posts.
@@ -332,13 +259,11 @@ async fn sigkill_midway_every_replied_post_is_delivered_after_restart() {
     let started = Instant::now();
     let col = Collector::start(broker.port, "camera/+/lpr/event").await;
     let dir = tempfile::tempdir().unwrap();
-    let http: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
+    let http = common::free_addr();
     // The bridge reaches the broker through a gate: closed after 100 replies, so the kill
     // hits a backlog (waiting in the spool) as well as publishes in flight.
     let gate = Gate::start(broker.port).await;
-    let mut first = BridgeProcess::start(dir.path(), gate.port, http, "first");
+    let mut first = start_bridge(dir.path(), gate.port, http, "first");
 
     const CONNS: usize = 3;
     let small = image("overview.jpg");
@@ -365,7 +290,7 @@ async fn sigkill_midway_every_replied_post_is_delivered_after_restart() {
                 let plate = format!("K{c}N{i:05}");
                 let overview = if i % 10 == 5 { &big } else { &small };
                 let body = camera::ipc_lpr(&mac, &plate, overview, &crop);
-                match post(&mut s, &body).await {
+                match post_keep_alive(&mut s, &body).await {
                     Ok(200) => replied.lock().unwrap().push(plate),
                     _ => break, // the bridge was killed under this post
                 }
@@ -392,7 +317,7 @@ async fn sigkill_midway_every_replied_post_is_delivered_after_restart() {
         .sum::<usize>();
 
     gate.set(true);
-    let second = BridgeProcess::start(dir.path(), gate.port, http, "second");
+    let second = start_bridge(dir.path(), gate.port, http, "second");
     let restarted = Instant::now();
     // Poll until every replied plate arrived (or time out).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -516,10 +441,8 @@ async fn corrupted_spool_tail_is_survived() {
     std::fs::write(&segs[2], b).unwrap();
 
     let col = Collector::start(broker.port, "camera/+/lpr/event").await;
-    let http: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let bridge = BridgeProcess::start(dir.path(), broker.port, http, "corrupt");
+    let http = common::free_addr();
+    let bridge = start_bridge(dir.path(), broker.port, http, "corrupt");
     let want = [
         "C00", "C01", "C02", "C03", "C10", "C11", "C12", "C13", "C20", "C21", "C22", "C23", "C24",
     ];
@@ -549,7 +472,7 @@ async fn corrupted_spool_tail_is_survived() {
         &image("overview.jpg"),
         &image("crop.jpg"),
     );
-    assert_eq!(post(&mut s, &body).await.unwrap(), 200);
+    assert_eq!(post_keep_alive(&mut s, &body).await.unwrap(), 200);
     assert!(
         col.wait_for(
             |m| m.payload.windows(6).any(|w| w == b"AFTER1"),

@@ -1,11 +1,14 @@
 //! The HTTP receiver over real loopback sockets, driven by hand-written bytes.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use camqtt::sources::http_push::{Handler, HttpConfig, HttpError, Request, Response, serve};
 use camqtt::telemetry::Telemetry;
+use common::logs::Logs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -602,14 +605,8 @@ async fn silent_connections_at_the_cap_do_not_hold_it_for_the_idle_timeout() {
 /// connection).
 #[tokio::test]
 async fn refused_requests_are_warned_about_once_per_peer() {
-    let logs = Logs::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish(),
-    );
+    // `#[tokio::test]` runs the server on the test's thread.
+    let (logs, _guard) = Logs::capture_thread();
     let s = start(HttpConfig::default()).await;
     const N: usize = 30;
     for _ in 0..N {
@@ -639,34 +636,6 @@ async fn refused_requests_are_warned_about_once_per_peer() {
             >= N - 1,
         "{text}"
     );
-}
-
-/// Log lines of one test (a thread-local subscriber: `#[tokio::test]` runs the server on the
-/// test's thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
 }
 
 #[tokio::test]

@@ -7,14 +7,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use common::camera::{REPLY, exchange, post};
+use common::process::BridgeProcess;
 use common::{Collector, Mosquitto};
 
 const T: Duration = Duration::from_secs(15);
@@ -63,9 +62,7 @@ async fn start(broker: &Mosquitto, state: &Path, client_id: &str) -> Running {
 
 impl Running {
     async fn post(&self, body: &str) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let r = exchange(&mut s, &post("/API", body.as_bytes())).await;
-        assert_eq!(r.body, REPLY);
+        send(self.addr, body).await;
     }
 
     async fn stop(self) {
@@ -75,6 +72,13 @@ impl Running {
             .expect("stops in time")
             .expect("clean stop");
     }
+}
+
+/// Post `body` to the receiver at `addr`; it must answer with the success document.
+async fn send(addr: SocketAddr, body: &str) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let r = exchange(&mut s, &post("/API", body.as_bytes())).await;
+    assert_eq!(r.body, REPLY);
 }
 
 fn registry(state: &Path) -> serde_json::Value {
@@ -195,88 +199,19 @@ async fn the_registry_file_of_0_1_is_migrated() {
     );
 }
 
-/// The real `camqtt` binary on `state` (the spool and registry directory), Home Assistant
-/// discovery off, its log kept for a failure message.
-struct Process {
-    addr: SocketAddr,
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// The real `camqtt` binary on `state` (its configuration, and `spool/`: the spool and
+/// registry directory), Home Assistant discovery off, its log kept for a failure message.
+fn start_process(broker: &Mosquitto, state: &Path, client_id: &str) -> BridgeProcess {
+    BridgeProcess::spawn(broker.url(), format!("{client_id}-{}", broker.port))
+        .dir(state)
+        .toml("[homeassistant]\nenabled = false\n")
+        .start()
 }
 
-impl Process {
-    fn start(broker: &Mosquitto, state: &Path, client_id: &str) -> Process {
-        let conf = state.join("camqtt.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[homeassistant]\nenabled = false\n[spool]\ndir = {:?}\n",
-                state.join("spool")
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_camqtt"))
-            .env_clear()
-            .env("NO_COLOR", "1")
-            .arg("run")
-            .arg("--config")
-            .arg(&conf)
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
-            .args(["--mqtt-url", &broker.url()])
-            .args(["--client-id", &format!("{client_id}-{}", broker.port)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn camqtt");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&common::process::strip_ansi(&line));
-                l.push('\n');
-            }
-        });
-        let end = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let text = log.lock().unwrap().clone();
-            if let Some(addr) = text
-                .lines()
-                .filter(|l| l.contains("camqtt running"))
-                .find_map(|l| {
-                    l.split_whitespace()
-                        .find_map(|w| w.strip_prefix("viewtron="))
-                })
-                .and_then(|a| a.parse().ok())
-            {
-                break addr;
-            }
-            assert!(
-                Instant::now() < end && matches!(child.try_wait(), Ok(None)),
-                "camqtt did not start; log:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Process { addr, child, log }
-    }
-
-    async fn post(&self, body: &str) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let r = exchange(&mut s, &post("/API", body.as_bytes())).await;
-        assert_eq!(r.body, REPLY);
-    }
-
-    /// SIGKILL: no shutdown, no last save.
-    fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log.lock().unwrap().clone()
-    }
+/// SIGKILL (no shutdown, no last save); the whole log.
+fn kill(mut bridge: BridgeProcess) -> String {
+    bridge.kill();
+    bridge.log()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,27 +226,27 @@ async fn bridge_kept_counts_never_go_backwards_after_a_sigkill() {
     let topic = format!("camera/{CHANNEL}/counting/enter_person");
     let col = Collector::start(broker.port, &topic).await;
     let state = tempfile::tempdir().unwrap();
-    let first = tokio::task::block_in_place(|| Process::start(&broker, state.path(), "sigkill"));
+    let first = tokio::task::block_in_place(|| start_process(&broker, state.path(), "sigkill"));
     for _ in 0..3 {
-        first.post(&counting_post()).await;
+        send(first.addr, &counting_post()).await;
     }
     col.wait_payload(&topic, "3", T).await.expect("count 3");
     tokio::time::sleep(Duration::from_millis(2500)).await; // a debounced save of 3
     for _ in 0..3 {
-        first.post(&counting_post()).await;
+        send(first.addr, &counting_post()).await;
     }
     col.wait_payload(&topic, "6", T).await.expect("count 6");
-    let log = tokio::task::block_in_place(|| first.kill()); // within the save debounce
+    let log = tokio::task::block_in_place(|| kill(first)); // within the save debounce
     assert_eq!(
         registry(&state.path().join("spool"))["devices"][1]["counts"]["person"],
         6,
         "every count answered to the camera is in the registry file; log:\n{log}"
     );
-    let second = tokio::task::block_in_place(|| Process::start(&broker, state.path(), "sigkill"));
-    second.post(&counting_post()).await;
+    let second = tokio::task::block_in_place(|| start_process(&broker, state.path(), "sigkill"));
+    send(second.addr, &counting_post()).await;
     let seven = col.wait_payload(&topic, "7", T).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // any late replay
-    let log = tokio::task::block_in_place(|| second.kill());
+    let log = tokio::task::block_in_place(|| kill(second));
     let seen: Vec<u64> = (col.on(&topic).iter())
         .filter_map(|m| m.text().parse().ok())
         .collect();

@@ -3,6 +3,8 @@
 //! lock; the memory buffer's bound; flow control; and property tests for the record codec and
 //! for opening arbitrary bytes.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use camqtt::spool::{
     Buffer, BufferReader, MemoryConfig, Next, SpoolConfig, SpoolError, codec, format,
 };
 use camqtt::telemetry::Telemetry;
+use common::logs::Logs;
 use proptest::prelude::*;
 
 fn device(id: &str) -> Device {
@@ -843,45 +846,14 @@ async fn a_huge_max_age_keeps_records_instead_of_wrapping_around() {
     );
 }
 
-/// Log lines captured on this thread only (the buffer logs its age drops on the caller's
-/// thread), whatever other tests of the process do.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 /// A backlog that outlived `max_age` (a week-long broker outage) is one warn line with the
 /// count, not one line per record; every record is still counted in `spool_dropped`. Both
 /// ways a record expires: when the reader reaches it, and in `maintain()`.
 #[tokio::test]
 async fn expired_records_are_logged_once_per_pass_with_their_count() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish(),
-    );
+    // This thread's lines only: the buffer logs its age drops on the caller's thread, and
+    // other tests of the process (under `cargo test`) drop expired records too.
+    let (logs, _guard) = Logs::capture_thread();
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
     c.max_age = Duration::from_secs(60);
@@ -896,7 +868,7 @@ async fn expired_records_are_logged_once_per_pass_with_their_count() {
     assert_eq!(got.len(), 41);
     assert_eq!(plates(&got), ["NEW"]);
     assert_eq!(t.spool_dropped.get(), 40);
-    let lines = logs.lines_with("expired");
+    let lines = logs.lines_with(&["expired"]);
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(lines[0].contains("records=40"), "{}", lines[0]);
     drop(b);
@@ -913,7 +885,7 @@ async fn expired_records_are_logged_once_per_pass_with_their_count() {
     let mut r = b.reader();
     r.maintain();
     assert_eq!(t.spool_dropped.get(), 30);
-    let lines = logs.lines_with("expired");
+    let lines = logs.lines_with(&["expired"]);
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(lines[1].contains("records=30"), "{}", lines[1]);
     assert_eq!(plates(&drain(&mut r).await), ["NEW"]);

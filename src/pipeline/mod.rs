@@ -428,13 +428,12 @@ mod tests {
         assert!(path.exists());
     }
 
-    fn counted(peer: &str) -> Message {
+    /// A test event of `category` from `device`: a pulse received now, no attributes, no
+    /// images (also used by the registry's tests).
+    pub(crate) fn event(device: DeviceInfo, category: Category) -> Message {
         Message::Event(Box::new(Event {
-            device: DeviceInfo {
-                peer: Some(peer.parse().unwrap()),
-                ..Default::default()
-            },
-            category: Category::Counting,
+            device,
+            category,
             phase: Phase::Pulse,
             time: SystemTime::now(),
             time_source: TimeSource::Receiver,
@@ -485,7 +484,13 @@ mod tests {
             let (done, durable) = tokio::sync::oneshot::channel();
             let input = Input {
                 source: "test",
-                msg: counted("10.0.0.8"),
+                msg: event(
+                    DeviceInfo {
+                        peer: Some("10.0.0.8".parse().unwrap()),
+                        ..Default::default()
+                    },
+                    Category::Counting,
+                ),
                 durable: Some(done),
             };
             tx.send(input).await.unwrap();

@@ -373,7 +373,8 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::config::DeviceSection;
-    use crate::event::{Attributes, DeviceInfo, Phase, TimeSource};
+    use crate::event::DeviceInfo;
+    use crate::pipeline::tests::event;
     use std::net::IpAddr;
 
     fn cfg() -> PipelineConfig {
@@ -406,25 +407,6 @@ mod tests {
             now,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         )
-    }
-
-    fn event(info: DeviceInfo, category: Category) -> Message {
-        Message::Event(Box::new(Event {
-            device: info,
-            category,
-            phase: Phase::Pulse,
-            time: SystemTime::now(),
-            time_source: TimeSource::Receiver,
-            time_raw: None,
-            received: SystemTime::now(),
-            source: "test".into(),
-            raw_type: "X".into(),
-            envelope: None,
-            config_version: None,
-            attrs: Attributes::default(),
-            images: vec![],
-            warnings: vec![],
-        }))
     }
 
     fn peer(s: &str) -> Option<IpAddr> {

@@ -249,6 +249,24 @@ pub async fn exchange(s: &mut TcpStream, request: &[u8]) -> Response {
     reply(s).await
 }
 
+/// Send one camera post of `body` on a keep-alive connection and read the reply, with no time
+/// limit: the status code, or why there is none (the bridge went away under the post).
+pub async fn post_keep_alive(s: &mut TcpStream, body: &str) -> Result<u16, String> {
+    let request = post_with(
+        "/API",
+        &[
+            "Host: camqtt",
+            "Content-Type: application/xml",
+            "Connection: keep-alive",
+        ],
+        body.as_bytes(),
+    );
+    s.write_all(&request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    Ok(read_response_until(s, None).await?.code())
+}
+
 /// Connect, write `request` (which should say `Connection: close`) and read until the server
 /// closes, within [`T`]. Returns all the bytes received.
 pub async fn send_close(addr: SocketAddr, request: &[u8]) -> Vec<u8> {

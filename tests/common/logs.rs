@@ -1,7 +1,8 @@
 //! The bridge's log lines, captured in memory for assertions.
 //!
 //! One global subscriber per process: nextest runs every test in its own process; under plain
-//! `cargo test` the tests of a binary share it, so look for lines of your own test's devices.
+//! `cargo test` the tests of a binary share it, so look for lines of your own test's devices
+//! (or use [`Logs::capture_thread`] when the code under test logs on the test's thread).
 //!
 //! Usage:
 //! ```ignore
@@ -12,6 +13,8 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Captured log output (plain text, no ANSI colours, one line per event).
 #[derive(Clone, Default)]
@@ -36,15 +39,28 @@ impl Logs {
         static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
         LOGS.get_or_init(|| {
             let logs = Logs::default();
-            let buf = logs.0.clone();
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("camqtt=debug"))
-                .with_ansi(false)
-                .with_writer(move || Sink(buf.clone()))
-                .try_init();
+            let _ = logs.subscriber().try_init();
             logs
         })
         .clone()
+    }
+
+    /// This thread's log only (level `camqtt=debug`), while the guard lives: also under
+    /// `cargo test`, no other test's lines. For code that logs on the test's thread (a
+    /// `#[tokio::test]` on its current-thread runtime).
+    pub fn capture_thread() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let guard = logs.subscriber().set_default();
+        (logs, guard)
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let buf = self.0.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("camqtt=debug"))
+            .with_ansi(false)
+            .with_writer(move || Sink(buf.clone()))
+            .finish()
     }
 
     /// Forget what was logged so far.

@@ -200,6 +200,12 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A loopback address on a free port ([`free_port`]), for a bridge that must listen on the
+/// same address again after a restart.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// One received message.
 #[derive(Debug, Clone)]
 pub struct Msg {
