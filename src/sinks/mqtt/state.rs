@@ -468,6 +468,10 @@ struct DevState {
     held: VecDeque<Action>,
     /// Component configurations last announced (key → config), to tell new entities.
     components: BTreeMap<String, serde_json::Value>,
+    /// The device or its capabilities changed since discovery was last built: the next
+    /// [`SinkState::sync`] builds and compares it again (most events change neither, and
+    /// building a device's discovery costs more than the rest of an event).
+    discovery_stale: bool,
 }
 
 impl DevState {
@@ -485,6 +489,7 @@ impl DevState {
             settling: BTreeMap::new(),
             held: VecDeque::new(),
             components: BTreeMap::new(),
+            discovery_stale: true,
         }
     }
 
@@ -926,6 +931,7 @@ impl SinkState {
         });
         if dev.device != *device {
             dev.device = device.clone();
+            dev.discovery_stale = true;
         }
         dev.last_seen = Some(wall);
         new
@@ -947,7 +953,9 @@ impl SinkState {
     /// (or the device) changed.
     fn add_caps(&mut self, id: &str, caps: &DeviceCaps, now: Instant, out: &mut Vec<Action>) {
         if let Some(dev) = self.devices.get_mut(id) {
+            let before = dev.caps.clone();
             dev.caps.merge(caps);
+            dev.discovery_stale |= dev.caps != before;
         }
         self.sync(id, now, out);
     }
@@ -957,14 +965,15 @@ impl SinkState {
     /// spooled by camqtt 0.1.0: their entities are announced all the same.
     fn event_caps(&mut self, id: &str, ev: &Event, now: Instant, out: &mut Vec<Action>) {
         if let Some(dev) = self.devices.get_mut(id) {
-            dev.caps.record(ev);
+            dev.discovery_stale |= dev.caps.record(ev);
         }
         self.sync(id, now, out);
     }
 
-    /// Publish the device's discovery where it changed.
+    /// Publish the device's discovery where it changed (nothing to do unless the device or
+    /// its capabilities changed since the last time).
     fn sync(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
-        if let Some(dev) = self.devices.get_mut(id) {
+        if let Some(dev) = self.devices.get_mut(id).filter(|d| d.discovery_stale) {
             let ready = ready_after(self.ha, self.settle, now);
             sync_discovery(self.discovery.as_ref(), dev, now, out, false, ready);
         }
@@ -1087,6 +1096,7 @@ impl SinkState {
             dev.last_seen = Some(r.last_seen);
             dev.online = Some(false);
             dev.caps = r.caps.clone();
+            dev.discovery_stale = true;
             for (class, n) in &r.counts {
                 let t = self.topics.device_cat(
                     &id,
@@ -1361,6 +1371,7 @@ fn sync_discovery(
     }
     dev.settling.retain(|_, t| *t > now);
     dev.discovery = msgs;
+    dev.discovery_stale = false;
 }
 
 #[cfg(test)]
