@@ -32,22 +32,58 @@ pub enum CodecError {
     ImageLength,
 }
 
-/// Encode a routed message as a record body.
+/// Encode a routed message as a record body (what [`decode`] reads): [`encode_parts`]
+/// joined into one buffer.
 pub fn encode(r: &Routed) -> Vec<u8> {
-    // Plain data (strings, numbers, options): serialising cannot fail; NaN becomes null.
-    let json = serde_json::to_vec(r).unwrap_or_else(|_| b"null".to_vec());
-    let images: &[crate::event::Image] = match r {
-        Routed::Event { event, .. } => &event.images,
-        _ => &[],
-    };
-    let total: usize = images.iter().map(|i| i.data.len()).sum();
-    let mut out = Vec::with_capacity(4 + json.len() + total);
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    for i in images {
-        out.extend_from_slice(&i.data);
+    let parts = encode_parts(r);
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts.slices() {
+        out.extend_from_slice(p);
     }
     out
+}
+
+/// A record body in pieces, as written: `u32` LE length of the metadata JSON, the JSON, then
+/// each image's bytes in event order. The images are the event's own buffers (no copy): the
+/// store writes the pieces with one vectored write.
+#[derive(Debug)]
+pub struct BodyParts {
+    meta: Vec<u8>,
+    images: Vec<Bytes>,
+}
+
+impl BodyParts {
+    /// The pieces, in order.
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.meta[..]).chain(self.images.iter().map(|b| &b[..]))
+    }
+
+    /// Body length, bytes.
+    pub fn len(&self) -> usize {
+        self.meta.len() + self.images.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Never true: the metadata length prefix is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Encode a routed message as a record body, in pieces ([`BodyParts`]).
+pub fn encode_parts(r: &Routed) -> BodyParts {
+    // Plain data (strings, numbers, options): serialising cannot fail; NaN becomes null.
+    let mut meta = vec![0u8; 4];
+    if serde_json::to_writer(&mut meta, r).is_err() {
+        meta.truncate(4);
+        meta.extend_from_slice(b"null");
+    }
+    let json_len = u32::try_from(meta.len() - 4).unwrap_or(u32::MAX);
+    meta[..4].copy_from_slice(&json_len.to_le_bytes());
+    let images = match r {
+        Routed::Event { event, .. } => event.images.iter().map(|i| i.data.clone()).collect(),
+        _ => Vec::new(),
+    };
+    BodyParts { meta, images }
 }
 
 /// The image byte counts of an event record's metadata (the serde form of an image carries

@@ -437,9 +437,12 @@ impl Buffer {
         let Some(store) = self.0.store.clone() else {
             return self.append_memory(r, time_ms);
         };
-        let body = codec::encode(&r);
-        let (seq, written) =
-            match tokio::task::spawn_blocking(move || lock(&store).append(&body, time_ms)).await {
+        let body = codec::encode_parts(&r);
+        let write = move || {
+            let pieces: Vec<&[u8]> = body.slices().collect();
+            lock(&store).append_parts(&pieces, time_ms)
+        };
+        let (seq, written) = match tokio::task::spawn_blocking(write).await {
                 Ok(v) => v,
                 Err(e) => (
                     0,
