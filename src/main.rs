@@ -84,7 +84,28 @@ struct RunArgs {
     addon_options: Option<PathBuf>,
 }
 
+/// One glibc malloc arena instead of up to eight per core (unless `MALLOC_ARENA_MAX` is set).
+/// A camera post (about 1 MB) and its images are allocated on one runtime thread and freed on
+/// another; with an arena per thread, each arena keeps its own free lists of such buffers and
+/// the process holds several copies of its working set. Measured on the 946 kB IPC benchmark
+/// post at 16 connections: peak RSS 76 → 63 MB, CPU per event unchanged (glibc `mallopt(3)`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
+/// Other allocators (musl, macOS) keep their defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let mut log_level = match &cli.cmd {
         Some(Cmd::Run(a)) => a.log_level.clone(),

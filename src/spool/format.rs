@@ -53,8 +53,7 @@ pub const LEDGER_LEN: usize = 20;
 fn record_crc<'a>(seq: u64, time_ms: u64, body: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     let c = crc32c::crc32c(&seq.to_le_bytes());
     let c = crc32c::crc32c_append(c, &time_ms.to_le_bytes());
-    body.into_iter()
-        .fold(c, crc32c::crc32c_append)
+    body.into_iter().fold(c, crc32c::crc32c_append)
 }
 
 /// The header of a record whose body is `body` (the concatenation of its pieces, which

@@ -86,9 +86,9 @@ pub const LEDGER_INTERVAL: Duration = Duration::from_millis(100);
 pub const BACKLOG_RECORDS: u64 = 1024;
 /// While the consumer drains, appends wait while this many record bytes are unreleased (at
 /// most half of the size bound; or the backlog the connection started with, if larger).
-pub const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+pub const BACKLOG_BYTES: u64 = 16 * 1024 * 1024;
 /// Decoded records kept in memory beside the disk copy, bytes.
-pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// One batch of records read back from disk: at most this many records ...
 const FILL_RECORDS: usize = 64;
 /// ... and this many bytes.
@@ -443,16 +443,16 @@ impl Buffer {
             lock(&store).append_parts(&pieces, time_ms)
         };
         let (seq, written) = match tokio::task::spawn_blocking(write).await {
-                Ok(v) => v,
-                Err(e) => (
-                    0,
-                    Err(SpoolError::Io {
-                        what: "append",
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e),
-                    }),
-                ),
-            };
+            Ok(v) => v,
+            Err(e) => (
+                0,
+                Err(SpoolError::Io {
+                    what: "append",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e),
+                }),
+            ),
+        };
         let mut s = self.state();
         let (len, on_disk) = match written {
             Ok(done) => {

@@ -186,8 +186,8 @@ impl DiskStore {
             unreachable!("a writer always comes with its segment")
         };
         let fsync = self.cfg.fsync;
-        let written = write_all_vectored(w, &frame)
-            .and_then(|()| if fsync { w.sync_data() } else { Ok(()) });
+        let written =
+            write_all_vectored(w, &frame).and_then(|()| if fsync { w.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // The file may now end in a partial record: cut it off (best effort; a torn tail
             // is otherwise found at the next open) and never append to this file again.

@@ -188,6 +188,9 @@ enum State {
     Failed(HttpError),
 }
 
+/// Least free room [`RequestFramer::read_buffer`] offers for one socket read, bytes.
+pub const READ_RESERVE: usize = 16 * 1024;
+
 /// Incremental request framer for one connection. See the module documentation.
 #[derive(Debug)]
 pub struct RequestFramer {
@@ -214,6 +217,22 @@ impl RequestFramer {
     /// Append received bytes. Cheap; all work happens in [`RequestFramer::poll`].
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read the next bytes into (`AsyncReadExt::read_buf`): what is read there
+    /// is pushed, without the copy of [`RequestFramer::push`]. It has room for the rest of a
+    /// body of known length (`Content-Length`, already checked against the body limit: one
+    /// allocation for the whole body, and a large body arrives in large reads), otherwise for
+    /// at least [`READ_RESERVE`] bytes.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        let want = match &self.state {
+            State::Length { len, .. } => len.saturating_sub(self.buf.len()).max(READ_RESERVE),
+            _ => READ_RESERVE,
+        };
+        if self.buf.capacity() - self.buf.len() < READ_RESERVE.min(want) {
+            self.buf.reserve(want);
+        }
+        &mut self.buf
     }
 
     /// `true` between requests: nothing of a next request has arrived. A few blank lines

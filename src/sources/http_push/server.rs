@@ -542,8 +542,6 @@ struct Connection<'a, S> {
     peer: SocketAddr,
     shared: &'a Shared,
     framer: RequestFramer,
-    /// One socket read.
-    buf: Vec<u8>,
     /// When the first byte of the current request arrived.
     started: Option<Instant>,
     /// The current request's header section passed the guard.
@@ -560,7 +558,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             peer,
             shared,
             framer: RequestFramer::new(shared.cfg.limits(), peer),
-            buf: vec![0u8; READ_CHUNK],
             started: None,
             authed: false,
             served: false,
@@ -614,7 +611,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let read = tokio::select! {
             biased;
             () = shutdown.cancelled(), if idle => return Err(End::Shutdown),
-            r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)) => r,
+            r = tokio::time::timeout_at(deadline, self.stream.read_buf(self.framer.read_buffer())) => r,
         };
         // A TLS peer that closes without close_notify is, for HTTP, a peer that closed.
         let read = match read {
@@ -627,8 +624,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
             Ok(Ok(0)) if idle => Err(End::PeerClosed),
             Ok(Ok(0)) => Err(End::Error(HttpError::Incomplete)),
-            Ok(Ok(n)) => {
-                self.framer.push(&self.buf[..n]);
+            Ok(Ok(_)) => {
                 if self.started.is_none() && !self.framer.is_idle() {
                     self.started = Some(Instant::now());
                 }

@@ -427,7 +427,10 @@ mod tests {
         assert_eq!(hits, 65 - 4, "C0 + DEL + C1 controls, less TAB LF FF CR");
         let b64 = "/9j/4AAQSkZJRgABAQ+/=\r\n".repeat(1000);
         assert!(!may_hold_controls(b64.as_bytes()));
-        assert_eq!(strip_controls(Cow::Borrowed("a\u{1b}[31mb\u{85}c\u{7f}")), "a[31mbc");
+        assert_eq!(
+            strip_controls(Cow::Borrowed("a\u{1b}[31mb\u{85}c\u{7f}")),
+            "a[31mbc"
+        );
     }
 
     #[test]
