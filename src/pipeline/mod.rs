@@ -72,6 +72,10 @@ impl PipelineConfig {
 
 /// At most one "MQTT slower than the cameras" line per this period.
 const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Most inputs routed and stored together (what was queued when the pipeline looked): one
+/// hand-off to the disk writer for all of them. Already in memory (queued); the buffer's
+/// backlog bound may be passed by one such batch.
+pub const BATCH_INPUTS: usize = 8;
 
 /// Stores routed messages in the buffer, in order, waiting for room while the sink is slower
 /// than the sources (back-pressure: the source meanwhile holds its reply to the camera;
@@ -86,37 +90,46 @@ struct Output {
 }
 
 impl Output {
-    /// Route one input, store the result, then tell the source it is durable.
+    /// Route inputs that arrived together, store the results with one trip to the disk
+    /// writer, then tell each source its input is durable.
     ///
-    /// When the input advanced a bridge-kept count, the registry file is written (and awaited)
+    /// When an input advanced a bridge-kept count, the registry file is written (and awaited)
     /// before the event that carries the count is stored: once the event can be published
     /// (or replayed after a crash), the count it carries is never restored lower.
-    async fn route(&mut self, registry: &mut Registry, input: Input) {
-        let Input {
+    async fn route(&mut self, registry: &mut Registry, inputs: Vec<Input>) {
+        let mut routed = Vec::with_capacity(2 * inputs.len());
+        let mut acks = Vec::with_capacity(inputs.len());
+        for Input {
             source,
             msg,
             durable,
-        } = input;
-        let routed = registry.route(source, msg, Instant::now());
+        } in inputs
+        {
+            routed.extend(registry.route(source, msg, Instant::now()));
+            acks.extend(durable);
+        }
         let counted = (routed.iter())
             .any(|r| matches!(r, Routed::Event { counts, .. } if !counts.is_empty()));
         if counted && let Some(s) = self.saver.as_mut() {
             s.write_now(registry).await;
         }
         self.store(routed).await;
-        if let Some(d) = durable {
+        for d in acks {
             let _ = d.send(());
         }
     }
 
+    /// Append `routed` in order, each batch once the buffer has room (the whole batch may
+    /// pass the backlog bound by its own size: at most [`BATCH_INPUTS`] posts).
     async fn store(&mut self, routed: Vec<Routed>) {
-        for r in routed {
-            if !self.buffer.has_room() {
-                self.held();
-                self.buffer.room().await;
-            }
-            self.buffer.append(r).await;
+        if routed.is_empty() {
+            return;
         }
+        if !self.buffer.has_room() {
+            self.held();
+            self.buffer.room().await;
+        }
+        self.buffer.append_all(routed).await;
     }
 
     /// Count a wait for the sink and say so, at most once a minute.
@@ -323,7 +336,14 @@ pub async fn run(
     loop {
         tokio::select! {
             input = rx.recv() => match input {
-                Some(input) => out.route(&mut registry, input).await,
+                Some(input) => {
+                    // What else is queued goes along (bounded): one disk trip for the lot.
+                    let mut inputs = vec![input];
+                    while inputs.len() < BATCH_INPUTS && let Ok(more) = rx.try_recv() {
+                        inputs.push(more);
+                    }
+                    out.route(&mut registry, inputs).await;
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -333,7 +353,7 @@ pub async fn run(
             () = shutdown.cancelled() => {
                 // Drain what the sources already queued, then stop.
                 while let Ok(input) = rx.try_recv() {
-                    out.route(&mut registry, input).await;
+                    out.route(&mut registry, vec![input]).await;
                 }
                 break;
             }

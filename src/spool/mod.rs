@@ -434,31 +434,68 @@ impl Buffer {
     /// [`Buffer::append`] with an explicit append time in ms since the epoch (the age bounds
     /// count from it; tests and tools).
     pub async fn append_at(&self, r: Routed, time_ms: u64) -> u64 {
+        self.append_all_at(vec![r], time_ms).await[0]
+    }
+
+    /// [`Buffer::append`] of several messages, in order, with one trip to the disk writer
+    /// (the pipeline stores what arrived together: under load one hand-off to a blocking
+    /// thread for many records instead of one each). Their record numbers, in order.
+    pub async fn append_all(&self, rs: Vec<Routed>) -> Vec<u64> {
+        self.append_all_at(rs, now_ms()).await
+    }
+
+    async fn append_all_at(&self, rs: Vec<Routed>, time_ms: u64) -> Vec<u64> {
         let Some(store) = self.0.store.clone() else {
-            return self.append_memory(r, time_ms);
+            return (rs.into_iter())
+                .map(|r| self.append_memory(r, time_ms))
+                .collect();
         };
-        let body = codec::encode_parts(&r);
+        let bodies: Vec<_> = rs.iter().map(codec::encode_parts).collect();
         let write = move || {
-            let pieces: Vec<&[u8]> = body.slices().collect();
-            lock(&store).append_parts(&pieces, time_ms)
+            let mut store = lock(&store);
+            (bodies.iter())
+                .map(|body| {
+                    let pieces: Vec<&[u8]> = body.slices().collect();
+                    store.append_parts(&pieces, time_ms)
+                })
+                .collect::<Vec<_>>()
         };
-        let (seq, written) = match tokio::task::spawn_blocking(write).await {
+        let results = match tokio::task::spawn_blocking(write).await {
             Ok(v) => v,
-            Err(e) => (
-                0,
-                Err(SpoolError::Io {
-                    what: "append",
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e),
-                }),
-            ),
+            Err(e) => {
+                let error = std::io::Error::other(e.to_string());
+                (rs.iter())
+                    .map(|_| {
+                        let source = std::io::Error::new(error.kind(), error.to_string());
+                        (0, Err(SpoolError::Io { what: "append", path: PathBuf::new(), source }))
+                    })
+                    .collect()
+            }
         };
         let mut s = self.state();
+        let seqs = (rs.into_iter().zip(results))
+            .map(|(r, (seq, written))| self.record_appended(&mut s, r, seq, written, time_ms))
+            .collect();
+        self.gauges(&s);
+        drop(s);
+        self.0.appended.notify_one();
+        seqs
+    }
+
+    /// Account for one message the store was asked to write (`written`: what it did).
+    fn record_appended(
+        &self,
+        s: &mut State,
+        r: Routed,
+        seq: u64,
+        written: Result<store::Appended, SpoolError>,
+        time_ms: u64,
+    ) -> u64 {
         let (len, on_disk) = match written {
             Ok(done) => {
                 self.0.telemetry.spool_appended.inc();
                 if let Some(through) = done.dropped_through {
-                    let n = self.drop_through(&mut s, through);
+                    let n = self.drop_through(s, through);
                     self.0.telemetry.spool_dropped.add(n);
                 }
                 (done.len, true)
@@ -487,9 +524,6 @@ impl Buffer {
             msg: keep.then_some(r),
             broken: false,
         });
-        self.gauges(&s);
-        drop(s);
-        self.0.appended.notify_one();
         seq
     }
 
