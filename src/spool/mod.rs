@@ -467,7 +467,14 @@ impl Buffer {
                 (rs.iter())
                     .map(|_| {
                         let source = std::io::Error::new(error.kind(), error.to_string());
-                        (0, Err(SpoolError::Io { what: "append", path: PathBuf::new(), source }))
+                        (
+                            0,
+                            Err(SpoolError::Io {
+                                what: "append",
+                                path: PathBuf::new(),
+                                source,
+                            }),
+                        )
                     })
                     .collect()
             }
