@@ -63,6 +63,11 @@ use crate::event::{
     counted_classes,
 };
 
+/// Images (overview and crop per device and category) kept in memory to re-publish after a
+/// reconnect, bytes. Enough for every image of a few dozen cameras; with hundreds, the images
+/// published longest ago are not kept (the broker still has them retained).
+pub const RETAINED_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Default of `discovery_settle`: how long a new entity's non-retained publishes wait after its
 /// discovery was published.
 pub const DISCOVERY_SETTLE: Duration = Duration::from_millis(1500);
@@ -457,6 +462,11 @@ struct DevState {
     last_seen: Option<SystemTime>,
     /// Current retained values: topic → (payload, is image).
     retained: BTreeMap<String, (Bytes, bool)>,
+    /// Bytes of the images in `retained`.
+    image_bytes: u64,
+    /// When each image in `retained` was published (the oldest go first past
+    /// [`RETAINED_IMAGE_BYTES`]).
+    image_put: BTreeMap<String, Instant>,
     binaries: BTreeMap<String, Binary>,
     /// Active alarm-status elements by `alarm_key` (`perimeterAlarm_1`).
     alarms: BTreeMap<String, ActiveAlarm>,
@@ -483,6 +493,8 @@ impl DevState {
             discovery: Vec::new(),
             last_seen: None,
             retained: BTreeMap::new(),
+            image_bytes: 0,
+            image_put: BTreeMap::new(),
             binaries: BTreeMap::new(),
             alarms: BTreeMap::new(),
             counts: BTreeMap::new(),
@@ -543,14 +555,30 @@ impl DevState {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        self.retained
-            .insert(topic.clone(), (payload.clone(), image));
+        if image {
+            self.image_bytes += payload.len() as u64;
+            self.image_put.insert(topic.clone(), now);
+        }
+        if let Some((old, true)) = self
+            .retained
+            .insert(topic.clone(), (payload.clone(), image))
+        {
+            self.image_bytes -= old.len() as u64;
+        }
         let a = if image {
             Action::image(topic, payload, true)
         } else {
             Action::retained(topic, payload)
         };
         self.emit(a, now, out);
+    }
+
+    /// Stop keeping the retained value of `topic` for re-publishing.
+    fn unkeep(&mut self, topic: &str) {
+        if let Some((old, true)) = self.retained.remove(topic) {
+            self.image_bytes -= old.len() as u64;
+            self.image_put.remove(topic);
+        }
     }
 
     /// Let the active alarm `key` hold `cat` ON (until the alarm ends); the first ON refresh
@@ -782,6 +810,12 @@ impl SinkState {
         for dev in self.devices.values_mut() {
             dev.retained
                 .retain(|t, (p, image)| !*image || limit.fits(t.len(), p.len()));
+            let kept = &dev.retained;
+            dev.image_put.retain(|t, _| kept.contains_key(t));
+            dev.image_bytes = (kept.values())
+                .filter(|(_, image)| *image)
+                .map(|(p, _)| p.len() as u64)
+                .sum();
         }
         self.global_retained
             .retain(|t, p| limit.fits(t.len(), p.len()));
@@ -792,7 +826,7 @@ impl SinkState {
     /// re-publishing the value on every connect.
     pub fn forget_retained(&mut self, topic: &str) {
         for dev in self.devices.values_mut() {
-            dev.retained.remove(topic);
+            dev.unkeep(topic);
         }
         self.global_retained.remove(topic);
     }
@@ -898,6 +932,7 @@ impl SinkState {
                 self.event_caps(&device.id, event, now, &mut out);
                 self.set_online(&device.id, true, &mut out);
                 self.on_event(&device.id, event, counts, now, &mut out);
+                self.bound_retained_images();
                 if new {
                     self.push_info(now, &mut out);
                 }
@@ -911,6 +946,39 @@ impl SinkState {
             }
         }
         out
+    }
+
+    /// Keep at most [`RETAINED_IMAGE_BYTES`] of images for re-publishing: past it, the images
+    /// published longest ago are let go (they stay retained on the broker; only a broker that
+    /// loses its retained messages would lose them until the device's next event).
+    fn bound_retained_images(&mut self) {
+        let mut total: u64 = self.devices.values().map(|d| d.image_bytes).sum();
+        if total <= RETAINED_IMAGE_BYTES {
+            return;
+        }
+        let mut oldest: Vec<(Instant, String, String)> = (self.devices.iter())
+            .flat_map(|(id, d)| (d.image_put.iter()).map(|(t, at)| (*at, id.clone(), t.clone())))
+            .collect();
+        oldest.sort_unstable();
+        // Down to three quarters, so that this runs once per many events, not on each.
+        let target = RETAINED_IMAGE_BYTES / 4 * 3;
+        let mut released = 0u64;
+        for (_, id, topic) in oldest {
+            if total <= target {
+                break;
+            }
+            if let Some(dev) = self.devices.get_mut(&id) {
+                let before = dev.image_bytes;
+                dev.unkeep(&topic);
+                total -= before - dev.image_bytes;
+                released += 1;
+            }
+        }
+        tracing::debug!(
+            released,
+            kept_bytes = total,
+            "retained images beyond the memory bound are no longer kept for re-publishing"
+        );
     }
 
     /// Register or update a device (and its NVR, whose discovery is synced). Returns true

@@ -1696,3 +1696,58 @@ fn ha_restart_republishes_an_active_alarm() {
         [(ch("alarm/perimeterAlarm_1"), "OFF".into(), true)]
     );
 }
+
+/// Hundreds of cameras: the images kept for re-publishing stay within
+/// [`RETAINED_IMAGE_BYTES`]; the newest are kept (re-sent on reconnect), the oldest let go,
+/// and every image was still published when its event came.
+#[test]
+fn images_kept_for_republishing_are_bounded_newest_first() {
+    let c = cfg();
+    let (mut st, t0) = state_with(&c);
+    let mb = Bytes::from(vec![0xA5u8; 1 << 20]);
+    let devices = 48; // 2 MiB each: three times the bound
+    for n in 0..devices {
+        let mut e = (*lpr_event()).clone();
+        for i in &mut e.images {
+            i.data = mb.clone();
+        }
+        let id = format!("02_00_00_00_00_{n:02x}");
+        let acts = st.on_routed(
+            &Routed::Event {
+                device: camera(&id, &id.replace('_', ":")),
+                event: Arc::new(e),
+                counts: Default::default(),
+            },
+            t0 + s(n as f64),
+        );
+        assert!(
+            topics(&acts).contains(&format!("camera/{id}/lpr/image")),
+            "{id}: published when it came"
+        );
+        let kept: u64 = st.devices.values().map(|d| d.image_bytes).sum();
+        assert!(kept <= RETAINED_IMAGE_BYTES, "{kept} after {id}");
+    }
+    st.on_tick(t0 + s(1000.0)); // every entity settled
+    let acts = st.on_connected(t0 + s(1001.0));
+    let tp = topics(&acts);
+    let shown: Vec<_> = tp.iter().filter(|t| t.ends_with("lpr/image")).collect();
+    assert!(
+        tp.contains(&format!(
+            "camera/02_00_00_00_00_{:02x}/lpr/image",
+            devices - 1
+        )),
+        "{shown:?}"
+    );
+    assert!(!tp.contains(&"camera/02_00_00_00_00_00/lpr/image".to_owned()));
+    // Small retained values of every device are still re-published.
+    assert!(tp.contains(&"camera/02_00_00_00_00_00/lpr/plate".to_owned()));
+    let images = acts
+        .iter()
+        .filter(|a| a.topic().ends_with("/image") || a.topic().ends_with("/target"))
+        .count() as u64;
+    assert!(
+        images * (1 << 20) <= RETAINED_IMAGE_BYTES,
+        "{images} images re-sent"
+    );
+    assert!(images >= 16, "{images} images re-sent");
+}
