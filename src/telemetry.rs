@@ -188,9 +188,6 @@ metrics_set! {
         /// Times the pipeline waited for the MQTT side to catch up (broker connected but slower
         /// than the cameras): camera replies were held instead of events dropped.
         backpressure_waits,
-        /// Requests whose body waited for the receiver's body budget (many cameras posting
-        /// large bodies at once): read once earlier ones were answered.
-        receiver_budget_waits,
         /// Events filtered out by configuration (category disabled).
         filtered,
         /// Traject posts folded into a rate-limited summary.

@@ -264,16 +264,6 @@ impl RequestFramer {
         }
     }
 
-    /// The body length of the current request once its header section is complete (after
-    /// [`Framed::Head`]): `Some(n)` from `Content-Length` (already within the body limit),
-    /// `None` for a chunked body (its size is known at its end) and outside a request.
-    pub fn pending_body_len(&self) -> Option<usize> {
-        match &self.state {
-            State::Length { len, .. } => Some(*len),
-            _ => None,
-        }
-    }
-
     /// Advance as far as the buffered bytes allow.
     ///
     /// After an error the framer is stuck: every later call returns the same error.

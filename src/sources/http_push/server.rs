@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,16 +73,6 @@ use super::response::Response;
 use super::throttle::{LogThrottle, Notice};
 use super::tls::ServerTls;
 use crate::telemetry::Telemetry;
-
-/// Bytes of request bodies the receiver holds at once, KiB: from a request's header section
-/// until its reply (the body, then what was parsed from it until it is stored). A request
-/// takes its `Content-Length` (a chunked one [`CHUNKED_BODY_KIB`]; a body larger than the
-/// whole budget takes all of it) before its body is read; past the budget, connections wait
-/// with their bodies unread in the kernel (TCP flow control slows the cameras). 500 cameras
-/// that post at the same moment (a power cut that ends) cost this much, not 500 posts.
-pub const BODY_BUDGET_KIB: usize = 32 * 1024;
-/// What a chunked request takes of the body budget, KiB (its size is not known before its end).
-pub const CHUNKED_BODY_KIB: usize = 1024;
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -183,8 +173,6 @@ struct Shared {
     telemetry: Telemetry,
     /// One warn line per peer per window for repeated protocol mix-ups.
     notices: Mutex<LogThrottle>,
-    /// The body budget ([`BODY_BUDGET_KIB`] permits of 1 KiB).
-    bodies: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -215,7 +203,6 @@ pub async fn serve(
         cfg,
         telemetry,
         notices: Mutex::new(LogThrottle::default()),
-        bodies: Arc::new(Semaphore::new(BODY_BUDGET_KIB)),
     });
     let local = listener.local_addr().ok();
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -542,9 +529,7 @@ async fn connection<S>(
             Err(end) => break end,
         };
         shared.telemetry.http_requests.inc();
-        let responded = conn.respond(req, handler, shutdown).await;
-        conn.budget = None;
-        if let Err(end) = responded {
+        if let Err(end) = conn.respond(req, handler, shutdown).await {
             break end;
         }
     };
@@ -557,8 +542,6 @@ struct Connection<'a, S> {
     peer: SocketAddr,
     shared: &'a Shared,
     framer: RequestFramer,
-    /// The current request's share of the body budget, held until its reply is written.
-    budget: Option<OwnedSemaphorePermit>,
     /// When the first byte of the current request arrived.
     started: Option<Instant>,
     /// The current request's header section passed the guard.
@@ -575,7 +558,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             peer,
             shared,
             framer: RequestFramer::new(shared.cfg.limits(), peer),
-            budget: None,
             started: None,
             authed: false,
             served: false,
@@ -597,7 +579,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                         .check_auth(headers)
                         .map_err(End::Denied)?;
                     self.authed = true;
-                    self.take_budget(shutdown).await?;
                     pending_continue = expect_continue;
                     continue;
                 }
@@ -618,33 +599,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
             self.read_more(shutdown).await?;
         }
-    }
-
-    /// Take the current request's share of the body budget, waiting for it (shutdown ends
-    /// the wait). The request's clocks start again after a wait: the time was ours, not the
-    /// camera's.
-    async fn take_budget(&mut self, shutdown: &CancellationToken) -> Result<(), End> {
-        let kib = match self.framer.pending_body_len() {
-            Some(0) => return Ok(()),
-            Some(len) => len.div_ceil(1024),
-            None => CHUNKED_BODY_KIB,
-        };
-        let n = u32::try_from(kib.min(BODY_BUDGET_KIB)).unwrap_or(u32::MAX);
-        let bodies = self.shared.bodies.clone();
-        let permit = match bodies.clone().try_acquire_many_owned(n) {
-            Ok(p) => p,
-            Err(_) => {
-                self.shared.telemetry.receiver_budget_waits.inc();
-                let p = tokio::select! {
-                    p = bodies.acquire_many_owned(n) => p,
-                    () = shutdown.cancelled() => return Err(End::Shutdown),
-                };
-                self.started = Some(Instant::now());
-                p.map_err(|_| End::Shutdown)?
-            }
-        };
-        self.budget = Some(permit);
-        Ok(())
     }
 
     /// One socket read into the framer, bounded by the deadline that applies now: between
