@@ -453,12 +453,33 @@ impl Buffer {
         let bodies: Vec<_> = rs.iter().map(codec::encode_parts).collect();
         let write = move || {
             let mut store = lock(&store);
-            (bodies.iter())
+            let mut results: Vec<_> = (bodies.iter())
                 .map(|body| {
                     let pieces: Vec<&[u8]> = body.slices().collect();
-                    store.append_parts(&pieces, time_ms)
+                    store.append_unsynced(&pieces, time_ms)
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            // `spool.fsync`: one flush for the batch (group commit), before any is answered.
+            if let Err(e) = store.sync() {
+                let failed = |e: &SpoolError| match e {
+                    SpoolError::Io { what, path, source } => SpoolError::Io {
+                        what,
+                        path: path.clone(),
+                        source: std::io::Error::new(source.kind(), source.to_string()),
+                    },
+                    other => SpoolError::Io {
+                        what: "flush",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(other.to_string()),
+                    },
+                };
+                for (_, r) in &mut results {
+                    if r.is_ok() {
+                        *r = Err(failed(&e));
+                    }
+                }
+            }
+            results
         };
         let results = match tokio::task::spawn_blocking(write).await {
             Ok(v) => v,
