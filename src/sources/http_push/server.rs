@@ -482,15 +482,7 @@ async fn refuse_plain_http(
         // Published by the handler; its reply is not used.
         let _ = handler.on_error(peer, &HttpError::PlainHttpOnTlsPort);
     }
-    let reply = https_only().encode(true, false);
-    if write_all(&mut stream, &reply, REFUSE_LINGER_TIME)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    discard(&mut stream, REFUSE_LINGER_TIME, REFUSE_LINGER_BYTES).await;
+    refuse_with(&mut stream, &https_only()).await;
 }
 
 /// How a connection ended.
@@ -831,15 +823,19 @@ async fn refuse_peer(mut stream: TcpStream, peer: SocketAddr, reply: bool, telem
         return;
     }
     warn!(%peer, reason = Denied::NotAllowed.reason(), status = 403, "HTTP connection refused: peer not in allow-list.");
-    let reply = Denied::NotAllowed.response().encode(true, false);
-    if write_all(&mut stream, &reply, REFUSE_LINGER_TIME)
-        .await
-        .is_err()
-    {
+    refuse_with(&mut stream, &Denied::NotAllowed.response()).await;
+}
+
+/// Send a refusing `reply` (with `Connection: close`) to a connection that is not served,
+/// close our side, and read off what the client still sends (bounded by
+/// [`REFUSE_LINGER_TIME`] and [`REFUSE_LINGER_BYTES`]).
+async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, reply: &Response) {
+    let reply = reply.encode(true, false);
+    if write_all(stream, &reply, REFUSE_LINGER_TIME).await.is_err() {
         return;
     }
     let _ = stream.shutdown().await;
-    discard(&mut stream, REFUSE_LINGER_TIME, REFUSE_LINGER_BYTES).await;
+    discard(stream, REFUSE_LINGER_TIME, REFUSE_LINGER_BYTES).await;
 }
 
 /// After our FIN, read and discard what the client still sends (bounded), so that closing with
