@@ -470,6 +470,7 @@ impl AddonOptions {
                 id: non_empty(&c.id),
                 name: non_empty(&c.name),
                 area: non_empty(&c.area),
+                ..DeviceSection::default()
             });
         }
     }

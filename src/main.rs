@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the bridge (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the normalised events of captured posts as JSON (images as size and SHA-256).
     Parse {
         /// Files holding one HTTP body each.
@@ -76,6 +76,14 @@ struct RunArgs {
     /// MQTT client id; must be unique per instance [default: camqtt-<host>-<receiver port>].
     #[arg(long, env = "CAMQTT_CLIENT_ID")]
     client_id: Option<String>,
+    /// Address of the embedded FTP server cameras upload snapshots to (e.g. 0.0.0.0:2121)
+    /// [default: off, or the configuration file's ftp.listen].
+    #[arg(long, env = "CAMQTT_FTP_LISTEN")]
+    ftp_listen: Option<SocketAddr>,
+    /// Address of the embedded SMTP server cameras e-mail snapshots to (e.g. 0.0.0.0:2525)
+    /// [default: off, or the configuration file's smtp.listen].
+    #[arg(long, env = "CAMQTT_SMTP_LISTEN")]
+    smtp_listen: Option<SocketAddr>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "CAMQTT_LOG", default_value = "info", global = true)]
     log_level: String,
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
     init_logging(&log_level);
     let result = match cli.cmd {
         None => run(cli.run),
-        Some(Cmd::Run(args)) => run(args),
+        Some(Cmd::Run(args)) => run(*args),
         Some(Cmd::Parse { files }) => parse(&files),
         Some(Cmd::CheckConfig { file }) => check_config(&file),
         Some(Cmd::Healthcheck { url, timeout }) => {
@@ -204,6 +212,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         base_topic: args.base_topic,
         discovery_prefix: args.discovery_prefix,
         client_id: args.client_id,
+        ftp_listen: args.ftp_listen,
+        smtp_listen: args.smtp_listen,
     });
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -211,6 +221,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             viewtron = %running.viewtron_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            ftp = %running.addr("ftp").map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            smtp = %running.addr("smtp").map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             broker = %running.broker,
             "camqtt running"
         );

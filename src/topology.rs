@@ -72,6 +72,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The address source `name` (`viewtron`, `ftp`, `smtp`) is bound to, if it runs and listens.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        Running::addr_of(&self.sources, name)
+    }
+
     fn addr_of(started: &[(&'static str, Option<SocketAddr>)], name: &str) -> Option<SocketAddr> {
         started
             .iter()

@@ -395,6 +395,7 @@ fn spool_event(plate: &str) -> Routed {
             attrs,
             images: vec![],
             warnings: vec![],
+            provenance: None,
         }),
         counts: Default::default(),
     }

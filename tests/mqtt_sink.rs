@@ -132,6 +132,7 @@ fn pulse(category: Category, raw_type: &str, attrs: Attributes, images: Vec<Imag
         attrs,
         images,
         warnings: vec![],
+        provenance: None,
     };
     Routed::Event {
         device: device(),

@@ -90,6 +90,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
                 ]
             },
             warnings: vec![],
+            provenance: None,
         }),
         counts: Default::default(),
     }
@@ -571,6 +572,7 @@ fn arb_event() -> impl Strategy<Value = Routed> {
                         })
                         .collect(),
                     warnings,
+                    provenance: None,
                 }),
                 counts: Default::default(),
             }

@@ -57,7 +57,7 @@ fn one(name: &str) -> Event {
 
 fn heartbeat(name: &str) -> DeviceInfo {
     match parse(name) {
-        Ok(Post::Heartbeat(d)) => d,
+        Ok(Post::Heartbeat(d)) => *d,
         other => panic!("{name}: expected heartbeat, got {other:?}"),
     }
 }

@@ -54,6 +54,12 @@ pub struct Config {
     pub images: ImageConfig,
     /// The Viewtron / TVT HTTP push receiver.
     pub viewtron: ViewtronConfig,
+    /// The FTP upload source (`[ftp]`), off unless `listen` is set.
+    pub ftp: crate::sources::ftp::FtpConfig,
+    /// The SMTP mail source (`[smtp]`), off unless `listen` is set.
+    pub smtp: crate::sources::smtp::SmtpConfig,
+    /// Snapshot URLs to poll (`[[poll]]`).
+    pub poll: Vec<crate::sources::poll::PollConfig>,
     /// The durable spool between the pipeline and the MQTT sink.
     pub spool: SpoolConfig,
     /// Per-category settings, keyed by category name (`lpr`, `intrusion`, ...).
@@ -75,6 +81,10 @@ pub struct Overrides {
     pub discovery_prefix: Option<String>,
     /// `--client-id`
     pub client_id: Option<String>,
+    /// `--ftp-listen`
+    pub ftp_listen: Option<SocketAddr>,
+    /// `--smtp-listen`
+    pub smtp_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -96,6 +106,12 @@ impl Config {
         if let Some(id) = &o.client_id {
             self.mqtt.client_id = Some(id.clone());
         }
+        if let Some(a) = o.ftp_listen {
+            self.ftp.listen = Some(a);
+        }
+        if let Some(a) = o.smtp_listen {
+            self.smtp.listen = Some(a);
+        }
     }
 
     /// Every semantic problem of every section, not just the first (each section's own
@@ -104,6 +120,11 @@ impl Config {
         let mut problems = self.mqtt.validate();
         problems.extend(self.homeassistant.validate());
         problems.extend(self.viewtron.validate());
+        problems.extend(self.ftp.validate());
+        problems.extend(self.smtp.validate());
+        for (i, p) in self.poll.iter().enumerate() {
+            problems.extend(p.validate(i));
+        }
         problems.extend(self.spool.validate());
         problems.extend(crate::pipeline::config::check_categories(&self.categories));
         problems.extend(crate::sinks::mqtt::config::check_off_delays(
@@ -184,6 +205,34 @@ mod tests {
             lines.contains(&("devices[0].id".into(), Some(9))),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn devices_match_by_source_handles_and_sources_are_off_by_default() {
+        let c = load_str("").expect("valid");
+        assert!(c.ftp.listen.is_none() && c.smtp.listen.is_none() && c.poll.is_empty());
+        let c = load_str(
+            "[ftp]\nlisten = \"0.0.0.0:2121\"\n\n[[devices]]\nftp_user = \"porch\"\nexpect_every = \"30m\"\n\n[[devices]]\nsmtp_to = \"cam@example.com\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.ftp.listen.map(|a| a.port()), Some(2121));
+        assert_eq!(c.devices[0].ftp_user.as_deref(), Some("porch"));
+        assert_eq!(c.devices[0].expect_every, Some(Duration::from_secs(1800)));
+        let Err(ConfigError::Invalid(p)) = load_str(
+            "[[devices]]\nname = \"x\"\n\n[[devices]]\nsmtp_user = \"\"\nexpect_every = \"8 days\"\n",
+        ) else {
+            panic!("should fail")
+        };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "devices[0]",
+                "devices[1].smtp_user",
+                "devices[1].expect_every"
+            ]
+        );
+        assert!(p[0].message.contains("ftp_user"), "{}", p[0].message);
     }
 
     #[test]

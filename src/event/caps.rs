@@ -246,6 +246,7 @@ mod tests {
             attrs,
             images,
             warnings: vec![],
+            provenance: None,
         }
     }
 

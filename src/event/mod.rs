@@ -28,6 +28,9 @@ pub enum Message {
     Heartbeat(DeviceInfo),
     /// Input that did not become an event.
     Unparsed(Unparsed),
+    /// The source knows the device cannot be reached now (a snapshot URL stopped answering):
+    /// the device goes offline at once; any later message brings it back.
+    Unreachable(DeviceInfo),
 }
 
 /// Input that did not become an event, with the reason.
@@ -103,6 +106,61 @@ pub struct DeviceInfo {
     pub model: Option<String>,
     /// Firmware / protocol version, when known.
     pub sw_version: Option<String>,
+    /// How the source names the device when the input carries no hardware identity (an FTP
+    /// or SMTP login, a mail's sender or recipient, a `[[poll]]` id), in order of preference.
+    /// Matched against `[[devices]]` (`ftp_user`, `smtp_user`, `smtp_from`, `smtp_to`); the
+    /// first one names a device that has no MAC or serial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handles: Vec<Handle>,
+}
+
+/// What a [`Handle`]'s value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandleKind {
+    /// The user name of an FTP login (RFC 959 `USER`).
+    FtpUser,
+    /// The user name of an SMTP `AUTH` (RFC 4954).
+    SmtpUser,
+    /// The envelope sender of a mail (RFC 5321 `MAIL FROM`).
+    SmtpFrom,
+    /// An envelope recipient of a mail (RFC 5321 `RCPT TO`).
+    SmtpTo,
+    /// The `id` of a `[[poll]]` entry.
+    Poll,
+}
+
+impl HandleKind {
+    /// The `[[devices]]` key that matches this kind (`ftp_user`, …; `poll` for poll ids), also
+    /// the prefix of a handle-named device's hardware key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandleKind::FtpUser => "ftp_user",
+            HandleKind::SmtpUser => "smtp_user",
+            HandleKind::SmtpFrom => "smtp_from",
+            HandleKind::SmtpTo => "smtp_to",
+            HandleKind::Poll => "poll",
+        }
+    }
+}
+
+/// A name a source knows a device by ([`DeviceInfo::handles`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Handle {
+    /// What the value is.
+    pub kind: HandleKind,
+    /// The login, address or id as received (matching ignores ASCII case for addresses).
+    pub value: String,
+}
+
+impl Handle {
+    /// A handle of `kind` with `value`.
+    pub fn new(kind: HandleKind, value: impl Into<String>) -> Handle {
+        Handle {
+            kind,
+            value: value.into(),
+        }
+    }
 }
 
 /// What kind of box sent the input.
@@ -496,6 +554,38 @@ pub struct Attributes {
     pub group: Option<String>,
     /// Subscription relation echoed by the device (`FEATURE_RESULT`, ...).
     pub subscription: Option<String>,
+    /// Free text that came with the event (a mail's body), capped by the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// How an event's input reached the bridge ([`Provenance::via`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// An HTTP post by the device (Viewtron push).
+    Push,
+    /// A file uploaded to the FTP server (RFC 959 `STOR`/`APPE`).
+    Ftp,
+    /// A mail delivered to the SMTP server (RFC 5321).
+    Smtp,
+    /// A snapshot URL polled on its interval.
+    Poll,
+    /// A snapshot taken on request (the `snapshot/take` command or the HA button).
+    OnDemand,
+}
+
+/// Where an event and its images came from (issue 10: image provenance on every event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The way in.
+    pub via: Via,
+    /// The uploaded file's name, the mail's subject, or the URL path polled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The FTP directory, the mail's sender, the polled host, or the request path of a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// One normalised event.
@@ -535,6 +625,9 @@ pub struct Event {
     pub images: Vec<Image>,
     /// Non-fatal problems found while normalising (bad base64, implausible time, ...).
     pub warnings: Vec<String>,
+    /// How the input reached the bridge; absent in records spooled before camqtt 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 /// What an event is, which decides what it may move downstream ([`Event::kind`]).
@@ -559,6 +652,35 @@ pub enum EventKind {
 }
 
 impl Event {
+    /// An event of `source` with nothing but its device, category and phase: the time is the
+    /// receive time ([`TimeSource::Receiver`]), attributes, images and warnings are empty.
+    /// Sources fill in the rest.
+    pub fn new(
+        source: &'static str,
+        device: DeviceInfo,
+        category: Category,
+        phase: Phase,
+        received: SystemTime,
+    ) -> Event {
+        Event {
+            device,
+            category,
+            phase,
+            time: received,
+            time_source: TimeSource::Receiver,
+            time_raw: None,
+            received,
+            source: Cow::Borrowed(source),
+            raw_type: String::new(),
+            envelope: None,
+            config_version: None,
+            attrs: Attributes::default(),
+            images: Vec::new(),
+            warnings: Vec::new(),
+            provenance: None,
+        }
+    }
+
     /// What this event is, derived from facts the model already holds, in this order:
     /// an alarm-status element (`attrs.alarm`) is a [`EventKind::Status`]; the `traject`
     /// category is [`EventKind::Tracking`]; phase [`Phase::Stop`] is an [`EventKind::End`];
@@ -719,6 +841,7 @@ mod tests {
             },
             images: Vec::new(),
             warnings: Vec::new(),
+            provenance: None,
         }
     }
 

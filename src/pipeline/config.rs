@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::Problem;
 use crate::config::duration;
-use crate::event::{Category, normalise_mac};
+use crate::event::{Category, HandleKind, normalise_mac};
 
 /// `[categories.<name>]`
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +54,33 @@ pub struct DeviceSection {
     pub name: Option<String>,
     /// Home Assistant suggested area.
     pub area: Option<String>,
+    /// Match by FTP login (RFC 959 `USER`) of the `ftp` source.
+    pub ftp_user: Option<String>,
+    /// Match by SMTP login (RFC 4954 `AUTH`) of the `smtp` source.
+    pub smtp_user: Option<String>,
+    /// Match by a mail's envelope sender (RFC 5321 `MAIL FROM`, ASCII case ignored).
+    pub smtp_from: Option<String>,
+    /// Match by a mail's envelope recipient (RFC 5321 `RCPT TO`, ASCII case ignored).
+    pub smtp_to: Option<String>,
+    /// Nothing at all from the device for this long marks it offline (seconds or `"30m"`,
+    /// 1 s to 7 days). For devices that only push when something happens (FTP, SMTP), which
+    /// otherwise stay online: a camera that stops uploading after a profile switch is found.
+    /// Unset: the source's own rule.
+    #[serde(deserialize_with = "duration::seconds_opt")]
+    pub expect_every: Option<Duration>,
+}
+
+impl DeviceSection {
+    /// The value this entry matches for a handle of `kind`, if it has one.
+    pub fn handle(&self, kind: HandleKind) -> Option<&str> {
+        match kind {
+            HandleKind::FtpUser => self.ftp_user.as_deref(),
+            HandleKind::SmtpUser => self.smtp_user.as_deref(),
+            HandleKind::SmtpFrom => self.smtp_from.as_deref(),
+            HandleKind::SmtpTo => self.smtp_to.as_deref(),
+            HandleKind::Poll => None,
+        }
+    }
 }
 
 /// Problems of `[categories.<name>]` names (`categories.<name>`): only the categories of
@@ -73,7 +100,8 @@ pub fn check_categories(categories: &BTreeMap<String, CategorySection>) -> Vec<P
 }
 
 /// Problems of the `[[devices]]` entries (`devices[<i>]`, `devices[<i>].<key>`): each needs a
-/// match (`mac`, `serial` or `peer`), a valid MAC, a well-formed unique `id` and a printable
+/// match (`mac`, `serial`, `peer`, `ftp_user`, `smtp_user`, `smtp_from` or `smtp_to`), a
+/// valid MAC, an `expect_every` of 1 s to 7 days, a well-formed unique `id` and a printable
 /// `name`.
 pub fn check_devices(devices: &[DeviceSection]) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -87,8 +115,37 @@ pub fn check_devices(devices: &[DeviceSection]) -> Vec<Problem> {
             };
             problems.push(Problem::new(path, message));
         };
-        if d.mac.is_none() && d.serial.is_none() && d.peer.is_none() {
-            bad("", "needs at least one of mac, serial, peer".into());
+        let handles = [
+            HandleKind::FtpUser,
+            HandleKind::SmtpUser,
+            HandleKind::SmtpFrom,
+            HandleKind::SmtpTo,
+        ];
+        if d.mac.is_none()
+            && d.serial.is_none()
+            && d.peer.is_none()
+            && handles.iter().all(|k| d.handle(*k).is_none())
+        {
+            bad(
+                "",
+                "needs at least one of mac, serial, peer, ftp_user, smtp_user, smtp_from, smtp_to"
+                    .into(),
+            );
+        }
+        for k in handles {
+            if let Some(v) = d.handle(k)
+                && (v.trim().is_empty() || v.chars().any(char::is_control))
+            {
+                bad(
+                    k.as_str(),
+                    "must be non-empty text without control characters".into(),
+                );
+            }
+        }
+        if let Some(every) = d.expect_every
+            && !(Duration::from_secs(1)..=Duration::from_secs(7 * 86_400)).contains(&every)
+        {
+            bad("expect_every", "must be between 1 s and 7 days".into());
         }
         if let Some(mac) = &d.mac
             && normalise_mac(mac).is_none()

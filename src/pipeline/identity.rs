@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::config::DeviceSection;
-use crate::event::{Device, DeviceInfo, DeviceKind, normalise_mac};
+use crate::event::{Device, DeviceInfo, DeviceKind, HandleKind, normalise_mac};
 
 /// Slug for topic ids: lower-case ASCII letters and digits, everything else `_`, no
 /// leading/trailing/double `_`, never empty, at most 64 characters.
@@ -100,6 +100,18 @@ impl Identities {
     }
 
     fn configured(&self, info: &DeviceInfo, channel: Option<u32>) -> Option<&DeviceSection> {
+        // A source's own names first, in its order of preference; addresses ignore ASCII case.
+        for h in &info.handles {
+            let hit = self.configured.iter().find(|d| {
+                d.handle(h.kind).is_some_and(|v| match h.kind {
+                    HandleKind::SmtpFrom | HandleKind::SmtpTo => v.eq_ignore_ascii_case(&h.value),
+                    _ => v == h.value,
+                })
+            });
+            if hit.is_some() {
+                return hit;
+            }
+        }
         let mac = info.mac.as_deref();
         self.configured.iter().find(|d| {
             let by_mac = d.mac.as_deref().and_then(normalise_mac);
@@ -113,6 +125,14 @@ impl Identities {
         })
     }
 
+    /// The configured `expect_every` of the `[[devices]]` entry matching `info`, if any.
+    pub fn expect_every(&self, info: &DeviceInfo) -> Option<std::time::Duration> {
+        let channel = (info.kind == DeviceKind::Nvr)
+            .then_some(info.channel)
+            .flatten();
+        self.configured(info, channel).and_then(|c| c.expect_every)
+    }
+
     /// Turn identity facts into a stable device.
     pub fn resolve(&self, info: &DeviceInfo) -> Device {
         let channel = if info.kind == DeviceKind::Nvr {
@@ -121,11 +141,16 @@ impl Identities {
             None
         };
         let peer_slug = info.peer.map(|p| slug(&p.to_string()));
-        let (base_id, base_key) = match (&info.mac, &info.serial, peer_slug) {
-            (Some(mac), _, _) => (slug(mac), mac.replace(':', "")),
-            (None, Some(sn), peer) => (peer.unwrap_or_else(|| slug(sn)), slug(sn)),
-            (None, None, Some(peer)) => (peer.clone(), peer),
-            (None, None, None) => ("unknown".into(), "unknown".into()),
+        let handle = info.handles.first();
+        let (base_id, base_key) = match (&info.mac, &info.serial, peer_slug, handle) {
+            (Some(mac), ..) => (slug(mac), mac.replace(':', "")),
+            (None, None, _, Some(h)) => {
+                let s = slug(&h.value);
+                (s.clone(), format!("{}_{s}", h.kind.as_str()))
+            }
+            (None, Some(sn), peer, _) => (peer.unwrap_or_else(|| slug(sn)), slug(sn)),
+            (None, None, Some(peer), None) => (peer.clone(), peer),
+            (None, None, None, None) => ("unknown".into(), "unknown".into()),
         };
         let parent = channel.map(|_| {
             let mut nvr_info = info.clone();
@@ -164,8 +189,10 @@ fn derived_name(info: &DeviceInfo, channel: Option<u32>) -> String {
         .as_deref()
         .map(str::trim)
         .filter(|m| !m.is_empty());
+    let handle = info.handles.first().map(|h| h.value.trim());
     let base = match (reported, &info.ip, info.peer, maker) {
         (Some(name), ..) => name.to_owned(),
+        (None, ..) if let Some(h) = handle.filter(|h| !h.is_empty()) => h.to_owned(),
         (None, Some(ip), _, m) => format!("{} {ip}", m.unwrap_or("Camera")),
         (None, None, Some(peer), m) => format!("{} {peer}", m.unwrap_or("Camera")),
         (None, None, None, Some(m)) => format!("{m} camera"),
@@ -192,6 +219,59 @@ mod tests {
             name: Some("Gate".into()),
             ..Default::default()
         }])
+    }
+
+    #[test]
+    fn handles_name_devices_and_match_configured_entries_in_order() {
+        use crate::event::{Handle, HandleKind};
+        let r = Identities::new(vec![
+            DeviceSection {
+                smtp_from: Some("Porch@Example.com".into()),
+                id: Some("porch".into()),
+                name: Some("Porch".into()),
+                expect_every: Some(std::time::Duration::from_secs(600)),
+                ..Default::default()
+            },
+            DeviceSection {
+                ftp_user: Some("yard".into()),
+                id: Some("yard_cam".into()),
+                ..Default::default()
+            },
+        ]);
+        let mail = |handles: Vec<Handle>| DeviceInfo {
+            peer: peer("10.0.0.9"),
+            handles,
+            ..Default::default()
+        };
+        // No configured match: the first handle names the device (not the peer).
+        let d = r.resolve(&mail(vec![
+            Handle::new(HandleKind::SmtpUser, "cam-7"),
+            Handle::new(HandleKind::SmtpFrom, "x@y"),
+        ]));
+        assert_eq!(
+            (d.id.as_str(), d.hw_key.as_str(), d.name.as_str()),
+            ("cam_7", "smtp_user_cam_7", "cam-7")
+        );
+        // A later handle that matches wins over an earlier one that does not; case-insensitive address.
+        let info = mail(vec![
+            Handle::new(HandleKind::SmtpUser, "cam-7"),
+            Handle::new(HandleKind::SmtpFrom, "porch@example.COM"),
+        ]);
+        let d = r.resolve(&info);
+        assert_eq!((d.id.as_str(), d.name.as_str()), ("porch", "Porch"));
+        assert_eq!(
+            r.expect_every(&info),
+            Some(std::time::Duration::from_secs(600))
+        );
+        // The FTP login matches exactly (case matters for a login).
+        let d = r.resolve(&mail(vec![Handle::new(HandleKind::FtpUser, "yard")]));
+        assert_eq!(d.id, "yard_cam");
+        let d = r.resolve(&mail(vec![Handle::new(HandleKind::FtpUser, "Yard")]));
+        assert_eq!(d.id, "yard");
+        assert_eq!(
+            r.expect_every(&mail(vec![Handle::new(HandleKind::FtpUser, "Yard")])),
+            None
+        );
     }
 
     #[test]

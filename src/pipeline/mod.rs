@@ -466,6 +466,7 @@ mod tests {
             attrs: Attributes::default(),
             images: vec![],
             warnings: vec![],
+            provenance: None,
         }))
     }
 

@@ -131,6 +131,19 @@ impl Registry {
                 out
             }
             Message::Event(event) => self.route_event(*event, &policy, now),
+            Message::Unreachable(info) => {
+                let device = self.ids.resolve(&info);
+                match self.devices.get_mut(&device.id) {
+                    Some(k) if k.online => {
+                        k.online = false;
+                        tracing::info!(device = %device.id, "device unreachable, offline");
+                        vec![Routed::Offline {
+                            device: k.record.device.clone(),
+                        }]
+                    }
+                    _ => Vec::new(),
+                }
+            }
         }
     }
 
@@ -315,6 +328,10 @@ impl Registry {
     /// Record that `device` was heard from at `now`, through a source with `policy`.
     fn touch(&mut self, device: &Device, policy: &DevicePolicy, now: Instant) -> Touch {
         let wall = self.wall(now);
+        let offline_after = self
+            .ids
+            .expect_every(&device.info)
+            .unwrap_or(policy.offline_after);
         let Some(k) = self.devices.get_mut(&device.id) else {
             tracing::info!(
                 device = %device.id,
@@ -333,7 +350,7 @@ impl Registry {
             let known = Known {
                 record,
                 heard: now,
-                offline_after: policy.offline_after,
+                offline_after,
                 online: true,
                 saved_seen: None,
             };
@@ -344,6 +361,7 @@ impl Registry {
                 ..Touch::default()
             };
         };
+        k.offline_after = offline_after;
         let touch = Touch {
             new: false,
             changed: k.record.device != *device,
@@ -356,7 +374,6 @@ impl Registry {
             k.record.device = device.clone();
         }
         k.heard = now;
-        k.offline_after = policy.offline_after;
         k.online = true;
         k.record.last_seen = wall;
         // `last_seen` alone is saved only when it moved far enough (it changes on every post).
@@ -568,6 +585,61 @@ mod tests {
         assert!(r.tick(s(80)).is_empty());
         assert!(matches!(
             r.route("test", hb, s(90)).as_slice(),
+            [Routed::Seen { .. }]
+        ));
+    }
+
+    #[test]
+    fn unreachable_goes_offline_at_once_and_expect_every_overrides_the_source() {
+        use crate::event::{Handle, HandleKind};
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.devices.push(DeviceSection {
+            ftp_user: Some("porch".into()),
+            expect_every: Some(Duration::from_secs(600)),
+            ..Default::default()
+        });
+        let mut r = Registry::new(c, Telemetry::new(), t0, SystemTime::UNIX_EPOCH);
+        let s = |n| t0 + Duration::from_secs(n);
+        let porch = DeviceInfo {
+            handles: vec![Handle::new(HandleKind::FtpUser, "porch")],
+            ..Default::default()
+        };
+        let other = DeviceInfo {
+            handles: vec![Handle::new(HandleKind::FtpUser, "yard")],
+            ..Default::default()
+        };
+        r.route("test", event(porch.clone(), Category::Motion), t0);
+        r.route("test", event(other.clone(), Category::Motion), t0);
+        // The source's 60 s applies to `yard`; `porch` is expected every 600 s.
+        let off = r.tick(s(61));
+        assert!(
+            matches!(off.as_slice(), [Routed::Offline { device }] if device.id == "yard"),
+            "{off:?}"
+        );
+        let off = r.tick(s(601));
+        assert!(
+            matches!(off.as_slice(), [Routed::Offline { device }] if device.id == "porch"),
+            "{off:?}"
+        );
+        // Unreachable: offline at once, once; back with the next message.
+        r.route("test", Message::Heartbeat(other.clone()), s(700));
+        let off = r.route("test", Message::Unreachable(other.clone()), s(701));
+        assert!(
+            matches!(off.as_slice(), [Routed::Offline { device }] if device.id == "yard"),
+            "{off:?}"
+        );
+        assert!(
+            r.route("test", Message::Unreachable(other.clone()), s(702))
+                .is_empty()
+        );
+        assert!(
+            r.route("test", Message::Unreachable(DeviceInfo::default()), s(702))
+                .is_empty()
+        );
+        assert!(matches!(
+            r.route("test", Message::Heartbeat(other), s(703))
+                .as_slice(),
             [Routed::Seen { .. }]
         ));
     }

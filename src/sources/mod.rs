@@ -6,7 +6,10 @@
 //! `crate::config::Config`). A source that answers HTTP pushes plugs a
 //! [`http_push::PushHandler`] into the shared camera receiver instead of writing a server.
 
+pub mod ftp;
 pub mod http_push;
+pub mod poll;
+pub mod smtp;
 pub mod viewtron;
 
 use std::future::Future;
@@ -55,6 +58,16 @@ pub struct DevicePolicy {
     /// Shortest gap between two tracking summaries (`traject`) of one device that the
     /// pipeline passes on, unless the number of targets changed.
     pub tracking_interval: Duration,
+}
+
+impl DevicePolicy {
+    /// For devices that speak only when something happens (FTP uploads, mails): silence is
+    /// normal, so they never go offline by it (a century) unless `[[devices]] expect_every`
+    /// says otherwise.
+    pub const PUSH_ONLY: DevicePolicy = DevicePolicy {
+        offline_after: Duration::from_secs(100 * 365 * 86_400),
+        tracking_interval: Duration::from_secs(1),
+    };
 }
 
 impl Default for DevicePolicy {
@@ -127,6 +140,15 @@ pub fn configured(config: &Config) -> Result<Vec<Box<dyn Source>>, Problem> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     if config.viewtron.enabled {
         out.push(Box::new(viewtron::ViewtronSource::new(&config.viewtron)?));
+    }
+    if config.ftp.listen.is_some() {
+        out.push(Box::new(ftp::FtpSource::new(&config.ftp)?));
+    }
+    if config.smtp.listen.is_some() {
+        out.push(Box::new(smtp::SmtpSource::new(&config.smtp)?));
+    }
+    if !config.poll.is_empty() {
+        out.push(Box::new(poll::PollSource::new(&config.poll)?));
     }
     Ok(out)
 }

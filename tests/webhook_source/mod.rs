@@ -156,5 +156,6 @@ fn parse(body: &[u8], peer: SocketAddr, received: SystemTime) -> Result<Event, S
         attrs: Attributes::default(),
         images,
         warnings: Vec::new(),
+        provenance: None,
     })
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::event::{
     AlarmState, Category, Counters, Device, Event, FaceAttributes, ImageRole, Phase, Plate, Rule,
-    Target, TimeSource, Unparsed,
+    Target, TimeSource, Unparsed, Via,
 };
 
 /// `event_type` of the event entity per category (README, "Event JSON"), from the category
@@ -75,6 +75,16 @@ struct ImagesInfo {
     targets: usize,
 }
 
+/// `provenance` in the event JSON: how the input arrived, and when the picture was taken.
+#[derive(Serialize)]
+struct ProvenanceJson<'a> {
+    via: Via,
+    name: Option<&'a str>,
+    path: Option<&'a str>,
+    /// The event time (RFC 3339): when the device says the picture was taken.
+    captured: String,
+}
+
 #[derive(Serialize)]
 struct EventJson<'a> {
     event_type: &'static str,
@@ -112,6 +122,10 @@ struct EventJson<'a> {
     subscription: Option<&'a str>,
     warnings: Vec<&'a str>,
     images: ImagesInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<ProvenanceJson<'a>>,
 }
 
 /// The JSON published on `<base>/<device>/<category>/event` (no image bytes).
@@ -187,6 +201,13 @@ pub fn event_json_with(device: &Device, ev: &Event, notes: &[String]) -> Vec<u8>
                 .filter(|i| i.role == ImageRole::Target)
                 .count(),
         },
+        text: ev.attrs.text.as_deref(),
+        provenance: ev.provenance.as_ref().map(|p| ProvenanceJson {
+            via: p.via,
+            name: p.name.as_deref(),
+            path: p.path.as_deref(),
+            captured: rfc3339(ev.time),
+        }),
     };
     // Serialising plain structs of strings and numbers cannot fail; NaN confidence becomes null.
     serde_json::to_vec(&j).unwrap_or_else(|_| b"{}".to_vec())
@@ -280,6 +301,7 @@ pub(crate) mod tests {
             attrs: Attributes::default(),
             images: Vec::new(),
             warnings: Vec::new(),
+            provenance: None,
         }
     }
 
@@ -401,6 +423,35 @@ pub(crate) mod tests {
         assert_eq!(v["device"]["parent"], "aa_bb_cc_dd_ee_ff");
         assert_eq!(v["images"]["overview"], false);
         assert_eq!(v["images"]["overview_bytes"], Value::Null);
+    }
+
+    #[test]
+    fn provenance_and_text_are_in_the_event_json_only_when_known() {
+        let dev = camera("porch", "58:5b:69:40:f4:0d");
+        let mut e = event(Category::Motion, Phase::Pulse);
+        let j: serde_json::Value = serde_json::from_slice(&event_json(&dev, &e)).unwrap();
+        assert!(
+            j.get("provenance").is_none() && j.get("text").is_none(),
+            "{j}"
+        );
+        e.time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_595_203);
+        e.attrs.text = Some("Alarm Event: Motion Detection".into());
+        e.provenance = Some(crate::event::Provenance {
+            via: Via::Ftp,
+            name: Some("07[M][0@0][0].jpg".into()),
+            path: Some("/2025-12-01/001/jpg/13/20".into()),
+        });
+        let j: serde_json::Value = serde_json::from_slice(&event_json(&dev, &e)).unwrap();
+        assert_eq!(
+            j["provenance"],
+            serde_json::json!({
+                "via": "ftp",
+                "name": "07[M][0@0][0].jpg",
+                "path": "/2025-12-01/001/jpg/13/20",
+                "captured": "2025-12-01T13:20:03.000000Z",
+            })
+        );
+        assert_eq!(j["text"], "Alarm Event: Motion Detection");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::parse::{Post, PostMeta, parse_post};
-use crate::event::{Message, Unparsed};
+use crate::event::{Message, Provenance, Unparsed, Via};
 use crate::sources::http_push::{PushHandler, Request, Response};
 use crate::telemetry::Telemetry;
 
@@ -92,14 +92,19 @@ pub fn handle_post(
         Ok(Post::Heartbeat(info)) => {
             telemetry.heartbeats.inc();
             tracing::debug!(peer = %peer, path, "heartbeat");
-            vec![Message::Heartbeat(info)]
+            vec![Message::Heartbeat(*info)]
         }
         Ok(Post::Events(events)) if events.is_empty() => {
             vec![unparsed("not-an-event", "document carries no event".into())]
         }
         Ok(Post::Events(events)) => events
             .into_iter()
-            .map(|e| {
+            .map(|mut e| {
+                e.provenance = Some(Provenance {
+                    via: Via::Push,
+                    name: None,
+                    path: Some(path.chars().filter(|c| !c.is_control()).take(256).collect()),
+                });
                 telemetry.events.inc();
                 telemetry.images.add(e.images.len() as u64);
                 tracing::info!(

@@ -35,6 +35,7 @@ pub(crate) fn read(node: &Node<'_>, meta: &PostMeta, kind: DeviceKind) -> Device
         manufacturer: Some(MANUFACTURER.to_owned()),
         model: None,
         sw_version: None,
+        handles: Vec::new(),
     }
 }
 

@@ -60,7 +60,7 @@ pub enum Post {
     /// One or more events (alarm-status posts yield one event per alarm element).
     Events(Vec<Event>),
     /// A keepalive, with whatever identity it carried.
-    Heartbeat(DeviceInfo),
+    Heartbeat(Box<DeviceInfo>),
 }
 
 /// Why a body did not become events or a heartbeat.
@@ -174,7 +174,7 @@ pub fn parse_post(body: &[u8], meta: &PostMeta) -> Result<Post, ParseError> {
     let bom = if body.starts_with(BOM) { BOM.len() } else { 0 };
     let rest = &body[bom..];
     let Some(start) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return Ok(Post::Heartbeat(ident::peer_only(meta)));
+        return Ok(Post::Heartbeat(Box::new(ident::peer_only(meta))));
     };
     if rest[start] != b'<' {
         return Err(ParseError::NotXml { first: rest[start] });
@@ -201,11 +201,11 @@ pub fn parse_post(body: &[u8], meta: &PostMeta) -> Result<Post, ParseError> {
     })?;
 
     if root.is("DeviceInfo") {
-        return Ok(Post::Heartbeat(ident::read(
+        return Ok(Post::Heartbeat(Box::new(ident::read(
             &root,
             meta,
             DeviceKind::Camera,
-        )));
+        ))));
     }
     if !root.is("config") {
         return Err(ParseError::UnknownRoot {
@@ -256,7 +256,7 @@ fn config(root: &Node<'_>, meta: &PostMeta) -> Result<Post, ParseError> {
                 } else {
                     DeviceKind::Nvr
                 };
-                Ok(Post::Heartbeat(ident::read(root, meta, kind)))
+                Ok(Post::Heartbeat(Box::new(ident::read(root, meta, kind))))
             }
             "alarmstatus" => alarm_status(root, meta, version, true),
             "alarmdata" => {
@@ -302,7 +302,7 @@ fn config(root: &Node<'_>, meta: &PostMeta) -> Result<Post, ParseError> {
         } else {
             DeviceKind::Nvr
         };
-        return Ok(Post::Heartbeat(ident::read(root, meta, kind)));
+        return Ok(Post::Heartbeat(Box::new(ident::read(root, meta, kind))));
     }
     if is_v2 {
         return Err(ParseError::NoMessageType {
@@ -343,6 +343,7 @@ impl Common {
             attrs,
             images: Vec::new(),
             warnings: self.time.warning.iter().cloned().collect(),
+            provenance: None,
         }
     }
 }
@@ -664,10 +665,7 @@ mod tests {
         );
         assert!(matches!(
             hb,
-            Ok(Post::Heartbeat(DeviceInfo {
-                kind: DeviceKind::Nvr,
-                ..
-            }))
+            Ok(Post::Heartbeat(d)) if d.kind == DeviceKind::Nvr
         ));
         // alarmStatusInfo beats smartType
         let e = one(
