@@ -449,6 +449,28 @@ fn summary(file: &Path, c: &Config) -> Vec<String> {
             }
         ),
         format!(
+            "  ftp server: {}",
+            c.ftp.listen.map_or("off".into(), |a| a.to_string())
+        ),
+        format!(
+            "  smtp server: {}",
+            c.smtp.listen.map_or("off".into(), |a| a.to_string())
+        ),
+        format!(
+            "  snapshot polling: {}",
+            match c.poll.len() {
+                0 => "off".to_string(),
+                n => format!(
+                    "{n} camera(s): {}",
+                    c.poll
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        ),
+        format!(
             "  base topic: {}, discovery prefix: {}",
             c.mqtt.base_topic, c.homeassistant.discovery_prefix
         ),

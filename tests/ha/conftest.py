@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from snapshot_camera import SnapshotCamera
+from viewtron import make_jpeg
 
 from harness import (
     LOOPBACK,
@@ -129,8 +131,33 @@ def bridge_binary() -> Path:
     return Path(os.environ.get("CAMQTT_BIN") or REPO / "target" / "debug" / "camqtt")
 
 
+@dataclass
+class Sources:
+    """The bridge's other inputs: its FTP and SMTP ports and the polled snapshot camera."""
+
+    ftp_port: int
+    smtp_port: int
+    camera: SnapshotCamera
+
+
+# The `[[poll]]` camera of the bridge under test (see `bridge` below).
+POLL_ID = "drive"
+POLL_NAME = "Driveway snapshot"
+POLL_USER, POLL_PASSWORD = "admin", "digest-secret"
+FIRST_SNAPSHOT = make_jpeg(320, 180, seed=21, label="snapshot 1")
+
+
 @pytest.fixture(scope="session")
-def bridge(stack: Stack) -> Iterator[Bridge]:
+def sources(stack: Stack) -> Iterator[Sources]:
+    camera = SnapshotCamera(free_port(), POLL_USER, POLL_PASSWORD, FIRST_SNAPSHOT)
+    try:
+        yield Sources(free_port(), free_port(), camera)
+    finally:
+        camera.close()
+
+
+@pytest.fixture(scope="session")
+def bridge(stack: Stack, sources: Sources) -> Iterator[Bridge]:
     binary = bridge_binary()
     if not os.access(binary, os.X_OK):
         pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
@@ -138,7 +165,10 @@ def bridge(stack: Stack) -> Iterator[Bridge]:
     config.write_text(
         "# written by tests/ha/conftest.py\n"
         f"[categories.intrusion]\noff_delay = {OFF_DELAY}\n\n"
-        f"[categories.face]\noff_delay = {OFF_DELAY}\n"
+        f"[categories.face]\noff_delay = {OFF_DELAY}\n\n"
+        # The snapshot camera is polled once at start and then on demand (button, command).
+        f"[[poll]]\nid = \"{POLL_ID}\"\nname = \"{POLL_NAME}\"\nurl = \"{sources.camera.url}\"\n"
+        f"username = \"{POLL_USER}\"\npassword = \"{POLL_PASSWORD}\"\ninterval = \"1h\"\n"
     )
     port = free_port()
     argv = [
@@ -149,6 +179,8 @@ def bridge(stack: Stack) -> Iterator[Bridge]:
         "--base-topic", BASE_TOPIC,
         "--discovery-prefix", DISCOVERY_PREFIX,
         "--client-id", BRIDGE_CLIENT_ID,
+        "--ftp-listen", f"{LOOPBACK}:{sources.ftp_port}",
+        "--smtp-listen", f"{LOOPBACK}:{sources.smtp_port}",
     ]
     env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
     t0 = time.monotonic()
