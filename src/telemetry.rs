@@ -221,6 +221,17 @@ metrics_set! {
         spool_images_dropped,
         /// Damaged spool records or tails skipped (torn writes, bad checksums).
         spool_corrupt,
+        /// Snapshot requests the poll source made (one per snapshot, authentication retries
+        /// not counted).
+        poll_requests,
+        /// Snapshots that failed: no answer, refused credentials, an answer that is not an image.
+        poll_failures,
+        /// Polled snapshots not published because identical to the last one (a heartbeat instead).
+        poll_unchanged,
+        /// Commands received on the command topics (`<base>/<device>/snapshot/take`).
+        commands,
+        /// Snapshot commands ignored by the rate limit (`[[poll]] command_interval`).
+        commands_limited,
         /// Messages that could not be written to the spool (disk full, I/O error); they went on in
         /// memory only.
         spool_errors,

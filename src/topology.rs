@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! sources/* ──Input──▶ pipeline ──Routed──▶ buffer (spool) ──records──▶ sinks/mqtt ──▶ broker
-//!    ▲ SourceContext {tx, telemetry, shutdown}             ▲ BufferReader (acks)
+//!    ▲ SourceContext {tx, telemetry, shutdown, commands}   ▲ BufferReader (acks)
+//!    └──────────── Command (snapshot/take) ◀──────────────────────── sinks/mqtt
 //! ```
 //!
 //! Shutdown order (DESIGN §6): the sources stop accepting and answer what is in flight
@@ -15,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,8 @@ use crate::{broker, pipeline, sinks, sources};
 /// Messages queued from the sources to the pipeline (each may hold megabytes of images;
 /// small, so that back-pressure reaches the cameras' replies quickly).
 const SOURCE_QUEUE: usize = 64;
+/// Commands (sink → sources) not yet taken by every source; older ones are dropped.
+const COMMAND_QUEUE: usize = 64;
 /// How long each stage may take to stop.
 const SOURCES_STOP: Duration = Duration::from_secs(10);
 const PIPELINE_STOP: Duration = Duration::from_secs(5);
@@ -136,10 +139,12 @@ pub async fn start_with(
         open_stores(&config, pipeline_cfg, sink_cfg, &telemetry).await?;
 
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
+    let (commands, _) = broadcast::channel(COMMAND_QUEUE);
     let ctx = SourceContext {
         tx,
         telemetry: telemetry.clone(),
         shutdown: shutdown.child_token(),
+        commands: commands.clone(),
     };
     let mut handles = Vec::new();
     for s in sources {
@@ -155,11 +160,14 @@ pub async fn start_with(
         CancellationToken::new(),
     ));
     let sinks_token = CancellationToken::new();
-    let sink = tokio::spawn(sinks::mqtt::run(
+    // The sink listens for commands only when a source subscribed to them (the poll source).
+    let commands = (commands.receiver_count() > 0).then_some(commands);
+    let sink = tokio::spawn(sinks::mqtt::run_with(
         sink_cfg,
         known,
         buffer.reader(),
         telemetry.clone(),
+        commands,
         sinks_token.clone(),
     ));
     let started: Vec<(&'static str, Option<SocketAddr>)> =

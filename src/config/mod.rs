@@ -122,9 +122,7 @@ impl Config {
         problems.extend(self.viewtron.validate());
         problems.extend(self.ftp.validate());
         problems.extend(self.smtp.validate());
-        for (i, p) in self.poll.iter().enumerate() {
-            problems.extend(p.validate(i));
-        }
+        problems.extend(crate::sources::poll::PollConfig::validate_all(&self.poll));
         problems.extend(self.spool.validate());
         problems.extend(crate::pipeline::config::check_categories(&self.categories));
         problems.extend(crate::sinks::mqtt::config::check_off_delays(

@@ -211,6 +211,13 @@ impl Config {
         {
             auth.password = src.file(&f, "viewtron.auth.password_file");
         }
+        for (i, p) in self.poll.iter_mut().enumerate() {
+            if p.password.is_none()
+                && let Some(f) = p.password_file.clone()
+            {
+                p.password = src.file(&f, &format!("poll[{i}].password_file"));
+            }
+        }
         src.problems
     }
 }

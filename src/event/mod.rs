@@ -19,6 +19,19 @@ pub use caps::{
     AlarmEntity, CategoryCaps, DeviceCaps, DeviceRecord, KnownDevices, counted_classes, static_mime,
 };
 
+/// A request for a device that arrived through a sink (an MQTT command topic, a Home Assistant
+/// button) and goes to the sources ([`crate::sources::SourceContext::commands`]): the one
+/// direction against the data flow, kept to this small typed set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Take a snapshot now (`<base>/<device>/snapshot/take`, any payload). `device` is the
+    /// device id as in topics; the source that owns it acts, the others ignore it.
+    TakeSnapshot {
+        /// Device id (topic level).
+        device: String,
+    },
+}
+
 /// What a source hands to the pipeline for one input (one HTTP post, one file, ...).
 #[derive(Debug, Clone)]
 pub enum Message {

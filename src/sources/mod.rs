@@ -17,11 +17,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Problem};
-use crate::event::Message;
+use crate::event::{Command, Message};
 use crate::telemetry::Telemetry;
 
 /// One message from a source, optionally with a channel completed once the message (and with
@@ -89,6 +89,10 @@ pub struct SourceContext {
     pub telemetry: Telemetry,
     /// Cancelled when the bridge shuts down: stop accepting, finish what is in flight.
     pub shutdown: CancellationToken,
+    /// Commands from the sinks (the MQTT `snapshot/take` topic): a source that acts on
+    /// commands calls `subscribe()` in its `start` and ignores the ones for devices not its
+    /// own. A slow receiver loses the oldest (`RecvError::Lagged`), never blocks the sink.
+    pub commands: broadcast::Sender<Command>,
 }
 
 /// A started source.

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rand::Rng as _;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -46,13 +46,13 @@ use super::config::MqttSinkConfig;
 use super::dead_letter::{DeadLetters, Letter};
 use super::limits::{KillGuard, PacketLimit, PublishKey, Verdict};
 use super::link::{
-    Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session, TryPublishError,
+    CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session, TryPublishError,
 };
 use super::outbox::{Outbox, Pending};
 use super::payload::unparsed_json;
 use super::stale;
 use super::state::{Action, SinkState};
-use crate::event::{KnownDevices, Unparsed};
+use crate::event::{Command, KnownDevices, Unparsed};
 use crate::spool::acks::Tag;
 use crate::spool::{BufferReader, Next};
 use crate::telemetry::Telemetry;
@@ -450,6 +450,7 @@ impl Shell {
                 if let Some(h) = ha {
                     timers.scan = self.subscribe(h);
                 }
+                self.subscribe_commands();
                 let first = st
                     .on_connected(Instant::now())
                     .into_iter()
@@ -495,6 +496,18 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// Subscribe to the command topics (`<base>/+/snapshot/take`) when a source takes
+    /// commands; again after every connect (the session may be clean).
+    fn subscribe_commands(&mut self) {
+        if let Some(route) = &self.listen.commands {
+            let filter = route.topics.commands_filter();
+            if let Err(e) = self.link.try_subscribe(&filter) {
+                self.telemetry.mqtt_errors.inc();
+                warn!(topic = %filter, error = %e, "MQTT subscribe failed");
+            }
+        }
     }
 
     /// Subscribe to Home Assistant's status and, for the stale-discovery scan, to the retained
@@ -633,19 +646,21 @@ impl Shell {
 }
 
 /// Run the sink until `shutdown` is cancelled, reading routed messages from `reader`,
-/// starting from the devices in `known`.
+/// starting from the devices in `known`; commands (`<base>/+/snapshot/take`) go to
+/// `commands` when given.
 pub(crate) async fn run(
     cfg: MqttSinkConfig,
     known: KnownDevices,
     reader: BufferReader,
     telemetry: Telemetry,
+    commands: Option<broadcast::Sender<Command>>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
     cfg.validate()?;
     let mut st = SinkState::new(&cfg, Instant::now(), SystemTime::now(), telemetry.clone());
     st.restore(&known);
     let (conn_tx, mut conn_rx) = mpsc::channel(64);
-    let mut sh = start(&cfg, &mut st, reader, telemetry, conn_tx)?;
+    let mut sh = start(&cfg, &mut st, reader, telemetry, conn_tx, commands)?;
     let mut timers = Timers::default();
     let prefix = cfg
         .homeassistant
@@ -707,6 +722,7 @@ fn start(
     reader: BufferReader,
     telemetry: Telemetry,
     conn_tx: mpsc::Sender<Conn>,
+    commands: Option<broadcast::Sender<Command>>,
 ) -> Result<Shell, SinkError> {
     let will_topic = st.topics().bridge_state();
     let ha = cfg.homeassistant.as_ref();
@@ -716,6 +732,10 @@ fn start(
         discovery_prefix: ha.map(|h| h.discovery_prefix.clone()),
         fallback: cfg.protocol == ProtocolChoice::Auto,
         telemetry: telemetry.clone(),
+        commands: commands.map(|tx| CommandRoute {
+            topics: st.topics().clone(),
+            tx,
+        }),
     };
     let first = cfg.protocol.first();
     let link = Link::start(cfg, &will_topic, first, listen.clone())?;

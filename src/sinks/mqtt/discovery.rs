@@ -18,10 +18,10 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::config::HaConfig;
-use super::entities::enumerator::{bridge_entities, device_entities};
+use super::entities::enumerator::{bridge_entities, device_entities, snapshot_button};
 use super::entities::{Availability, Entity, OffDelays, Owner};
 use super::topics::{Topics, slug};
-use crate::event::Device;
+use crate::event::{Device, HandleKind};
 
 pub use super::entities::{AlarmEntity, CategoryCaps, DeviceCaps};
 
@@ -256,13 +256,18 @@ impl Discovery {
         }
     }
 
-    /// All entities of a device with the given capabilities (see [`device_entities`]).
+    /// All entities of a device with the given capabilities (see [`device_entities`]); a
+    /// device known by a `[[poll]]` handle also gets its "Take snapshot" button.
     pub fn device_components(&self, d: &Device, caps: &DeviceCaps) -> Vec<Entity> {
         let owner = Owner {
             identifier: device_identifier(d),
             entity_prefix: slug(&d.id),
         };
-        device_entities(&owner, &self.topics, &d.id, caps, &self.off_delays)
+        let mut out = device_entities(&owner, &self.topics, &d.id, caps, &self.off_delays);
+        if d.info.handles.iter().any(|h| h.kind == HandleKind::Poll) {
+            out.push(snapshot_button(&owner, &self.topics, &d.id));
+        }
+        out
     }
 
     /// Discovery messages (topic, retained payload) for a camera, NVR channel or NVR.

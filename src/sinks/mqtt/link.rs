@@ -172,6 +172,18 @@ pub struct Listen {
     pub fallback: bool,
     /// The bridge's metrics (connects, connected, errors).
     pub telemetry: Telemetry,
+    /// Command topics (`<base>/+/snapshot/take`) and where their commands go, when a source
+    /// takes commands.
+    pub commands: Option<CommandRoute>,
+}
+
+/// Commands arriving on `<base>/<device>/snapshot/take` go to the sources.
+#[derive(Clone)]
+pub struct CommandRoute {
+    /// The topic layout (recognises command topics).
+    pub topics: super::topics::Topics,
+    /// The sources' command channel.
+    pub tx: tokio::sync::broadcast::Sender<crate::event::Command>,
 }
 
 impl Link {
@@ -400,8 +412,25 @@ fn socket_addr_text(host: &str, port: u16) -> String {
 }
 
 /// Turn an incoming PUBLISH into a report: HA status, or a retained discovery config of the
-/// stale scan. Everything else is ignored.
+/// stale scan; a command goes straight to the sources. Everything else is ignored.
 fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Option<Conn> {
+    if let Some(route) = &listen.commands
+        && let Some(cmd) = std::str::from_utf8(topic)
+            .ok()
+            .and_then(|t| route.topics.command(t))
+    {
+        // A retained command would fire again on every reconnect (HA's MQTT docs: command
+        // topics are never retained); only live ones count.
+        if retain {
+            warn!(topic = %String::from_utf8_lossy(topic), "retained command ignored (clear it with an empty retained message)");
+        } else {
+            listen.telemetry.commands.inc();
+            info!(command = ?cmd, "command received");
+            // No receiver left: the bridge is stopping.
+            let _ = route.tx.send(cmd);
+        }
+        return None;
+    }
     if listen
         .ha_status
         .as_deref()

@@ -83,5 +83,19 @@ pub async fn run(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    client::run(cfg, known, reader, telemetry, shutdown).await
+    client::run(cfg, known, reader, telemetry, None, shutdown).await
+}
+
+/// [`run`], also subscribing to the command topics (`<base>/+/snapshot/take`, any payload,
+/// retained ones ignored) and handing each command to `commands` (the sources' channel,
+/// [`crate::sources::SourceContext::commands`]); `None`: no command topics.
+pub async fn run_with(
+    cfg: MqttSinkConfig,
+    known: crate::event::KnownDevices,
+    reader: BufferReader,
+    telemetry: Telemetry,
+    commands: Option<tokio::sync::broadcast::Sender<crate::event::Command>>,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    client::run(cfg, known, reader, telemetry, commands, shutdown).await
 }

@@ -106,6 +106,29 @@ impl Topics {
         self.device_cat(device, "counting", &counter_key(dir, class))
     }
 
+    /// `<base>/<device>/snapshot/take`: the command topic that takes a snapshot (any payload;
+    /// the Home Assistant button "Take snapshot" sends `PRESS`).
+    pub fn snapshot_take(&self, device: &str) -> String {
+        self.device_cat(device, "snapshot", "take")
+    }
+
+    /// `<base>/+/snapshot/take`: the filter the sink subscribes to for commands.
+    pub fn commands_filter(&self) -> String {
+        format!("{}/+/snapshot/take", self.base)
+    }
+
+    /// The command a message on `topic` is, if it is one ([`Topics::snapshot_take`] of some
+    /// device): the device level must be a non-empty single level.
+    pub fn command(&self, topic: &str) -> Option<crate::event::Command> {
+        let device = topic
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/snapshot/take")?;
+        (!device.is_empty() && !device.contains('/')).then(|| crate::event::Command::TakeSnapshot {
+            device: device.to_owned(),
+        })
+    }
+
     /// `<base>/<device>/alarm/<name>[_<id>]`.
     pub fn alarm(&self, device: &str, name: &str, id: Option<&str>) -> String {
         self.device_cat(device, "alarm", &alarm_key(name, id))
@@ -171,6 +194,29 @@ mod tests {
             "camera/cam1/alarm/motionAlarm"
         );
         assert_eq!(t.alarm("cam1", "x/y", Some("")), "camera/cam1/alarm/x_y");
+    }
+
+    #[test]
+    fn command_topics() {
+        use crate::event::Command;
+        let t = Topics::new("home/camera");
+        assert_eq!(t.commands_filter(), "home/camera/+/snapshot/take");
+        assert_eq!(t.snapshot_take("gate"), "home/camera/gate/snapshot/take");
+        assert_eq!(
+            t.command("home/camera/gate/snapshot/take"),
+            Some(Command::TakeSnapshot {
+                device: "gate".into()
+            })
+        );
+        for not in [
+            "home/camera//snapshot/take",
+            "home/camera/a/b/snapshot/take",
+            "home/camera/gate/snapshot/image",
+            "home/cameragate/snapshot/take",
+            "other/gate/snapshot/take",
+        ] {
+            assert_eq!(t.command(not), None, "{not}");
+        }
     }
 
     #[test]

@@ -92,6 +92,14 @@ const FACE_NAMES: Naming = Naming::Own(OwnNames {
     last: "Last face",
 });
 
+const SNAPSHOT_NAMES: Naming = Naming::Own(OwnNames {
+    binary: "Snapshot",
+    event: "Snapshot event",
+    image: "Snapshot",
+    target: "Snapshot target",
+    last: "Last snapshot",
+});
+
 /// `lpr`: the plate text and its list (allow / block list).
 const PLATES: &[ExtraSensor] = &[
     ExtraSensor {
@@ -141,7 +149,7 @@ pub static CATEGORIES: &[CategorySpec] = &[
     row(C::Fire,         label("Fire"),            Some(B::Smoke),     "detected",        &[]),
     row(C::Temperature,  label("Temperature"),     Some(B::Heat),      "detected",        &[]),
     row(C::Audio,        label("Audio"),           Some(B::Sound),     "detected",        &[]),
-    row(C::Snapshot,     label("Snapshot"),        None,               "detected",        &[]),
+    row(C::Snapshot,     SNAPSHOT_NAMES,           None,               "detected",        &[]),
 ];
 
 /// The table row of a category; `None` for [`Category::Other`].

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::catalog::{self, BRIDGE_SENSORS, COUNTER_ICON};
 use super::{
-    Availability, BinarySensor, DeviceTrigger, Entity, EventEntity, Image, Owner, Sensor,
+    Availability, BinarySensor, Button, DeviceTrigger, Entity, EventEntity, Image, Owner, Sensor,
     SensorClass,
 };
 use crate::sinks::mqtt::topics::{Topics, alarm_key, counter_key, slug};
@@ -152,6 +152,15 @@ fn category_entities(
         event_type,
         name,
     )));
+}
+
+/// The "Take snapshot" button of a device the bridge can take snapshots of (a `[[poll]]`
+/// camera): it publishes `PRESS` to `<base>/<device>/snapshot/take`.
+pub fn snapshot_button(owner: &Owner, topics: &Topics, device_id: &str) -> Entity {
+    let common = owner
+        .common::<Button>("snapshot_take", "Take snapshot")
+        .with_icon("mdi:camera");
+    Entity::Button(Button::new(common, topics.snapshot_take(device_id)))
 }
 
 /// The bridge device's entities: its connectivity (without availability, so it can show

@@ -8,7 +8,7 @@
 //! into discovery messages without knowing which ones they are.
 //!
 //! # Layout
-//! - [`binary_sensor`], [`event`], [`image`], [`sensor`], [`device_trigger`]: one platform
+//! - [`binary_sensor`], [`button`], [`event`], [`image`], [`sensor`], [`device_trigger`]: one platform
 //!   each (the MQTT platform pages of the Home Assistant docs, linked on each type).
 //! - [`catalog`]: the one table of category knowledge (entity names, device classes, event
 //!   types, extra sensors), plus the names of counters and alarm entities.
@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod binary_sensor;
+pub mod button;
 pub mod catalog;
 pub mod device_trigger;
 pub mod enumerator;
@@ -33,6 +34,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use binary_sensor::{BinaryClass, BinarySensor};
+pub use button::Button;
 pub use device_trigger::DeviceTrigger;
 pub use enumerator::{AlarmEntity, CategoryCaps, DeviceCaps, OffDelays};
 pub use event::EventEntity;
@@ -49,6 +51,8 @@ pub use sensor::{Sensor, SensorClass, StateClass};
 pub enum Entity {
     /// `binary_sensor`.
     BinarySensor(BinarySensor),
+    /// `button`.
+    Button(Button),
     /// `event`.
     Event(EventEntity),
     /// `image`.
@@ -64,6 +68,7 @@ macro_rules! each {
     ($entity:expr, $e:ident => $body:expr) => {
         match $entity {
             Entity::BinarySensor($e) => $body,
+            Entity::Button($e) => $body,
             Entity::Event($e) => $body,
             Entity::Image($e) => $body,
             Entity::Sensor($e) => $body,
@@ -92,6 +97,7 @@ impl Entity {
         match self {
             Entity::DeviceTrigger(_) => None,
             Entity::BinarySensor(e) => Some(&e.common),
+            Entity::Button(e) => Some(&e.common),
             Entity::Event(e) => Some(&e.common),
             Entity::Image(e) => Some(&e.common),
             Entity::Sensor(e) => Some(&e.common),
