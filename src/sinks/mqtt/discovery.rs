@@ -421,6 +421,44 @@ mod tests {
     }
 
     #[test]
+    fn poll_device_has_snapshot_image_and_take_button() {
+        use crate::event::{Handle, HandleKind};
+        let mut dev = camera("gate", "58:5b:69:40:f4:0d");
+        dev.info.mac = None;
+        dev.info.handles = vec![Handle::new(HandleKind::Poll, "gate")];
+        for legacy in [false, true] {
+            let d = disc(legacy);
+            let comps = d.device_components(&dev, &caps(&[Category::Snapshot]));
+            let button = comps
+                .iter()
+                .find(|e| e.platform() == "button")
+                .expect("button");
+            let v = button.config();
+            assert_eq!(v["name"], "Take snapshot");
+            assert_eq!(v["command_topic"], "camera/gate/snapshot/take");
+            assert_eq!(v["retain"], false);
+            assert_eq!(button.listen_topics().count(), 0);
+            let image = comps.iter().find(|e| e.platform() == "image").unwrap();
+            assert_eq!(image.config()["image_topic"], "camera/gate/snapshot/image");
+            assert_eq!(image.config()["name"], "Snapshot");
+            let msgs = d.device_messages(&dev, &caps(&[Category::Snapshot]));
+            let all: String = msgs
+                .iter()
+                .map(|(t, p)| format!("{t} {}", String::from_utf8_lossy(p)))
+                .collect();
+            assert!(all.contains("camera/gate/snapshot/take"), "{all}");
+        }
+        // Without a poll handle: no button.
+        let d = disc(false);
+        let plain = camera("cam", "58:5b:69:40:f4:0d");
+        assert!(
+            !d.device_components(&plain, &caps(&[Category::Snapshot]))
+                .iter()
+                .any(|e| e.platform() == "button")
+        );
+    }
+
+    #[test]
     fn camera_device_discovery() {
         let d = disc(false);
         let dev = camera("58_5b_69_40_f4_0d", "58:5b:69:40:f4:0d");
