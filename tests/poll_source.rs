@@ -652,7 +652,22 @@ async fn wrong_password_busy_camera_and_non_image_answer() {
             "{dev} published an image"
         );
     }
-    // A camera that never gave a picture is not announced (the registry knows no device
-    // before its first message, and an unreachable one is not brought online).
-    assert!(col.on("camera/wrongpw/availability").is_empty());
+    // A camera that never gave a picture is announced as unavailable once its failures
+    // count as an outage (HA shows the device, greyed out), and never as online.
+    assert!(
+        col.wait_payload(
+            "camera/wrongpw/availability",
+            "offline",
+            Duration::from_secs(30)
+        )
+        .await
+        .is_some(),
+        "the camera with the wrong password was not announced as offline"
+    );
+    assert!(
+        col.on("camera/wrongpw/availability")
+            .iter()
+            .all(|m| m.text() != "online"),
+        "a camera that never answered was announced online"
+    );
 }

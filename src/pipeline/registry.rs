@@ -133,16 +133,23 @@ impl Registry {
             Message::Event(event) => self.route_event(*event, &policy, now),
             Message::Unreachable(info) => {
                 let device = self.ids.resolve(&info);
-                match self.devices.get_mut(&device.id) {
-                    Some(k) if k.online => {
-                        k.online = false;
-                        tracing::info!(device = %device.id, "device unreachable, offline");
-                        vec![Routed::Offline {
-                            device: k.record.device.clone(),
-                        }]
-                    }
-                    _ => Vec::new(),
+                let mut out = Vec::new();
+                if !self.devices.contains_key(&device.id) {
+                    // Never heard from (a wrong password from the start): record it, so that
+                    // the sink announces a device that is unavailable (its `Offline` of a
+                    // device it does not know publishes the discovery), not nothing.
+                    self.touch(&device, &policy, now);
                 }
+                if let Some(k) = self.devices.get_mut(&device.id)
+                    && k.online
+                {
+                    k.online = false;
+                    tracing::info!(device = %device.id, "device unreachable, offline");
+                    out.push(Routed::Offline {
+                        device: k.record.device.clone(),
+                    });
+                }
+                out
             }
         }
     }
@@ -633,9 +640,15 @@ mod tests {
             r.route("test", Message::Unreachable(other.clone()), s(702))
                 .is_empty()
         );
+        // A device never heard from is announced, and offline.
+        let never = DeviceInfo {
+            handles: vec![Handle::new(HandleKind::Poll, "wrongpw")],
+            ..Default::default()
+        };
+        let out = r.route("test", Message::Unreachable(never), s(702));
         assert!(
-            r.route("test", Message::Unreachable(DeviceInfo::default()), s(702))
-                .is_empty()
+            matches!(out.as_slice(), [Routed::Offline { device }] if device.id == "wrongpw"),
+            "{out:?}"
         );
         assert!(matches!(
             r.route("test", Message::Heartbeat(other), s(703))
