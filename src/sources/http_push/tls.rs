@@ -190,6 +190,17 @@ impl ServerTls {
         })
     }
 
+    /// The same certificate without ALPN, for protocols other than HTTP (SMTP STARTTLS): a
+    /// client that offers ALPN is not refused for not offering `http/1.1` (RFC 7301 §3.2).
+    pub fn without_alpn(&self) -> ServerTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols.clear();
+        ServerTls {
+            config: Arc::new(config),
+            plain_http: self.plain_http,
+        }
+    }
+
     /// An acceptor for one connection.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.clone())
