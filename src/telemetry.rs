@@ -173,6 +173,12 @@ metrics_set! {
         plain_http_on_tls_port,
         /// Heartbeats received.
         heartbeats,
+        /// Mails the SMTP source received in full (up to the final `.`).
+        smtp_mails,
+        /// SMTP commands or mails refused and sessions cut off: wrong credentials (`535`), no
+        /// login where one is required (`530`), over the size cap (`552`), a line too long,
+        /// timeouts, too many connections, a connection dropped before the final `.`.
+        smtp_refusals,
         /// Events produced by sources.
         events,
         /// Inputs that did not become events.

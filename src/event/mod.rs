@@ -599,6 +599,10 @@ pub struct Provenance {
     /// The FTP directory, the mail's sender, the polled host, or the request path of a push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The overview image's own file name when `name` is something else (a mail's attachment
+    /// `CH1_20251201132003.jpg`, whose `name` is the subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// One normalised event.

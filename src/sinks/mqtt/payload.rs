@@ -81,6 +81,8 @@ struct ProvenanceJson<'a> {
     via: Via,
     name: Option<&'a str>,
     path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
     /// The event time (RFC 3339): when the device says the picture was taken.
     captured: String,
 }
@@ -206,6 +208,7 @@ pub fn event_json_with(device: &Device, ev: &Event, notes: &[String]) -> Vec<u8>
             via: p.via,
             name: p.name.as_deref(),
             path: p.path.as_deref(),
+            file: p.file.as_deref(),
             captured: rfc3339(ev.time),
         }),
     };
@@ -440,6 +443,7 @@ pub(crate) mod tests {
             via: Via::Ftp,
             name: Some("07[M][0@0][0].jpg".into()),
             path: Some("/2025-12-01/001/jpg/13/20".into()),
+            file: None,
         });
         let j: serde_json::Value = serde_json::from_slice(&event_json(&dev, &e)).unwrap();
         assert_eq!(

@@ -283,7 +283,10 @@ impl SmtpConfig {
         if let Some(tls) = &self.tls {
             for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
                 if path.as_os_str().is_empty() {
-                    problems.push(Problem::new(format!("smtp.tls.{key}"), "must name a PEM file"));
+                    problems.push(Problem::new(
+                        format!("smtp.tls.{key}"),
+                        "must name a PEM file",
+                    ));
                 }
             }
         }
@@ -448,7 +451,11 @@ mod tests {
         );
         assert_eq!(
             paths(&c),
-            ["smtp.users[0].username", "smtp.users[0].password", "smtp.users[1].password"]
+            [
+                "smtp.users[0].username",
+                "smtp.users[0].password",
+                "smtp.users[1].password"
+            ]
         );
     }
 

@@ -141,7 +141,11 @@ fn describe(part: &mail_parser::MessagePart<'_>, name: Option<String>) -> String
             None => c.ctype().to_string(),
         },
     );
-    format!("{} ({})", name.as_deref().unwrap_or("unnamed"), cap(&ctype, 80))
+    format!(
+        "{} ({})",
+        name.as_deref().unwrap_or("unnamed"),
+        cap(&ctype, 80)
+    )
 }
 
 #[cfg(test)]

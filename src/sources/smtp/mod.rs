@@ -1,30 +1,46 @@
-//! SMTP mail source: an embedded SMTP server cameras e-mail snapshots to.
+//! SMTP mail source: an embedded SMTP server (RFC 5321) cameras e-mail their alarm snapshots
+//! to. Each mail becomes one event with its first JPEG as the overview.
+//!
+//! * [`config`]: the `[smtp]` section ([`SmtpConfig`]) and its checks.
+//! * [`session`] (no I/O): one connection's dialogue, mailin's state machine plus the glue
+//!   cameras need (AUTH without TLS and after `HELO`, optional login, `SIZE`, lenient
+//!   addresses).
+//! * [`mail`] (pure): a mail's bytes → subject, sender, body text and JPEGs (mail-parser).
+//! * [`rules`] (pure): the mail's words → category, object class and channel (vendor presets
+//!   and the user's rules).
+//! * [`normalise`] (pure): a mail and its envelope → one [`crate::event::Message`].
+//! * [`server`]: the tokio accept loop, limits, timeouts, STARTTLS, durability before `250`.
+//!
+//! User documentation: `docs/sources/smtp.md`.
 
 pub mod config;
-
-use std::net::SocketAddr;
+pub mod mail;
+pub mod normalise;
+pub mod rules;
+pub mod server;
+pub mod session;
 
 use crate::config::Problem;
-use crate::sources::{DevicePolicy, Source, SourceContext, SourceError, SourceHandle, Starting};
+use crate::sources::{DevicePolicy, Source, SourceContext, Starting};
 
 pub use config::SmtpConfig;
+pub use normalise::SOURCE;
 
-/// The source's name in events, `bridge/unparsed` and logs.
-pub const SOURCE: &str = "smtp";
-
-/// The SMTP mail source as a [`Source`].
+/// The SMTP mail source as a [`Source`], with its files read.
 #[derive(Debug)]
 pub struct SmtpSource {
-    listen: SocketAddr,
+    settings: config::Settings,
 }
 
 impl SmtpSource {
-    /// The source of a `[smtp]` section whose `listen` is set.
+    /// The source of a `[smtp]` section whose `listen` is set. Reads the password and TLS
+    /// files now, so that a bad file stops the start before anything listens. Errors: `listen`
+    /// unset, an invalid section, an unreadable password file, a bad certificate or key.
     pub fn new(cfg: &SmtpConfig) -> Result<SmtpSource, Problem> {
-        let listen = cfg
-            .listen
+        let settings = cfg
+            .settings()?
             .ok_or_else(|| Problem::new("smtp.listen", "not set".to_string()))?;
-        Ok(SmtpSource { listen })
+        Ok(SmtpSource { settings })
     }
 }
 
@@ -38,24 +54,6 @@ impl Source for SmtpSource {
     }
 
     fn start(self: Box<Self>, ctx: SourceContext) -> Starting {
-        Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind(self.listen)
-                .await
-                .map_err(|error| SourceError::Listen {
-                    source_name: SOURCE,
-                    addr: self.listen,
-                    error,
-                })?;
-            let addr = listener.local_addr().ok();
-            let task = tokio::spawn(async move {
-                ctx.shutdown.cancelled().await;
-                drop(listener);
-            });
-            Ok(SourceHandle {
-                name: SOURCE,
-                addr,
-                task,
-            })
-        })
+        Box::pin(server::listen(self.settings, ctx))
     }
 }

@@ -112,13 +112,25 @@ static PRESETS: &[Preset] = &[
         None,
     ),
     preset(
-        &["region entrance", "region entering", "area entry", "enter area", "entering"],
+        &[
+            "region entrance",
+            "region entering",
+            "area entry",
+            "enter area",
+            "entering",
+        ],
         Category::ZoneEntry,
         None,
         None,
     ),
     preset(
-        &["region exiting", "region exit", "area exit", "leave area", "exiting"],
+        &[
+            "region exiting",
+            "region exit",
+            "area exit",
+            "leave area",
+            "exiting",
+        ],
         Category::ZoneExit,
         None,
         None,
@@ -370,7 +382,9 @@ fn channel_token(text: &str) -> Option<u32> {
         }
         // Up to three separators: "CH 1", "Channel: 2", "ch_3", "CH-04", "ch.5", "ch#6".
         let mut seps = 0;
-        while j < bytes.len() && seps < 3 && matches!(bytes[j], b' ' | b'_' | b'-' | b':' | b'.' | b'#')
+        while j < bytes.len()
+            && seps < 3
+            && matches!(bytes[j], b' ' | b'_' | b'-' | b':' | b'.' | b'#')
         {
             j += 1;
             seps += 1;
@@ -445,7 +459,11 @@ mod tests {
                  EVENT TYPE:    {event}\nEVENT TIME:    2025-12-01,13:20:03\n\
                  DVR NAME:      Embedded Net DVR\nCAMERA NAME(NUM):   Garage(D7)\n"
             );
-            let c = classify(text(Some("Embedded Net DVR: alarm"), Some(&body)), &[], true);
+            let c = classify(
+                text(Some("Embedded Net DVR: alarm"), Some(&body)),
+                &[],
+                true,
+            );
             assert_eq!((c.category.clone(), c.subtype), (want, subtype), "{event}");
             assert_eq!(c.channel, Some(7), "{event}");
             assert_eq!(c.raw_type, event);

@@ -437,7 +437,9 @@ impl Conn {
                     .filter(|c| !c.is_whitespace() && !c.is_control())
                     .take(255)
                     .collect();
-                let r = self.session.process(format!("EHLO {domain}\r\n").as_bytes());
+                let r = self
+                    .session
+                    .process(format!("EHLO {domain}\r\n").as_bytes());
                 if r.code != 250 {
                     return Self::step(&r);
                 }
@@ -455,7 +457,9 @@ impl Conn {
             "MAIL" => self.mail(args),
             "RCPT" => {
                 let Some((path, _)) = parse_path(args, "TO:") else {
-                    return Step::Reply(b"501 Syntax error in parameters or arguments\r\n".to_vec());
+                    return Step::Reply(
+                        b"501 Syntax error in parameters or arguments\r\n".to_vec(),
+                    );
                 };
                 let r = self.session.process(b"RCPT TO:<recipient>\r\n");
                 if r.code == 250 && self.rcpt_to.len() < MAX_RECIPIENTS && !path.is_empty() {
@@ -637,7 +641,10 @@ mod tests {
     }
 
     fn send_mail(c: &mut Conn, body: &[&str]) -> Step {
-        assert_eq!(code(&c.line(b"MAIL FROM:<porch-cam@cams.example>\r\n")), 250);
+        assert_eq!(
+            code(&c.line(b"MAIL FROM:<porch-cam@cams.example>\r\n")),
+            250
+        );
         assert_eq!(code(&c.line(b"RCPT TO:<alarm@bridge.example>\r\n")), 250);
         assert_eq!(code(&c.line(b"DATA\r\n")), 354);
         for l in body {
@@ -675,8 +682,14 @@ mod tests {
     fn auth_variants_after_helo() {
         for first in [
             &[&b"AUTH PLAIN cG9yY2hjYW0AcG9yY2hjYW0AZmllbGQtb25seQ==\r\n"[..]][..],
-            &[&b"AUTH LOGIN cG9yY2hjYW0=\r\n"[..], &b"ZmllbGQtb25seQ==\r\n"[..]][..],
-            &[&b"AUTH PLAIN\r\n"[..], &b"AHBvcmNoY2FtAGZpZWxkLW9ubHk=\r\n"[..]][..],
+            &[
+                &b"AUTH LOGIN cG9yY2hjYW0=\r\n"[..],
+                &b"ZmllbGQtb25seQ==\r\n"[..],
+            ][..],
+            &[
+                &b"AUTH PLAIN\r\n"[..],
+                &b"AHBvcmNoY2FtAGZpZWxkLW9ubHk=\r\n"[..],
+            ][..],
         ] {
             let mut c = conn(policy(&[("porchcam", "field-only")], true, false));
             assert_eq!(text(&c.line(b"HELO localhost\r\n")), "250 camqtt\r\n");
@@ -695,9 +708,15 @@ mod tests {
         let mut c = conn(policy(&[("porchcam", "field-only")], true, false));
         c.line(b"EHLO x\r\n");
         let s = c.line(b"AUTH PLAIN AHBvcmNoY2FtAHdyb25n\r\n"); // porchcam / wrong
-        assert_eq!(s, Step::Refused(b"535 Invalid credentials\r\n".to_vec(), Refusal::AuthFailed));
+        assert_eq!(
+            s,
+            Step::Refused(b"535 Invalid credentials\r\n".to_vec(), Refusal::AuthFailed)
+        );
         let s = c.line(b"MAIL FROM:<a@b>\r\n");
-        assert!(matches!(s, Step::Refused(_, Refusal::AuthRequired)), "{s:?}");
+        assert!(
+            matches!(s, Step::Refused(_, Refusal::AuthRequired)),
+            "{s:?}"
+        );
         // Retrying with the right password works.
         c.line(b"AUTH LOGIN\r\n");
         c.line(b"cG9yY2hjYW0=\r\n");
@@ -709,7 +728,10 @@ mod tests {
         let p = policy(&[], false, false);
         let mut c = conn(p.clone());
         c.line(b"EHLO x\r\n");
-        assert_eq!(code(&c.line(b"AUTH PLAIN AGFueWNhbQBhbnl0aGluZw==\r\n")), 235);
+        assert_eq!(
+            code(&c.line(b"AUTH PLAIN AGFueWNhbQBhbnl0aGluZw==\r\n")),
+            235
+        );
         let Step::Deliver(d) = send_mail(&mut c, &["x\r\n"]) else {
             panic!()
         };
@@ -741,7 +763,10 @@ mod tests {
         c.line(b"EHLO x\r\n");
         let s = c.line(b"MAIL FROM:<a@b> SIZE=5000\r\n");
         assert!(matches!(s, Step::Refused(_, Refusal::TooLarge)));
-        assert_eq!(code(&c.line(b"MAIL FROM:<a@b> SIZE=500 BODY=8BITMIME\r\n")), 250);
+        assert_eq!(
+            code(&c.line(b"MAIL FROM:<a@b> SIZE=500 BODY=8BITMIME\r\n")),
+            250
+        );
         c.line(b"RCPT TO:<r@b>\r\n");
         c.line(b"DATA\r\n");
         let big = format!("{}\r\n", "x".repeat(600));
@@ -750,7 +775,10 @@ mod tests {
         let s = c.line(b".\r\n");
         assert!(matches!(s, Step::Refused(ref b, Refusal::TooLarge) if b.starts_with(b"552")));
         // The session goes on.
-        assert!(matches!(send_mail(&mut c, &["small\r\n"]), Step::Deliver(_)));
+        assert!(matches!(
+            send_mail(&mut c, &["small\r\n"]),
+            Step::Deliver(_)
+        ));
     }
 
     #[test]
@@ -774,7 +802,10 @@ mod tests {
     #[test]
     fn parse_path_forms() {
         assert_eq!(parse_path("FROM:<a@b>", "FROM:").unwrap().0, "a@b");
-        assert_eq!(parse_path("from: <a@b> SIZE=9", "FROM:").unwrap().1, [("SIZE".to_string(), "9")]);
+        assert_eq!(
+            parse_path("from: <a@b> SIZE=9", "FROM:").unwrap().1,
+            [("SIZE".to_string(), "9")]
+        );
         assert_eq!(parse_path("FROM:<@r1,@r2:a@b>", "FROM:").unwrap().0, "a@b");
         assert_eq!(parse_path("FROM:<>", "FROM:").unwrap().0, "");
         assert!(parse_path("FROM:<a@b", "FROM:").is_none());
@@ -790,7 +821,10 @@ mod tests {
         let mut c = conn(policy(&[("u", "p")], true, true));
         assert!(text(&c.line(b"EHLO x\r\n")).contains("250 STARTTLS\r\n"));
         let s = c.line(b"STARTTLS\r\n");
-        assert!(matches!(s, Step::StartTls(ref b) if b.starts_with(b"220")), "{s:?}");
+        assert!(
+            matches!(s, Step::StartTls(ref b) if b.starts_with(b"220")),
+            "{s:?}"
+        );
         c.tls_started();
         assert!(!text(&c.line(b"EHLO x\r\n")).contains("STARTTLS"));
         assert_eq!(code(&c.line(b"AUTH PLAIN AHUAcA==\r\n")), 235);

@@ -104,6 +104,7 @@ pub fn handle_post(
                     via: Via::Push,
                     name: None,
                     path: Some(path.chars().filter(|c| !c.is_control()).take(256).collect()),
+                    file: None,
                 });
                 telemetry.events.inc();
                 telemetry.images.add(e.images.len() as u64);
