@@ -11,12 +11,12 @@
 //! * Reolink names the detection in the subject or body: `Motion detected`, `Person
 //!   detected`, `Vehicle detected`, `Animal detected`.
 //!
-//! So the texts are tried in this order, each first against the user's rules (plain
-//! case-insensitive substring), then against the presets (whole words, case-insensitive):
-//! the value of the body's event line (`Alarm Event:`, `Event Type:`, `Alarm Type:`,
-//! `Event:`), the subject, then the values of the body's other lines (the part after the
-//! first `:`, so that a label such as `Alarm Input Channel` is not taken for an alarm input).
-//! Nothing found: `motion` (a camera mails on motion unless told otherwise).
+//! The texts looked at, in this order: the value of the body's event line (`Alarm Event:`,
+//! `Event Type:`, `Alarm Type:`, `Event:`), the subject, then the values of the body's other
+//! lines (the part after the first `:`, so that a label such as `Alarm Input Channel` is not
+//! taken for an alarm input). The user's rules (plain case-insensitive substring) are tried
+//! on all of them first, then the presets (whole words, case-insensitive). Nothing found:
+//! `motion` (a camera mails on motion unless told otherwise).
 //!
 //! The channel comes from a body line whose label names a channel (`Alarm Input Channel:
 //! 1`), a Hikvision camera number (`Camera 01(D1)`), else a `CH<n>` / `Channel <n>` token
@@ -268,24 +268,25 @@ fn field(line: &str) -> Option<(String, &str)> {
     (!label.is_empty() && label.len() <= 64).then(|| (label.to_lowercase(), value.trim()))
 }
 
-/// What the user's rules, then the presets, say about `text`.
-fn match_text(
-    text: &str,
-    own: &[Rule],
-    presets: bool,
-) -> Option<(Category, Option<&'static str>, Option<&'static str>)> {
+/// What the user's rules say about `text` (first rule whose text it contains).
+fn match_own(text: &str, own: &[Rule]) -> Option<Found> {
     let lower = text.to_lowercase();
-    if let Some(r) = own.iter().find(|r| lower.contains(&r.contains)) {
-        return Some((r.category.clone(), None, None));
-    }
-    if !presets {
-        return None;
-    }
+    own.iter()
+        .find(|r| lower.contains(&r.contains))
+        .map(|r| (r.category.clone(), None, None))
+}
+
+/// What the presets say about `text` (first preset with one of its words in it).
+fn match_preset(text: &str) -> Option<Found> {
+    let lower = text.to_lowercase();
     PRESETS
         .iter()
         .find(|p| p.words.iter().any(|w| has_word(&lower, w)))
         .map(|p| (p.category.clone(), p.subtype, p.object))
 }
+
+/// A match: category, subtype, object class.
+type Found = (Category, Option<&'static str>, Option<&'static str>);
 
 fn cap(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -306,11 +307,15 @@ pub fn classify(mail: MailText<'_>, own: &[Rule], presets: bool) -> Classificati
         .filter(|v| !v.is_empty())
         .collect();
 
-    let found = event_line
-        .into_iter()
-        .chain(subject)
-        .chain(values.iter().copied())
-        .find_map(|t| match_text(t, own, presets));
+    let texts = || {
+        event_line
+            .into_iter()
+            .chain(subject)
+            .chain(values.iter().copied())
+    };
+    let found = texts()
+        .find_map(|t| match_own(t, own))
+        .or_else(|| presets.then(|| texts().find_map(match_preset)).flatten());
     let (category, subtype, object) = found.unwrap_or((Category::Motion, None, None));
     let raw_type = event_line
         .or(subject)
@@ -493,6 +498,13 @@ mod tests {
         }];
         let c = classify(text(Some("Motion: DOORBELL pressed"), None), &own, true);
         assert_eq!(c.category, Category::Other("doorbell".into()));
+        // An own rule on the subject wins over a preset on the event line.
+        let c = classify(
+            text(Some("doorbell"), Some("Alarm Event: Motion Detection\n")),
+            &own,
+            true,
+        );
+        assert_eq!(c.category, Category::Other("doorbell".into()));
         let c = classify(text(Some("Line crossing"), None), &[], false);
         assert_eq!(c.category, Category::Motion);
     }
@@ -503,7 +515,7 @@ mod tests {
         assert!(!has_word("interface", "face"));
         assert!(!has_word("surfaces", "face"));
         assert!(has_word("face", "face"));
-        assert!(has_word("ééface,", "face") == false);
+        assert!(!has_word("ééface,", "face"));
         let c = classify(text(Some("Network interface restored"), None), &[], true);
         assert_eq!(c.category, Category::Motion);
     }
