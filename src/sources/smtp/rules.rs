@@ -398,10 +398,11 @@ fn channel_token(text: &str) -> Option<u32> {
             .iter()
             .position(|b| !b.is_ascii_digit())
             .map_or(bytes.len(), |p| j + p);
-        if end > j && end - j <= 4 {
-            if let Some(n) = lower[j..end].parse().ok().and_then(in_range) {
-                return Some(n);
-            }
+        if end > j
+            && end - j <= 4
+            && let Some(n) = lower[j..end].parse().ok().and_then(in_range)
+        {
+            return Some(n);
         }
     }
     None
