@@ -384,6 +384,111 @@ async fn deliver(shared: &Shared, peer: SocketAddr, d: Delivery) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Telemetry;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn settings() -> Settings {
+        Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            hostname: "camqtt".into(),
+            accounts: Vec::new(),
+            require_auth: false,
+            max_message_size: 10_000,
+            max_connections: 1,
+            command_timeout: Duration::from_secs(20),
+            data_timeout: Duration::from_secs(20),
+            body_text_cap: 100,
+            unparsed_body_cap: 100,
+            presets: true,
+            rules: Vec::new(),
+            tls: None,
+        }
+    }
+
+    /// Send one mail over a real socket; returns the client's reader after the reply to `.`
+    /// was requested (the reply itself is read by the caller).
+    async fn send_mail(addr: SocketAddr) -> BufReader<TcpStream> {
+        let mut c = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let mut line = String::new();
+        c.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("220 "), "{line}");
+        c.get_mut()
+            .write_all(b"HELO cam\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+            .await
+            .unwrap();
+        for want in ["250", "250", "250", "354"] {
+            line.clear();
+            c.read_line(&mut line).await.unwrap();
+            assert!(line.starts_with(want), "{want}: {line}");
+        }
+        c
+    }
+
+    async fn next_line(c: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        line
+    }
+
+    #[tokio::test]
+    async fn the_250_waits_for_durability_and_451_when_not_stored() {
+        let (tx, mut rx) = mpsc::channel::<Input>(4);
+        let shutdown = CancellationToken::new();
+        let ctx = SourceContext {
+            tx,
+            telemetry: Telemetry::new(),
+            shutdown: shutdown.clone(),
+        };
+        let handle = listen(settings(), ctx.clone()).await.unwrap();
+        let addr = handle.addr.unwrap();
+
+        // Stored: no reply while the pipeline holds the message, 250 once it is durable.
+        let mut c = send_mail(addr).await;
+        let input = rx.recv().await.expect("the mail reaches the pipeline");
+        assert!(matches!(input.msg, Message::Event(_)));
+        let mut early = String::new();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(300), c.read_line(&mut early)).await;
+        assert!(waited.is_err(), "replied before durable: {early}");
+        input.durable.unwrap().send(()).unwrap();
+        assert!(next_line(&mut c).await.starts_with("250 "));
+        drop(c);
+
+        // Not stored (the pipeline dropped it): 451, so the camera sends it again.
+        let mut c = send_mail(addr).await;
+        let input = rx.recv().await.unwrap();
+        drop(input);
+        assert!(next_line(&mut c).await.starts_with("451 "));
+        assert_eq!(ctx.telemetry.smtp_mails.get(), 2);
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), handle.task)
+            .await
+            .expect("the source stops")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_connection_too_many_gets_421() {
+        let (tx, _rx) = mpsc::channel::<Input>(4);
+        let ctx = SourceContext {
+            tx,
+            telemetry: Telemetry::new(),
+            shutdown: CancellationToken::new(),
+        };
+        let handle = listen(settings(), ctx.clone()).await.unwrap();
+        let addr = handle.addr.unwrap();
+        let mut first = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        assert!(next_line(&mut first).await.starts_with("220 "));
+        let mut second = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        assert!(next_line(&mut second).await.starts_with("421 "));
+        assert_eq!(ctx.telemetry.smtp_refusals.get(), 1);
+        ctx.shutdown.cancel();
+    }
 
     fn io(bytes: &'static [u8]) -> Io {
         // A tiny buffer, so that lines arrive in several pieces.
