@@ -344,6 +344,7 @@ impl Camera {
             },
             name: Some(self.target.request_target.clone()),
             path: Some(self.target.authority.clone()),
+            file: None,
         });
         ev
     }

@@ -442,6 +442,7 @@ mod tests {
             tx,
             telemetry: Telemetry::new(),
             shutdown: shutdown.clone(),
+            commands: tokio::sync::broadcast::channel(4).0,
         };
         let handle = listen(settings(), ctx.clone()).await.unwrap();
         let addr = handle.addr.unwrap();
@@ -479,6 +480,7 @@ mod tests {
             tx,
             telemetry: Telemetry::new(),
             shutdown: CancellationToken::new(),
+            commands: tokio::sync::broadcast::channel(4).0,
         };
         let handle = listen(settings(), ctx.clone()).await.unwrap();
         let addr = handle.addr.unwrap();
