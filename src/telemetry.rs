@@ -179,6 +179,14 @@ metrics_set! {
         /// login where one is required (`530`), over the size cap (`552`), a line too long,
         /// timeouts, too many connections, a connection dropped before the final `.`.
         smtp_refusals,
+        /// FTP logins refused (unknown user or wrong password).
+        ftp_login_failures,
+        /// FTP uploads cut off before the end of their JPEG (reset, timeout, or data connection
+        /// closed early): reported on `bridge/unparsed`, never published as images.
+        ftp_cut_off,
+        /// FTP connections refused: `ftp.max_connections` reached, or a connection to the
+        /// source's internal port the source did not open.
+        ftp_refused,
         /// Events produced by sources.
         events,
         /// Inputs that did not become events.

@@ -1,0 +1,424 @@
+//! The control-connection filter between a camera and libunftp (pure: lines in, lines out).
+//!
+//! libunftp is the FTP server; this filter sits on the control connection in front of it
+//! ([`super::relay`] carries the bytes) and fixes what cameras need and libunftp does not do:
+//!
+//! - `ALLO` (RFC 959 §4.1.3): libunftp answers `202 Ignored` ("command not implemented,
+//!   superfluous"), which RFC 959 allows, but Dahua-based cameras treat every non-200 reply
+//!   to `ALLO` as a failure and disconnect before `STOR`, forever (`hassio-addons/app-ftp`
+//!   #245, field case 11). The `202` to an `ALLO` becomes `200 ALLO command successful`.
+//! - `EPRT` (RFC 2428 §2), which libunftp lacks: `EPRT |1|<ipv4>|<port>|` is passed on as
+//!   the equivalent `PORT` and its `200` reported as `EPRT`'s; other address families get
+//!   `522 Network protocol not supported, use (1)`.
+//! - Active mode only to the camera itself (RFC 2577 §3, "FTP bounce"): a `PORT` / `EPRT`
+//!   naming another host gets `504`, and neither is accepted when active mode is off.
+//! - Logins are observed (`USER` then `PASS`, answered `230` or `530`) so that the shell can
+//!   log and count refused ones with the real peer address.
+//!
+//! Replies keep their order also when a client sends several commands at once: a reply the
+//! filter makes itself waits until every command before it was answered by libunftp.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+/// A command the filter passed on, waiting for libunftp's final reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    /// Passed on; its final reply may be rewritten according to the verb.
+    Sent(Verb),
+    /// Answered by the filter itself; written once the replies before it were.
+    Local(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Allo,
+    Eprt,
+    Pass,
+    Other,
+}
+
+/// What became of a login attempt (`PASS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// `230`: logged in as this user.
+    Accepted(String),
+    /// `530` (or any other refusal) for this user name.
+    Refused(String),
+}
+
+/// What to do after a line from the client.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FromClient {
+    /// Bytes for libunftp (a line with its CRLF), if any.
+    pub to_server: Option<Vec<u8>>,
+    /// Bytes for the client (replies the filter made, now due).
+    pub to_client: Vec<u8>,
+}
+
+/// What to do after a line from libunftp.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FromServer {
+    /// Bytes for the client.
+    pub to_client: Vec<u8>,
+    /// A login attempt this reply decided.
+    pub login: Option<Login>,
+}
+
+/// The filter's state for one control connection.
+#[derive(Debug)]
+pub struct ControlFilter {
+    peer: IpAddr,
+    active: bool,
+    queue: VecDeque<Pending>,
+    user: String,
+}
+
+impl ControlFilter {
+    /// A filter for a camera at `peer`; `active`: whether `PORT`/`EPRT` are allowed.
+    pub fn new(peer: IpAddr, active: bool) -> ControlFilter {
+        ControlFilter {
+            peer: peer.to_canonical(),
+            active,
+            queue: VecDeque::new(),
+            user: String::new(),
+        }
+    }
+
+    /// The user name of the last `USER` command.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// One command line from the client (with or without its CRLF).
+    pub fn from_client(&mut self, line: &[u8]) -> FromClient {
+        let text = trim_eol(line);
+        let (verb, arg) = split_command(text);
+        let verb = verb.to_ascii_uppercase();
+        match verb.as_slice() {
+            b"USER" => self.user = String::from_utf8_lossy(arg).chars().take(128).collect(),
+            b"PORT" if !self.active => return self.local(ACTIVE_OFF),
+            b"EPRT" if !self.active => return self.local(ACTIVE_OFF),
+            b"PORT" => match parse_port(arg) {
+                Some((ip, _)) if IpAddr::from(ip) != self.peer => return self.local(BOUNCE),
+                _ => {}
+            },
+            b"EPRT" => {
+                return match parse_eprt(arg) {
+                    Eprt::V4(ip, _) if IpAddr::from(ip) != self.peer => self.local(BOUNCE),
+                    Eprt::V4(ip, port) => {
+                        let o = ip.octets();
+                        let line = format!(
+                            "PORT {},{},{},{},{},{}\r\n",
+                            o[0],
+                            o[1],
+                            o[2],
+                            o[3],
+                            port >> 8,
+                            port & 0xFF
+                        );
+                        self.queue.push_back(Pending::Sent(Verb::Eprt));
+                        FromClient {
+                            to_server: Some(line.into_bytes()),
+                            to_client: Vec::new(),
+                        }
+                    }
+                    Eprt::OtherFamily => {
+                        self.local(b"522 Network protocol not supported, use (1)\r\n")
+                    }
+                    Eprt::Bad => self.local(b"501 Syntax error in EPRT parameters\r\n"),
+                };
+            }
+            _ => {}
+        }
+        let kind = match verb.as_slice() {
+            b"ALLO" => Verb::Allo,
+            b"PASS" => Verb::Pass,
+            _ => Verb::Other,
+        };
+        self.queue.push_back(Pending::Sent(kind));
+        let mut to_server = text.to_vec();
+        to_server.extend_from_slice(b"\r\n");
+        FromClient {
+            to_server: Some(to_server),
+            to_client: Vec::new(),
+        }
+    }
+
+    /// One reply line from libunftp (with or without its CRLF).
+    pub fn from_server(&mut self, line: &[u8]) -> FromServer {
+        let text = trim_eol(line);
+        let mut out = FromServer::default();
+        let code = reply_code(text);
+        // The last line of a reply: `ddd ` (or a bare `ddd`). Preliminary replies (1yz) and
+        // the lines of a multi-line reply (`ddd-`, free text) leave the command pending.
+        let last = code.is_some_and(|c| c >= 200) && text.get(3).is_none_or(|&b| b == b' ');
+        let mut rewritten: Option<&[u8]> = None;
+        if last {
+            if let Some(Pending::Sent(verb)) = self.queue.pop_front() {
+                let c = code.unwrap_or(0);
+                match verb {
+                    Verb::Allo if c == 202 => rewritten = Some(b"200 ALLO command successful"),
+                    Verb::Eprt if c == 200 => rewritten = Some(b"200 EPRT command successful"),
+                    Verb::Pass if c == 230 => out.login = Some(Login::Accepted(self.user.clone())),
+                    Verb::Pass if c >= 400 => out.login = Some(Login::Refused(self.user.clone())),
+                    _ => {}
+                }
+            }
+        }
+        out.to_client.extend_from_slice(rewritten.unwrap_or(text));
+        out.to_client.extend_from_slice(b"\r\n");
+        if last {
+            self.flush_local(&mut out.to_client);
+        }
+        out
+    }
+
+    /// Answer the current command here, after the replies still due.
+    fn local(&mut self, reply: &[u8]) -> FromClient {
+        self.queue.push_back(Pending::Local(reply.to_vec()));
+        let mut to_client = Vec::new();
+        self.flush_local(&mut to_client);
+        FromClient {
+            to_server: None,
+            to_client,
+        }
+    }
+
+    fn flush_local(&mut self, out: &mut Vec<u8>) {
+        while let Some(Pending::Local(_)) = self.queue.front() {
+            if let Some(Pending::Local(reply)) = self.queue.pop_front() {
+                out.extend_from_slice(&reply);
+            }
+        }
+    }
+}
+
+const ACTIVE_OFF: &[u8] = b"502 Active mode is off here; use PASV or EPSV\r\n";
+const BOUNCE: &[u8] = b"504 Data connections only to the client's own address\r\n";
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// `VERB argument` split at the first space.
+fn split_command(text: &[u8]) -> (&[u8], &[u8]) {
+    match text.iter().position(|&b| b == b' ') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, &[]),
+    }
+}
+
+/// The three-digit code at the start of a reply line.
+fn reply_code(text: &[u8]) -> Option<u16> {
+    let d = text.get(..3)?;
+    if !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(d.iter().fold(0u16, |n, b| n * 10 + u16::from(b - b'0')))
+}
+
+/// `h1,h2,h3,h4,p1,p2` (RFC 959 §4.1.2).
+fn parse_port(arg: &[u8]) -> Option<(std::net::Ipv4Addr, u16)> {
+    let text = std::str::from_utf8(arg).ok()?;
+    let n: Vec<u8> = text
+        .trim()
+        .split(',')
+        .map(|x| x.trim().parse::<u8>())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [a, b, c, d, p1, p2] = n.as_slice() else {
+        return None;
+    };
+    Some((
+        std::net::Ipv4Addr::new(*a, *b, *c, *d),
+        u16::from(*p1) << 8 | u16::from(*p2),
+    ))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Eprt {
+    V4(std::net::Ipv4Addr, u16),
+    OtherFamily,
+    Bad,
+}
+
+/// `<d><af><d><address><d><port><d>` (RFC 2428 §2), any printable delimiter.
+fn parse_eprt(arg: &[u8]) -> Eprt {
+    let Ok(text) = std::str::from_utf8(arg) else {
+        return Eprt::Bad;
+    };
+    let text = text.trim();
+    let Some(d) = text.chars().next().filter(|c| c.is_ascii_graphic()) else {
+        return Eprt::Bad;
+    };
+    let parts: Vec<&str> = text.split(d).collect();
+    let ["", af, addr, port, ""] = parts.as_slice() else {
+        return Eprt::Bad;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Eprt::Bad;
+    };
+    match *af {
+        "1" => match addr.parse() {
+            Ok(ip) if port > 0 => Eprt::V4(ip, port),
+            _ => Eprt::Bad,
+        },
+        "2" => Eprt::OtherFamily,
+        _ => Eprt::OtherFamily,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn filter() -> ControlFilter {
+        ControlFilter::new("192.0.2.130".parse().unwrap(), true)
+    }
+
+    fn srv(f: &mut ControlFilter, line: &str) -> String {
+        String::from_utf8(f.from_server(line.as_bytes()).to_client).unwrap()
+    }
+
+    fn cli(f: &mut ControlFilter, line: &str) -> (Option<String>, String) {
+        let o = f.from_client(line.as_bytes());
+        (
+            o.to_server.map(|b| String::from_utf8(b).unwrap()),
+            String::from_utf8(o.to_client).unwrap(),
+        )
+    }
+
+    #[test]
+    fn allo_202_becomes_200() {
+        let mut f = filter();
+        assert_eq!(
+            srv(&mut f, "220 camqtt FTP ready\r\n"),
+            "220 camqtt FTP ready\r\n"
+        );
+        assert_eq!(cli(&mut f, "ALLO 5000\r\n").0.unwrap(), "ALLO 5000\r\n");
+        assert_eq!(
+            srv(&mut f, "202 Ignored\r\n"),
+            "200 ALLO command successful\r\n"
+        );
+        // A 202 to anything else is left alone.
+        cli(&mut f, "NOOP\r\n");
+        assert_eq!(srv(&mut f, "202 x\r\n"), "202 x\r\n");
+    }
+
+    #[test]
+    fn logins_are_reported() {
+        let mut f = filter();
+        cli(&mut f, "USER porchcam\r\n");
+        assert_eq!(f.user(), "porchcam");
+        assert_eq!(f.from_server(b"331 Password required\r\n").login, None);
+        cli(&mut f, "PASS wrong\r\n");
+        assert_eq!(
+            f.from_server(b"530 Wrong username or password\r\n").login,
+            Some(Login::Refused("porchcam".into()))
+        );
+        cli(&mut f, "PASS right\r\n");
+        assert_eq!(
+            f.from_server(b"230 User logged in, proceed\r\n").login,
+            Some(Login::Accepted("porchcam".into()))
+        );
+    }
+
+    #[test]
+    fn eprt_becomes_port_for_the_peer_only() {
+        let mut f = filter();
+        let (s, c) = cli(&mut f, "EPRT |1|192.0.2.130|50001|\r\n");
+        assert_eq!(s.unwrap(), "PORT 192,0,2,130,195,81\r\n");
+        assert!(c.is_empty());
+        assert_eq!(
+            srv(&mut f, "200 PORT command successful\r\n"),
+            "200 EPRT command successful\r\n"
+        );
+        let (s, c) = cli(&mut f, "EPRT |1|198.51.100.1|21|\r\n");
+        assert!(s.is_none());
+        assert!(c.starts_with("504 "), "{c}");
+        let (s, c) = cli(&mut f, "EPRT |2|2001:db8::1|21|\r\n");
+        assert!(s.is_none());
+        assert!(c.starts_with("522 "), "{c}");
+        let (s, c) = cli(&mut f, "EPRT garbage\r\n");
+        assert!(s.is_none());
+        assert!(c.starts_with("501 "), "{c}");
+        let (s, c) = cli(&mut f, "PORT 198,51,100,1,0,21\r\n");
+        assert!(s.is_none());
+        assert!(c.starts_with("504 "), "{c}");
+        let (s, _) = cli(&mut f, "PORT 192,0,2,130,195,81\r\n");
+        assert_eq!(s.unwrap(), "PORT 192,0,2,130,195,81\r\n");
+    }
+
+    #[test]
+    fn active_off_refuses_port_and_eprt() {
+        let mut f = ControlFilter::new("192.0.2.130".parse().unwrap(), false);
+        assert!(cli(&mut f, "PORT 192,0,2,130,195,81").1.starts_with("502 "));
+        assert!(
+            cli(&mut f, "EPRT |1|192.0.2.130|50001|")
+                .1
+                .starts_with("502 ")
+        );
+    }
+
+    #[test]
+    fn local_replies_keep_their_order() {
+        let mut f = filter();
+        // Pipelined: ALLO (to libunftp), then a bounce PORT (answered here), then NOOP.
+        cli(&mut f, "ALLO 1\r\n");
+        let (_, c) = cli(&mut f, "PORT 198,51,100,1,0,21\r\n");
+        assert!(c.is_empty(), "the 504 must wait for the ALLO reply");
+        cli(&mut f, "NOOP\r\n");
+        let out = srv(&mut f, "202 Ignored\r\n");
+        assert!(
+            out.starts_with("200 ALLO command successful\r\n504 "),
+            "{out}"
+        );
+        assert_eq!(srv(&mut f, "200 NOOP\r\n"), "200 NOOP\r\n");
+    }
+
+    #[test]
+    fn multiline_and_preliminary_replies_keep_the_command_pending() {
+        let mut f = filter();
+        cli(&mut f, "STOR a.jpg\r\n");
+        cli(&mut f, "ALLO 5\r\n");
+        assert_eq!(srv(&mut f, "150 Opening\r\n"), "150 Opening\r\n");
+        assert_eq!(srv(&mut f, "211-Features\r\n"), "211-Features\r\n");
+        assert_eq!(srv(&mut f, " SIZE\r\n"), " SIZE\r\n");
+        assert_eq!(srv(&mut f, "226 done\r\n"), "226 done\r\n");
+        assert_eq!(
+            srv(&mut f, "202 Ignored\r\n"),
+            "200 ALLO command successful\r\n"
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_peer_is_its_ipv4() {
+        let mut f = ControlFilter::new("::ffff:192.0.2.130".parse().unwrap(), true);
+        assert!(cli(&mut f, "PORT 192,0,2,130,1,1").0.is_some());
+    }
+
+    proptest! {
+        /// Never panics, whatever either side sends; every client line either goes to the
+        /// server or gets a reply (now or after the pending ones).
+        #[test]
+        fn never_panics(lines in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..80)), 0..30)) {
+            let mut f = filter();
+            for (client, line) in lines {
+                if client {
+                    let o = f.from_client(&line);
+                    prop_assert!(o.to_server.is_some() || !f.queue.is_empty() || !o.to_client.is_empty());
+                } else {
+                    let o = f.from_server(&line);
+                    prop_assert!(o.to_client.ends_with(b"\r\n"));
+                }
+            }
+        }
+    }
+}

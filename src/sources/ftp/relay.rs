@@ -1,0 +1,181 @@
+//! The control-connection relay (thin async shell around [`ControlFilter`]).
+//!
+//! Each camera's control connection is carried line by line to the connection libunftp
+//! serves for it, through the filter; data connections go straight between the camera and
+//! libunftp. Limits: a command line longer than [`MAX_LINE`] bytes ends the connection
+//! (`500`), and the connection ends when either side closes or the bridge stops.
+
+use std::net::SocketAddr;
+
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::control::{ControlFilter, Login};
+use crate::telemetry::Telemetry;
+
+/// Longest command or reply line, bytes (RFC 959 sets none; a path of a few hundred bytes is
+/// the most a camera sends).
+pub const MAX_LINE: usize = 4096;
+
+/// Why a relay ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The camera closed the connection (after `QUIT` or not).
+    Client,
+    /// libunftp closed it (`221` after `QUIT`, `421` idle timeout).
+    Server,
+    /// A command line longer than [`MAX_LINE`].
+    LineTooLong,
+    /// The bridge is stopping.
+    Shutdown,
+    /// A socket error.
+    Io(String),
+}
+
+/// Relay one control connection until it ends. `peer`: the camera, for logs.
+pub async fn relay<C, S>(
+    client: C,
+    server: S,
+    mut filter: ControlFilter,
+    peer: SocketAddr,
+    telemetry: &Telemetry,
+    shutdown: &CancellationToken,
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (cr, mut cw) = tokio::io::split(client);
+    let (sr, mut sw) = tokio::io::split(server);
+    let (mut cr, mut sr) = (BufReader::new(cr), BufReader::new(sr));
+    let (mut cline, mut sline) = (Vec::new(), Vec::new());
+    loop {
+        // `read_until` keeps what it read in the buffer when the other branch wins, so a line
+        // split over several reads is completed on the next turn.
+        let climit = (MAX_LINE + 1).saturating_sub(cline.len()) as u64;
+        let slimit = (MAX_LINE + 1).saturating_sub(sline.len()) as u64;
+        let mut ctake = (&mut cr).take(climit);
+        let mut stake = (&mut sr).take(slimit);
+        tokio::select! {
+            r = ctake.read_until(b'\n', &mut cline) => {
+                match r {
+                    Ok(0) => return Ended::Client,
+                    Err(e) => return Ended::Io(e.to_string()),
+                    Ok(_) if !cline.ends_with(b"\n") => {
+                        if cline.len() > MAX_LINE {
+                            let _ = cw.write_all(b"500 Command line too long\r\n").await;
+                            return Ended::LineTooLong;
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+                let out = filter.from_client(&cline);
+                cline.clear();
+                if !out.to_client.is_empty() {
+                    if let Err(e) = cw.write_all(&out.to_client).await {
+                        return Ended::Io(e.to_string());
+                    }
+                }
+                if let Some(line) = out.to_server {
+                    if let Err(e) = sw.write_all(&line).await {
+                        return Ended::Io(e.to_string());
+                    }
+                }
+            }
+            r = stake.read_until(b'\n', &mut sline) => {
+                match r {
+                    Ok(0) => {
+                        if !sline.is_empty() {
+                            let out = filter.from_server(&sline);
+                            let _ = cw.write_all(&out.to_client).await;
+                        }
+                        let _ = cw.shutdown().await;
+                        return Ended::Server;
+                    }
+                    Err(e) => return Ended::Io(e.to_string()),
+                    // A reply line longer than the limit is passed on in pieces.
+                    Ok(_) if !sline.ends_with(b"\n") && sline.len() <= MAX_LINE => continue,
+                    Ok(_) => {}
+                }
+                let out = filter.from_server(&sline);
+                sline.clear();
+                match out.login {
+                    Some(Login::Refused(user)) => {
+                        telemetry.ftp_login_failures.inc();
+                        tracing::warn!(peer = %peer, user = %user, "FTP login refused (unknown user or wrong password)");
+                    }
+                    Some(Login::Accepted(user)) => {
+                        tracing::debug!(peer = %peer, user = %user, "FTP login");
+                    }
+                    None => {}
+                }
+                if let Err(e) = cw.write_all(&out.to_client).await {
+                    return Ended::Io(e.to_string());
+                }
+            }
+            () = shutdown.cancelled() => {
+                let _ = cw.write_all(b"421 Service closing control connection\r\n").await;
+                return Ended::Shutdown;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::duplex;
+
+    use super::*;
+
+    async fn read_some<R: AsyncRead + Unpin>(r: &mut R) -> String {
+        let mut buf = vec![0; 1024];
+        let n = r.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn allo_reply_is_rewritten_end_to_end() {
+        let (client, mut camera) = duplex(4096);
+        let (server, mut unftp) = duplex(4096);
+        let t = Telemetry::new();
+        let token = CancellationToken::new();
+        let peer: SocketAddr = "192.0.2.130:40000".parse().unwrap();
+        let filter = ControlFilter::new(peer.ip(), true);
+        let task = tokio::spawn(async move {
+            let t2 = t.clone();
+            let r = relay(client, server, filter, peer, &t2, &token).await;
+            (r, t2)
+        });
+        unftp.write_all(b"220 ready\r\n").await.unwrap();
+        assert_eq!(read_some(&mut camera).await, "220 ready\r\n");
+        camera
+            .write_all(b"USER porchcam\r\nPASS x\r\n")
+            .await
+            .unwrap();
+        let mut got = String::new();
+        while !got.ends_with("PASS x\r\n") {
+            got.push_str(&read_some(&mut unftp).await);
+        }
+        unftp
+            .write_all(b"331 Password required\r\n530 Wrong\r\n")
+            .await
+            .unwrap();
+        camera.write_all(b"ALLO 5000\r\n").await.unwrap();
+        assert_eq!(read_some(&mut unftp).await, "ALLO 5000\r\n");
+        unftp.write_all(b"202 Ignored\r\n").await.unwrap();
+        let mut got = String::new();
+        while !got.ends_with("200 ALLO command successful\r\n") {
+            got.push_str(&read_some(&mut camera).await);
+        }
+        assert!(got.contains("530 Wrong"));
+        // A line without end longer than the limit ends the connection.
+        camera.write_all(&vec![b'A'; MAX_LINE + 10]).await.unwrap();
+        let (ended, t) = task.await.unwrap();
+        assert_eq!(ended, Ended::LineTooLong);
+        assert_eq!(t.ftp_login_failures.get(), 1);
+        assert!(read_some(&mut camera).await.starts_with("500 "));
+    }
+}
