@@ -370,15 +370,11 @@ async fn passwords_required_refuse_a_wrong_one() {
     ])
     .await;
     assert_eq!(code, 67);
-    bridge.wait_for_log("FTP login refused", T);
-    assert!(
-        bridge
-            .log()
-            .lines()
-            .filter(|l| l.contains("FTP login refused"))
-            .count()
-            >= 2
-    );
+    let end = tokio::time::Instant::now() + T;
+    while bridge.log().matches("FTP login refused").count() < 2 {
+        assert!(tokio::time::Instant::now() < end, "{}", bridge.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         !bridge.log().contains("Wr0ngPass"),
         "a password reached the log"
@@ -661,4 +657,53 @@ async fn field_case_11_allo_passive() {
     assert_eq!(sha(&image.payload), sha(&snapshot));
     assert_provenance(&event, "Porch_01_20251201132003.jpg", "/");
     assert_eq!(s.cmd("QUIT").await.0, 221);
+}
+
+#[tokio::test]
+async fn limits_connections_file_size_and_idle_time() {
+    let extra = "max_connections = 1\nmax_file_size = 2048\nidle_timeout = 5\n";
+    let Some((_b, col, bridge, addr)) = setup(extra, "camqtt-ftp-limits").await else {
+        return;
+    };
+    // One connection at a time: the second gets 421 and is closed.
+    let (first, code, _) = Session::connect(addr).await;
+    assert_eq!(code, 220);
+    let (mut second, code, text) = Session::connect(addr).await;
+    assert_eq!(code, 421, "{text}");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(T, second.r.read_to_end(&mut rest)).await;
+    drop(first);
+    bridge.wait_for_log("ftp.max_connections reached", T);
+    // A file over max_file_size: 552, reported, nothing published. The slot frees once the
+    // first session's relay has ended: retry while the bridge still says 421.
+    let dir = tempfile::tempdir().unwrap();
+    let big = file(&dir, "big.jpg", &common::camera::big_jpeg(5000));
+    let end = tokio::time::Instant::now() + T;
+    let trace = loop {
+        let (code, trace) = curl(&[
+            "-T",
+            big.to_str().unwrap(),
+            &url(addr, "cam", "x", "/big.jpg"),
+        ])
+        .await;
+        assert_ne!(code, 0, "{trace}");
+        if !trace.contains("< 421") || tokio::time::Instant::now() > end {
+            break trace;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(trace.contains("< 552"), "{trace}");
+    let u = col
+        .wait_for(|m| m.topic == "camera/bridge/unparsed", T)
+        .await
+        .expect("too-large upload reported")
+        .json();
+    assert_eq!(u["reason"], "file-too-large", "{u}");
+    assert!(col.all().iter().all(|m| !m.topic.ends_with("/image")));
+    // A session that says nothing is closed by the idle timeout (421).
+    let (mut idle, code, _) = Session::connect(addr).await;
+    assert_eq!(code, 220);
+    assert_eq!(idle.cmd("USER cam").await.0, 331);
+    let (code, text) = idle.reply().await;
+    assert_eq!(code, 421, "{text}");
 }

@@ -12,6 +12,8 @@
 //!   `522 Network protocol not supported, use (1)`.
 //! - Active mode only to the camera itself (RFC 2577 §3, "FTP bounce"): a `PORT` / `EPRT`
 //!   naming another host gets `504`, and neither is accepted when active mode is off.
+//! - A close the client did not ask for (libunftp's idle timeout says `221 Session timed
+//!   out`) is reported as `421` (RFC 959 §4.2), the code clients and cameras expect for it.
 //! - Logins are observed (`USER` then `PASS`, answered `230` or `530`) so that the shell can
 //!   log and count refused ones with the real peer address.
 //!
@@ -35,6 +37,7 @@ enum Verb {
     Allo,
     Eprt,
     Pass,
+    Quit,
     Other,
 }
 
@@ -134,6 +137,7 @@ impl ControlFilter {
         let kind = match verb.as_slice() {
             b"ALLO" => Verb::Allo,
             b"PASS" => Verb::Pass,
+            b"QUIT" => Verb::Quit,
             _ => Verb::Other,
         };
         self.queue.push_back(Pending::Sent(kind));
@@ -153,20 +157,43 @@ impl ControlFilter {
         // The last line of a reply: `ddd ` (or a bare `ddd`). Preliminary replies (1yz) and
         // the lines of a multi-line reply (`ddd-`, free text) leave the command pending.
         let last = code.is_some_and(|c| c >= 200) && text.get(3).is_none_or(|&b| b == b' ');
-        let mut rewritten: Option<&[u8]> = None;
+        let mut rewritten: Option<Vec<u8>> = None;
         if last {
-            if let Some(Pending::Sent(verb)) = self.queue.pop_front() {
-                let c = code.unwrap_or(0);
+            let c = code.unwrap_or(0);
+            let verb = match self.queue.front() {
+                // A reply nobody asked for (libunftp's idle timeout) is not consumed by the
+                // command still waiting for its own.
+                Some(Pending::Sent(v)) if c == 221 && *v != Verb::Quit => None,
+                Some(Pending::Sent(v)) => {
+                    let v = *v;
+                    self.queue.pop_front();
+                    Some(v)
+                }
+                _ => None,
+            };
+            if c == 221 && verb != Some(Verb::Quit) {
+                // libunftp closes an idle session with `221 Session timed out`; a close the
+                // client did not ask for is `421` (RFC 959 §4.2).
+                let mut r = b"421".to_vec();
+                r.extend_from_slice(&text[3..]);
+                rewritten = Some(r);
+            }
+            if let Some(verb) = verb {
                 match verb {
-                    Verb::Allo if c == 202 => rewritten = Some(b"200 ALLO command successful"),
-                    Verb::Eprt if c == 200 => rewritten = Some(b"200 EPRT command successful"),
+                    Verb::Allo if c == 202 => {
+                        rewritten = Some(b"200 ALLO command successful".to_vec())
+                    }
+                    Verb::Eprt if c == 200 => {
+                        rewritten = Some(b"200 EPRT command successful".to_vec())
+                    }
                     Verb::Pass if c == 230 => out.login = Some(Login::Accepted(self.user.clone())),
                     Verb::Pass if c >= 400 => out.login = Some(Login::Refused(self.user.clone())),
                     _ => {}
                 }
             }
         }
-        out.to_client.extend_from_slice(rewritten.unwrap_or(text));
+        out.to_client
+            .extend_from_slice(rewritten.as_deref().unwrap_or(text));
         out.to_client.extend_from_slice(b"\r\n");
         if last {
             self.flush_local(&mut out.to_client);
@@ -310,6 +337,26 @@ mod tests {
         // A 202 to anything else is left alone.
         cli(&mut f, "NOOP\r\n");
         assert_eq!(srv(&mut f, "202 x\r\n"), "202 x\r\n");
+    }
+
+    #[test]
+    fn unsolicited_221_is_421() {
+        let mut f = filter();
+        cli(&mut f, "USER a\r\n");
+        srv(&mut f, "331 Password required\r\n");
+        assert_eq!(
+            srv(
+                &mut f,
+                "221 Session timed out. Closing control connection\r\n"
+            ),
+            "421 Session timed out. Closing control connection\r\n"
+        );
+        cli(&mut f, "QUIT\r\n");
+        assert_eq!(srv(&mut f, "221 Bye\r\n"), "221 Bye\r\n");
+        // Idle timeout while a command waits: rewritten, and the command still waits.
+        cli(&mut f, "ALLO 1\r\n");
+        assert!(srv(&mut f, "221 timed out\r\n").starts_with("421 "));
+        assert!(srv(&mut f, "202 Ignored\r\n").starts_with("200 "));
     }
 
     #[test]

@@ -194,10 +194,16 @@ impl UploadStorage {
         let started = Instant::now();
         let mut buf = Vec::new();
         let cap = sh.max_file_size as u64 + 1;
-        let read = tokio::time::timeout(
-            sh.transfer_timeout,
-            (&mut input).take(cap).read_to_end(&mut buf),
-        )
+        let read = tokio::time::timeout(sh.transfer_timeout, async {
+            let n = (&mut input).take(cap).read_to_end(&mut buf).await?;
+            if n as u64 == cap {
+                // Too large: read the rest and drop it (memory stays bounded; the transfer
+                // timeout bounds the time), so that the client is not reset mid-send and reads
+                // the 552 that tells it why.
+                tokio::io::copy(&mut input, &mut tokio::io::sink()).await?;
+            }
+            Ok::<_, std::io::Error>(n)
+        })
         .await;
         let failed = match read {
             Ok(Ok(_)) if buf.len() > sh.max_file_size => Some((
@@ -361,7 +367,127 @@ impl StorageBackend<FtpUser> for UploadStorage {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::event::Category;
+    use crate::sources::ftp::config::DeviceFrom;
+    use crate::sources::ftp::jpeg::tests::sample;
+    use crate::telemetry::Telemetry;
+
+    fn storage(max: usize) -> (UploadStorage, mpsc::Receiver<Input>) {
+        let (tx, rx) = mpsc::channel(4);
+        let shared = Shared {
+            classifier: Classifier {
+                rules: crate::sources::ftp::rules::default_rules(),
+                default_category: Category::Motion,
+                device_from: DeviceFrom::Login,
+                unparsed_body_cap: 64,
+            },
+            max_file_size: max,
+            transfer_timeout: Duration::from_secs(5),
+            ctx: SourceContext {
+                tx,
+                telemetry: Telemetry::new(),
+                shutdown: CancellationToken::new(),
+            },
+        };
+        let s = UploadStorage {
+            peer: "192.0.2.130".parse().unwrap(),
+            shared: Arc::new(shared),
+        };
+        (s, rx)
+    }
+
+    #[tokio::test]
+    async fn transfer_completes_only_once_the_event_is_durable() {
+        let (s, mut rx) = storage(1 << 20);
+        let j = sample(3000);
+        let user = FtpUser("porchcam".into());
+        let put = s.put(&user, std::io::Cursor::new(j.clone()), "/a/07[M].jpg", 0);
+        tokio::pin!(put);
+        let input = tokio::select! {
+            r = &mut put => panic!("answered before the pipeline stored the event: {r:?}"),
+            i = rx.recv() => i.unwrap(),
+        };
+        let Message::Event(e) = &input.msg else {
+            panic!("{:?}", input.msg)
+        };
+        assert_eq!(e.images[0].data.as_ref(), j.as_slice());
+        // Still waiting: nothing said it is durable yet.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut put)
+                .await
+                .is_err()
+        );
+        input.durable.unwrap().send(()).unwrap();
+        assert_eq!(put.await.unwrap(), j.len() as u64);
+        assert_eq!(s.shared.ctx.telemetry.events.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn pipeline_gone_fails_the_transfer_with_451() {
+        let (s, rx) = storage(1 << 20);
+        drop(rx);
+        let user = FtpUser("c".into());
+        let err = s
+            .put(&user, std::io::Cursor::new(sample(10)), "/x.jpg", 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LocalError);
+    }
+
+    #[tokio::test]
+    async fn too_large_is_552_and_reported() {
+        let (s, mut rx) = storage(1024);
+        let user = FtpUser("c".into());
+        let err = s
+            .put(&user, std::io::Cursor::new(sample(5000)), "/x.jpg", 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ExceededStorageAllocationError);
+        let Message::Unparsed(u) = rx.recv().await.unwrap().msg else {
+            panic!()
+        };
+        assert_eq!(u.reason, "file-too-large");
+        assert_eq!(u.body_len, 1025);
+    }
+
+    #[tokio::test]
+    async fn cut_off_jpeg_is_reported_and_fails_with_426() {
+        let (s, mut rx) = storage(1 << 20);
+        let user = FtpUser("c".into());
+        let j = sample(5000);
+        let put = s.put(&user, std::io::Cursor::new(j[..2048].to_vec()), "/x.jpg", 0);
+        tokio::pin!(put);
+        let input = tokio::select! {
+            r = &mut put => panic!("{r:?}"),
+            i = rx.recv() => i.unwrap(),
+        };
+        let Message::Unparsed(u) = &input.msg else {
+            panic!()
+        };
+        assert_eq!(u.reason, "upload-cut-off");
+        input.durable.unwrap().send(()).unwrap();
+        assert_eq!(put.await.unwrap_err().kind(), ErrorKind::ConnectionClosed);
+        assert_eq!(s.shared.ctx.telemetry.ftp_cut_off.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn resumed_uploads_are_refused() {
+        let (s, _rx) = storage(1 << 20);
+        let err = s
+            .put(
+                &FtpUser("c".into()),
+                std::io::Cursor::new(Vec::new()),
+                "/x",
+                10,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CommandNotImplemented);
+    }
 
     #[test]
     fn open_logins_accept_anyone() {
