@@ -74,15 +74,15 @@ where
                 }
                 let out = filter.from_client(&cline);
                 cline.clear();
-                if !out.to_client.is_empty() {
-                    if let Err(e) = cw.write_all(&out.to_client).await {
-                        return Ended::Io(e.to_string());
-                    }
+                if !out.to_client.is_empty()
+                    && let Err(e) = cw.write_all(&out.to_client).await
+                {
+                    return Ended::Io(e.to_string());
                 }
-                if let Some(line) = out.to_server {
-                    if let Err(e) = sw.write_all(&line).await {
-                        return Ended::Io(e.to_string());
-                    }
+                if let Some(line) = out.to_server
+                    && let Err(e) = sw.write_all(&line).await
+                {
+                    return Ended::Io(e.to_string());
                 }
             }
             r = stake.read_until(b'\n', &mut sline) => {
