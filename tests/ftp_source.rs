@@ -707,3 +707,34 @@ async fn limits_connections_file_size_and_idle_time() {
     let (code, text) = idle.reply().await;
     assert_eq!(code, 421, "{text}");
 }
+
+#[tokio::test]
+async fn devices_from_configured_ftp_user_and_from_folders() {
+    let extra = "device_from = \"folder\"\n\n[[devices]]\nftp_user = \"garage\"\nid = \"garage_cam\"\nname = \"Garage\"\n";
+    let Some((_b, col, _bridge, addr)) = setup(extra, "camqtt-ftp-devices").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = common::camera::image("overview.jpg");
+    let f = file(&dir, "a.jpg", &jpeg);
+    let (code, trace) = curl(&[
+        "--ftp-create-dirs",
+        "-T",
+        f.to_str().unwrap(),
+        &url(addr, "shared", "x", "/garage/2025-12-01/a.jpg"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{trace}");
+    let (image, event) = event_of(&col, "garage_cam", "motion").await;
+    assert_eq!(sha(&image.payload), sha(&jpeg));
+    assert_provenance(&event, "a.jpg", "/garage/2025-12-01");
+    let (code, trace) = curl(&[
+        "-T",
+        f.to_str().unwrap(),
+        &url(addr, "shared", "x", "/drive/a.jpg"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{trace}");
+    let (image, _) = event_of(&col, "drive", "motion").await;
+    assert_eq!(sha(&image.payload), sha(&jpeg));
+}
