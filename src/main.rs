@@ -154,11 +154,17 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     // The embedded broker (rumqttd) logs every subscribe at info and ordinary disconnects as
     // errors; keep it quiet unless the filter asks for it by name.
-    let level = if level.contains("rumqttd") {
+    let mut level = if level.contains("rumqttd") {
         level.to_string()
     } else {
         format!("{level},rumqttd=off")
     };
+    // libunftp (the FTP source) logs every command at info, inside spans whose fields dump
+    // whole sessions, and warns again about what the source already reported; its errors are
+    // enough unless it is asked for by name.
+    if !level.contains("libunftp") {
+        level.push_str(",libunftp=error");
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     // Colours only for a person at a terminal: never in files, journald, Docker or the

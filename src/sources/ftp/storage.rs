@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
     UserDetailProvider,
@@ -341,7 +342,12 @@ impl StorageBackend<FtpUser> for UploadStorage {
             // `REST` before `STOR`: a resumed upload cannot be joined to a file not kept.
             return Err(Error::from(ErrorKind::CommandNotImplemented));
         }
-        self.receive(&user.0, input, path.as_ref()).await
+        // A root span: libunftp calls this inside its own `instrument` spans, whose fields
+        // are whole session dumps; our lines must not carry them.
+        let span = tracing::info_span!(parent: None, "ftp_upload");
+        self.receive(&user.0, input, path.as_ref())
+            .instrument(span)
+            .await
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(&self, _: &FtpUser, _: P) -> Result<()> {
