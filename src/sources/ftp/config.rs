@@ -144,6 +144,15 @@ impl FtpConfig {
         if let Err(e) = parse_port_range(&self.passive_ports) {
             problems.push(Problem::new("ftp.passive_ports", e));
         }
+        if self
+            .passive_address
+            .is_some_and(|a| a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+        {
+            problems.push(Problem::new(
+                "ftp.passive_address",
+                "must be an address cameras can connect to (not 0.0.0.0, broadcast or multicast)",
+            ));
+        }
         if !(1024..=MAX_FILE_SIZE).contains(&self.max_file_size) {
             problems.push(Problem::new(
                 "ftp.max_file_size",
@@ -353,6 +362,7 @@ category = "intrusion"
     fn problems_have_paths() {
         let c = FtpConfig {
             passive_ports: "80-90".into(),
+            passive_address: Some(Ipv4Addr::UNSPECIFIED),
             max_file_size: 10,
             max_connections: 0,
             idle_timeout: Duration::from_secs(1),
@@ -370,6 +380,7 @@ category = "intrusion"
             paths,
             [
                 "ftp.passive_ports",
+                "ftp.passive_address",
                 "ftp.max_file_size",
                 "ftp.max_connections",
                 "ftp.idle_timeout",

@@ -217,7 +217,10 @@ impl FtpSource {
                     });
                 }
                 r = internal.accept() => {
-                    let Ok((stream, from)) = r else { continue };
+                    let Ok((stream, from)) = r else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
                     let camera = pending.lock().ok().and_then(|mut p| p.remove(&from));
                     let Some(camera) = camera else {
                         telemetry.ftp_refused.inc();

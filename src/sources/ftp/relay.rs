@@ -6,6 +6,7 @@
 //! (`500`), and the connection ends when either side closes or the bridge stops.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
@@ -14,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{ControlFilter, Login};
 use crate::telemetry::Telemetry;
+
+/// Longest time a write to the camera may take (a peer that stops reading its replies).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest command or reply line, bytes (RFC 959 sets none; a path of a few hundred bytes is
 /// the most a camera sends).
@@ -75,9 +79,9 @@ where
                 let out = filter.from_client(&cline);
                 cline.clear();
                 if !out.to_client.is_empty()
-                    && let Err(e) = cw.write_all(&out.to_client).await
+                    && let Err(e) = write(&mut cw, &out.to_client).await
                 {
-                    return Ended::Io(e.to_string());
+                    return e;
                 }
                 if let Some(line) = out.to_server
                     && let Err(e) = sw.write_all(&line).await
@@ -112,8 +116,8 @@ where
                     }
                     None => {}
                 }
-                if let Err(e) = cw.write_all(&out.to_client).await {
-                    return Ended::Io(e.to_string());
+                if let Err(e) = write(&mut cw, &out.to_client).await {
+                    return e;
                 }
             }
             () = shutdown.cancelled() => {
@@ -121,6 +125,15 @@ where
                 return Ended::Shutdown;
             }
         }
+    }
+}
+
+/// Write `bytes` to the camera within [`WRITE_TIMEOUT`].
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), Ended> {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ended::Io(e.to_string())),
+        Err(_) => Err(Ended::Io("the camera stopped reading its replies".into())),
     }
 }
 
