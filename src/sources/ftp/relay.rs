@@ -69,7 +69,7 @@ where
                     Err(e) => return Ended::Io(e.to_string()),
                     Ok(_) if !cline.ends_with(b"\n") => {
                         if cline.len() > MAX_LINE {
-                            let _ = cw.write_all(b"500 Command line too long\r\n").await;
+                            let _ = write(&mut cw, b"500 Command line too long\r\n").await;
                             return Ended::LineTooLong;
                         }
                         continue;
@@ -94,7 +94,7 @@ where
                     Ok(0) => {
                         if !sline.is_empty() {
                             let out = filter.from_server(&sline);
-                            let _ = cw.write_all(&out.to_client).await;
+                            let _ = write(&mut cw, &out.to_client).await;
                         }
                         let _ = cw.shutdown().await;
                         return Ended::Server;
@@ -121,7 +121,7 @@ where
                 }
             }
             () = shutdown.cancelled() => {
-                let _ = cw.write_all(b"421 Service closing control connection\r\n").await;
+                let _ = write(&mut cw, b"421 Service closing control connection\r\n").await;
                 return Ended::Shutdown;
             }
         }
