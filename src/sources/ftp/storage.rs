@@ -397,6 +397,7 @@ mod tests {
                 tx,
                 telemetry: Telemetry::new(),
                 shutdown: CancellationToken::new(),
+                commands: tokio::sync::broadcast::channel(1).0,
             },
         };
         let s = UploadStorage {
