@@ -193,6 +193,8 @@ impl Classifier {
             via: Via::Ftp,
             name: Some(clean(name, 255)),
             path: Some(clean(dir, 512)),
+            // `name` is the file already.
+            file: None,
         });
         e
     }
