@@ -37,6 +37,14 @@ pub const ADDON_SSL_DIR: &str = "/ssl";
 pub const DEFAULT_CERTFILE: &str = "fullchain.pem";
 /// Default `keyfile`.
 pub const DEFAULT_KEYFILE: &str = "privkey.pem";
+/// The FTP server's port inside the add-on container (`ports: 21/tcp`; the host port is the
+/// user's choice, off by default).
+pub const ADDON_FTP_PORT: u16 = 21;
+/// The passive FTP data ports inside the container, mapped one to one on the host (a
+/// `227` reply names the port the camera must connect to, so host and container agree).
+pub const ADDON_FTP_PASSIVE_PORTS: std::ops::RangeInclusive<u16> = 50100..=50109;
+/// The SMTP server's port inside the add-on container (`ports: 25/tcp`, off by default).
+pub const ADDON_SMTP_PORT: u16 = 25;
 
 /// The add-on options as the Supervisor stores them (`config.yaml` `options`/`schema`).
 /// Empty strings count as "not set" (the UI stores cleared text fields as `""`).
@@ -66,6 +74,74 @@ pub struct AddonOptions {
     pub certfile: Option<String>,
     /// PEM private key, relative to [`ADDON_SSL_DIR`]; default [`DEFAULT_KEYFILE`].
     pub keyfile: Option<String>,
+    /// The FTP server cameras upload snapshots to.
+    pub ftp: FtpOptions,
+    /// FTP logins with passwords; empty: any login is accepted and names the camera.
+    pub ftp_users: Vec<LoginOption>,
+    /// The SMTP server cameras e-mail snapshots to.
+    pub smtp: SmtpOptions,
+    /// SMTP logins with passwords; empty: any login (or none) is accepted.
+    pub smtp_users: Vec<LoginOption>,
+    /// Cameras whose snapshot URL camqtt fetches.
+    pub poll: Vec<PollOption>,
+}
+
+/// A login of the add-on's FTP or SMTP server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LoginOption {
+    /// User name.
+    pub username: Option<String>,
+    /// Password. Not a string: refused without being echoed.
+    #[serde(deserialize_with = "secret::optional")]
+    pub password: Option<SecretString>,
+}
+
+/// `ftp` option group: the FTP server on [`ADDON_FTP_PORT`], passive data ports
+/// [`ADDON_FTP_PASSIVE_PORTS`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FtpOptions {
+    /// Run the FTP server.
+    pub enabled: Option<bool>,
+    /// IPv4 address of the Home Assistant host that cameras reach, advertised for passive
+    /// mode; empty: asked from the Supervisor's network API ([`parse_network_info`]).
+    pub passive_address: Option<String>,
+    /// Refuse logins that are not in `ftp_users`.
+    pub require_password: Option<bool>,
+}
+
+/// `smtp` option group: the SMTP server on [`ADDON_SMTP_PORT`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SmtpOptions {
+    /// Run the SMTP server.
+    pub enabled: Option<bool>,
+}
+
+/// One entry of `poll` (a `[[poll]]` section, see `docs/sources/poll.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PollOption {
+    /// Device id.
+    pub id: Option<String>,
+    /// Device name.
+    pub name: Option<String>,
+    /// Snapshot URL (or `preset` + `host` + `channel`).
+    pub url: Option<String>,
+    /// `hikvision`, `dahua`, `amcrest` or `generic`.
+    pub preset: Option<String>,
+    /// Camera host (`host[:port]`) for a preset.
+    pub host: Option<String>,
+    /// Channel for a preset.
+    pub channel: Option<u32>,
+    /// User name (Basic or Digest).
+    pub username: Option<String>,
+    /// Password. Not a string: refused without being echoed.
+    #[serde(deserialize_with = "secret::optional")]
+    pub password: Option<SecretString>,
+    /// Seconds between snapshots; 0: only on command.
+    pub interval: Option<u64>,
 }
 
 /// `mqtt` option group.
@@ -99,6 +175,14 @@ pub struct CameraOption {
     pub id: Option<String>,
     /// Suggested Home Assistant area.
     pub area: Option<String>,
+    /// Match by the FTP login the camera uploads with.
+    pub ftp_user: Option<String>,
+    /// Match by the SMTP login the camera mails with.
+    pub smtp_user: Option<String>,
+    /// Match by the sender address of the camera's mails.
+    pub smtp_from: Option<String>,
+    /// Minutes without anything from the camera before it is unavailable.
+    pub expect_every: Option<u64>,
 }
 
 /// `images` option group.
@@ -321,15 +405,29 @@ impl AddonOptions {
     /// `mqtt.broker` empty. Problems name the add-on option (`cameras[0].mac`).
     pub fn apply(
         &self,
+        base: Config,
+        data_dir: &Path,
+        service: Option<&MqttService>,
+    ) -> Result<Config, Vec<Problem>> {
+        self.apply_with(base, data_dir, service, None)
+    }
+
+    /// [`AddonOptions::apply`] with the host's address from the Supervisor's network API
+    /// ([`parse_network_info`]), advertised for passive FTP when `ftp.passive_address` is
+    /// empty.
+    pub fn apply_with(
+        &self,
         mut base: Config,
         data_dir: &Path,
         service: Option<&MqttService>,
+        network: Option<std::net::Ipv4Addr>,
     ) -> Result<Config, Vec<Problem>> {
         let mut problems = Vec::new();
         self.apply_mqtt(&mut base, service);
         self.apply_topics(&mut base, &mut problems);
         self.apply_receiver(&mut base, &mut problems);
         self.apply_cameras(&mut base, &mut problems);
+        self.apply_sources(&mut base, network, &mut problems);
         if base.spool.dir == SpoolConfig::default().dir {
             base.spool.dir = data_dir.join("spool");
             base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
@@ -446,6 +544,104 @@ impl AddonOptions {
         }
     }
 
+    /// The FTP and SMTP servers on their fixed container ports ([`ADDON_FTP_PORT`],
+    /// [`ADDON_SMTP_PORT`], passive data ports [`ADDON_FTP_PASSIVE_PORTS`]; the host ports are
+    /// the add-on's network settings), and `poll` entries appended to the base's `[[poll]]`.
+    /// `network`: the host's address from the Supervisor, for passive FTP when the option is
+    /// empty.
+    fn apply_sources(
+        &self,
+        base: &mut Config,
+        network: Option<std::net::Ipv4Addr>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let logins = |users: &[LoginOption], key: &str, problems: &mut Vec<Problem>| {
+            let mut out = Vec::new();
+            for (n, u) in users.iter().enumerate() {
+                match (non_empty(&u.username), non_empty_secret(&u.password)) {
+                    (Some(name), Some(pw)) => out.push((name, pw)),
+                    _ => problems.push(Problem::new(
+                        format!("{key}[{n}]"),
+                        "needs a user name and a password",
+                    )),
+                }
+            }
+            out
+        };
+        let f = &self.ftp;
+        if f.enabled == Some(true) {
+            let ftp = &mut base.ftp;
+            ftp.listen = Some(std::net::SocketAddr::from(([0, 0, 0, 0], ADDON_FTP_PORT)));
+            ftp.passive_ports = format!(
+                "{}-{}",
+                ADDON_FTP_PASSIVE_PORTS.start(),
+                ADDON_FTP_PASSIVE_PORTS.end()
+            );
+            match non_empty(&f.passive_address).map(|a| a.parse::<std::net::Ipv4Addr>()) {
+                Some(Ok(a)) => ftp.passive_address = Some(a),
+                Some(Err(_)) => problems.push(Problem::new(
+                    "ftp.passive_address",
+                    "must be the IPv4 address of the Home Assistant host",
+                )),
+                None if ftp.passive_address.is_none() => ftp.passive_address = network,
+                None => {}
+            }
+            if let Some(r) = f.require_password {
+                ftp.require_password = r;
+            }
+            for (username, password) in logins(&self.ftp_users, "ftp_users", problems) {
+                ftp.users.push(crate::sources::ftp::config::FtpUserSection {
+                    username,
+                    password: Some(password),
+                    password_file: None,
+                });
+            }
+        }
+        let m = &self.smtp;
+        if m.enabled == Some(true) {
+            base.smtp.listen = Some(std::net::SocketAddr::from(([0, 0, 0, 0], ADDON_SMTP_PORT)));
+            for (username, password) in logins(&self.smtp_users, "smtp_users", problems) {
+                base.smtp
+                    .users
+                    .push(crate::sources::smtp::config::SmtpUser {
+                        username,
+                        password: Some(password),
+                        password_file: None,
+                    });
+            }
+        }
+        for (n, p) in self.poll.iter().enumerate() {
+            let mut entry = crate::sources::poll::PollConfig {
+                id: non_empty(&p.id).unwrap_or_default(),
+                name: non_empty(&p.name),
+                url: non_empty(&p.url),
+                host: non_empty(&p.host),
+                username: non_empty(&p.username),
+                password: non_empty_secret(&p.password),
+                ..Default::default()
+            };
+            if let Some(preset) = non_empty(&p.preset) {
+                use serde::de::IntoDeserializer as _;
+                let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                    preset.as_str().into_deserializer();
+                match crate::sources::poll::preset::Preset::deserialize(de) {
+                    Ok(v) => entry.preset = Some(v),
+                    Err(_) => problems.push(Problem::new(
+                        format!("poll[{n}].preset"),
+                        "must be hikvision, dahua, amcrest or generic",
+                    )),
+                }
+            }
+            if let Some(c) = p.channel {
+                entry.channel = c;
+            }
+            if let Some(i) = p.interval {
+                entry.interval = Duration::from_secs(i);
+            }
+            base.poll.push(entry);
+        }
+    }
+
     /// `cameras` replace the base's `[[devices]]` when given.
     fn apply_cameras(&self, base: &mut Config, problems: &mut Vec<Problem>) {
         if !self.cameras.is_empty() {
@@ -470,6 +666,12 @@ impl AddonOptions {
                 id: non_empty(&c.id),
                 name: non_empty(&c.name),
                 area: non_empty(&c.area),
+                ftp_user: non_empty(&c.ftp_user),
+                smtp_user: non_empty(&c.smtp_user),
+                smtp_from: non_empty(&c.smtp_from),
+                expect_every: c
+                    .expect_every
+                    .map(|m| Duration::from_secs(m.saturating_mul(60))),
                 ..DeviceSection::default()
             });
         }
@@ -611,21 +813,7 @@ impl SupervisorSettings {
 /// `GET <supervisor>/services/mqtt` once, with `Authorization: Bearer <token>`.
 pub async fn fetch_mqtt_service_once(s: &SupervisorSettings) -> Result<MqttService, ServiceError> {
     let token = s.token.as_ref().ok_or(ServiceError::NoToken)?;
-    let url = format!("{}/services/mqtt", s.url.trim().trim_end_matches('/'));
-    let answer = async {
-        let resp = http_client::client()?
-            .get(url)
-            .bearer_auth(token.expose_secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(s.timeout)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok::<_, FetchError>((
-            status,
-            http_client::read_body(resp, http_client::MAX_JSON_BODY).await?,
-        ))
-    };
+    let answer = supervisor_get(s, token, "/services/mqtt");
     let (status, body) = answer.await.map_err(|e| ServiceError::Unreachable {
         url: s.url.clone(),
         message: e.to_string(),
@@ -673,6 +861,74 @@ pub async fn fetch_mqtt_service(s: &SupervisorSettings) -> Result<MqttService, S
     }
 }
 
+/// The IPv4 address of the Home Assistant host from the Supervisor's `GET /network/info`
+/// (`data.interfaces[]`, each with `primary`, `connected` and `ipv4.address` as
+/// `["192.168.1.72/24"]`): the primary interface's first address, else the first connected
+/// interface's. `None` for any other status or shape.
+pub fn parse_network_info(status: u16, body: &[u8]) -> Option<std::net::Ipv4Addr> {
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let interfaces = v.pointer("/data/interfaces")?.as_array()?;
+    let first_v4 = |i: &serde_json::Value| -> Option<std::net::Ipv4Addr> {
+        (i.pointer("/ipv4/address")?.as_array()?.iter())
+            .filter_map(|a| a.as_str()?.split('/').next()?.parse().ok())
+            .next()
+    };
+    let flag = |i: &serde_json::Value, k: &str| i.get(k).and_then(|b| b.as_bool()) == Some(true);
+    (interfaces.iter().filter(|i| flag(i, "primary")))
+        .chain(interfaces.iter().filter(|i| flag(i, "connected")))
+        .find_map(first_v4)
+}
+
+/// `GET <supervisor><path>` with the add-on's token: the status and the body (JSON, capped at
+/// [`http_client::MAX_JSON_BODY`]).
+async fn supervisor_get(
+    s: &SupervisorSettings,
+    token: &SecretString,
+    path: &str,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    let url = format!("{}{path}", s.url.trim().trim_end_matches('/'));
+    let resp = http_client::client()?
+        .get(url)
+        .bearer_auth(token.expose_secret())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(s.timeout)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((
+        status,
+        http_client::read_body(resp, http_client::MAX_JSON_BODY).await?,
+    ))
+}
+
+/// Ask the Supervisor for the host's address ([`parse_network_info`]); one attempt, one log
+/// line either way.
+pub async fn fetch_host_address(s: &SupervisorSettings) -> Option<std::net::Ipv4Addr> {
+    let token = s.token.as_ref()?;
+    match supervisor_get(s, token, "/network/info").await {
+        Ok((status, body)) => {
+            let found = parse_network_info(status, &body);
+            match found {
+                Some(a) => {
+                    tracing::info!(address = %a, "passive FTP advertises the host address from the Supervisor")
+                }
+                None => tracing::warn!(
+                    status,
+                    "the Supervisor's network info has no host address: set the ftp passive_address option, or passive FTP uploads fail"
+                ),
+            }
+            found
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "asking the Supervisor for the host address failed: set the ftp passive_address option, or passive FTP uploads fail");
+            None
+        }
+    }
+}
+
 /// Add-on mode: read the options at `options`, ask the Supervisor when the broker is empty,
 /// and map everything onto `base`. The spool goes next to the options file
 /// (`/data/options.json` → `/data/spool`).
@@ -692,8 +948,16 @@ pub async fn load(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let host = if opts.ftp.enabled == Some(true)
+        && non_empty(&opts.ftp.passive_address).is_none()
+        && base.ftp.passive_address.is_none()
+    {
+        fetch_host_address(supervisor).await
+    } else {
+        None
+    };
     let config = opts
-        .apply(base, data_dir, service.as_ref())
+        .apply_with(base, data_dir, service.as_ref(), host)
         .map_err(ConfigError::Invalid)?;
     tracing::info!(
         options = %options.display(),
@@ -951,5 +1215,97 @@ mod tests {
         assert_eq!(option_name("mqtt.url"), "mqtt.broker");
         assert_eq!(option_name("mqtt.keep_alive"), "mqtt.keep_alive");
         assert_eq!(option_name("viewtron.tls.cert_file"), "certfile");
+    }
+
+    #[test]
+    fn sources_options_map_onto_the_ftp_smtp_and_poll_sections() {
+        let o = opts(
+            r#"{"ftp":{"enabled":true,"passive_address":"","require_password":true},
+            "ftp_users":[{"username":"porch","password":"pw1"}],
+            "smtp":{"enabled":true},"smtp_users":[{"username":"mailcam","password":"pw2"}],
+            "poll":[{"id":"drive","name":"Drive","preset":"dahua","host":"192.168.1.70","channel":2,
+                     "username":"admin","password":"pw3","interval":30},
+                    {"id":"gate","url":"http://192.168.1.71/snapshot.jpg","interval":0}],
+            "cameras":[{"name":"Porch","ftp_user":"porch","expect_every":90}]}"#,
+        );
+        let host: std::net::Ipv4Addr = "192.168.1.72".parse().unwrap();
+        let c = o
+            .apply_with(
+                Config::default(),
+                Path::new("/data"),
+                Some(&svc()),
+                Some(host),
+            )
+            .expect("valid");
+        assert_eq!(c.ftp.listen.map(|a| a.port()), Some(ADDON_FTP_PORT));
+        assert_eq!(c.ftp.passive_ports, "50100-50109");
+        assert_eq!(
+            c.ftp.passive_address,
+            Some(host),
+            "the Supervisor's host address"
+        );
+        assert!(c.ftp.require_password);
+        assert_eq!(c.ftp.users[0].username, "porch");
+        assert_eq!(c.smtp.listen.map(|a| a.port()), Some(ADDON_SMTP_PORT));
+        assert_eq!(c.smtp.users[0].username, "mailcam");
+        assert_eq!(c.poll.len(), 2);
+        assert_eq!(
+            (c.poll[0].preset.map(|p| p.as_str()), c.poll[0].channel),
+            (Some("dahua"), 2)
+        );
+        assert_eq!(c.poll[0].interval, Duration::from_secs(30));
+        assert_eq!(c.poll[1].interval, Duration::ZERO);
+        assert_eq!(c.devices[0].ftp_user.as_deref(), Some("porch"));
+        assert_eq!(
+            c.devices[0].expect_every,
+            Some(Duration::from_secs(90 * 60))
+        );
+        // An address in the option wins over the Supervisor's; off by default.
+        let o = opts(r#"{"ftp":{"enabled":true,"passive_address":"10.0.0.2"}}"#);
+        let c = o
+            .apply_with(
+                Config::default(),
+                Path::new("/data"),
+                Some(&svc()),
+                Some(host),
+            )
+            .expect("valid");
+        assert_eq!(c.ftp.passive_address, Some("10.0.0.2".parse().unwrap()));
+        let c = opts("{}")
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert!(c.ftp.listen.is_none() && c.smtp.listen.is_none() && c.poll.is_empty());
+        // Problems name the option.
+        let o = opts(
+            r#"{"ftp":{"enabled":true,"passive_address":"host.local"},"ftp_users":[{"username":"a"}],
+            "poll":[{"id":"x","preset":"axis","host":"h"}]}"#,
+        );
+        let problems = o
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in ["ftp.passive_address", "ftp_users[0]", "poll[0].preset"] {
+            assert!(paths.contains(&want), "{want} missing in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn network_api_answers() {
+        let body = br#"{"result":"ok","data":{"interfaces":[
+            {"interface":"docker0","primary":false,"connected":true,"ipv4":{"address":["172.30.32.1/23"]}},
+            {"interface":"eth0","primary":true,"connected":true,"ipv4":{"method":"auto","address":["192.168.1.72/24"]}}]}}"#;
+        assert_eq!(
+            parse_network_info(200, body),
+            Some("192.168.1.72".parse().unwrap())
+        );
+        let no_primary = br#"{"data":{"interfaces":[{"interface":"wlan0","connected":true,"ipv4":{"address":["10.1.2.3/8"]}}]}}"#;
+        assert_eq!(
+            parse_network_info(200, no_primary),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        let none = br#"{"data":{"interfaces":[{"interface":"eth0","primary":true,"ipv4":{"address":[]}}]}}"#;
+        assert_eq!(parse_network_info(200, none), None);
+        assert_eq!(parse_network_info(403, body), None);
+        assert_eq!(parse_network_info(200, b"<html>"), None);
     }
 }
