@@ -52,6 +52,37 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     ] {
         assert!(text.contains(key), "example lacks `{key}`");
     }
+    // The other sources are documented, commented out: off by default. Uncommented, every
+    // key they show is valid (the password file is only read by check-config, not here).
+    assert!(c.ftp.listen.is_none() && c.smtp.listen.is_none() && c.poll.is_empty());
+    let mut in_block = false;
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            let header = ["# [ftp]", "# [smtp]", "# [[poll]]", "# [[devices]]"];
+            in_block = header.contains(&l) || (in_block && l.starts_with("# "));
+            if in_block {
+                l[2..].to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let all =
+        camqtt::config::load_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert_eq!(all.ftp.listen.map(|a| a.port()), Some(2121));
+    assert_eq!(all.smtp.listen.map(|a| a.port()), Some(2525));
+    assert_eq!(all.poll.len(), 1);
+    assert_eq!(all.poll[0].id, "driveway");
+    let porch = all
+        .devices
+        .iter()
+        .find(|d| d.ftp_user.as_deref() == Some("porchcam"));
+    assert_eq!(
+        porch.and_then(|d| d.expect_every),
+        Some(Duration::from_secs(1800))
+    );
 }
 
 #[test]
