@@ -6,15 +6,91 @@
 //! number) without echoing it. [`Config::resolve_secrets`] fills secrets from the environment
 //! and from files, Docker-secrets style.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
-use serde::Deserializer;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::{Error, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{Config, Problem};
 use crate::sources::viewtron::config::BasicAuthSection;
+
+/// One login a device must present: a user name and its password, written in the file or
+/// kept in a `password_file` (`[viewtron.auth]`, `[[ftp.users]]`, `[[smtp.users]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The user name, compared exactly.
+    pub username: String,
+    /// The password; prefer `password_file`. A value that is not a quoted string is refused
+    /// without being echoed.
+    #[serde(default, deserialize_with = "optional")]
+    pub password: Option<SecretString>,
+    /// File holding the password (trailing newlines ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Problems of the logins listed at `key` (`ftp.users`), as `<key>[<i>].<field>`: a user name
+/// that is empty, holds a control character or appears twice; a password that is empty,
+/// missing (neither `password` nor `password_file`) or given twice (both).
+pub fn check_logins(logins: &[Login], key: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, l) in logins.iter().enumerate() {
+        let at = |field: &str| format!("{key}[{i}].{field}");
+        if l.username.is_empty() || l.username.chars().any(char::is_control) {
+            problems.push(Problem::new(
+                at("username"),
+                "must be non-empty, without control characters",
+            ));
+        } else if !seen.insert(l.username.as_str()) {
+            problems.push(Problem::new(at("username"), "appears twice"));
+        }
+        match (&l.password, &l.password_file) {
+            (Some(p), None) if p.expose_secret().is_empty() => {
+                problems.push(Problem::new(at("password"), "must not be empty"))
+            }
+            (Some(_), Some(_)) => problems.push(Problem::new(
+                at("password"),
+                "give password or password_file, not both",
+            )),
+            (None, None) => problems.push(Problem::new(
+                at("password"),
+                "needs a password or a password_file",
+            )),
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// The logins listed at `key` with their passwords, reading each `password_file` now.
+/// Errors: an unreadable file (`<key>[<i>].password_file`, naming the file, never its
+/// contents), a login without any password (`<key>[<i>].password`).
+pub fn read_logins(logins: &[Login], key: &str) -> Result<Vec<(String, SecretString)>, Problem> {
+    logins
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match (&l.password, &l.password_file) {
+            (Some(p), _) => Ok((l.username.clone(), p.clone())),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map(|t| (l.username.clone(), from_file_text(t)))
+                .map_err(|e| {
+                    Problem::new(
+                        format!("{key}[{i}].password_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                }),
+            (None, None) => Err(Problem::new(
+                format!("{key}[{i}].password"),
+                "needs a password or a password_file",
+            )),
+        })
+        .collect()
+}
 
 struct SecretVisitor;
 

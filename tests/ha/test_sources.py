@@ -57,6 +57,16 @@ def last_event(stack: Stack, topic: str) -> dict[str, Any]:
     return json.loads(found[-1].payload)
 
 
+def device_serving(stack: Stack, hw_key: str, image_key: str, jpeg: bytes) -> dict[str, Any]:
+    """The HA device ``camqtt_<hw_key>``, once its image entity serves exactly ``jpeg``."""
+    dev = device(stack, f"camqtt_{hw_key}")
+    img = entity(stack, f"camqtt_{hw_key}_{image_key}")
+    assert img["device_id"] == dev["id"]
+    got = served_image(stack, img["entity_id"], jpeg)
+    assert got == jpeg, f"{img['entity_id']} served {len(got)} bytes, the camera sent {len(jpeg)}"
+    return dev
+
+
 def test_ftp_upload_is_a_device_with_the_uploaded_picture(stack: Stack, bridge: Any,
                                                           sources: Sources, tmp_path: Path) -> None:
     upload = tmp_path / "snapshot.jpg"
@@ -67,12 +77,8 @@ def test_ftp_upload_is_a_device_with_the_uploaded_picture(stack: Stack, bridge: 
     assert ev["provenance"]["via"] == "ftp", ev
     assert ev["provenance"]["name"] == FTP_NAME, ev
 
-    dev = device(stack, f"camqtt_ftp_user_{FTP_USER}")
+    dev = device_serving(stack, f"ftp_user_{FTP_USER}", "motion_image", FTP_JPEG)
     assert dev["name"] == FTP_USER
-    img = entity(stack, f"camqtt_ftp_user_{FTP_USER}_motion_image")
-    assert img["device_id"] == dev["id"]
-    got = served_image(stack, img["entity_id"], FTP_JPEG)
-    assert got == FTP_JPEG, f"served {len(got)} bytes, uploaded {len(FTP_JPEG)}"
     motion = entity(stack, f"camqtt_ftp_user_{FTP_USER}_motion")
     assert motion["device_id"] == dev["id"]
     wait_state(stack, motion["entity_id"], "on")
@@ -98,21 +104,14 @@ def test_mailed_snapshot_is_a_device_with_the_attached_picture(stack: Stack, bri
     assert ev["provenance"]["via"] == "smtp", ev
     assert ev["provenance"]["name"] == MAIL_SUBJECT, ev
 
-    dev = device(stack, f"camqtt_smtp_user_{SMTP_USER}")
-    img = entity(stack, f"camqtt_smtp_user_{SMTP_USER}_motion_image")
-    assert img["device_id"] == dev["id"]
-    got = served_image(stack, img["entity_id"], MAIL_JPEG)
-    assert got == MAIL_JPEG, f"served {len(got)} bytes, mailed {len(MAIL_JPEG)}"
+    device_serving(stack, f"smtp_user_{SMTP_USER}", "motion_image", MAIL_JPEG)
 
 
 def test_polled_snapshot_and_the_take_snapshot_button(stack: Stack, bridge: Any,
                                                       sources: Sources) -> None:
-    dev = device(stack, f"camqtt_poll_{POLL_ID}")
+    dev = device_serving(stack, f"poll_{POLL_ID}", "snapshot_image", FIRST_SNAPSHOT)
     assert dev["name"] == POLL_NAME
     img = entity(stack, f"camqtt_poll_{POLL_ID}_snapshot_image")
-    assert img["device_id"] == dev["id"]
-    got = served_image(stack, img["entity_id"], FIRST_SNAPSHOT)
-    assert got == FIRST_SNAPSHOT, f"served {len(got)} bytes, camera has {len(FIRST_SNAPSHOT)}"
     assert sources.camera.rejected == 0, "the bridge sent a wrong Digest response"
 
     buttons = [e for e in stack.ha.entities()

@@ -7,10 +7,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::rules::{Field, Rule};
@@ -106,20 +105,8 @@ pub enum DeviceFrom {
     Folder,
 }
 
-/// `[[ftp.users]]`: one login.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FtpUserSection {
-    /// The FTP user name (`USER`), compared exactly.
-    pub username: String,
-    /// Its password; prefer `password_file`. A value that is not a quoted string is refused
-    /// without being echoed.
-    #[serde(default, deserialize_with = "secret::optional")]
-    pub password: Option<SecretString>,
-    /// File holding the password (trailing newlines ignored).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-}
+/// `[[ftp.users]]`: one login (the FTP user name, RFC 959 `USER`, and its password).
+pub type FtpUserSection = secret::Login;
 
 /// `[[ftp.rules]]`: `match` found in the file name or folder gives `category`.
 #[derive(Debug, Clone, Deserialize)]
@@ -192,31 +179,7 @@ impl FtpConfig {
                 ));
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for (i, u) in self.users.iter().enumerate() {
-            if u.username.is_empty() || u.username.chars().any(|c| c.is_control()) {
-                problems.push(Problem::new(
-                    format!("ftp.users[{i}].username"),
-                    "must be non-empty, without control characters",
-                ));
-            } else if !seen.insert(u.username.as_str()) {
-                problems.push(Problem::new(
-                    format!("ftp.users[{i}].username"),
-                    "appears twice",
-                ));
-            }
-            match &u.password {
-                Some(p) if p.expose_secret().is_empty() => problems.push(Problem::new(
-                    format!("ftp.users[{i}].password"),
-                    "must not be empty",
-                )),
-                None if u.password_file.is_none() => problems.push(Problem::new(
-                    format!("ftp.users[{i}].password"),
-                    "a user needs a password or a password_file",
-                )),
-                _ => {}
-            }
-        }
+        problems.extend(secret::check_logins(&self.users, "ftp.users"));
         if self.require_password && self.users.is_empty() {
             problems.push(Problem::new(
                 "ftp.require_password",
@@ -234,25 +197,7 @@ impl FtpConfig {
     /// The logins with their passwords, reading `password_file`s now. Errors: an unreadable
     /// file (`ftp.users[<i>].password_file`), a user without any password.
     pub fn logins(&self) -> Result<Vec<(String, SecretString)>, Problem> {
-        self.users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| match (&u.password, &u.password_file) {
-                (Some(p), _) => Ok((u.username.clone(), p.clone())),
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map(|t| (u.username.clone(), secret::from_file_text(t)))
-                    .map_err(|e| {
-                        Problem::new(
-                            format!("ftp.users[{i}].password_file"),
-                            format!("cannot read {}: {e}", file.display()),
-                        )
-                    }),
-                (None, None) => Err(Problem::new(
-                    format!("ftp.users[{i}].password"),
-                    "a user needs a password or a password_file",
-                )),
-            })
-            .collect()
+        secret::read_logins(&self.users, "ftp.users")
     }
 
     /// The configured rules followed (with `default_rules`) by the built-in ones. Rules whose
@@ -314,6 +259,7 @@ pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     #[test]
     fn defaults_are_valid_and_off() {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::config::{Problem, duration, secret};
@@ -87,20 +87,8 @@ impl Default for SmtpConfig {
     }
 }
 
-/// `[[smtp.users]]`: one account.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpUser {
-    /// Login name; not empty, no NUL.
-    pub username: String,
-    /// Password; prefer `password_file`. A value that is not a quoted string is refused
-    /// without being echoed.
-    #[serde(default, deserialize_with = "secret::optional")]
-    pub password: Option<SecretString>,
-    /// File holding the password (trailing newlines ignored).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-}
+/// `[[smtp.users]]`: one account (the RFC 4954 `AUTH` user name and its password).
+pub type SmtpUser = secret::Login;
 
 /// `[[smtp.rules]]`: text in a mail that names its category.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,35 +225,7 @@ impl SmtpConfig {
                 "needs at least one [[smtp.users]] account",
             ));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (i, u) in self.users.iter().enumerate() {
-            if u.username.is_empty() || u.username.contains('\0') {
-                problems.push(Problem::new(
-                    format!("smtp.users[{i}].username"),
-                    "must be non-empty and without NUL",
-                ));
-            } else if !seen.insert(u.username.as_str()) {
-                problems.push(Problem::new(
-                    format!("smtp.users[{i}].username"),
-                    "appears twice",
-                ));
-            }
-            match (&u.password, &u.password_file) {
-                (Some(p), None) if p.expose_secret().is_empty() => problems.push(Problem::new(
-                    format!("smtp.users[{i}].password"),
-                    "must not be empty",
-                )),
-                (Some(_), Some(_)) => problems.push(Problem::new(
-                    format!("smtp.users[{i}].password"),
-                    "give password or password_file, not both",
-                )),
-                (None, None) => problems.push(Problem::new(
-                    format!("smtp.users[{i}].password"),
-                    "needs a password or a password_file",
-                )),
-                _ => {}
-            }
-        }
+        problems.extend(secret::check_logins(&self.users, "smtp.users"));
         for (i, r) in self.rules.iter().enumerate() {
             if r.contains.trim().is_empty() {
                 problems.push(Problem::new(
@@ -318,33 +278,10 @@ impl SmtpConfig {
     }
 
     fn accounts(&self) -> Result<Vec<Account>, Problem> {
-        self.users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let password = match (&u.password, &u.password_file) {
-                    (Some(p), _) => p.clone(),
-                    (None, Some(file)) => std::fs::read_to_string(file)
-                        .map(secret::from_file_text)
-                        .map_err(|e| {
-                            Problem::new(
-                                format!("smtp.users[{i}].password_file"),
-                                format!("cannot read {}: {e}", file.display()),
-                            )
-                        })?,
-                    (None, None) => {
-                        return Err(Problem::new(
-                            format!("smtp.users[{i}].password"),
-                            "needs a password or a password_file",
-                        ));
-                    }
-                };
-                Ok(Account {
-                    username: u.username.clone(),
-                    password,
-                })
-            })
-            .collect()
+        Ok(secret::read_logins(&self.users, "smtp.users")?
+            .into_iter()
+            .map(|(username, password)| Account { username, password })
+            .collect())
     }
 
     /// The running source's settings, reading the password and TLS files now so that a bad
@@ -388,6 +325,7 @@ impl SmtpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     fn parse(toml_text: &str) -> SmtpConfig {
         #[derive(Deserialize)]

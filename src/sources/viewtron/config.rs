@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use crate::config::{Problem, duration, secret};
@@ -83,20 +83,9 @@ impl Default for ViewtronConfig {
     }
 }
 
-/// `[viewtron.auth]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuthSection {
-    /// User name: not empty, no `:`.
-    pub username: String,
-    /// Password; prefer `password_file` or `CAMQTT_VIEWTRON_PASSWORD_FILE`. A value that is
-    /// not a quoted string is refused without being echoed.
-    #[serde(default, deserialize_with = "secret::optional")]
-    pub password: Option<SecretString>,
-    /// File holding the password (trailing newlines ignored).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-}
+/// `[viewtron.auth]`: the HTTP Basic login the devices must send; the user name must not
+/// hold `:` (RFC 7617 §2).
+pub type BasicAuthSection = secret::Login;
 
 /// `[viewtron.tls]`: HTTPS on the receiver port (rustls, ring provider, TLS 1.2 and 1.3).
 /// Present: the port accepts HTTPS; a connection whose first byte is not a TLS handshake
