@@ -96,6 +96,11 @@ impl ControlFilter {
     /// One command line from the client (with or without its CRLF).
     pub fn from_client(&mut self, line: &[u8]) -> FromClient {
         let text = trim_eol(line);
+        // A command is one Telnet line (RFC 959 §4.1.3): a CR or NUL inside it is a syntax
+        // error, never passed on (libunftp would read it as a line of its own or a name).
+        if text.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            return self.local(b"500 Syntax error: control character in the command\r\n");
+        }
         let (verb, arg) = split_command(text);
         let verb = verb.to_ascii_uppercase();
         match verb.as_slice() {
@@ -320,6 +325,26 @@ mod tests {
             o.to_server.map(|b| String::from_utf8(b).unwrap()),
             String::from_utf8(o.to_client).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_cr_or_nul_inside_a_command_is_a_syntax_error_not_passed_on() {
+        // Found by the `ftp_control` fuzz target: `\r\0` was forwarded to libunftp.
+        for line in ["\r\0\r\n", "STOR a\rb.jpg\r\n", "USER x\0y\r\n"] {
+            let mut f = filter();
+            let (to_server, to_client) = cli(&mut f, line);
+            assert_eq!(to_server, None, "{line:?}");
+            assert!(to_client.starts_with("500 "), "{line:?}: {to_client}");
+        }
+        // The replies stay in order after it.
+        let mut f = filter();
+        cli(&mut f, "NOOP\r\n");
+        let (_, now) = cli(&mut f, "X\rY\r\n");
+        assert_eq!(now, "", "the 500 waits for the NOOP's reply");
+        assert!(
+            srv(&mut f, "200 NOOP ok\r\n")
+                .ends_with("500 Syntax error: control character in the command\r\n")
+        );
     }
 
     #[test]
