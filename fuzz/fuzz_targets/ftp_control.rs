@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use camqtt::sources::ftp::control::ControlFilter;
-use camqtt::sources::ftp::jpeg::{JpegCheck, check};
+use camqtt::sources::jpeg::{JpegCheck, check};
 use camqtt::sources::ftp::rules::{classify, default_rules};
 use libfuzzer_sys::fuzz_target;
 

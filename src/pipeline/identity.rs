@@ -60,7 +60,10 @@ impl Identities {
 
     /// Remember what a camera's post says about it, for later posts of the same peer.
     pub fn learn(&mut self, info: &DeviceInfo) {
-        if info.kind != DeviceKind::Camera {
+        // Only devices known by their address: a source that names its devices by handles
+        // (FTP/SMTP logins, poll ids) may see several of them, and other cameras, behind one
+        // address (a DVR, Docker's NAT).
+        if info.kind != DeviceKind::Camera || !info.handles.is_empty() {
             return;
         }
         let Some(peer) = info.peer else { return };
@@ -81,7 +84,7 @@ impl Identities {
 
     /// Fill what a camera's post left out from what its peer said before.
     pub fn fill_from_peer(&self, info: &mut DeviceInfo) {
-        if info.kind != DeviceKind::Camera {
+        if info.kind != DeviceKind::Camera || !info.handles.is_empty() {
             return;
         }
         let Some(l) = info.peer.and_then(|p| self.by_peer.get(&p)) else {

@@ -8,6 +8,7 @@
 
 pub mod ftp;
 pub mod http_push;
+pub mod jpeg;
 pub mod poll;
 pub mod smtp;
 pub mod viewtron;

@@ -37,6 +37,8 @@ enum Verb {
     Allo,
     Eprt,
     Pass,
+    /// `PASV` or `EPSV`: libunftp reserves a data port for it.
+    Passive,
     Quit,
     Other,
 }
@@ -75,6 +77,8 @@ pub struct ControlFilter {
     active: bool,
     queue: VecDeque<Pending>,
     user: String,
+    /// A `PASV`/`EPSV` holds a data port that no transfer command has used yet.
+    passive_open: bool,
 }
 
 impl ControlFilter {
@@ -85,6 +89,7 @@ impl ControlFilter {
             active,
             queue: VecDeque::new(),
             user: String::new(),
+            passive_open: false,
         }
     }
 
@@ -96,9 +101,10 @@ impl ControlFilter {
     /// One command line from the client (with or without its CRLF).
     pub fn from_client(&mut self, line: &[u8]) -> FromClient {
         let text = trim_eol(line);
-        // A command is one Telnet line (RFC 959 §4.1.3): a CR or NUL inside it is a syntax
-        // error, never passed on (libunftp would read it as a line of its own or a name).
-        if text.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        // A command is one line of printable characters (RFC 959 §4.1.3 and §5.3): a control
+        // character inside it (CR, NUL, TAB, ...) is a syntax error, never passed on: libunftp
+        // splits commands at some of them, so a check here could be walked around.
+        if text.iter().any(|&b| b < 0x20 || b == 0x7F) {
             return self.local(b"500 Syntax error: control character in the command\r\n");
         }
         let (verb, arg) = split_command(text);
@@ -107,30 +113,20 @@ impl ControlFilter {
             b"USER" => self.user = String::from_utf8_lossy(arg).chars().take(128).collect(),
             b"PORT" if !self.active => return self.local(ACTIVE_OFF),
             b"EPRT" if !self.active => return self.local(ACTIVE_OFF),
-            b"PORT" => match parse_port(arg) {
-                Some((ip, _)) if IpAddr::from(ip) != self.peer => return self.local(BOUNCE),
-                _ => {}
-            },
+            // Fail closed: only a PORT this filter reads exactly goes on, rewritten in its
+            // canonical form (libunftp's own parser skips fields it cannot read, so a PORT
+            // with a junk field would otherwise reach another host).
+            b"PORT" => {
+                return match parse_port(arg) {
+                    Some((ip, _)) if IpAddr::from(ip) != self.peer => self.local(BOUNCE),
+                    Some((ip, port)) => self.forward(Verb::Other, port_line(ip, port)),
+                    None => self.local(b"501 Syntax error in PORT parameters\r\n"),
+                };
+            }
             b"EPRT" => {
                 return match parse_eprt(arg) {
                     Eprt::V4(ip, _) if IpAddr::from(ip) != self.peer => self.local(BOUNCE),
-                    Eprt::V4(ip, port) => {
-                        let o = ip.octets();
-                        let line = format!(
-                            "PORT {},{},{},{},{},{}\r\n",
-                            o[0],
-                            o[1],
-                            o[2],
-                            o[3],
-                            port >> 8,
-                            port & 0xFF
-                        );
-                        self.queue.push_back(Pending::Sent(Verb::Eprt));
-                        FromClient {
-                            to_server: Some(line.into_bytes()),
-                            to_client: Vec::new(),
-                        }
-                    }
+                    Eprt::V4(ip, port) => self.forward(Verb::Eprt, port_line(ip, port)),
                     Eprt::OtherFamily => {
                         self.local(b"522 Network protocol not supported, use (1)\r\n")
                     }
@@ -143,6 +139,20 @@ impl ControlFilter {
             b"ALLO" => Verb::Allo,
             b"PASS" => Verb::Pass,
             b"QUIT" => Verb::Quit,
+            // libunftp reserves a port from the passive range for each PASV/EPSV and keeps
+            // it until the session ends: one session asking again and again would take the
+            // whole range from every other camera. One open passive port per session.
+            b"PASV" | b"EPSV" if self.passive_open => {
+                return self.local(PASSIVE_OPEN);
+            }
+            b"PASV" | b"EPSV" => {
+                self.passive_open = true;
+                Verb::Passive
+            }
+            b"STOR" | b"STOU" | b"APPE" | b"RETR" | b"LIST" | b"NLST" | b"MLSD" => {
+                self.passive_open = false;
+                Verb::Other
+            }
             _ => Verb::Other,
         };
         self.queue.push_back(Pending::Sent(kind));
@@ -191,6 +201,8 @@ impl ControlFilter {
                     Verb::Eprt if c == 200 => {
                         rewritten = Some(b"200 EPRT command successful".to_vec())
                     }
+                    // A refused PASV/EPSV reserved nothing.
+                    Verb::Passive if !matches!(c, 227 | 229) => self.passive_open = false,
                     Verb::Pass if c == 230 => out.login = Some(Login::Accepted(self.user.clone())),
                     Verb::Pass if c >= 400 => out.login = Some(Login::Refused(self.user.clone())),
                     _ => {}
@@ -204,6 +216,15 @@ impl ControlFilter {
             self.flush_local(&mut out.to_client);
         }
         out
+    }
+
+    /// Send `line` to libunftp in place of the client's command, its reply due as `verb`'s.
+    fn forward(&mut self, verb: Verb, line: Vec<u8>) -> FromClient {
+        self.queue.push_back(Pending::Sent(verb));
+        FromClient {
+            to_server: Some(line),
+            to_client: Vec::new(),
+        }
     }
 
     /// Answer the current command here, after the replies still due.
@@ -227,7 +248,15 @@ impl ControlFilter {
 }
 
 const ACTIVE_OFF: &[u8] = b"502 Active mode is off here; use PASV or EPSV\r\n";
+const PASSIVE_OPEN: &[u8] =
+    b"425 A passive data port is already open for this session: transfer on it first\r\n";
 const BOUNCE: &[u8] = b"504 Data connections only to the client's own address\r\n";
+
+/// `PORT h1,h2,h3,h4,p1,p2` with its CRLF (RFC 959 §4.1.2).
+fn port_line(ip: std::net::Ipv4Addr, port: u16) -> Vec<u8> {
+    let [a, b, c, d] = ip.octets();
+    format!("PORT {a},{b},{c},{d},{},{}\r\n", port >> 8, port & 0xFF).into_bytes()
+}
 
 fn trim_eol(line: &[u8]) -> &[u8] {
     let mut end = line.len();
@@ -325,6 +354,48 @@ mod tests {
             o.to_server.map(|b| String::from_utf8(b).unwrap()),
             String::from_utf8(o.to_client).unwrap(),
         )
+    }
+
+    #[test]
+    fn one_open_passive_port_per_session() {
+        let mut f = filter();
+        let (to_server, _) = cli(&mut f, "PASV\r\n");
+        assert!(to_server.is_some());
+        srv(&mut f, "227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+        // Asking again before a transfer: refused here, no second port reserved.
+        let (to_server, to_client) = cli(&mut f, "EPSV\r\n");
+        assert_eq!(to_server, None);
+        assert!(to_client.starts_with("425 "), "{to_client}");
+        // A transfer uses it; then the next PASV is fine.
+        cli(&mut f, "STOR a.jpg\r\n");
+        srv(&mut f, "150 Ready\r\n");
+        srv(&mut f, "226 Done\r\n");
+        assert!(cli(&mut f, "PASV\r\n").0.is_some());
+        // A refused PASV (not logged in) reserved nothing: asking again goes on.
+        srv(&mut f, "530 Please log in\r\n");
+        assert!(cli(&mut f, "PASV\r\n").0.is_some());
+    }
+
+    #[test]
+    fn port_fails_closed_and_goes_on_only_in_canonical_form() {
+        // Found by trying to break it: libunftp skips fields it cannot read, so these reached
+        // 127.0.0.2 while the filter let what it could not parse pass.
+        for bad in [
+            "PORT 127,0,0,2,x,80,20\r\n",
+            "PORT 127,0,0,2,80,20,999\r\n",
+            "PORT 127,0,0,2,80,20,\r\n",
+            "PORT\r127,0,0,2,80,20\r\n",
+            "PORT\t127,0,0,2,80,20\r\n",
+            "PORT 192,0,2,130,80\r\n",
+        ] {
+            let mut f = filter();
+            let (to_server, to_client) = cli(&mut f, bad);
+            assert_eq!(to_server, None, "{bad:?} went to libunftp");
+            assert!(to_client.starts_with("50"), "{bad:?}: {to_client}");
+        }
+        let mut f = filter();
+        let (to_server, _) = cli(&mut f, "port  192,0,2,130, 195,80 \r\n");
+        assert_eq!(to_server.as_deref(), Some("PORT 192,0,2,130,195,80\r\n"));
     }
 
     #[test]

@@ -26,7 +26,6 @@
 
 pub mod config;
 pub mod control;
-pub mod jpeg;
 pub mod relay;
 pub mod rules;
 pub mod storage;

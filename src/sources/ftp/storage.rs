@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use crate::event::Category;
     use crate::sources::ftp::config::DeviceFrom;
-    use crate::sources::ftp::jpeg::tests::sample;
+    use crate::sources::jpeg::tests::sample;
     use crate::telemetry::Telemetry;
 
     fn storage(max: usize) -> (UploadStorage, mpsc::Receiver<Input>) {

@@ -22,12 +22,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::config::DeviceFrom;
-use super::jpeg::{self, JpegCheck};
 use super::rules::{self, Rule};
 use crate::event::{
     Category, DeviceInfo, Event, Handle, HandleKind, Image, ImageRole, Message, Phase, Provenance,
     Unparsed, Via,
 };
+use crate::sources::jpeg::{self, JpegCheck};
 
 /// The source's name (`ftp`).
 const SOURCE: &str = super::SOURCE;
@@ -210,7 +210,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::sources::ftp::jpeg::tests::sample;
+    use crate::sources::jpeg::tests::sample;
 
     fn classifier() -> Classifier {
         Classifier {

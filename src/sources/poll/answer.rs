@@ -5,7 +5,10 @@
 //! marker (`FF D8 FF`, ITU-T T.81 Annex B), a PNG with its 8-byte signature (RFC 2083 §3.1).
 //! Anything else (an HTML login page, a JSON or XML error, an empty body) is never published as
 //! an image. A declared `Content-Type` that is not `image/*` on a real image is kept as a
-//! warning on the event (some firmware sends `text/plain`).
+//! warning on the event (some firmware sends `text/plain`). A JPEG must also be whole
+//! ([`jpeg::check`]): one cut off mid-transfer is refused as `incomplete-image`.
+
+use crate::sources::jpeg::{self, JpegCheck};
 
 /// A usable snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,13 @@ pub fn judge(status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Pic
             ),
         });
     };
+    if kind == "image/jpeg" && !matches!(jpeg::check(body), JpegCheck::Complete { .. }) {
+        // An HTTP/1.0 camera without a length whose connection dropped mid-picture.
+        return Err(Refusal {
+            reason: "incomplete-image",
+            detail: format!("{} bytes of a JPEG without its end (cut off)", body.len()),
+        });
+    }
     let mut warnings = Vec::new();
     if let Some(d) =
         declared.filter(|d| !d.starts_with("image/") && d != "application/octet-stream")
@@ -88,14 +98,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F'];
-
     #[test]
     fn images_and_refusals() {
-        let p = judge(200, Some("image/jpeg"), JPEG).unwrap();
+        let whole = crate::sources::jpeg::tests::sample(0);
+        let jpeg = whole.as_slice();
+        let p = judge(200, Some("image/jpeg"), jpeg).unwrap();
         assert_eq!(p.content_type, "image/jpeg");
         assert!(p.warnings.is_empty());
-        let p = judge(200, Some("text/plain; charset=utf-8"), JPEG).unwrap();
+        let p = judge(200, Some("text/plain; charset=utf-8"), jpeg).unwrap();
         assert_eq!(p.warnings.len(), 1);
         assert!(judge(200, None, b"\x89PNG\r\n\x1a\nrest").is_ok());
         assert_eq!(
@@ -112,13 +122,23 @@ mod tests {
             "not-an-image"
         );
         assert_eq!(judge(200, None, b"").unwrap_err().reason, "empty");
-        assert_eq!(judge(503, None, JPEG).unwrap_err().reason, "http-status");
-        assert_eq!(judge(302, None, JPEG).unwrap_err().reason, "http-status");
+        assert_eq!(judge(503, None, jpeg).unwrap_err().reason, "http-status");
+        assert_eq!(judge(302, None, jpeg).unwrap_err().reason, "http-status");
+        // A jpeg cut off mid-transfer is never a picture.
+        for cut in [3, jpeg.len() / 2, jpeg.len() - 1] {
+            assert_eq!(
+                judge(200, Some("image/jpeg"), &jpeg[..cut])
+                    .unwrap_err()
+                    .reason,
+                "incomplete-image",
+                "cut at {cut}"
+            );
+        }
     }
 
     proptest! {
-        /// Never panics; accepted exactly when the status is 2xx and the body starts with a
-        /// JPEG or PNG signature.
+        /// Never panics; accepted exactly when the status is 2xx and the body is a whole JPEG
+        /// or starts with the PNG signature.
         #[test]
         fn accepts_only_signed_images(
             status in 100u16..600,
@@ -131,7 +151,11 @@ mod tests {
                 body.splice(0..0, [0xFF, 0xD8, 0xFF]);
             }
             let r = judge(status, ct.as_deref(), &body);
-            prop_assert_eq!(r.is_ok(), (200..300).contains(&status) && sniff(&body).is_some());
+            let image = match sniff(&body) {
+                Some("image/jpeg") => matches!(jpeg::check(&body), JpegCheck::Complete { .. }),
+                other => other.is_some(),
+            };
+            prop_assert_eq!(r.is_ok(), (200..300).contains(&status) && !body.is_empty() && image);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! all. Other images and files are counted in [`ParsedMail::skipped`], not published (the
 //! image topics carry JPEG). Parts of a forwarded mail (`message/rfc822`) are searched too.
 
+use crate::sources::jpeg::{self, JpegCheck};
 use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders as _, PartType};
 
@@ -58,8 +59,10 @@ fn cap(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
+/// A whole JPEG ([`jpeg::check`]): a cut-off one (the camera ran out of buffer mid-mail)
+/// must never be published as a picture.
 fn is_jpeg(data: &[u8]) -> bool {
-    data.starts_with(&[0xFF, 0xD8, 0xFF])
+    jpeg::is_jpeg(data) && matches!(jpeg::check(data), JpegCheck::Complete { .. })
 }
 
 /// Parse one mail. `text_cap`: longest body text kept, in characters.
@@ -115,6 +118,9 @@ fn collect(message: &mail_parser::Message<'_>, out: &mut ParsedMail, depth: usiz
                         name,
                         data: Bytes::copy_from_slice(data),
                     });
+                } else if jpeg::is_jpeg(data) {
+                    out.skipped
+                        .push(format!("{} (an incomplete JPEG)", describe(part, name)));
                 } else {
                     out.skipped.push(describe(part, name));
                 }
@@ -153,12 +159,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A small JPEG-looking payload.
+    /// A small whole JPEG, distinct for each `n`.
     fn jpeg(n: usize) -> Vec<u8> {
-        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0];
-        v.extend((0..n).map(|i| (i * 7 % 251) as u8));
-        v.extend([0xFF, 0xD9]);
-        v
+        crate::sources::jpeg::tests::sample(n)
     }
 
     #[test]
@@ -204,6 +207,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_off_jpeg_is_named_never_an_image() {
+        let whole = jpeg(40);
+        let cut = &whole[..whole.len() - 5];
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cut);
+        let mail = format!(
+            "Subject: snap\r\nContent-Type: image/jpeg; name=\"cut.jpg\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n"
+        );
+        let m = parse_mail(mail.as_bytes(), 100).unwrap();
+        assert!(m.images.is_empty());
+        assert_eq!(m.skipped.len(), 1);
+        assert!(m.skipped[0].contains("incomplete JPEG"), "{:?}", m.skipped);
+    }
+
+    #[test]
     fn the_text_is_capped_and_no_headers_is_an_error() {
         let mail = format!("Subject: s\r\n\r\n{}\r\n", "é".repeat(500));
         let m = parse_mail(mail.as_bytes(), 10).unwrap();
@@ -230,8 +248,12 @@ mod tests {
             width in 4usize..200,
             payload in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
-            let mut data = vec![0xFF, 0xD8, 0xFF];
-            data.extend(payload);
+            let mut data = jpeg(payload.len());
+            // Arbitrary bytes inside the picture: a comment segment after SOI.
+            let mut comment = vec![0xFF, 0xFE];
+            comment.extend(u16::try_from(payload.len() + 2).unwrap().to_be_bytes());
+            comment.extend(payload);
+            data.splice(2..2, comment);
             let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data);
             let lines: Vec<&str> = b64.as_bytes().chunks(width).map(|c| std::str::from_utf8(c).unwrap()).collect();
             let mail = format!(

@@ -195,10 +195,7 @@ mod tests {
     }
 
     fn jpeg() -> Vec<u8> {
-        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE1];
-        v.extend(b"camqtt smtp fixture");
-        v.extend([0xFF, 0xD9]);
-        v
+        crate::sources::jpeg::tests::sample(19)
     }
 
     fn event(m: Message) -> Event {

@@ -1,4 +1,4 @@
-//! Is an uploaded file a whole JPEG? (pure)
+//! Is a file a whole JPEG? (pure; used by every source whose pictures can arrive cut off)
 //!
 //! FTP's `STOR` carries no length: a camera whose data connection drops after 2048 of 5000
 //! bytes (a power dip, a Wi-Fi roam) looks to the server like a finished 2048-byte upload
@@ -7,7 +7,9 @@
 //! (where `FF` is stuffed as `FF 00` and `FF D0`..`FF D7` are restart markers), and `EOI`
 //! (`FF D9`). [`check`] walks that structure to the `EOI` that closes the image; a file that
 //! runs out first was cut off. An `FF D9` inside an embedded EXIF thumbnail does not count:
-//! it lies inside the `APP1` segment, which the walk skips by its length.
+//! it lies inside the `APP1` segment, which the walk skips by its length. The same holds for a
+//! mail attachment whose camera ran out of buffer and for an HTTP/1.0 snapshot answer without
+//! a length whose connection dropped.
 
 /// What [`check`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
