@@ -256,6 +256,40 @@ async fn zero_config_run_uses_the_embedded_broker() {
     assert!(status.0.expect("wait").success());
 }
 
+/// The sources' own password files (`[[ftp.users]]`, `[[smtp.users]]`, `[[poll]]`) are read by
+/// `check-config` too: a missing one is a problem with its line, never "OK" followed by a
+/// `run` that fails.
+#[test]
+fn check_config_reads_the_sources_password_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("camqtt.toml");
+    std::fs::write(
+        &conf,
+        "[ftp]\nlisten = \"127.0.0.1:0\"\nrequire_password = true\n[[ftp.users]]\nusername = \"porch\"\npassword_file = \"/nonexistent/ftp-pw\"\n\n\
+         [smtp]\nlisten = \"127.0.0.1:0\"\n[[smtp.users]]\nusername = \"mail\"\npassword_file = \"/nonexistent/smtp-pw\"\n\n\
+         [[poll]]\nid = \"gate\"\nurl = \"http://192.0.2.1/snapshot.jpg\"\nusername = \"admin\"\npassword_file = \"/nonexistent/poll-pw\"\n",
+    )
+    .unwrap();
+    let out = camqtt()
+        .arg("check-config")
+        .arg(&conf)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for (line, key, file) in [
+        (6, "ftp.users[0].password_file", "/nonexistent/ftp-pw"),
+        (12, "smtp.users[0].password_file", "/nonexistent/smtp-pw"),
+        (18, "poll[0].password_file", "/nonexistent/poll-pw"),
+    ] {
+        assert!(
+            text.contains(&format!("line {line}: {key}")),
+            "{key}: {text}"
+        );
+        assert!(text.contains(file), "{text}");
+    }
+}
+
 /// `check-config` reads the secrets the way `run` does: a `*_FILE` variable or a
 /// `password_file` that cannot be read is a problem (with its key, and its line when the key
 /// is in the file), not "OK"; a readable one is fine and never printed.

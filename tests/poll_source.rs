@@ -549,10 +549,11 @@ async fn command_topic_takes_a_snapshot_rate_limited() {
         Body::Image(pic.clone()),
     )
     .await;
-    // One snapshot at start, the next in an hour: everything after comes from commands.
+    // `interval = 0`: one snapshot at start (it announces the device and its button), then
+    // only on command.
     let bridge = BridgeProcess::start(
         &broker,
-        &poll_entry("yard", &cam, "interval = 3600\ncommand_interval = 3"),
+        &poll_entry("yard", &cam, "interval = 0\ncommand_interval = 3"),
         "camqtt-poll-cmd",
     );
     let topic = "camera/yard/snapshot/image";
@@ -581,9 +582,11 @@ async fn command_topic_takes_a_snapshot_rate_limited() {
         2,
         "the burst took more than one snapshot"
     );
-    // After the interval, a command works again; a command for another device does nothing.
+    // After the interval, a command works again; a command for another device takes nothing
+    // and says so.
     tokio::time::sleep(Duration::from_secs(3)).await;
     col.publish("camera/other/snapshot/take", "", false).await;
+    bridge.wait_for_log("not a [[poll]] camera", WAIT);
     col.publish(take, "", false).await;
     assert_eq!(images_on(&col, topic, 3).await.len(), 3);
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -141,6 +141,9 @@ impl Config {
     /// itself does no I/O. Messages name the file, never its contents.
     pub fn check_files(&self) -> Vec<Problem> {
         let mut problems = self.viewtron.check_files();
+        if self.ftp.listen.is_some() {
+            problems.extend(self.ftp.logins().err());
+        }
         problems.extend(self.smtp.check_files());
         problems.extend(self.mqtt.broker().err());
         problems

@@ -97,14 +97,18 @@ impl Camera {
     pub async fn run(mut self, ctx: SourceContext, mut commands: broadcast::Receiver<Command>) {
         let mut auth = AuthState::new();
         let periodic = !self.health.interval().is_zero();
-        // The first snapshot at once, then every interval.
+        // The first snapshot at once, then every interval. Also with `interval = 0` (on
+        // command only): the first one announces the device, with its picture and its
+        // "Take snapshot" button, so that Home Assistant has a button to press; it is retried
+        // with backoff until it comes (a camera that never answers is marked unreachable).
+        let mut first = true;
         let mut next = tokio::time::Instant::now();
         let mut commands_open = true;
         loop {
             let trigger = tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => return,
-                () = tokio::time::sleep_until(next), if periodic => Trigger::Interval,
+                () = tokio::time::sleep_until(next), if periodic || first => Trigger::Interval,
                 c = commands.recv(), if commands_open => match c {
                     Ok(Command::TakeSnapshot { device }) if device == self.device_id => {
                         match self.limit.check(Instant::now()) {
@@ -137,6 +141,8 @@ impl Camera {
             let Some(outcome) = self.snapshot(&mut auth, &ctx).await else {
                 return; // shutdown while waiting for the host's permit
             };
+            // On command only: the first snapshot is retried (with backoff) until one came.
+            first &= outcome.is_err();
             let retry_in = self.settle(outcome, trigger, &ctx).await;
             if trigger == Trigger::Interval {
                 next = tokio::time::Instant::now() + retry_in;
@@ -302,7 +308,7 @@ impl Camera {
             Failed::Auth(a) => a.to_string(),
             Failed::Refused { refusal, .. } => refusal.detail.clone(),
         };
-        if streak > 1 && !matches!(failed, Failed::Auth(AuthFailure::Rejected)) {
+        if streak > 1 {
             debug!(source = SOURCE, device = %self.id, host = %host, reason, failures = streak, retry_in_s = retry_s, error = %detail, "snapshot failed again");
             return;
         }

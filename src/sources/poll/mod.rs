@@ -99,6 +99,28 @@ impl PollSource {
     }
 }
 
+/// One warn line for a command naming no polled camera (a typo in an automation), instead of
+/// silence; until shutdown.
+async fn warn_unknown_devices(
+    ids: Vec<String>,
+    mut commands: tokio::sync::broadcast::Receiver<crate::event::Command>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let c = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = commands.recv() => c,
+        };
+        match c {
+            Ok(crate::event::Command::TakeSnapshot { device }) if !ids.contains(&device) => {
+                tracing::warn!(source = SOURCE, device = %device, known = %ids.join(","), "snapshot command for a device that is not a [[poll]] camera: ignored");
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 impl Source for PollSource {
     fn name(&self) -> &'static str {
         SOURCE
@@ -115,8 +137,11 @@ impl Source for PollSource {
             for (c, _) in &cameras {
                 tracing::info!(source = SOURCE, device = %c.id, url_path = %c.target.request_target, host = %c.target.authority, interval_s = c.health.interval().as_secs_f64(), "polling snapshots");
             }
+            let ids: Vec<String> = cameras.iter().map(|(c, _)| c.device_id.clone()).collect();
+            let unknown = ctx.commands.subscribe();
             let task = tokio::spawn(async move {
                 let mut set = tokio::task::JoinSet::new();
+                set.spawn(warn_unknown_devices(ids, unknown, ctx.shutdown.clone()));
                 for (c, rx) in cameras {
                     set.spawn(c.run(ctx.clone(), rx));
                 }
