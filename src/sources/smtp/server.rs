@@ -256,7 +256,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Ok(Ok(LineRead::TooLong)) => {
                 telemetry.smtp_refusals.inc();
                 tracing::warn!(peer = %peer.ip(), reason = "line-too-long", "SMTP command line too long");
-                if !write(&mut io, b"500 Line too long\r\n", t).await {
+                if !write(&mut io, &conn.line_too_long(), t).await {
                     return;
                 }
                 continue;

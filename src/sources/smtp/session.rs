@@ -507,20 +507,42 @@ impl Conn {
 
     fn auth_line(&mut self, line: &[u8]) -> Step {
         if line == b"*\r\n" {
-            // RFC 4954 §4: the client cancels; mailin has no cancel, so its exchange is
-            // ended with credentials that are refused.
-            lock(&self.shared).refuse_next = true;
-            for _ in 0..2 {
-                if self.session.process(b"AA==\r\n").code != 334 {
-                    break;
-                }
-            }
-            lock(&self.shared).refuse_next = false;
-            self.in_auth = false;
-            return Step::Reply(b"501 Authentication cancelled\r\n".to_vec());
+            // RFC 4954 §4: the client cancels.
+            return Step::Reply(self.end_auth(b"501 Authentication cancelled\r\n"));
+        }
+        let response = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if base64::Engine::decode(&base64::engine::general_purpose::STANDARD, response).is_err() {
+            // RFC 4954 §4: a response that is not base64 ends the exchange with 501 (else the
+            // next command would be read as the password).
+            return Step::Reply(
+                self.end_auth(b"501 Malformed authentication response (not base64)\r\n"),
+            );
         }
         let r = self.session.process(line);
         self.after_auth(&r)
+    }
+
+    /// End a running AUTH exchange with `reply`. mailin has no cancel, so its exchange is
+    /// ended with credentials that are refused.
+    fn end_auth(&mut self, reply: &[u8]) -> Vec<u8> {
+        lock(&self.shared).refuse_next = true;
+        for _ in 0..2 {
+            if self.session.process(b"AA==\r\n").code != 334 {
+                break;
+            }
+        }
+        lock(&self.shared).refuse_next = false;
+        self.in_auth = false;
+        reply.to_vec()
+    }
+
+    /// The client sent a command line over the length limit: while an AUTH exchange runs it
+    /// ends it (`501`, RFC 4954 §4), else `500`.
+    pub fn line_too_long(&mut self) -> Vec<u8> {
+        if self.in_auth {
+            return self.end_auth(b"501 Authentication response too long\r\n");
+        }
+        b"500 Line too long\r\n".to_vec()
     }
 
     fn mail(&mut self, args: &str) -> Step {
@@ -841,6 +863,26 @@ mod tests {
         assert_eq!(code(&c.line(b"AUTH PLAIN\r\n")), 334);
         assert_eq!(code(&c.line(b"*\r\n")), 501);
         assert!(matches!(send_mail(&mut c, &["x\r\n"]), Step::Deliver(_)));
+    }
+
+    #[test]
+    fn a_malformed_or_overlong_auth_response_ends_the_exchange() {
+        // Found by trying to break it: after a bad response the next command was read as
+        // the password.
+        let mut c = conn(policy(&[("porchcam", "pw")], true, false));
+        c.line(b"EHLO x\r\n");
+        assert_eq!(code(&c.line(b"AUTH LOGIN\r\n")), 334);
+        assert_eq!(code(&c.line(b"not base64!\r\n")), 501);
+        assert_eq!(code(&c.line(b"NOOP\r\n")), 250);
+        assert_eq!(c.login(), None);
+        assert_eq!(code(&c.line(b"AUTH LOGIN\r\n")), 334);
+        assert!(c.line_too_long().starts_with(b"501 "));
+        assert_eq!(code(&c.line(b"NOOP\r\n")), 250);
+        assert!(c.line_too_long().starts_with(b"500 "), "outside AUTH");
+        // A proper exchange still works afterwards.
+        assert_eq!(code(&c.line(b"AUTH LOGIN cG9yY2hjYW0=\r\n")), 334);
+        assert_eq!(code(&c.line(b"cHc=\r\n")), 235);
+        assert_eq!(c.login().as_deref(), Some("porchcam"));
     }
 
     #[test]
