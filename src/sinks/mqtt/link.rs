@@ -425,7 +425,11 @@ fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Opti
             warn!(topic = %String::from_utf8_lossy(topic), "retained command ignored (clear it with an empty retained message)");
         } else {
             listen.telemetry.commands.inc();
-            info!(command = ?cmd, "command received");
+            match &cmd {
+                crate::event::Command::TakeSnapshot { device } => {
+                    info!(command = "take_snapshot", device = %device, "command received")
+                }
+            }
             // No receiver left: the bridge is stopping.
             let _ = route.tx.send(cmd);
         }

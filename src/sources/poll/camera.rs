@@ -362,8 +362,12 @@ async fn send(ctx: &SourceContext, msg: Message) {
         Message::Event(e) => {
             ctx.telemetry.events.inc();
             ctx.telemetry.images.add(e.images.len() as u64);
-            let via = e.provenance.as_ref().map(|p| p.via);
-            info!(source = SOURCE, device = ?e.device.handles.first().map(|h| &h.value), category = %e.category, via = ?via, bytes = e.images.iter().map(|i| i.data.len()).sum::<usize>(), "snapshot");
+            // One per camera and interval where pictures change (a clock overlay): debug.
+            let on_demand = e
+                .provenance
+                .as_ref()
+                .is_some_and(|p| p.via == Via::OnDemand);
+            debug!(source = SOURCE, device = e.device.handles.first().map_or("", |h| h.value.as_str()), category = %e.category, on_demand, bytes = e.images.iter().map(|i| i.data.len()).sum::<usize>(), "snapshot published");
         }
         Message::Heartbeat(_) => ctx.telemetry.heartbeats.inc(),
         _ => {}

@@ -57,7 +57,7 @@ pub async fn listen(settings: Settings, ctx: SourceContext) -> Result<SourceHand
                 error,
             })?;
     let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, tls = settings.tls.is_some(), accounts = settings.accounts.len(), "SMTP source listening");
+    tracing::info!(addr = %addr.map_or_else(|| settings.listen.to_string(), |a| a.to_string()), tls = settings.tls.is_some(), accounts = settings.accounts.len(), "SMTP source listening");
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let shared = Arc::new(Shared {
         policy: Arc::new(Policy {
