@@ -358,7 +358,7 @@ async fn deliver(shared: &Shared, peer: SocketAddr, d: Delivery) -> bool {
                 "mail received"
             );
             for w in &e.warnings {
-                tracing::warn!(peer = %peer.ip(), warning = %w, "mail kept with a problem");
+                tracing::warn!(peer = %peer.ip(), login = env.login.as_deref().unwrap_or(""), from = env.mail_from.as_deref().unwrap_or(""), warning = %w, "mail kept with a problem");
             }
         }
         Message::Unparsed(u) => {
