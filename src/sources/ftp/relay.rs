@@ -240,8 +240,8 @@ mod tests {
         assert!(got.contains("530 Wrong"));
         // A line without end longer than the limit ends the connection.
         camera.write_all(&vec![b'A'; MAX_LINE + 10]).await.unwrap();
-        // (libunftp's end closes after the relay's: no last replies to wait for.)
-        drop(unftp);
+        // libunftp's end closes once the relay closed its side.
+        tokio::spawn(async move { unftp.read_to_end(&mut Vec::new()).await });
         let (ended, t) = task.await.unwrap();
         assert_eq!(ended, Ended::LineTooLong);
         assert_eq!(t.ftp_login_failures.get(), 1);
