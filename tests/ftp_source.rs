@@ -738,3 +738,112 @@ async fn devices_from_configured_ftp_user_and_from_folders() {
     let (image, _) = event_of(&col, "drive", "motion").await;
     assert_eq!(sha(&image.payload), sha(&jpeg));
 }
+
+/// The bridge's process id: the `camqtt` whose command line names its configuration file.
+fn bridge_pid(bridge: &BridgeProcess) -> u32 {
+    let config = bridge.path("camqtt.toml");
+    let config = config.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == config.as_bytes()))
+        })
+        .expect("the bridge's process in /proc")
+}
+
+/// How many sockets the process `pid` has open.
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Wait (up to `max`) until the process `pid` has at most `n` sockets open; the last count.
+async fn sockets_down_to(pid: u32, n: usize, max: Duration) -> usize {
+    let end = tokio::time::Instant::now() + max;
+    loop {
+        let now = open_sockets(pid);
+        if now <= n || tokio::time::Instant::now() > end {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Log in, `PASV`, connect the data connection and send a byte on it: a passive data
+/// connection libunftp has accepted that no transfer command has used. Returns both.
+async fn unused_data_connection(addr: SocketAddr) -> (Session, TcpStream) {
+    let (mut s, code, _) = Session::connect(addr).await;
+    assert_eq!(code, 220);
+    assert_eq!(s.cmd("USER cam").await.0, 331);
+    assert_eq!(s.cmd("PASS x").await.0, 230);
+    let (_, data_addr) = s.pasv().await;
+    let mut dc = TcpStream::connect(data_addr).await.unwrap();
+    dc.write_all(b"x").await.unwrap();
+    (s, dc)
+}
+
+#[tokio::test]
+async fn session_ending_with_an_unused_data_connection_closes_it() {
+    let Some((_b, _col, mut bridge, addr)) = setup("", "camqtt-ftp-unused-data").await else {
+        return;
+    };
+    if !Path::new("/proc/self/fd").exists() {
+        eprintln!("skipping: no /proc");
+        return;
+    }
+    let pid = bridge_pid(&bridge);
+    let before = open_sockets(pid);
+    const ROUNDS: usize = 15;
+    // Every session's sockets are closed again once it ended (libunftp kept the data
+    // connection for 5 minutes, the session's storage and with it the event channel too).
+    let all_closed = |what: &'static str| async move {
+        let left = sockets_down_to(pid, before + 2, Duration::from_secs(60)).await;
+        assert!(
+            left <= before + 2,
+            "{what}: {left} sockets open after {ROUNDS} sessions ended, {before} before"
+        );
+    };
+    // The camera drops the control connection, then the data connection.
+    for _ in 0..ROUNDS {
+        let (s, dc) = unused_data_connection(addr).await;
+        drop(s);
+        drop(dc);
+    }
+    all_closed("control connection dropped").await;
+    // The camera says QUIT, then drops the data connection.
+    for _ in 0..ROUNDS {
+        let (mut s, dc) = unused_data_connection(addr).await;
+        assert_eq!(s.cmd("QUIT").await.0, 221);
+        drop(dc);
+    }
+    all_closed("QUIT").await;
+    // A transfer command libunftp refuses (STOR without a name) leaves it unused too.
+    for _ in 0..ROUNDS {
+        let (mut s, dc) = unused_data_connection(addr).await;
+        let (code, text) = s.cmd("STOR").await;
+        assert!(code >= 500, "{text}");
+        drop(s);
+        drop(dc);
+    }
+    all_closed("STOR refused").await;
+    // The bridge stops promptly and cleanly while such a session is still open.
+    let (_s, _dc) = unused_data_connection(addr).await;
+    let status = bridge.terminate(Duration::from_secs(60));
+    let log = bridge.log();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log:\n{log}"
+    );
+    assert!(!log.contains("did not stop in time"), "{log}");
+}

@@ -17,6 +17,12 @@
 //! - Logins are observed (`USER` then `PASS`, answered `230` or `530`) so that the shell can
 //!   log and count refused ones with the real peer address.
 //!
+//! - A passive data connection no transfer command used is closed when the session ends:
+//!   libunftp keeps such an accepted socket (and the session with it) for five minutes after
+//!   the control connection is gone. Before `QUIT`, `PORT` or `EPRT`, and when the camera's
+//!   side ends ([`ControlFilter::on_close`]), an `ABOR` goes to libunftp first, which closes
+//!   it; its reply is not passed on.
+//!
 //! Replies keep their order also when a client sends several commands at once: a reply the
 //! filter makes itself waits until every command before it was answered by libunftp.
 
@@ -39,7 +45,12 @@ enum Verb {
     Pass,
     /// `PASV` or `EPSV`: libunftp reserves a data port for it.
     Passive,
+    /// A command using the data connection (`STOR`, `RETR`, `LIST`, ...).
+    Transfer,
+    /// An `ABOR` the filter sent on its own: its reply is not passed on.
+    Abort,
     Quit,
+    Port,
     Other,
 }
 
@@ -77,9 +88,13 @@ pub struct ControlFilter {
     active: bool,
     queue: VecDeque<Pending>,
     user: String,
-    /// A `PASV`/`EPSV` holds a data port that no transfer command has used yet.
+    /// A `PASV`/`EPSV` holds a data port that no transfer command has used yet (none was
+    /// answered `1xx`).
     passive_open: bool,
 }
+
+/// The `ABOR` that makes libunftp close a passive data connection nothing used.
+const ABOR: &[u8] = b"ABOR\r\n";
 
 impl ControlFilter {
     /// A filter for a camera at `peer`; `active`: whether `PORT`/`EPRT` are allowed.
@@ -91,6 +106,18 @@ impl ControlFilter {
             user: String::new(),
             passive_open: false,
         }
+    }
+
+    /// The connection is ending on the client's side: the line to send libunftp before its
+    /// end, if any (an `ABOR` while a passive data port is open, so that libunftp closes the
+    /// data connection it may have accepted on it).
+    pub fn on_close(&mut self) -> Option<Vec<u8>> {
+        if !self.passive_open {
+            return None;
+        }
+        self.passive_open = false;
+        self.queue.push_back(Pending::Sent(Verb::Abort));
+        Some(ABOR.to_vec())
     }
 
     /// The user name of the last `USER` command.
@@ -119,7 +146,7 @@ impl ControlFilter {
             b"PORT" => {
                 return match parse_port(arg) {
                     Some((ip, _)) if IpAddr::from(ip) != self.peer => self.local(BOUNCE),
-                    Some((ip, port)) => self.forward(Verb::Other, port_line(ip, port)),
+                    Some((ip, port)) => self.forward(Verb::Port, port_line(ip, port)),
                     None => self.local(b"501 Syntax error in PORT parameters\r\n"),
                 };
             }
@@ -149,19 +176,20 @@ impl ControlFilter {
                 self.passive_open = true;
                 Verb::Passive
             }
-            b"STOR" | b"STOU" | b"APPE" | b"RETR" | b"LIST" | b"NLST" | b"MLSD" => {
-                self.passive_open = false;
-                Verb::Other
+            // libunftp ends the whole session on a command it cannot parse, and a data
+            // connection accepted for it then stays open for minutes: a transfer command
+            // without its file name is answered here.
+            b"STOR" | b"APPE" | b"RETR" if arg.is_empty() => {
+                return self.local(b"501 Syntax error: a file name is required\r\n");
             }
+            // The port stays open until libunftp takes the command (`150`): one it refuses
+            // (`STOR` without a name) leaves the data connection unused.
+            b"STOR" | b"STOU" | b"APPE" | b"RETR" | b"LIST" | b"NLST" | b"MLSD" => Verb::Transfer,
             _ => Verb::Other,
         };
-        self.queue.push_back(Pending::Sent(kind));
-        let mut to_server = text.to_vec();
-        to_server.extend_from_slice(b"\r\n");
-        FromClient {
-            to_server: Some(to_server),
-            to_client: Vec::new(),
-        }
+        let mut line = text.to_vec();
+        line.extend_from_slice(b"\r\n");
+        self.forward(kind, line)
     }
 
     /// One reply line from libunftp (with or without its CRLF).
@@ -172,6 +200,13 @@ impl ControlFilter {
         // The last line of a reply: `ddd ` (or a bare `ddd`). Preliminary replies (1yz) and
         // the lines of a multi-line reply (`ddd-`, free text) leave the command pending.
         let last = code.is_some_and(|c| c >= 200) && text.get(3).is_none_or(|&b| b == b' ');
+        if code.is_some_and(|c| (100..200).contains(&c))
+            && self.queue.front() == Some(&Pending::Sent(Verb::Transfer))
+        {
+            // libunftp handed the command to the data connection: it is used.
+            self.passive_open = false;
+        }
+        let mut hidden = false;
         let mut rewritten: Option<Vec<u8>> = None;
         if last {
             let c = code.unwrap_or(0);
@@ -205,13 +240,19 @@ impl ControlFilter {
                     Verb::Passive if !matches!(c, 227 | 229) => self.passive_open = false,
                     Verb::Pass if c == 230 => out.login = Some(Login::Accepted(self.user.clone())),
                     Verb::Pass if c >= 400 => out.login = Some(Login::Refused(self.user.clone())),
+                    Verb::Abort => hidden = true,
                     _ => {}
                 }
             }
+        } else if self.queue.front() == Some(&Pending::Sent(Verb::Abort)) {
+            // A line of the filter's own ABOR's reply (libunftp answers it in one line).
+            hidden = true;
         }
-        out.to_client
-            .extend_from_slice(rewritten.as_deref().unwrap_or(text));
-        out.to_client.extend_from_slice(b"\r\n");
+        if !hidden {
+            out.to_client
+                .extend_from_slice(rewritten.as_deref().unwrap_or(text));
+            out.to_client.extend_from_slice(b"\r\n");
+        }
         if last {
             self.flush_local(&mut out.to_client);
         }
@@ -219,10 +260,18 @@ impl ControlFilter {
     }
 
     /// Send `line` to libunftp in place of the client's command, its reply due as `verb`'s.
+    /// A command that replaces or ends the data channel (`QUIT`, `PORT`, `EPRT`) is preceded
+    /// by an `ABOR` while a passive data port is open: libunftp would keep a data connection
+    /// accepted on it for minutes (see [`ControlFilter::on_close`]).
     fn forward(&mut self, verb: Verb, line: Vec<u8>) -> FromClient {
+        let mut to_server = Vec::new();
+        if matches!(verb, Verb::Quit | Verb::Eprt | Verb::Port) {
+            to_server.extend(self.on_close().unwrap_or_default());
+        }
         self.queue.push_back(Pending::Sent(verb));
+        to_server.extend_from_slice(&line);
         FromClient {
-            to_server: Some(line),
+            to_server: Some(to_server),
             to_client: Vec::new(),
         }
     }
@@ -374,6 +423,54 @@ mod tests {
         // A refused PASV (not logged in) reserved nothing: asking again goes on.
         srv(&mut f, "530 Please log in\r\n");
         assert!(cli(&mut f, "PASV\r\n").0.is_some());
+    }
+
+    #[test]
+    fn an_unused_passive_port_is_aborted_before_the_session_ends() {
+        // Nothing open: nothing to do.
+        assert_eq!(filter().on_close(), None);
+        // The client's side ends with a port open: ABOR, its reply not passed on.
+        let mut f = filter();
+        cli(&mut f, "PASV\r\n");
+        srv(&mut f, "227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+        assert_eq!(f.on_close().as_deref(), Some(&b"ABOR\r\n"[..]));
+        assert_eq!(f.on_close(), None);
+        assert_eq!(srv(&mut f, "226 Closed data channel\r\n"), "");
+        // QUIT (and PORT, EPRT) with a port open: ABOR first; only QUIT's reply is seen.
+        let mut f = filter();
+        cli(&mut f, "EPSV\r\n");
+        srv(&mut f, "229 Entering Extended Passive Mode (|||50000|)\r\n");
+        let (to_server, _) = cli(&mut f, "QUIT\r\n");
+        assert_eq!(to_server.as_deref(), Some("ABOR\r\nQUIT\r\n"));
+        assert_eq!(srv(&mut f, "226 Closed data channel\r\n"), "");
+        assert_eq!(srv(&mut f, "221 Bye\r\n"), "221 Bye\r\n");
+        let mut f = filter();
+        cli(&mut f, "PASV\r\n");
+        srv(&mut f, "227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+        let (to_server, _) = cli(&mut f, "PORT 192,0,2,130,195,81\r\n");
+        assert_eq!(
+            to_server.as_deref(),
+            Some("ABOR\r\nPORT 192,0,2,130,195,81\r\n")
+        );
+        // A transfer libunftp refused leaves the port open; one it took (150) uses it.
+        let mut f = filter();
+        cli(&mut f, "PASV\r\n");
+        srv(&mut f, "227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+        let (to_server, to_client) = cli(&mut f, "STOR\r\n");
+        assert_eq!(to_server, None);
+        assert!(to_client.starts_with("501 "), "{to_client}");
+        cli(&mut f, "LIST /nowhere\r\n");
+        srv(&mut f, "550 No such directory\r\n");
+        let (to_server, _) = cli(&mut f, "QUIT\r\n");
+        assert_eq!(to_server.as_deref(), Some("ABOR\r\nQUIT\r\n"));
+        let mut f = filter();
+        cli(&mut f, "PASV\r\n");
+        srv(&mut f, "227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+        cli(&mut f, "STOR a.jpg\r\n");
+        srv(&mut f, "150 Ready\r\n");
+        assert_eq!(f.on_close(), None);
+        assert_eq!(srv(&mut f, "226 Done\r\n"), "226 Done\r\n");
+        assert_eq!(cli(&mut f, "QUIT\r\n").0.as_deref(), Some("QUIT\r\n"));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! Each camera's control connection is carried line by line to the connection libunftp
 //! serves for it, through the filter; data connections go straight between the camera and
 //! libunftp. Limits: a command line longer than [`MAX_LINE`] bytes ends the connection
-//! (`500`), and the connection ends when either side closes or the bridge stops.
+//! (`500`), and the connection ends when either side closes or the bridge stops. When it
+//! ends on the camera's side (or the bridge stops), libunftp is told in an orderly way: the
+//! filter's last line ([`ControlFilter::on_close`], an `ABOR` that closes a passive data
+//! connection nothing used), then the end of the stream, and its last replies are awaited
+//! (briefly) before the connection is closed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +42,9 @@ pub enum Ended {
     Io(String),
 }
 
+/// Longest time libunftp may take to finish a session the camera's side ended.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Relay one control connection until it ends. `peer`: the camera, for logs.
 pub async fn relay<C, S>(
     client: C,
@@ -53,7 +60,54 @@ where
 {
     let (cr, mut cw) = tokio::io::split(client);
     let (sr, mut sw) = tokio::io::split(server);
-    let (mut cr, mut sr) = (BufReader::new(cr), BufReader::new(sr));
+    let mut sr = BufReader::new(sr);
+    let ended = pump(
+        BufReader::new(cr),
+        &mut cw,
+        &mut sr,
+        &mut sw,
+        &mut filter,
+        peer,
+        telemetry,
+        shutdown,
+    )
+    .await;
+    if ended != Ended::Server {
+        // libunftp keeps a passive data connection it accepted (and its session) for minutes
+        // after the control connection is gone unless told to close it: the filter's `ABOR`,
+        // then the end of the stream; then its last replies until it closes its side.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if let Some(line) = filter.on_close() {
+                sw.write_all(&line).await?;
+            }
+            sw.shutdown().await?;
+            let mut rest = [0u8; 512];
+            while sr.read(&mut rest).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    }
+    ended
+}
+
+/// Carry lines both ways until the connection ends; why it ended.
+#[allow(clippy::too_many_arguments)]
+async fn pump<CR, CW, SR, SW>(
+    mut cr: BufReader<CR>,
+    cw: &mut CW,
+    sr: &mut BufReader<SR>,
+    sw: &mut SW,
+    filter: &mut ControlFilter,
+    peer: SocketAddr,
+    telemetry: &Telemetry,
+    shutdown: &CancellationToken,
+) -> Ended
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
     let (mut cline, mut sline) = (Vec::new(), Vec::new());
     loop {
         // `read_until` keeps what it read in the buffer when the other branch wins, so a line
@@ -61,7 +115,7 @@ where
         let climit = (MAX_LINE + 1).saturating_sub(cline.len()) as u64;
         let slimit = (MAX_LINE + 1).saturating_sub(sline.len()) as u64;
         let mut ctake = (&mut cr).take(climit);
-        let mut stake = (&mut sr).take(slimit);
+        let mut stake = (&mut *sr).take(slimit);
         tokio::select! {
             r = ctake.read_until(b'\n', &mut cline) => {
                 match r {
@@ -69,7 +123,7 @@ where
                     Err(e) => return Ended::Io(e.to_string()),
                     Ok(_) if !cline.ends_with(b"\n") => {
                         if cline.len() > MAX_LINE {
-                            let _ = write(&mut cw, b"500 Command line too long\r\n").await;
+                            let _ = write(cw, b"500 Command line too long\r\n").await;
                             return Ended::LineTooLong;
                         }
                         continue;
@@ -79,7 +133,7 @@ where
                 let out = filter.from_client(&cline);
                 cline.clear();
                 if !out.to_client.is_empty()
-                    && let Err(e) = write(&mut cw, &out.to_client).await
+                    && let Err(e) = write(cw, &out.to_client).await
                 {
                     return e;
                 }
@@ -94,7 +148,7 @@ where
                     Ok(0) => {
                         if !sline.is_empty() {
                             let out = filter.from_server(&sline);
-                            let _ = write(&mut cw, &out.to_client).await;
+                            let _ = write(cw, &out.to_client).await;
                         }
                         let _ = cw.shutdown().await;
                         return Ended::Server;
@@ -116,12 +170,12 @@ where
                     }
                     None => {}
                 }
-                if let Err(e) = write(&mut cw, &out.to_client).await {
+                if let Err(e) = write(cw, &out.to_client).await {
                     return e;
                 }
             }
             () = shutdown.cancelled() => {
-                let _ = write(&mut cw, b"421 Service closing control connection\r\n").await;
+                let _ = write(cw, b"421 Service closing control connection\r\n").await;
                 return Ended::Shutdown;
             }
         }
@@ -186,6 +240,8 @@ mod tests {
         assert!(got.contains("530 Wrong"));
         // A line without end longer than the limit ends the connection.
         camera.write_all(&vec![b'A'; MAX_LINE + 10]).await.unwrap();
+        // libunftp's end closes once the relay closed its side.
+        tokio::spawn(async move { unftp.read_to_end(&mut Vec::new()).await });
         let (ended, t) = task.await.unwrap();
         assert_eq!(ended, Ended::LineTooLong);
         assert_eq!(t.ftp_login_failures.get(), 1);
