@@ -251,6 +251,48 @@ async fn active_mode_with_eprt_and_with_port() {
     assert_provenance(&event, "b.jpg", "/");
 }
 
+/// A camera on another host than the bridge: libunftp accepts data connections only from
+/// its client's address, which behind the relay is the relay's own, so every data connection
+/// goes through the source too. Here the camera is 127.0.0.2 (curl `--interface`) and the
+/// bridge 127.0.0.1: passive (EPSV and PASV) and active (EPRT and PORT) uploads all arrive.
+#[tokio::test]
+async fn a_camera_on_another_address_uploads_in_every_mode() {
+    let Some((_b, col, _bridge, addr)) = setup("", "camqtt-ftp-remote").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let modes: [&[&str]; 4] = [
+        &[],
+        &["--disable-epsv"],
+        &["-P", "-"],
+        &["-P", "-", "--disable-eprt"],
+    ];
+    for (i, mode) in modes.iter().enumerate() {
+        let jpeg = common::camera::big_jpeg(4000 + 1000 * i);
+        let name = format!("r{i}.jpg");
+        let f = file(&dir, &name, &jpeg);
+        let target = url(addr, "farcam", "x", &format!("/{name}"));
+        let mut args = vec!["--interface", "127.0.0.2", "-T", f.to_str().unwrap()];
+        args.extend_from_slice(mode);
+        args.push(&target);
+        let (code, trace) = curl(&args).await;
+        assert_eq!(code, 0, "mode {mode:?}: curl failed:\n{trace}");
+        if mode.is_empty() {
+            assert!(trace.contains("< 229 "), "{trace}");
+        } else if mode == &["--disable-epsv"] {
+            // The advertised address is the one the camera reached, never the internal one.
+            assert!(
+                trace.contains("< 227 Entering Passive Mode (127,0,0,1,"),
+                "{trace}"
+            );
+        }
+        let (image, event) = event_of(&col, "farcam", "motion").await;
+        assert_eq!(sha(&image.payload), sha(&jpeg), "mode {mode:?}");
+        assert_provenance(&event, &name, "/");
+        col.clear();
+    }
+}
+
 #[tokio::test]
 async fn appe_to_a_new_file_is_treated_like_stor() {
     let Some((_b, col, _bridge, addr)) = setup("", "camqtt-ftp-appe").await else {

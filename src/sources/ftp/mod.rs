@@ -3,29 +3,31 @@
 //!
 //! * [`config`]: the `[ftp]` section ([`FtpConfig`]) and its checks.
 //! * [`rules`] (pure): file name / folder → category, with vendor defaults.
-//! * [`jpeg`] (pure): is an upload a whole JPEG or one cut off mid-file?
 //! * [`upload`] (pure): an uploaded file → an event, a heartbeat or an unparsed report.
 //! * [`control`] (pure): the control-connection filter in front of libunftp (`ALLO` → `200`,
 //!   `EPRT`, no FTP bounce, login outcomes).
 //! * [`relay`]: the thin async shell carrying a control connection through the filter.
+//! * [`data`]: the data connections, relayed too (passive and active).
 //! * [`storage`]: libunftp's storage back-end (uploads into memory, size-capped, answered
 //!   `226` once durable) and authenticator.
 //! * [`FtpSource`]: the [`Source`] the topology starts.
 //!
 //! How a connection runs: the camera connects to `listen`; the source opens a connection
-//! from the address the camera reached to an internal listener on the same address (port
-//! chosen by the system), which libunftp serves, and relays the control connection between
-//! the two through [`control::ControlFilter`]. libunftp thus sees the camera's own local
-//! address, so its passive data listeners bind where the camera can reach them and `PASV`
-//! advertises that address (or `passive_address`). Data connections go straight between the
-//! camera and libunftp. The internal listener serves only connections the source itself
-//! opened (each is registered by its source address before it connects); anything else is
-//! closed at once and counted in `ftp_refused`. Why not libunftp alone: it answers `ALLO` with
+//! from [`data::INTERNAL_IP`] to an internal listener on that loopback address (port chosen by
+//! the system), which libunftp serves, and relays the control connection between the two
+//! through [`control::ControlFilter`]. libunftp accepts data connections only from its
+//! client's address, which is now the relay's, so data connections are relayed as well
+//! ([`data`]): passive listeners open at the address the camera reached, on the port libunftp
+//! chose, and `PASV` advertises that address (or `passive_address`); for active mode libunftp
+//! connects to the relay, which connects to the camera. The internal listener serves only
+//! connections the source itself opened (each is registered by its source address before it
+//! connects); anything else is closed at once and counted in `ftp_refused`. Why not libunftp alone: it answers `ALLO` with
 //! `202`, which Dahua-based cameras take as failure (field case 11), and it offers no hook on
 //! its replies; the relay is how that is fixed without forking it.
 
 pub mod config;
 pub mod control;
+pub mod data;
 pub mod relay;
 pub mod rules;
 pub mod storage;
@@ -126,9 +128,8 @@ impl Source for FtpSource {
             let addr = public
                 .local_addr()
                 .map_err(|e| listen_err(self.listen, e))?;
-            // libunftp's side: same address family and interface as the public listener, so
-            // the relay can reach it at whatever local address a camera came in on.
-            let inner_addr = SocketAddr::new(internal_ip(self.listen.ip()), 0);
+            // libunftp's side, on its own loopback address (see `data`).
+            let inner_addr = SocketAddr::new(IpAddr::V4(data::INTERNAL_IP), 0);
             let internal = TcpListener::bind(inner_addr)
                 .await
                 .map_err(|e| listen_err(inner_addr, e))?;
@@ -154,15 +155,6 @@ impl Source for FtpSource {
                 task,
             })
         })
-    }
-}
-
-/// The internal listener's address for a public listen address: IPv4 whenever the public one
-/// accepts IPv4 (libunftp's `PASV` needs an IPv4 control connection).
-fn internal_ip(listen: IpAddr) -> IpAddr {
-    match listen.to_canonical() {
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        ip => ip,
     }
 }
 
@@ -255,25 +247,21 @@ impl FtpSource {
         ctx: &SourceContext,
     ) {
         let opened = async {
-            let local = stream.local_addr()?;
-            let ip = local.ip().to_canonical();
-            let socket = if ip.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
+            let local = stream.local_addr()?.ip().to_canonical();
+            let ip = IpAddr::V4(data::INTERNAL_IP);
+            let socket = TcpSocket::new_v4()?;
             socket.bind(SocketAddr::new(ip, 0))?;
             let from = socket.local_addr()?;
             if let Ok(mut p) = pending.lock() {
                 p.insert(from, peer);
             }
             let server = socket.connect(SocketAddr::new(ip, internal_port)).await;
-            Ok::<_, std::io::Error>((from, server))
+            Ok::<_, std::io::Error>((from, server, local))
         }
         .await;
-        let (from, server) = match opened {
-            Ok((from, Ok(server))) => (from, server),
-            Ok((from, Err(error))) => {
+        let (from, server, local) = match opened {
+            Ok((from, Ok(server), local)) => (from, server, local),
+            Ok((from, Err(error), _)) => {
                 forget(pending, from);
                 tracing::error!(peer = %peer, %error, "FTP: cannot reach the internal server");
                 let _ = stream.write_all(b"421 Service not available\r\n").await;
@@ -289,7 +277,24 @@ impl FtpSource {
         let _ = server.set_nodelay(true);
         tracing::debug!(peer = %peer, "FTP connection");
         let filter = ControlFilter::new(peer.ip(), self.active);
-        let ended = relay::relay(stream, server, filter, peer, &ctx.telemetry, &ctx.shutdown).await;
+        let paths = data::Paths {
+            camera: peer.ip().to_canonical(),
+            local,
+            advertise: self.passive_address,
+            transfer_timeout: self.transfer_timeout,
+            telemetry: ctx.telemetry.clone(),
+            tasks: JoinSet::new(),
+        };
+        let ended = relay::relay(
+            stream,
+            server,
+            filter,
+            paths,
+            peer,
+            &ctx.telemetry,
+            &ctx.shutdown,
+        )
+        .await;
         forget(pending, from);
         tracing::debug!(peer = %peer, ended = ?ended, "FTP connection closed");
     }
@@ -300,10 +305,9 @@ impl FtpSource {
             peer: camera.ip().to_canonical(),
             shared,
         };
-        let host = match self.passive_address {
-            Some(ip) => PassiveHost::Ip(ip),
-            None => PassiveHost::FromConnection,
-        };
+        // Its passive listeners open on the internal address; the relay advertises the
+        // camera-facing one (`data::Paths::passive`).
+        let host = PassiveHost::FromConnection;
         let server = ServerBuilder::with_user_detail_provider(
             Box::new(move || storage.clone()),
             Arc::new(Users),

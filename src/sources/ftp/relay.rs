@@ -1,8 +1,7 @@
 //! The control-connection relay (thin async shell around [`ControlFilter`]).
 //!
 //! Each camera's control connection is carried line by line to the connection libunftp
-//! serves for it, through the filter; data connections go straight between the camera and
-//! libunftp. Limits: a command line longer than [`MAX_LINE`] bytes ends the connection
+//! serves for it, through the filter; data connections are relayed too ([`super::data`]). Limits: a command line longer than [`MAX_LINE`] bytes ends the connection
 //! (`500`), and the connection ends when either side closes or the bridge stops. When it
 //! ends on the camera's side (or the bridge stops), libunftp is told in an orderly way: the
 //! filter's last line ([`ControlFilter::on_close`], an `ABOR` that closes a passive data
@@ -18,6 +17,7 @@ use tokio::io::{
 use tokio_util::sync::CancellationToken;
 
 use super::control::{ControlFilter, Login};
+use super::data::Paths;
 use crate::telemetry::Telemetry;
 
 /// Longest time a write to the camera may take (a peer that stops reading its replies).
@@ -45,11 +45,13 @@ pub enum Ended {
 /// Longest time libunftp may take to finish a session the camera's side ended.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Relay one control connection until it ends. `peer`: the camera, for logs.
+/// Relay one control connection until it ends, and its data connections through `paths`.
+/// `peer`: the camera, for logs.
 pub async fn relay<C, S>(
     client: C,
     server: S,
     mut filter: ControlFilter,
+    mut paths: Paths,
     peer: SocketAddr,
     telemetry: &Telemetry,
     shutdown: &CancellationToken,
@@ -67,6 +69,7 @@ where
         &mut sr,
         &mut sw,
         &mut filter,
+        &mut paths,
         peer,
         telemetry,
         shutdown,
@@ -87,6 +90,11 @@ where
         })
         .await;
     }
+    // A transfer still running finishes (briefly); unused paths are closed.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while paths.tasks.join_next().await.is_some() {}
+    })
+    .await;
     ended
 }
 
@@ -98,6 +106,7 @@ async fn pump<CR, CW, SR, SW>(
     sr: &mut BufReader<SR>,
     sw: &mut SW,
     filter: &mut ControlFilter,
+    paths: &mut Paths,
     peer: SocketAddr,
     telemetry: &Telemetry,
     shutdown: &CancellationToken,
@@ -137,10 +146,16 @@ where
                 {
                     return e;
                 }
-                if let Some(line) = out.to_server
-                    && let Err(e) = sw.write_all(&line).await
-                {
-                    return Ended::Io(e.to_string());
+                if let Some(mut line) = out.to_server {
+                    if line.starts_with(b"PORT ") {
+                        // libunftp connects to the relay, which connects to the camera. If
+                        // the path cannot open, libunftp gets the camera's own address and
+                        // the transfer fails with `425` (it accepts data only from its client).
+                        line = paths.active(&line).await.unwrap_or(line);
+                    }
+                    if let Err(e) = sw.write_all(&line).await {
+                        return Ended::Io(e.to_string());
+                    }
                 }
             }
             r = stake.read_until(b'\n', &mut sline) => {
@@ -157,6 +172,9 @@ where
                     // A reply line longer than the limit is passed on in pieces.
                     Ok(_) if !sline.ends_with(b"\n") && sline.len() <= MAX_LINE => continue,
                     Ok(_) => {}
+                }
+                if sline.starts_with(b"227 ") || sline.starts_with(b"229 ") {
+                    sline = paths.passive(&sline).await;
                 }
                 let out = filter.from_server(&sline);
                 sline.clear();
@@ -211,9 +229,17 @@ mod tests {
         let token = CancellationToken::new();
         let peer: SocketAddr = "192.0.2.130:40000".parse().unwrap();
         let filter = ControlFilter::new(peer.ip(), true);
+        let paths = Paths {
+            camera: peer.ip(),
+            local: "127.0.0.1".parse().unwrap(),
+            advertise: None,
+            transfer_timeout: Duration::from_secs(5),
+            telemetry: t.clone(),
+            tasks: tokio::task::JoinSet::new(),
+        };
         let task = tokio::spawn(async move {
             let t2 = t.clone();
-            let r = relay(client, server, filter, peer, &t2, &token).await;
+            let r = relay(client, server, filter, paths, peer, &t2, &token).await;
             (r, t2)
         });
         unftp.write_all(b"220 ready\r\n").await.unwrap();
