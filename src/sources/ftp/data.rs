@@ -7,11 +7,11 @@
 //! connection therefore goes through the source as well:
 //!
 //! * **Passive** (`PASV`/`EPSV`): libunftp opens its listener on [`INTERNAL_IP`] with a port
-//!   `P` from the passive range and answers `227`/`229`. [`Paths::passive`] opens the
-//!   camera-facing listener on the same port `P` at the address the camera reached, rewrites
-//!   the reply to advertise it (`passive_address`, else that address), accepts one connection
-//!   from the camera's own address and splices it to libunftp's listener from
-//!   [`INTERNAL_IP`].
+//!   `P` and answers `227`/`229`. [`Paths::passive`] opens the camera-facing listener at the
+//!   address the camera reached on a free port `Q` of the configured passive range (the one
+//!   published in Docker), rewrites the reply to advertise it (`passive_address`, else that
+//!   address, and `Q`), accepts one connection from the camera's own address and splices it
+//!   to libunftp's `P` from [`INTERNAL_IP`].
 //! * **Active** (`PORT`, and `EPRT` which the filter turns into `PORT`): [`Paths::active`]
 //!   opens a listener on [`INTERNAL_IP`], gives libunftp its address instead, and when
 //!   libunftp connects, connects to the camera's own address and port and splices.
@@ -20,6 +20,7 @@
 //! passive listener gives up after 15 s), then as long as its transfer.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -46,6 +47,8 @@ pub struct Paths {
     pub local: IpAddr,
     /// Address advertised in `227` replies (`passive_address`), else `local`.
     pub advertise: Option<Ipv4Addr>,
+    /// The camera-facing passive ports (`passive_ports`).
+    pub ports: RangeInclusive<u16>,
     /// Longest time one transfer may take.
     pub transfer_timeout: Duration,
     /// The bridge's counters.
@@ -94,15 +97,12 @@ impl Paths {
     /// A passive reply of libunftp: open the camera-facing listener on its port and return
     /// the reply to send instead (advertising that listener), or a `425` when it cannot open.
     pub async fn passive(&mut self, reply: &[u8]) -> Vec<u8> {
-        let Some(port) = passive_port(reply) else {
+        let Some(inner) = passive_port(reply) else {
             return reply.to_vec();
         };
-        let listener = match TcpListener::bind(SocketAddr::new(self.local, port)).await {
-            Ok(l) => l,
-            Err(error) => {
-                tracing::warn!(port, %error, "FTP passive port cannot be opened for the camera");
-                return b"425 Can't open data connection\r\n".to_vec();
-            }
+        let Some((listener, port)) = self.free_port().await else {
+            tracing::warn!(ports = ?self.ports, "FTP passive ports all in use");
+            return b"425 Can't open data connection\r\n".to_vec();
         };
         let advertised = match (self.advertise, self.local.to_canonical()) {
             (Some(a), _) => Some(a),
@@ -138,10 +138,29 @@ impl Paths {
             .await;
             drop(listener);
             if let Ok(Ok(stream)) = accepted {
-                splice(stream, SocketAddr::new(IpAddr::V4(INTERNAL_IP), port), limit).await;
+                splice(stream, SocketAddr::new(IpAddr::V4(INTERNAL_IP), inner), limit).await;
             }
         });
         rewritten.into_bytes()
+    }
+
+    /// A listener on a free port of the passive range at the camera-facing address, trying
+    /// the ports from a varying start (a port may be taken by another session, or by any
+    /// socket of the host that got it as its ephemeral port).
+    async fn free_port(&self) -> Option<(TcpListener, u16)> {
+        let (first, last) = (*self.ports.start(), *self.ports.end());
+        let n = u32::from(last.checked_sub(first)?) + 1;
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            % n;
+        for i in 0..n {
+            let port = first + u16::try_from((start + i) % n).ok()?;
+            if let Ok(l) = TcpListener::bind(SocketAddr::new(self.local, port)).await {
+                return Some((l, port));
+            }
+        }
+        None
     }
 
     /// A `PORT` line for libunftp: open a listener for libunftp on [`INTERNAL_IP`] that

@@ -281,6 +281,7 @@ impl FtpSource {
             camera: peer.ip().to_canonical(),
             local,
             advertise: self.passive_address,
+            ports: self.passive_ports.clone(),
             transfer_timeout: self.transfer_timeout,
             telemetry: ctx.telemetry.clone(),
             tasks: JoinSet::new(),

@@ -233,6 +233,7 @@ mod tests {
             camera: peer.ip(),
             local: "127.0.0.1".parse().unwrap(),
             advertise: None,
+            ports: 50000..=50100,
             transfer_timeout: Duration::from_secs(5),
             telemetry: t.clone(),
             tasks: tokio::task::JoinSet::new(),
