@@ -111,6 +111,8 @@ def test_polled_snapshot_and_the_take_snapshot_button(stack: Stack, bridge: Any,
                                                       sources: Sources) -> None:
     dev = device_serving(stack, f"poll_{POLL_ID}", "snapshot_image", FIRST_SNAPSHOT)
     assert dev["name"] == POLL_NAME
+    # A polled picture is not a detection: no on/off sensor for it (it would stay on).
+    assert stack.ha.entity_by_unique_id(f"camqtt_poll_{POLL_ID}_snapshot") is None
     img = entity(stack, f"camqtt_poll_{POLL_ID}_snapshot_image")
     assert sources.camera.rejected == 0, "the bridge sent a wrong Digest response"
 

@@ -21,7 +21,7 @@ use super::config::HaConfig;
 use super::entities::enumerator::{bridge_entities, device_entities, snapshot_button};
 use super::entities::{Availability, Entity, OffDelays, Owner};
 use super::topics::{Topics, slug};
-use crate::event::{Device, HandleKind};
+use crate::event::{Category, Device, HandleKind};
 
 pub use super::entities::{AlarmEntity, CategoryCaps, DeviceCaps};
 
@@ -257,7 +257,9 @@ impl Discovery {
     }
 
     /// All entities of a device with the given capabilities (see [`device_entities`]); a
-    /// device known by a `[[poll]]` handle also gets its "Take snapshot" button.
+    /// device known by a `[[poll]]` handle also gets its "Take snapshot" button, and no
+    /// on/off sensor for its pictures: a polled picture is not a detection (the sensor would
+    /// stay `on` whenever pictures come faster than its off delay).
     pub fn device_components(&self, d: &Device, caps: &DeviceCaps) -> Vec<Entity> {
         let owner = Owner {
             identifier: device_identifier(d),
@@ -265,6 +267,8 @@ impl Discovery {
         };
         let mut out = device_entities(&owner, &self.topics, &d.id, caps, &self.off_delays);
         if d.info.handles.iter().any(|h| h.kind == HandleKind::Poll) {
+            let snapshot = Category::Snapshot;
+            out.retain(|e| !(e.platform() == "binary_sensor" && e.key() == snapshot.as_str()));
             out.push(snapshot_button(&owner, &self.topics, &d.id));
         }
         out
@@ -440,6 +444,12 @@ mod tests {
             assert_eq!(button.listen_topics().count(), 0);
             let image = comps.iter().find(|e| e.platform() == "image").unwrap();
             assert_eq!(image.config()["image_topic"], "camera/gate/snapshot/image");
+            assert!(
+                !comps
+                    .iter()
+                    .any(|e| e.platform() == "binary_sensor" && e.key() == "snapshot"),
+                "a polled picture is not a detection: no on/off sensor"
+            );
             assert_eq!(image.config()["name"], "Snapshot");
             let msgs = d.device_messages(&dev, &caps(&[Category::Snapshot]));
             let all: String = msgs
@@ -448,13 +458,15 @@ mod tests {
                 .collect();
             assert!(all.contains("camera/gate/snapshot/take"), "{all}");
         }
-        // Without a poll handle: no button.
+        // Without a poll handle (a Viewtron snapshot event): no button, the sensor stays.
         let d = disc(false);
         let plain = camera("cam", "58:5b:69:40:f4:0d");
+        let comps = d.device_components(&plain, &caps(&[Category::Snapshot]));
+        assert!(!comps.iter().any(|e| e.platform() == "button"));
         assert!(
-            !d.device_components(&plain, &caps(&[Category::Snapshot]))
+            comps
                 .iter()
-                .any(|e| e.platform() == "button")
+                .any(|e| e.platform() == "binary_sensor" && e.key() == "snapshot")
         );
     }
 
