@@ -45,6 +45,15 @@ pub const ADDON_FTP_PORT: u16 = 21;
 pub const ADDON_FTP_PASSIVE_PORTS: std::ops::RangeInclusive<u16> = 50100..=50109;
 /// The SMTP server's port inside the add-on container (`ports: 25/tcp`, off by default).
 pub const ADDON_SMTP_PORT: u16 = 25;
+/// The web page's port inside the container: Home Assistant's ingress port (the Supervisor's
+/// default `ingress_port`), also `ports: 8099/tcp`, unmapped by default.
+pub const ADDON_WEB_PORT: u16 = 8099;
+/// The Supervisor's ingress proxy: the only peer of the web port without `web_token`, and one
+/// that needs no credentials (Home Assistant has authenticated the user).
+pub const INGRESS_PROXY: &str = "172.30.32.2";
+/// The archive's folder: Home Assistant's media folder (`map: media:rw`), so that HA's media
+/// browser shows the pictures.
+pub const ADDON_ARCHIVE_DIR: &str = "/media/camqtt";
 
 /// The add-on options as the Supervisor stores them (`config.yaml` `options`/`schema`).
 /// Empty strings count as "not set" (the UI stores cleared text fields as `""`).
@@ -84,6 +93,24 @@ pub struct AddonOptions {
     pub smtp_users: Vec<LoginOption>,
     /// Cameras whose snapshot URL camqtt fetches.
     pub poll: Vec<PollOption>,
+    /// The picture archive under [`ADDON_ARCHIVE_DIR`] (on unless switched off).
+    pub archive: ArchiveOptions,
+    /// A token that opens the web port to hosts other than the ingress proxy (Prometheus,
+    /// a browser on the LAN once the port is mapped); empty: ingress only.
+    #[serde(deserialize_with = "secret::optional")]
+    pub web_token: Option<SecretString>,
+}
+
+/// `archive` option group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ArchiveOptions {
+    /// Keep pictures and event logs (default on).
+    pub enabled: Option<bool>,
+    /// Days pictures are kept.
+    pub max_age_days: Option<f64>,
+    /// Most gigabytes (10^9 bytes) the archive may take; 0: no size bound.
+    pub max_size_gb: Option<f64>,
 }
 
 /// A login of the add-on's FTP or SMTP server.
@@ -428,6 +455,7 @@ impl AddonOptions {
         self.apply_receiver(&mut base, &mut problems);
         self.apply_cameras(&mut base, &mut problems);
         self.apply_sources(&mut base, network, &mut problems);
+        self.apply_archive_and_web(&mut base, &mut problems);
         if base.spool.dir == SpoolConfig::default().dir {
             base.spool.dir = data_dir.join("spool");
             base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
@@ -678,6 +706,59 @@ impl AddonOptions {
     }
 }
 
+impl AddonOptions {
+    /// The archive under [`ADDON_ARCHIVE_DIR`] (on by default, unless the base configuration
+    /// names another folder) and the web page on [`ADDON_WEB_PORT`] for ingress: the ingress
+    /// proxy needs no credentials; with `web_token` other hosts may read with it, without it
+    /// only the proxy may connect.
+    fn apply_archive_and_web(&self, base: &mut Config, problems: &mut Vec<Problem>) {
+        let a = &self.archive;
+        if a.enabled.unwrap_or(true) {
+            if base.archive.dir.is_none() {
+                base.archive.dir = Some(PathBuf::from(ADDON_ARCHIVE_DIR));
+            }
+            if let Some(days) = a.max_age_days {
+                match Duration::try_from_secs_f64(days * 86_400.0) {
+                    Ok(d) => base.archive.max_age = d,
+                    Err(_) => problems.push(Problem::new(
+                        "archive.max_age_days",
+                        "must be a positive number of days",
+                    )),
+                }
+            }
+            if let Some(gb) = a.max_size_gb {
+                if gb.is_finite() && gb >= 0.0 {
+                    base.archive.max_bytes = (gb * 1e9) as u64;
+                } else {
+                    problems.push(Problem::new(
+                        "archive.max_size_gb",
+                        "must be 0 (no bound) or a positive number",
+                    ));
+                }
+            }
+        } else {
+            base.archive.dir = None;
+        }
+        if base.web.listen.is_none() {
+            base.web.listen = Some(std::net::SocketAddr::from(([0, 0, 0, 0], ADDON_WEB_PORT)));
+        }
+        base.web.trusted.push(INGRESS_PROXY.to_owned());
+        match non_empty_secret(&self.web_token) {
+            Some(t) => {
+                base.web.token = Some(t);
+                base.web.token_file = None;
+            }
+            None if base.web.token.is_none()
+                && base.web.token_file.is_none()
+                && base.web.auth.is_none() =>
+            {
+                base.web.allow = vec![INGRESS_PROXY.to_owned()];
+            }
+            None => {}
+        }
+    }
+}
+
 /// Configuration key → add-on option name, for messages the user can act on in the UI.
 pub fn option_name(config_path: &str) -> String {
     const MAP: &[(&str, &str)] = &[
@@ -689,6 +770,9 @@ pub fn option_name(config_path: &str) -> String {
         ("mqtt.url", "mqtt.broker"),
         ("viewtron.tls.cert_file", "certfile"),
         ("viewtron.tls.key_file", "keyfile"),
+        ("archive.max_age", "archive.max_age_days"),
+        ("archive.max_bytes", "archive.max_size_gb"),
+        ("web.token", "web_token"),
     ];
     for (from, to) in MAP {
         if let Some(rest) = config_path.strip_prefix(from) {
@@ -1215,6 +1299,47 @@ mod tests {
         assert_eq!(option_name("mqtt.url"), "mqtt.broker");
         assert_eq!(option_name("mqtt.keep_alive"), "mqtt.keep_alive");
         assert_eq!(option_name("viewtron.tls.cert_file"), "certfile");
+    }
+
+    #[test]
+    fn archive_on_by_default_and_web_page_for_ingress() {
+        let c = opts("{}")
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert_eq!(c.archive.dir.as_deref(), Some(Path::new(ADDON_ARCHIVE_DIR)));
+        assert_eq!(c.web.listen.map(|a| a.port()), Some(ADDON_WEB_PORT));
+        assert_eq!(c.web.trusted, [INGRESS_PROXY]);
+        assert_eq!(
+            c.web.allow,
+            [INGRESS_PROXY],
+            "without a token: ingress only"
+        );
+        assert!(c.web.token.is_none());
+        let c = opts(
+            r#"{"archive":{"enabled":true,"max_age_days":7,"max_size_gb":2.5},"web_token":"s3cret"}"#,
+        )
+        .apply(Config::default(), Path::new("/data"), Some(&svc()))
+        .expect("valid");
+        assert_eq!(c.archive.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.archive.max_bytes, 2_500_000_000);
+        assert!(
+            c.web.allow.is_empty(),
+            "a token opens the port to other hosts"
+        );
+        assert_eq!(
+            c.web.token.as_ref().map(|t| t.expose_secret()),
+            Some("s3cret")
+        );
+        let c = opts(r#"{"archive":{"enabled":false},"web_token":""}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert!(c.archive.dir.is_none());
+        assert_eq!(c.web.allow, [INGRESS_PROXY], "an empty token is no token");
+        let problems = opts(r#"{"archive":{"max_age_days":-1,"max_size_gb":-2}}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["archive.max_age_days", "archive.max_size_gb"]);
     }
 
     #[test]

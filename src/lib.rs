@@ -30,5 +30,6 @@ pub mod sources;
 pub mod spool;
 pub mod telemetry;
 pub mod topology;
+pub mod web;
 
 pub use topology::{RunError, Running, default_client_id, run, start, start_with};

@@ -84,6 +84,14 @@ struct RunArgs {
     /// [default: off, or the configuration file's smtp.listen].
     #[arg(long, env = "CAMQTT_SMTP_LISTEN")]
     smtp_listen: Option<SocketAddr>,
+    /// Address of the web page, JSON API and Prometheus /metrics (e.g. 0.0.0.0:8099)
+    /// [default: off, or the configuration file's web.listen].
+    #[arg(long, env = "CAMQTT_WEB_LISTEN")]
+    web_listen: Option<SocketAddr>,
+    /// Keep every picture and an event log per device and day in this folder
+    /// [default: off, or the configuration file's archive.dir].
+    #[arg(long, env = "CAMQTT_ARCHIVE_DIR")]
+    archive_dir: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "CAMQTT_LOG", default_value = "info", global = true)]
     log_level: String,
@@ -220,6 +228,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         client_id: args.client_id,
         ftp_listen: args.ftp_listen,
         smtp_listen: args.smtp_listen,
+        web_listen: args.web_listen,
+        archive_dir: args.archive_dir,
     });
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -229,6 +239,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             viewtron = %running.viewtron_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             ftp = %running.addr("ftp").map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             smtp = %running.addr("smtp").map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            web = %running.addr("web").map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             broker = %running.broker,
             "camqtt running"
         );

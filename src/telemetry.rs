@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -249,6 +249,19 @@ metrics_set! {
         /// Messages that could not be written to the spool (disk full, I/O error); they went on in
         /// memory only.
         spool_errors,
+        /// Events written to the archive (`[archive]`), with or without images.
+        archive_events,
+        /// Image files written to the archive.
+        archive_images,
+        /// Archive writes that failed (disk full, permissions): the event is still published.
+        archive_errors,
+        /// Archive files deleted by retention (`[archive] max_age`, `max_bytes`).
+        archive_pruned,
+        /// Bytes of archive files deleted by retention.
+        archive_pruned_bytes,
+        /// Web requests refused: a peer not on `[web] allow` (403) or missing or wrong
+        /// credentials (401).
+        web_refused,
     }
     gauges {
         /// Records in the spool not yet acknowledged by the broker.
@@ -260,6 +273,8 @@ metrics_set! {
         /// 1 when the spool is enabled but could not be opened (a bad or read-only directory, or
         /// one another bridge holds): events are kept in memory only.
         spool_unavailable,
+        /// Bytes of files in the archive (`[archive] dir`).
+        archive_bytes,
     }
     histograms {
         /// Time from a camera request's last byte to its reply (held while the broker is slow).
@@ -269,10 +284,25 @@ metrics_set! {
     }
 }
 
+/// Most distinct `(source, category)` label pairs of `camqtt_events_by_category_total`;
+/// categories past it count as `other` (a device-provided category name must not grow the
+/// exposition without bound).
+pub const MAX_CATEGORY_SERIES: usize = 256;
+
 struct Inner {
     stats: Stats,
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Label pairs of `camqtt_events_by_category_total` seen so far.
+    categories: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
+
+/// `camqtt_events_by_category_total{source, category}`.
+const EVENTS_BY_CATEGORY: &str = "camqtt_events_by_category_total";
+/// `camqtt_device_last_seen_timestamp_seconds{device}`.
+const DEVICE_LAST_SEEN: &str = "camqtt_device_last_seen_timestamp_seconds";
+/// `camqtt_device_available{device}`.
+const DEVICE_AVAILABLE: &str = "camqtt_device_available";
 
 /// One bridge's metrics; cheap to clone (shared).
 #[derive(Clone)]
@@ -296,7 +326,87 @@ impl Telemetry {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let stats = Stats::register(&recorder);
-        Telemetry(Arc::new(Inner { stats, handle }))
+        for (name, help) in [
+            (
+                EVENTS_BY_CATEGORY,
+                "Events routed to the sinks, by source (viewtron, ftp, smtp, poll) and category.",
+            ),
+            (
+                DEVICE_AVAILABLE,
+                "1 while a device is available (online), 0 once it went offline.",
+            ),
+        ] {
+            let kind = if name == EVENTS_BY_CATEGORY {
+                Recorder::describe_counter
+            } else {
+                Recorder::describe_gauge
+            };
+            kind(
+                &recorder,
+                KeyName::from(name),
+                None,
+                SharedString::from(help),
+            );
+        }
+        recorder.describe_gauge(
+            KeyName::from(DEVICE_LAST_SEEN),
+            Some(Unit::Seconds),
+            SharedString::from(
+                "When a device was last heard from (an event or a heartbeat), Unix time.",
+            ),
+        );
+        Telemetry(Arc::new(Inner {
+            stats,
+            recorder,
+            handle,
+            categories: Default::default(),
+        }))
+    }
+
+    /// Count one routed event in `camqtt_events_by_category_total{source, category}`. Past
+    /// [`MAX_CATEGORY_SERIES`] label pairs, new categories count as `other`.
+    pub fn event_routed(&self, source: &str, category: &str) {
+        let category = {
+            let mut seen = self.0.categories.lock().unwrap_or_else(|p| p.into_inner());
+            let pair = (source.to_owned(), category.to_owned());
+            if seen.contains(&pair) || seen.len() < MAX_CATEGORY_SERIES {
+                seen.insert(pair);
+                category
+            } else {
+                "other"
+            }
+        };
+        let key = Key::from_parts(
+            EVENTS_BY_CATEGORY,
+            vec![
+                Label::new("source", source.to_owned()),
+                Label::new("category", category.to_owned()),
+            ],
+        );
+        self.0
+            .recorder
+            .register_counter(&key, &metadata())
+            .increment(1);
+    }
+
+    /// A device was heard from at `at` (`camqtt_device_last_seen_timestamp_seconds`) and is
+    /// available (`camqtt_device_available` = 1).
+    pub fn device_seen(&self, device: &str, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.device_gauge(DEVICE_LAST_SEEN, device).set(secs);
+        self.device_gauge(DEVICE_AVAILABLE, device).set(1.0);
+    }
+
+    /// A device went offline (`camqtt_device_available` = 0).
+    pub fn device_offline(&self, device: &str) {
+        self.device_gauge(DEVICE_AVAILABLE, device).set(0.0);
+    }
+
+    fn device_gauge(&self, name: &'static str, device: &str) -> metrics::Gauge {
+        let key = Key::from_parts(name, vec![Label::new("device", device.to_owned())]);
+        self.0.recorder.register_gauge(&key, &metadata())
     }
 
     /// Counters and gauges by name, as `bridge/info` shows them.
@@ -306,6 +416,8 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
+        // Summaries (histograms) roll their windows on upkeep; there is no upkeep thread here.
+        self.0.handle.run_upkeep();
         self.0.handle.render()
     }
 }
@@ -340,5 +452,39 @@ mod tests {
         );
         assert!(text.contains("camqtt_reply_seconds"), "{text}");
         assert!(!b.render_prometheus().contains("camqtt_events_total 3"));
+    }
+
+    #[test]
+    fn labelled_series_for_categories_and_devices() {
+        let t = Telemetry::new();
+        t.event_routed("viewtron", "lpr");
+        t.event_routed("viewtron", "lpr");
+        t.event_routed("ftp", "snapshot");
+        t.device_seen(
+            "gate",
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        );
+        t.device_offline("porch");
+        let text = t.render_prometheus();
+        for want in [
+            "camqtt_events_by_category_total{source=\"viewtron\",category=\"lpr\"} 2",
+            "camqtt_events_by_category_total{source=\"ftp\",category=\"snapshot\"} 1",
+            "camqtt_device_last_seen_timestamp_seconds{device=\"gate\"} 1700000000",
+            "camqtt_device_available{device=\"gate\"} 1",
+            "camqtt_device_available{device=\"porch\"} 0",
+        ] {
+            assert!(text.contains(want), "{want} missing in:\n{text}");
+        }
+        // Device-provided category names cannot grow the exposition without bound.
+        for i in 0..MAX_CATEGORY_SERIES + 10 {
+            t.event_routed("smtp", &format!("c{i}"));
+        }
+        let text = t.render_prometheus();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("camqtt_events_by_category_total{"))
+            .count();
+        assert_eq!(series, MAX_CATEGORY_SERIES + 1, "{text}");
+        assert!(text.contains("category=\"other\"} 12"), "{text}");
     }
 }

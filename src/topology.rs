@@ -53,6 +53,9 @@ pub enum RunError {
     /// The MQTT sink failed.
     #[error(transparent)]
     Sink(#[from] sinks::mqtt::SinkError),
+    /// The web server could not listen.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// A component's task panicked.
     #[error("{0} panicked: {1}")]
     Panicked(&'static str, String),
@@ -132,6 +135,7 @@ pub async fn start_with(
         .iter()
         .map(|s| (s.name(), s.device_policy()))
         .collect();
+    let local = Local::start(&config, &telemetry, &mut pipeline_cfg).await?;
     // The buffer opens before anything listens: a post accepted from now on is durable. The
     // device registry is read for the pipeline (which keeps it) and the sinks (which start
     // from it). Both read files: off the runtime.
@@ -170,8 +174,11 @@ pub async fn start_with(
         commands,
         sinks_token.clone(),
     ));
-    let started: Vec<(&'static str, Option<SocketAddr>)> =
+    let mut started: Vec<(&'static str, Option<SocketAddr>)> =
         handles.iter().map(|h| (h.name, h.addr)).collect();
+    if let Some(addr) = local.web_addr {
+        started.push(("web", Some(addr)));
+    }
     let task = tokio::spawn(stop_in_order(
         shutdown,
         Stages {
@@ -180,6 +187,7 @@ pub async fn start_with(
             sink,
             sinks_token,
             buffer,
+            local,
         },
     ));
     Ok(Running {
@@ -261,6 +269,129 @@ struct Stages {
     sink: JoinHandle<Result<(), sinks::mqtt::SinkError>>,
     sinks_token: CancellationToken,
     buffer: Buffer,
+    local: Local,
+}
+
+/// The local sink (archive, live view) and the web server, when either is configured.
+struct Local {
+    sink: Option<JoinHandle<()>>,
+    web: Option<JoinHandle<()>>,
+    web_addr: Option<SocketAddr>,
+    /// Stops the web server (and its event streams) once everything else has stopped.
+    web_token: CancellationToken,
+}
+
+impl Local {
+    /// Open the archive (a folder that cannot be used is logged and the bridge runs without
+    /// it), bind the web server, and tap the pipeline for them.
+    async fn start(
+        config: &Config,
+        telemetry: &Telemetry,
+        pipeline_cfg: &mut pipeline::PipelineConfig,
+    ) -> Result<Local, RunError> {
+        let web_token = CancellationToken::new();
+        let mut local = Local {
+            sink: None,
+            web: None,
+            web_addr: None,
+            web_token: web_token.clone(),
+        };
+        if config.web.listen.is_none() && config.archive.dir.is_none() {
+            return Ok(local);
+        }
+        let access = match config.web.listen {
+            Some(_) => Some(config.web.access().map_err(invalid)?),
+            None => None,
+        };
+        let archive = match config.archive.dir.clone() {
+            Some(dir) => open_archive(&config.archive, dir, telemetry).await,
+            None => None,
+        };
+        let archive_root = archive.as_ref().map(|a| a.root().to_path_buf());
+        let live = access.as_ref().map(|_| crate::web::Live::new());
+        if let (Some(addr), Some(access)) = (config.web.listen, access) {
+            let bound = crate::web::bind(addr).await?;
+            local.web_addr = Some(bound.addr);
+            let state = crate::web::AppState {
+                live: live.clone().unwrap_or_default(),
+                archive: archive_root,
+                telemetry: telemetry.clone(),
+                access: std::sync::Arc::new(access),
+                started: std::time::Instant::now(),
+                shutdown: web_token,
+            };
+            local.web = Some(tokio::spawn(crate::web::serve(bound, state)));
+        }
+        let (tap, rx) = mpsc::channel(LOCAL_QUEUE);
+        pipeline_cfg.tap = Some(tap);
+        let sink = sinks::local::LocalSink {
+            archive,
+            live,
+            config: config.archive.clone(),
+            telemetry: telemetry.clone(),
+        };
+        local.sink = Some(tokio::spawn(sink.run(rx)));
+        Ok(local)
+    }
+
+    /// After the pipeline ended (the tap is closed): let the local sink finish what it has,
+    /// then stop the web server.
+    async fn stop(self, failure: &mut Option<RunError>) {
+        if let Some(sink) = self.sink
+            && let Err(e) = tokio::time::timeout(SINKS_STOP, sink).await
+        {
+            note(
+                failure,
+                RunError::Stopped(format!("local sink (archive) did not stop in time: {e}")),
+            );
+        }
+        self.web_token.cancel();
+        if let Some(web) = self.web
+            && tokio::time::timeout(SINKS_STOP, web).await.is_err()
+        {
+            note(
+                failure,
+                RunError::Stopped("web server did not stop in time".into()),
+            );
+        }
+    }
+}
+
+/// Messages queued from the pipeline to the local sink.
+const LOCAL_QUEUE: usize = 64;
+
+/// Open the archive at `dir` on a blocking thread; `None` (logged, counted) when it cannot be
+/// used: the bridge runs without it rather than not at all.
+async fn open_archive(
+    cfg: &sinks::archive::ArchiveConfig,
+    dir: std::path::PathBuf,
+    telemetry: &Telemetry,
+) -> Option<sinks::archive::Archive> {
+    let cfg = cfg.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        sinks::archive::Archive::open(
+            &cfg,
+            jiff::tz::TimeZone::system(),
+            std::time::SystemTime::now(),
+        )
+    })
+    .await;
+    match opened {
+        Ok(Ok(a)) => {
+            telemetry.archive_bytes.set(a.bytes());
+            Some(a)
+        }
+        Ok(Err(e)) => {
+            telemetry.archive_errors.inc();
+            tracing::error!(dir = %dir.display(), error = %e, "archive unusable; running without it");
+            None
+        }
+        Err(e) => {
+            telemetry.archive_errors.inc();
+            tracing::error!(dir = %dir.display(), error = %e, "archive failed to open; running without it");
+            None
+        }
+    }
 }
 
 /// Wait for the shutdown (or any component ending early: a source, the pipeline, the sink),
@@ -272,6 +403,7 @@ async fn stop_in_order(shutdown: CancellationToken, st: Stages) -> Result<(), Ru
         mut sink,
         sinks_token,
         buffer,
+        local,
     } = st;
     let (mut ended_rx, mut sources_left) = watch(sources);
     let mut failure: Option<RunError> = None;
@@ -326,6 +458,7 @@ async fn stop_in_order(shutdown: CancellationToken, st: Stages) -> Result<(), Ru
     if !sink_done {
         finish_sink(&mut sink, &mut failure).await;
     }
+    local.stop(&mut failure).await;
     failure.map_or(Ok(()), Err)
 }
 

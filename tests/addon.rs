@@ -1075,6 +1075,7 @@ async fn wait_msg(
 struct Camqtt {
     child: Child,
     log: Arc<Mutex<String>>,
+    _archive: tempfile::TempDir,
 }
 
 impl Camqtt {
@@ -1086,6 +1087,14 @@ impl Camqtt {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The add-on's web port (8099) and archive folder (/media/camqtt) are the container's;
+        // here, a free port and a temporary folder unless the test names its own.
+        let archive = tempfile::tempdir().expect("archive dir");
+        cmd.env(
+            "CAMQTT_WEB_LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("CAMQTT_ARCHIVE_DIR", archive.path());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -1104,7 +1113,11 @@ impl Camqtt {
                 l.push('\n');
             }
         });
-        Camqtt { child, log }
+        Camqtt {
+            child,
+            log,
+            _archive: archive,
+        }
     }
 
     /// The log so far, without terminal colour codes.
@@ -1218,6 +1231,8 @@ async fn add_on_mode_end_to_end_with_the_supervisors_mosquitto() {
         }),
     );
     let http_port = common::free_port();
+    let web_port = common::free_port();
+    let archive = tempfile::tempdir().unwrap();
     let (_sub, msgs, subscribed) = subscribe(broker.port, Some((MQTT_USER, MQTT_PASS)), "#").await;
     tokio::time::timeout(T, subscribed)
         .await
@@ -1231,6 +1246,8 @@ async fn add_on_mode_end_to_end_with_the_supervisors_mosquitto() {
             ("SUPERVISOR_URL", supervisor.url.clone()),
             ("CAMQTT_ADDON_OPTIONS", options.display().to_string()),
             ("CAMQTT_LISTEN", format!("127.0.0.1:{http_port}")),
+            ("CAMQTT_WEB_LISTEN", format!("127.0.0.1:{web_port}")),
+            ("CAMQTT_ARCHIVE_DIR", archive.path().display().to_string()),
         ],
         &[],
     );
@@ -1290,6 +1307,29 @@ async fn add_on_mode_end_to_end_with_the_supervisors_mosquitto() {
     .await;
     assert!(off.is_some(), "off after the add-on's off delay");
 
+    // The archive is on by default in the add-on: the event is in the camera's log of the day.
+    let logged = walk_files(archive.path())
+        .into_iter()
+        .find(|p| p.ends_with("events.jsonl") && p.starts_with(archive.path().join("gate")));
+    let logged = logged.unwrap_or_else(|| panic!("archive event log; log:\n{}", camqtt.log()));
+    let line = std::fs::read_to_string(&logged).unwrap();
+    assert!(line.contains("\"category\":\"intrusion\""), "{line}");
+    // The web page is for ingress only without `web_token`: the loopback is refused, while
+    // /healthz (the Docker health check's) answers anyone.
+    let web = |path: &str| {
+        let url = format!("http://127.0.0.1:{web_port}/{path}");
+        async move {
+            camqtt::http_client::client()
+                .expect("HTTP client")
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(web("api/devices").await.ok(), Some(403));
+    assert_eq!(web("healthz").await.ok(), Some(200));
+
     let log = camqtt.log();
     assert!(log.contains("Home Assistant add-on mode"), "{log}");
     assert!(
@@ -1311,6 +1351,20 @@ async fn add_on_mode_end_to_end_with_the_supervisors_mosquitto() {
             .await
             .is_some()
     );
+}
+
+/// Every regular file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -59,7 +59,14 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     let uncommented: String = text
         .lines()
         .map(|l| {
-            let header = ["# [ftp]", "# [smtp]", "# [[poll]]", "# [[devices]]"];
+            let header = [
+                "# [ftp]",
+                "# [smtp]",
+                "# [[poll]]",
+                "# [[devices]]",
+                "# [archive]",
+                "# [web]",
+            ];
             in_block = header.contains(&l) || (in_block && l.starts_with("# "));
             if in_block {
                 l[2..].to_owned()
@@ -75,6 +82,17 @@ fn example_config_parses_and_matches_the_defaults_it_documents() {
     assert_eq!(all.smtp.listen.map(|a| a.port()), Some(2525));
     assert_eq!(all.poll.len(), 1);
     assert_eq!(all.poll[0].id, "driveway");
+    assert!(
+        c.archive.dir.is_none() && c.web.listen.is_none(),
+        "off by default"
+    );
+    assert_eq!(
+        all.archive.naming, d.archive.naming,
+        "the documented default"
+    );
+    assert_eq!(all.archive.max_age, d.archive.max_age);
+    assert_eq!(all.archive.max_bytes, d.archive.max_bytes);
+    assert_eq!(all.web.listen.map(|a| a.port()), Some(8099));
     let porch = all
         .devices
         .iter()

@@ -13,6 +13,8 @@
 //! | `[viewtron]` (with `auth`, `tls`) | [`ViewtronConfig`] | [`crate::sources::viewtron::config`] |
 //! | `[spool]` | [`SpoolConfig`] | [`crate::spool`] |
 //! | `[categories.<name>]`, `[[devices]]` | [`CategorySection`], [`DeviceSection`] | the pipeline ([`crate::pipeline::config`]) |
+//! | `[archive]` | [`crate::sinks::archive::ArchiveConfig`] | [`crate::sinks::archive`] |
+//! | `[web]` (with `[web.auth]`) | [`crate::web::WebConfig`] | [`crate::web`] |
 //!
 //! Here: parsing with line numbers for `check-config` ([`load_str`], [`load_file`],
 //! [`check_file`], [`locate`]), secrets from the environment and `*_FILE`s
@@ -66,6 +68,10 @@ pub struct Config {
     pub categories: BTreeMap<String, CategorySection>,
     /// Friendly names and ids per device.
     pub devices: Vec<DeviceSection>,
+    /// The archive of pictures and event logs on disk (`[archive]`), off unless `dir` is set.
+    pub archive: crate::sinks::archive::ArchiveConfig,
+    /// The web page, API and metrics (`[web]`), off unless `listen` is set.
+    pub web: crate::web::WebConfig,
 }
 
 /// Values from the command line / environment that override the file.
@@ -85,6 +91,10 @@ pub struct Overrides {
     pub ftp_listen: Option<SocketAddr>,
     /// `--smtp-listen`
     pub smtp_listen: Option<SocketAddr>,
+    /// `--web-listen`
+    pub web_listen: Option<SocketAddr>,
+    /// `--archive-dir`
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -112,6 +122,12 @@ impl Config {
         if let Some(a) = o.smtp_listen {
             self.smtp.listen = Some(a);
         }
+        if let Some(a) = o.web_listen {
+            self.web.listen = Some(a);
+        }
+        if let Some(d) = &o.archive_dir {
+            self.archive.dir = Some(d.clone());
+        }
     }
 
     /// Every semantic problem of every section, not just the first (each section's own
@@ -131,6 +147,8 @@ impl Config {
                 .map(|(name, c)| (name.as_str(), c.off_delay)),
         ));
         problems.extend(crate::pipeline::config::check_devices(&self.devices));
+        problems.extend(self.archive.validate());
+        problems.extend(self.web.validate());
         problems
     }
 
@@ -146,6 +164,9 @@ impl Config {
         }
         problems.extend(self.smtp.check_files());
         problems.extend(self.mqtt.broker().err());
+        if self.web.listen.is_some() {
+            problems.extend(self.web.access().err());
+        }
         problems
     }
 

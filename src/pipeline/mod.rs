@@ -49,6 +49,10 @@ pub struct PipelineConfig {
     /// its event is stored flushes to disk too (as durable as the event: a power cut);
     /// without it, as the buffer, it survives a crash or kill of the bridge.
     pub fsync: bool,
+    /// The local sink (archive and web page), beside the buffer: it gets every routed
+    /// message once it is stored, in order; a full queue holds the pipeline (and the
+    /// cameras' replies) rather than lose a message. The topology fills it in.
+    pub tap: Option<mpsc::Sender<Routed>>,
 }
 
 impl PipelineConfig {
@@ -66,6 +70,7 @@ impl PipelineConfig {
             forget_after: c.homeassistant.forget_after,
             state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
             fsync: c.spool.fsync,
+            tap: None,
         }
     }
 }
@@ -82,6 +87,8 @@ pub const BATCH_INPUTS: usize = 8;
 /// nothing is dropped for load).
 struct Output {
     buffer: Buffer,
+    /// [`PipelineConfig::tap`].
+    tap: Option<mpsc::Sender<Routed>>,
     telemetry: Telemetry,
     /// The registry file (`None`: not kept).
     saver: Option<Saver>,
@@ -129,7 +136,36 @@ impl Output {
             self.held();
             self.buffer.room().await;
         }
+        self.observe(&routed);
+        let tapped = self.tap.as_ref().map(|_| routed.clone());
         self.buffer.append_all(routed).await;
+        if let (Some(tap), Some(tapped)) = (&self.tap, tapped) {
+            for r in tapped {
+                if tap.send(r).await.is_err() {
+                    // The local sink ended (it logged why); MQTT delivery goes on.
+                    self.tap = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The labelled metrics of what is being stored: events by source and category, each
+    /// device's last sighting and availability.
+    fn observe(&self, routed: &[Routed]) {
+        let now = SystemTime::now();
+        for r in routed {
+            match r {
+                Routed::Event { device, event, .. } => {
+                    self.telemetry
+                        .event_routed(&event.source, event.category.as_str());
+                    self.telemetry.device_seen(&device.id, now);
+                }
+                Routed::Seen { device, .. } => self.telemetry.device_seen(&device.id, now),
+                Routed::Offline { device } => self.telemetry.device_offline(&device.id),
+                Routed::Forget { .. } | Routed::Unparsed(_) => {}
+            }
+        }
     }
 
     /// Count a wait for the sink and say so, at most once a minute.
@@ -320,6 +356,7 @@ pub async fn run(
     // past `forget_after` gone from the file, a `last_seen` after now saved as now (a device
     // is forgotten `forget_after` after that, however often the bridge restarts).
     let rewrite = cfg.state_dir.is_some() && known.authoritative;
+    let tap = cfg.tap.clone();
     let mut registry = Registry::new(cfg, telemetry.clone(), now, SystemTime::now());
     registry.restore(&known, now);
     if rewrite {
@@ -327,6 +364,7 @@ pub async fn run(
     }
     let mut out = Output {
         buffer,
+        tap,
         telemetry,
         saver,
         held_logged: None,

@@ -421,6 +421,7 @@ mod tests {
             forget_after: Duration::from_secs(30 * 86_400),
             state_dir: None,
             fsync: false,
+            tap: None,
         }
     }
 

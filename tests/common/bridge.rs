@@ -61,6 +61,11 @@ impl Bridge {
         }
     }
 
+    /// The address component `name` listens on (`web`, `ftp`, `smtp`), if it runs.
+    pub fn addr_of(&self, name: &str) -> Option<SocketAddr> {
+        self.running.as_ref().and_then(|r| r.addr(name))
+    }
+
     /// The bridge's metrics.
     pub fn telemetry(&self) -> &camqtt::telemetry::Telemetry {
         &self.running.as_ref().expect("running").telemetry

@@ -560,7 +560,10 @@ pub fn query(root: &Path, q: &Query) -> Result<Vec<EventRecord>, ArchiveError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+        // Newest line first: events with the same time (a camera clock's resolution) keep
+        // the order they were written in, newest first, through the stable sort below.
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        for (n, line) in lines.into_iter().enumerate().rev() {
             if line.is_empty() {
                 continue;
             }
@@ -572,7 +575,7 @@ pub fn query(root: &Path, q: &Query) -> Result<Vec<EventRecord>, ArchiveError> {
                 }
             }
         }
-        out.sort_by_key(|r| std::cmp::Reverse(r.time));
+        out.sort_by_key(|r| std::cmp::Reverse((r.time, r.received)));
         out.truncate(q.limit);
     }
     Ok(out)
