@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need on a fresh Debian/Ubuntu
-# machine (Mosquitto, curl; Home Assistant into tests/ha/venv from PyPI), then runs the Rust tests
-# (unit, fixtures, shared samples, real-Mosquitto integration) and the real-Home-Assistant
-# end-to-end test.
+# machine (Mosquitto, curl, Chromium and chromedriver; Home Assistant into tests/ha/venv from
+# PyPI), then runs the Rust tests (unit, fixtures, shared samples, real-Mosquitto integration,
+# the web page in a real browser) and the real-Home-Assistant end-to-end test.
 #   scripts/test.sh            everything
 #   SKIP_HA=1 scripts/test.sh  without the Home Assistant end-to-end test
 #   SKIP_RELEASE=1 / SKIP_FUZZ=1 skip the release build / the bounded fuzz run
@@ -16,11 +16,20 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # A real TLS client for the HTTPS receiver test (tests/receiver_tls.rs).
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# A real browser for the web page test (tests/web_page.rs): Debian's Chromium and its WebDriver.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     log "installing ${need[*]}"
     $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
         { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+# Installed or found: the browser test must run, not skip (tests/common/browser.rs).
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    export CAMQTT_REQUIRE_BROWSER=1
+else
+    log "WARNING: no /usr/bin/chromium and /usr/bin/chromedriver after installing: the web page test skips"
 fi
 # Mosquitto must not be running as a system service on 1883 for the tests' sake; the tests
 # start their own brokers on free ports, so a running service is harmless.

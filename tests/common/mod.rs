@@ -1,6 +1,7 @@
 //! Helpers shared by integration tests: a real Mosquitto on a free loopback port, an MQTT
 //! collector that records everything it receives, the bridge in-process ([`bridge`]) or as a
-//! child process with its log captured ([`process`]), and a camera's HTTP side ([`camera`]).
+//! child process with its log captured ([`process`]), a camera's HTTP side ([`camera`]), and a
+//! headless Chromium for page tests ([`browser`]).
 //!
 //! Usage:
 //! ```ignore
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod browser;
 pub mod camera;
 pub mod logs;
 pub mod process;
