@@ -819,3 +819,28 @@ fn archive_is_send() {
     send::<Archive>();
     send::<ArchiveError>();
 }
+
+#[test]
+fn events_of_the_same_time_come_newest_written_first() {
+    // A camera clock with a coarse resolution: several events carry the same time; the one
+    // written last is the newest.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ArchiveConfig::new(tmp.path().join("archive"));
+    let now = at("2026-11-30T08:00:01Z");
+    let mut a = Archive::open(&cfg, TimeZone::UTC, now).unwrap();
+    let written: Vec<EventRecord> = (0..3)
+        .map(|i| {
+            let mut e = event(Category::Lpr, "2026-11-30T08:00:00Z", vec![]);
+            e.raw_type = format!("T{i}");
+            a.write(&device("gate"), &e, now).unwrap().record
+        })
+        .collect();
+    let q = Query {
+        limit: 10,
+        ..Query::default()
+    };
+    let got = query(a.root(), &q).unwrap();
+    let events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
+    assert_eq!(events, ["T2", "T1", "T0"]);
+    assert_eq!(got, written.into_iter().rev().collect::<Vec<_>>());
+}

@@ -5,6 +5,8 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const devices = new Map(); // id -> summary
 const categories = new Set();
+// Events that arrived live while the timeline was being read: kept when the answer lands.
+let arrivedWhileLoading = null;
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -102,20 +104,38 @@ function matches(r) {
   return !(q.get("since") && new Date(r.time) < new Date(q.get("since")));
 }
 
+// How recent a device summary is: an answer to api/devices read while live updates arrived
+// must not replace a newer card.
+function version(d) {
+  return [d.last_seen || "", d.last_event?.received || ""].sort().pop();
+}
+
 async function loadDevices() {
   const res = await fetch("api/devices", { credentials: "same-origin" });
   if (!res.ok) return;
-  for (const d of await res.json()) upsertDevice(d);
+  for (const d of await res.json()) {
+    const have = devices.get(d.id);
+    if (!have || version(d) >= version(have)) upsertDevice(d);
+  }
 }
+
+const key = (r) => [r.received, r.device, r.category, r.description].join("|");
 
 async function loadEvents() {
   const q = filters();
   q.set("limit", "100");
-  const res = await fetch("api/events?" + q, { credentials: "same-origin" });
-  if (!res.ok) return;
-  const list = $("#timeline");
-  list.replaceChildren(...(await res.json()).map(eventItem));
-  refreshFilters();
+  arrivedWhileLoading = [];
+  try {
+    const res = await fetch("api/events?" + q, { credentials: "same-origin" });
+    if (!res.ok) return;
+    const records = await res.json();
+    const known = new Set(records.map(key));
+    const missed = arrivedWhileLoading.filter((r) => !known.has(key(r)));
+    $("#timeline").replaceChildren(...[...missed.reverse(), ...records].map(eventItem));
+    refreshFilters();
+  } finally {
+    arrivedWhileLoading = null;
+  }
 }
 
 function connect() {
@@ -135,7 +155,9 @@ function connect() {
   es.addEventListener("event", (m) => {
     const u = JSON.parse(m.data);
     upsertDevice(u.device);
-    if (matches(u.record)) $("#timeline").prepend(eventItem(u.record));
+    if (!matches(u.record)) return;
+    arrivedWhileLoading?.push(u.record);
+    $("#timeline").prepend(eventItem(u.record));
   });
 }
 
