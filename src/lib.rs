@@ -21,6 +21,7 @@
 pub mod addon;
 pub mod broker;
 pub mod config;
+pub mod detect;
 pub mod event;
 pub mod health;
 pub mod http_client;

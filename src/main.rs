@@ -92,6 +92,10 @@ struct RunArgs {
     /// [default: off, or the configuration file's archive.dir].
     #[arg(long, env = "CAMQTT_ARCHIVE_DIR")]
     archive_dir: Option<PathBuf>,
+    /// Object detector for camera pictures: DeepStack / CodeProject.AI base URL (e.g.
+    /// http://127.0.0.1:32168) [default: off, or the configuration file's detector.url].
+    #[arg(long, env = "CAMQTT_DETECTOR_URL")]
+    detector_url: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "CAMQTT_LOG", default_value = "info", global = true)]
     log_level: String,
@@ -230,6 +234,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         smtp_listen: args.smtp_listen,
         web_listen: args.web_listen,
         archive_dir: args.archive_dir,
+        detector_url: args.detector_url,
     });
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -396,6 +396,7 @@ fn spool_event(plate: &str) -> Routed {
             images: vec![],
             warnings: vec![],
             provenance: None,
+            detection: None,
         }),
         counts: Default::default(),
     }

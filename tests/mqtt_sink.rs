@@ -133,6 +133,7 @@ fn pulse(category: Category, raw_type: &str, attrs: Attributes, images: Vec<Imag
         images,
         warnings: vec![],
         provenance: None,
+        detection: None,
     };
     Routed::Event {
         device: device(),

@@ -91,6 +91,7 @@ fn plate_event(plate: &str, image_bytes: usize) -> Routed {
             },
             warnings: vec![],
             provenance: None,
+            detection: None,
         }),
         counts: Default::default(),
     }
@@ -573,6 +574,7 @@ fn arb_event() -> impl Strategy<Value = Routed> {
                         .collect(),
                     warnings,
                     provenance: None,
+                    detection: None,
                 }),
                 counts: Default::default(),
             }

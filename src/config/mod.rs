@@ -15,6 +15,7 @@
 //! | `[categories.<name>]`, `[[devices]]` | [`CategorySection`], [`DeviceSection`] | the pipeline ([`crate::pipeline::config`]) |
 //! | `[archive]` | [`crate::sinks::archive::ArchiveConfig`] | [`crate::sinks::archive`] |
 //! | `[web]` (with `[web.auth]`) | [`crate::web::WebConfig`] | [`crate::web`] |
+//! | `[detector]` (with `[detector.category.<name>]`) | [`crate::detect::DetectorConfig`] | [`crate::detect`] |
 //!
 //! Here: parsing with line numbers for `check-config` ([`load_str`], [`load_file`],
 //! [`check_file`], [`locate`]), secrets from the environment and `*_FILE`s
@@ -72,6 +73,8 @@ pub struct Config {
     pub archive: crate::sinks::archive::ArchiveConfig,
     /// The web page, API and metrics (`[web]`), off unless `listen` is set.
     pub web: crate::web::WebConfig,
+    /// The object detector pictures are handed to (`[detector]`), off unless `url` is set.
+    pub detector: crate::detect::DetectorConfig,
 }
 
 /// Values from the command line / environment that override the file.
@@ -95,6 +98,8 @@ pub struct Overrides {
     pub web_listen: Option<SocketAddr>,
     /// `--archive-dir`
     pub archive_dir: Option<std::path::PathBuf>,
+    /// `--detector-url`
+    pub detector_url: Option<String>,
 }
 
 impl Config {
@@ -128,6 +133,9 @@ impl Config {
         if let Some(d) = &o.archive_dir {
             self.archive.dir = Some(d.clone());
         }
+        if let Some(u) = &o.detector_url {
+            self.detector.url = (!u.trim().is_empty()).then(|| u.clone());
+        }
     }
 
     /// Every semantic problem of every section, not just the first (each section's own
@@ -149,6 +157,15 @@ impl Config {
         problems.extend(crate::pipeline::config::check_devices(&self.devices));
         problems.extend(self.archive.validate());
         problems.extend(self.web.validate());
+        problems.extend(self.detector.validate());
+        for (i, d) in self.devices.iter().enumerate() {
+            if let Some(o) = &d.detect {
+                problems.extend(crate::detect::config::check_override(
+                    &format!("devices[{i}].detect"),
+                    o,
+                ));
+            }
+        }
         problems
     }
 

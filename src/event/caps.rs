@@ -247,6 +247,7 @@ mod tests {
             images,
             warnings: vec![],
             provenance: None,
+            detection: None,
         }
     }
 

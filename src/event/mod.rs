@@ -339,6 +339,21 @@ pub enum ImageRole {
     Overview,
     /// A crop of the detected object (plate, face, person).
     Target,
+    /// A copy of the overview with the boxes of the objects an object detector found drawn on
+    /// it ([`Detection`]); made by camqtt, never sent by a device.
+    Annotated,
+}
+
+impl ImageRole {
+    /// The role's name, as serde writes it and as topics and file names use it
+    /// (`overview`, `target`, `annotated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageRole::Overview => "overview",
+            ImageRole::Target => "target",
+            ImageRole::Annotated => "annotated",
+        }
+    }
 }
 
 /// One decoded image. The bytes are shared (`Bytes`), never copied per sink.
@@ -605,6 +620,58 @@ pub struct Provenance {
     pub file: Option<String>,
 }
 
+/// What an object detector (DeepStack / CodeProject.AI, DOODS2) found in an event's picture:
+/// filled in by the pipeline's detector stage (`crate::detect`) before the event is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Whether the detector answered.
+    pub state: DetectionState,
+    /// The detector kind (`deepstack`, `doods`).
+    pub detector: String,
+    /// Objects that passed the filters (wanted labels, minimum confidence, zone), most
+    /// confident first.
+    pub objects: Vec<DetectedObject>,
+    /// Why the detector did not answer (`state = unavailable`): a timeout, a refused
+    /// connection, an error status or an answer that could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Did the detector look at the picture?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionState {
+    /// It answered; `objects` is what it found (possibly nothing wanted).
+    Ok,
+    /// It did not answer in time or failed: the event goes on as it came.
+    Unavailable,
+}
+
+/// One object found by a detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedObject {
+    /// The detector's label (COCO names: `person`, `car`, `truck`, ...), lower case.
+    pub label: String,
+    /// Confidence, 0.0 to 1.0.
+    pub confidence: f64,
+    /// The box in pixels of the picture the detector was given (its overview).
+    #[serde(rename = "box")]
+    pub bbox: PixelBox,
+}
+
+/// A box in pixels: `x_min <= x_max`, `y_min <= y_max`, origin at the top left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PixelBox {
+    /// Left edge.
+    pub x_min: u32,
+    /// Top edge.
+    pub y_min: u32,
+    /// Right edge.
+    pub x_max: u32,
+    /// Bottom edge.
+    pub y_max: u32,
+}
+
 /// One normalised event.
 ///
 /// Serialisable (the spool stores it as JSON, images' bytes beside it): times as
@@ -645,6 +712,9 @@ pub struct Event {
     /// How the input reached the bridge; absent in records spooled before camqtt 0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// What an object detector found in the overview, when one looked (`[detector]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<Detection>,
 }
 
 /// What an event is, which decides what it may move downstream ([`Event::kind`]).
@@ -695,6 +765,7 @@ impl Event {
             images: Vec::new(),
             warnings: Vec::new(),
             provenance: None,
+            detection: None,
         }
     }
 
@@ -859,6 +930,7 @@ mod tests {
             images: Vec::new(),
             warnings: Vec::new(),
             provenance: None,
+            detection: None,
         }
     }
 

@@ -68,6 +68,9 @@ pub struct DeviceSection {
     /// Unset: the source's own rule.
     #[serde(deserialize_with = "duration::seconds_opt")]
     pub expect_every: Option<Duration>,
+    /// Object detection settings for this device, over `[detector]` and its category's
+    /// (`detect = { labels = ["person"], zone = [0.0, 0.5, 1.0, 1.0] }`).
+    pub detect: Option<crate::detect::DetectOverride>,
 }
 
 impl DeviceSection {

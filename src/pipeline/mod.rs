@@ -505,6 +505,7 @@ mod tests {
             images: vec![],
             warnings: vec![],
             provenance: None,
+            detection: None,
         }))
     }
 

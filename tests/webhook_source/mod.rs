@@ -157,5 +157,6 @@ fn parse(body: &[u8], peer: SocketAddr, received: SystemTime) -> Result<Event, S
         images,
         warnings: Vec::new(),
         provenance: None,
+        detection: None,
     })
 }

@@ -186,10 +186,7 @@ fn clean(s: &str) -> String {
 
 /// The name of an image role (`overview`, `target`), as serde writes it.
 pub fn role_name(role: ImageRole) -> &'static str {
-    match role {
-        ImageRole::Overview => "overview",
-        ImageRole::Target => "target",
-    }
+    role.as_str()
 }
 
 /// `t` as a jiff timestamp, clamped to jiff's range (years -9999 to 9999).

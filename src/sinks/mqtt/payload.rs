@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::event::{
-    AlarmState, Category, Counters, Device, Event, FaceAttributes, ImageRole, Phase, Plate, Rule,
-    Target, TimeSource, Unparsed, Via,
+    AlarmState, Category, Counters, DetectedObject, DetectionState, Device, Event, FaceAttributes,
+    ImageRole, Phase, Plate, Rule, Target, TimeSource, Unparsed, Via,
 };
 
 /// `event_type` of the event entity per category (README, "Event JSON"), from the category
@@ -128,6 +128,12 @@ struct EventJson<'a> {
     text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provenance: Option<ProvenanceJson<'a>>,
+    /// `ok` or `unavailable`, when an object detector was asked (`[detector]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detection: Option<DetectionState>,
+    /// What the detector found: `label`, `confidence` (0 to 1), `box` in pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects: Option<&'a [DetectedObject]>,
 }
 
 /// The JSON published on `<base>/<device>/<category>/event` (no image bytes).
@@ -211,6 +217,8 @@ pub fn event_json_with(device: &Device, ev: &Event, notes: &[String]) -> Vec<u8>
             file: p.file.as_deref(),
             captured: rfc3339(ev.time),
         }),
+        detection: ev.detection.as_ref().map(|d| d.state),
+        objects: ev.detection.as_ref().map(|d| d.objects.as_slice()),
     };
     // Serialising plain structs of strings and numbers cannot fail; NaN confidence becomes null.
     serde_json::to_vec(&j).unwrap_or_else(|_| b"{}".to_vec())
@@ -305,6 +313,7 @@ pub(crate) mod tests {
             images: Vec::new(),
             warnings: Vec::new(),
             provenance: None,
+            detection: None,
         }
     }
 

@@ -853,10 +853,7 @@ impl SinkState {
                 .packet_limit
                 .max()
                 .map_or((0, "the MQTT maximum"), |(n, s)| (n, s.describe()));
-            let role_name = match role {
-                ImageRole::Overview => "overview",
-                ImageRole::Target => "target",
-            };
+            let role_name = role.as_str();
             if self.oversize_warned.len() >= 4096 {
                 self.oversize_warned.clear();
             }

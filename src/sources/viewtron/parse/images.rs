@@ -164,7 +164,8 @@ impl Collector {
                 };
                 match role {
                     ImageRole::Overview => self.overview = Some(image),
-                    ImageRole::Target => self.targets.push(image),
+                    // The parser names only these two; an annotated copy is camqtt's own.
+                    ImageRole::Target | ImageRole::Annotated => self.targets.push(image),
                 }
                 true
             }

@@ -344,6 +344,7 @@ impl Common {
             images: Vec::new(),
             warnings: self.time.warning.iter().cloned().collect(),
             provenance: None,
+            detection: None,
         }
     }
 }
