@@ -4,6 +4,8 @@
 //! (labels, confidence, zone), draws their boxes on a copy of the picture, and suppresses or
 //! marks events as configured ([`config`]).
 
+pub mod annotate;
+pub mod client;
 pub mod config;
 
 pub use config::{DetectOverride, DetectorConfig, DetectorKind, Effective, Unmatched, Zone};

@@ -10,6 +10,10 @@
 //! it lies inside the `APP1` segment, which the walk skips by its length. The same holds for a
 //! mail attachment whose camera ran out of buffer and for an HTTP/1.0 snapshot answer without
 //! a length whose connection dropped.
+//!
+//! [`dimensions`] reads a picture's width and height from its frame header (`SOFn`, T.81
+//! B.2.2) without decoding it: the object detector's clients need them to turn DOODS2's
+//! fractions into pixels and to keep boxes inside the picture.
 
 /// What [`check`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,48 @@ pub fn check(data: &[u8]) -> JpegCheck {
                 }
             }
         }
+    }
+}
+
+/// Width and height in pixels from the first frame header (`SOF0`..`SOF15` but `DHT` `C4`,
+/// `JPG` `C8` and `DAC` `CC`; T.81 B.2.2: length, precision, height `Y`, width `X`, components).
+/// `None` when `data` is not a JPEG, the header is cut off or comes after the first scan, or a
+/// side is 0 (a height of 0 means "given later in a `DNL` marker", which cameras do not send).
+/// Never panics; reads the marker segments only (stops at the first `SOS`).
+pub fn dimensions(data: &[u8]) -> Option<(u32, u32)> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        if *data.get(i)? != 0xFF {
+            return None;
+        }
+        while data.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let code = *data.get(i)?;
+        i += 1;
+        match code {
+            0x01 | 0xD0..=0xD7 => continue,
+            0x00 | 0xD8 | 0xD9 | 0xDA => return None,
+            _ => {}
+        }
+        let len = data.get(i..i + 2)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 {
+            return None;
+        }
+        if matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC) {
+            let h = data.get(i + 3..i + 5)?;
+            let w = data.get(i + 5..i + 7)?;
+            let (h, w) = (
+                u32::from(u16::from_be_bytes([h[0], h[1]])),
+                u32::from(u16::from_be_bytes([w[0], w[1]])),
+            );
+            return (len >= 8 && w > 0 && h > 0).then_some((w, h));
+        }
+        i += len;
     }
 }
 
@@ -166,7 +212,62 @@ pub(crate) mod tests {
         assert_eq!(check(&j[..2048]), JpegCheck::Truncated);
     }
 
+    #[test]
+    fn dimensions_from_the_frame_header() {
+        // sample(): SOF0 with height 16, width 16, after APP0, APP1 and COM segments.
+        assert_eq!(dimensions(&sample(0)), Some((16, 16)));
+        assert_eq!(dimensions(&sample(70_000)), Some((16, 16)));
+        // A 640×480 progressive (SOF2) header, fill bytes before the marker.
+        let mut j = vec![
+            0xFF, 0xD8, 0xFF, 0xFF, 0xC2, 0, 11, 8, 0x01, 0xE0, 0x02, 0x80, 1,
+        ];
+        j.extend([1, 0x11, 0]);
+        assert_eq!(dimensions(&j), Some((640, 480)));
+        // DHT (C4), JPG (C8) and DAC (CC) are not frame headers.
+        let mut d = vec![0xFF, 0xD8];
+        for code in [0xC4, 0xC8, 0xCC] {
+            d.extend([0xFF, code, 0, 8, 8, 0, 9, 0, 9, 1]);
+        }
+        assert_eq!(dimensions(&d), None);
+        d.extend([0xFF, 0xC1, 0, 8, 8, 0, 2, 0, 3, 1]);
+        assert_eq!(dimensions(&d), Some((3, 2)));
+        // A height of 0 (DNL), a scan before any frame header, cut-off headers, not a JPEG.
+        assert_eq!(
+            dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0, 8, 8, 0, 0, 0, 9, 1]),
+            None
+        );
+        assert_eq!(
+            dimensions(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 8, 8, 0, 9, 0, 9, 1]),
+            None
+        );
+        let whole = sample(0);
+        let sof = whole.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        for cut in 0..sof + 9 {
+            assert_eq!(dimensions(&whole[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(dimensions(b"GIF89a"), None);
+    }
+
+    #[test]
+    fn dimensions_of_an_encoded_picture() {
+        let mut out = Vec::new();
+        let img = image::RgbImage::from_pixel(321, 123, image::Rgb([1, 2, 3]));
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&img)
+            .unwrap();
+        assert_eq!(dimensions(&out), Some((321, 123)));
+    }
+
     proptest! {
+        /// `dimensions` never panics, whatever follows SOI.
+        #[test]
+        fn dimensions_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = dimensions(&bytes);
+            let mut j = vec![0xFF, 0xD8];
+            j.extend(&bytes);
+            let _ = dimensions(&j);
+        }
+
         /// Never panics, whatever the bytes; a cut-off prefix of a whole JPEG is never
         /// reported complete.
         #[test]
