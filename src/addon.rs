@@ -99,6 +99,24 @@ pub struct AddonOptions {
     /// a browser on the LAN once the port is mapped); empty: ingress only.
     #[serde(deserialize_with = "secret::optional")]
     pub web_token: Option<SecretString>,
+    /// The object detector pictures are shown to.
+    pub detector: DetectorOptions,
+}
+
+/// `detector` option group (`[detector]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DetectorOptions {
+    /// Base URL of CodeProject.AI / DeepStack or DOODS2; empty: no detector.
+    pub url: Option<String>,
+    /// `deepstack` (also CodeProject.AI) or `doods`.
+    pub kind: Option<String>,
+    /// Wanted labels; empty: all.
+    pub labels: Vec<String>,
+    /// Minimum confidence, 0 to 1.
+    pub min_confidence: Option<f64>,
+    /// Drop pictures without a wanted object.
+    pub suppress_unmatched: Option<bool>,
 }
 
 /// `archive` option group.
@@ -456,6 +474,7 @@ impl AddonOptions {
         self.apply_cameras(&mut base, &mut problems);
         self.apply_sources(&mut base, network, &mut problems);
         self.apply_archive_and_web(&mut base, &mut problems);
+        self.apply_detector(&mut base, &mut problems);
         if base.spool.dir == SpoolConfig::default().dir {
             base.spool.dir = data_dir.join("spool");
             base.spool.max_bytes = base.spool.max_bytes.min(ADDON_SPOOL_MAX_BYTES);
@@ -755,6 +774,41 @@ impl AddonOptions {
                 base.web.allow = vec![INGRESS_PROXY.to_owned()];
             }
             None => {}
+        }
+    }
+}
+
+impl AddonOptions {
+    /// The `detector` options onto `[detector]` (only what is set).
+    fn apply_detector(&self, base: &mut Config, problems: &mut Vec<Problem>) {
+        let d = &self.detector;
+        if let Some(url) = non_empty(&d.url) {
+            base.detector.url = Some(url);
+        }
+        match non_empty(&d.kind).as_deref() {
+            None => {}
+            Some("deepstack") => base.detector.kind = crate::detect::DetectorKind::Deepstack,
+            Some("doods") => base.detector.kind = crate::detect::DetectorKind::Doods,
+            Some(_) => problems.push(Problem::new("detector.kind", "must be deepstack or doods")),
+        }
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .cloned()
+            .collect();
+        if !labels.is_empty() {
+            base.detector.labels = labels;
+        }
+        if let Some(c) = d.min_confidence {
+            base.detector.min_confidence = c;
+        }
+        if let Some(s) = d.suppress_unmatched {
+            base.detector.unmatched = if s {
+                crate::detect::Unmatched::Suppress
+            } else {
+                crate::detect::Unmatched::Publish
+            };
         }
     }
 }
@@ -1299,6 +1353,32 @@ mod tests {
         assert_eq!(option_name("mqtt.url"), "mqtt.broker");
         assert_eq!(option_name("mqtt.keep_alive"), "mqtt.keep_alive");
         assert_eq!(option_name("viewtron.tls.cert_file"), "certfile");
+    }
+
+    #[test]
+    fn detector_options_map_onto_the_detector_section() {
+        let c = opts(
+            r#"{"detector":{"url":"http://172.30.33.5:32168","kind":"deepstack","labels":["person","", "car"],
+            "min_confidence":0.7,"suppress_unmatched":true}}"#,
+        )
+        .apply(Config::default(), Path::new("/data"), Some(&svc()))
+        .expect("valid");
+        assert_eq!(c.detector.url.as_deref(), Some("http://172.30.33.5:32168"));
+        assert_eq!(c.detector.labels, ["person", "car"]);
+        assert_eq!(c.detector.min_confidence, 0.7);
+        assert_eq!(c.detector.unmatched, crate::detect::Unmatched::Suppress);
+        let c = opts(r#"{"detector":{"url":""}}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect("valid");
+        assert!(c.detector.url.is_none(), "an empty URL is no detector");
+        let problems = opts(r#"{"detector":{"url":"ftp://x","kind":"yolo","min_confidence":3}}"#)
+            .apply(Config::default(), Path::new("/data"), Some(&svc()))
+            .expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["detector.kind", "detector.url", "detector.min_confidence"]
+        );
     }
 
     #[test]

@@ -262,6 +262,16 @@ metrics_set! {
         /// Web requests refused: a peer not on `[web] allow` (403) or missing or wrong
         /// credentials (401).
         web_refused,
+        /// Pictures sent to the object detector (`[detector]`).
+        detector_requests,
+        /// Pictures the detector did not answer for (refused, timeout, error status, an answer
+        /// that could not be read); their events go on marked `detection: unavailable`.
+        detector_failures,
+        /// Objects the detector found that passed the filters (labels, confidence, zone).
+        detector_objects,
+        /// Events not published because the detector found no wanted object in them
+        /// (`unmatched = "suppress"`).
+        detector_suppressed,
     }
     gauges {
         /// Records in the spool not yet acknowledged by the broker.
@@ -281,6 +291,8 @@ metrics_set! {
         reply,
         /// Time from handing a QoS 1 publish to the client to its PUBACK.
         publish,
+        /// Time the object detector took to answer for one picture.
+        detect,
     }
 }
 

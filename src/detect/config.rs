@@ -335,3 +335,72 @@ pub fn check_override(at: &str, o: &DetectOverride) -> Vec<Problem> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigError, load_str};
+
+    #[test]
+    fn device_over_category_over_section() {
+        let c = load_str(
+            "[detector]\nurl = \"http://127.0.0.1:32168\"\nlabels = [\"Person\", \"car\"]\nmin_confidence = 0.6\ncategories = [\"snapshot\", \"lpr\"]\n\
+             [detector.category.lpr]\nenabled = false\n[detector.category.snapshot]\nunmatched = \"suppress\"\n\
+             [[devices]]\nftp_user = \"gate\"\ndetect = { labels = [\"person\"], zone = [0.0, 0.5, 1.0, 1.0] }\n",
+        )
+        .expect("valid");
+        let d = &c.detector;
+        let plain = d.effective(&Category::Snapshot, None);
+        assert!(plain.enabled);
+        assert_eq!(plain.labels, ["person", "car"], "lower case");
+        assert_eq!(
+            (plain.min_confidence, plain.unmatched),
+            (0.6, Unmatched::Suppress)
+        );
+        assert!(
+            !d.effective(&Category::Lpr, None).enabled,
+            "category switched off"
+        );
+        assert!(
+            !d.effective(&Category::Motion, None).enabled,
+            "not in categories"
+        );
+        let device = c.devices[0].detect.as_ref();
+        let gate = d.effective(&Category::Snapshot, device);
+        assert_eq!(gate.labels, ["person"]);
+        assert_eq!(gate.zone, Some(Zone::from([0.0, 0.5, 1.0, 1.0])));
+        assert_eq!(
+            gate.unmatched,
+            Unmatched::Suppress,
+            "inherited from the category"
+        );
+        // Without a URL nothing is enabled, whatever the overrides say.
+        let off = DetectorConfig::default();
+        assert!(!off.effective(&Category::Snapshot, device).enabled);
+    }
+
+    #[test]
+    fn every_problem_with_its_key() {
+        let Err(ConfigError::Invalid(p)) = load_str(
+            "[detector]\nurl = \"ftp://x\"\nmin_confidence = 1.5\nconcurrency = 0\ntimeout = \"2m\"\ncategories = [\"bogus\"]\nzone = [0.5, 0.0, 0.4, 1.0]\n\
+             [detector.category.nope]\nlabels = [\"\"]\n\
+             [[devices]]\nmac = \"58:5b:69:00:00:01\"\ndetect = { zone = [0.0, 0.0, 2.0, 1.0] }\n",
+        ) else {
+            panic!("accepted")
+        };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "detector.url",
+            "detector.min_confidence",
+            "detector.zone",
+            "detector.concurrency",
+            "detector.timeout",
+            "detector.categories[0]",
+            "detector.category.nope",
+            "detector.category.nope.labels[0]",
+            "devices[0].detect.zone",
+        ] {
+            assert!(paths.contains(&want), "{want} missing in {paths:?}");
+        }
+    }
+}

@@ -7,5 +7,6 @@
 pub mod annotate;
 pub mod client;
 pub mod config;
+pub mod stage;
 
 pub use config::{DetectOverride, DetectorConfig, DetectorKind, Effective, Unmatched, Zone};

@@ -130,10 +130,15 @@ impl Identities {
 
     /// The configured `expect_every` of the `[[devices]]` entry matching `info`, if any.
     pub fn expect_every(&self, info: &DeviceInfo) -> Option<std::time::Duration> {
+        self.section(info).and_then(|c| c.expect_every)
+    }
+
+    /// The `[[devices]]` entry matching `info`, if any.
+    pub fn section(&self, info: &DeviceInfo) -> Option<&DeviceSection> {
         let channel = (info.kind == DeviceKind::Nvr)
             .then_some(info.channel)
             .flatten();
-        self.configured(info, channel).and_then(|c| c.expect_every)
+        self.configured(info, channel)
     }
 
     /// Turn identity facts into a stable device.

@@ -53,6 +53,8 @@ pub struct PipelineConfig {
     /// message once it is stored, in order; a full queue holds the pipeline (and the
     /// cameras' replies) rather than lose a message. The topology fills it in.
     pub tap: Option<mpsc::Sender<Routed>>,
+    /// The object detector events are shown to before they are stored (`[detector]`).
+    pub detector: crate::detect::DetectorConfig,
 }
 
 impl PipelineConfig {
@@ -71,6 +73,7 @@ impl PipelineConfig {
             state_dir: c.spool.enabled.then(|| c.spool.dir.clone()),
             fsync: c.spool.fsync,
             tap: None,
+            detector: c.detector.clone(),
         }
     }
 }
@@ -89,6 +92,8 @@ struct Output {
     buffer: Buffer,
     /// [`PipelineConfig::tap`].
     tap: Option<mpsc::Sender<Routed>>,
+    /// The detector stage, when `[detector]` is on.
+    detector: Option<crate::detect::stage::Stage>,
     telemetry: Telemetry,
     /// The registry file (`None`: not kept).
     saver: Option<Saver>,
@@ -114,6 +119,17 @@ impl Output {
         {
             routed.extend(registry.route(source, msg, Instant::now()));
             acks.extend(durable);
+        }
+        if let Some(d) = self.detector.as_mut() {
+            let overrides: Vec<_> = (routed.iter())
+                .map(|r| match r {
+                    Routed::Event { event, .. } => registry
+                        .section(&event.device)
+                        .and_then(|s| s.detect.clone()),
+                    _ => None,
+                })
+                .collect();
+            d.apply(&mut routed, &overrides).await;
         }
         let counted = (routed.iter())
             .any(|r| matches!(r, Routed::Event { counts, .. } if !counts.is_empty()));
@@ -357,6 +373,22 @@ pub async fn run(
     // is forgotten `forget_after` after that, however often the bridge restarts).
     let rewrite = cfg.state_dir.is_some() && known.authoritative;
     let tap = cfg.tap.clone();
+    let device_detect: Vec<_> = cfg
+        .devices
+        .iter()
+        .filter_map(|d| d.detect.clone())
+        .collect();
+    let detector = match crate::detect::stage::Stage::new(
+        &cfg.detector,
+        &device_detect,
+        telemetry.clone(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "object detector not usable; events go on without detection");
+            None
+        }
+    };
     let mut registry = Registry::new(cfg, telemetry.clone(), now, SystemTime::now());
     registry.restore(&known, now);
     if rewrite {
@@ -365,6 +397,7 @@ pub async fn run(
     let mut out = Output {
         buffer,
         tap,
+        detector,
         telemetry,
         saver,
         held_logged: None,

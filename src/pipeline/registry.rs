@@ -68,6 +68,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The `[[devices]]` entry matching a device's identity facts, if any.
+    pub fn section(
+        &self,
+        info: &crate::event::DeviceInfo,
+    ) -> Option<&crate::config::DeviceSection> {
+        self.ids.section(info)
+    }
+
     /// A registry with nothing known; `now`/`wall` are the same moment on both clocks.
     pub fn new(cfg: PipelineConfig, telemetry: Telemetry, now: Instant, wall: SystemTime) -> Self {
         Registry {
@@ -422,6 +430,7 @@ mod tests {
             state_dir: None,
             fsync: false,
             tap: None,
+            detector: Default::default(),
         }
     }
 

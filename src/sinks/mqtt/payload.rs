@@ -131,6 +131,9 @@ struct EventJson<'a> {
     /// `ok` or `unavailable`, when an object detector was asked (`[detector]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     detection: Option<DetectionState>,
+    /// Why the detector did not answer (`detection: unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detection_error: Option<&'a str>,
     /// What the detector found: `label`, `confidence` (0 to 1), `box` in pixels.
     #[serde(skip_serializing_if = "Option::is_none")]
     objects: Option<&'a [DetectedObject]>,
@@ -218,6 +221,7 @@ pub fn event_json_with(device: &Device, ev: &Event, notes: &[String]) -> Vec<u8>
             captured: rfc3339(ev.time),
         }),
         detection: ev.detection.as_ref().map(|d| d.state),
+        detection_error: ev.detection.as_ref().and_then(|d| d.error.as_deref()),
         objects: ev.detection.as_ref().map(|d| d.objects.as_slice()),
     };
     // Serialising plain structs of strings and numbers cannot fail; NaN confidence becomes null.
