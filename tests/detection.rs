@@ -42,9 +42,11 @@ async fn objects_reach_the_event_and_pictures_without_a_wanted_one_are_suppresse
         Prediction::new("dog", 0.99, [200, 150, 260, 220]),
         Prediction::new("person", 0.30, [250, 10, 300, 60]),
     ]));
+    let archive = tempfile::tempdir().unwrap();
     let toml = format!(
-        "[detector]\nurl = \"{}\"\nlabels = [\"person\"]\nmin_confidence = 0.5\nunmatched = \"suppress\"\n",
-        det.url
+        "[detector]\nurl = \"{}\"\nlabels = [\"person\"]\nmin_confidence = 0.5\nunmatched = \"suppress\"\n[archive]\ndir = {:?}\n",
+        det.url,
+        archive.path()
     );
     let col = Collector::start(broker.port, "camera/#").await;
     let bridge = Bridge::start(&broker, &toml, "detect").await;
@@ -104,6 +106,20 @@ async fn objects_reach_the_event_and_pictures_without_a_wanted_one_are_suppresse
     assert_eq!(events.len(), 1, "the suppressed event was published");
     assert_eq!(events[0].json()["objects"][0]["confidence"], 0.8);
     bridge.stop().await;
+}
+
+/// Every `*_annotated.jpg` under `dir`.
+fn annotated_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(annotated_files(&p));
+        } else if p.to_string_lossy().ends_with("_annotated.jpg") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
