@@ -126,6 +126,7 @@ pub async fn start_with(
             homeassistant: &config.homeassistant,
             images: &config.images,
             off_delays: config.off_delays(),
+            object_off_delay: config.detector.off_delay,
             state_dir: config.spool.enabled.then(|| config.spool.dir.clone()),
             default_client_id: default_client_id(config.viewtron.listen.port()),
         },

@@ -291,6 +291,9 @@ light:
           target:
             entity_id: input_boolean.camqtt_bp_lamp
 notify:
+# sun.sun, which the person-at-night blueprint's condition reads (test_detection.py moves
+# the sun with homeassistant.set_location).
+sun:
 binary_sensor:
 sensor:
 image:

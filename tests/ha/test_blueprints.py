@@ -30,7 +30,8 @@ from viewtron import SUCCESS_REPLY, CameraLink, Device, intrusion_post, lpr_post
 
 BLUEPRINT_SRC = REPO / "blueprints" / "automation" / "camqtt"
 BLUEPRINTS = ("gate_open_for_known_plate.yaml", "notify_unknown_plate.yaml",
-              "lights_on_person_at_night.yaml", "counter_threshold.yaml")
+              "lights_on_person_at_night.yaml", "counter_threshold.yaml",
+              "person_at_night.yaml")
 
 GATE_CAM = Device(mac="58:5b:69:bb:00:01", name="BP Gate", serial="BPGATE01")
 NOTIFY_CAM = Device(mac="58:5b:69:bb:00:02", name="BP Driveway", serial="BPDRIVE02")

@@ -299,6 +299,7 @@ impl MqttSection {
             images: inputs.images.clone(),
             off_delay,
             default_off_delay: Duration::from_secs(30),
+            object_off_delay: inputs.object_off_delay,
             alarm_max_hold: Duration::from_secs(600),
             bridge_name: "camqtt".into(),
             state_dir: inputs.state_dir,
@@ -315,6 +316,8 @@ pub struct SinkInputs<'a> {
     pub images: &'a ImageConfig,
     /// `off_delay` per category name (`[categories.<name>]`), over [`default_off_delays`].
     pub off_delays: BTreeMap<String, Duration>,
+    /// `off_delay` of the object labels' "<Label> detected" sensors (`[detector] off_delay`).
+    pub object_off_delay: Duration,
     /// Directory of the device registry file (the spool directory when the spool is on);
     /// `None`: kept in memory only.
     pub state_dir: Option<PathBuf>,
@@ -453,6 +456,10 @@ pub struct MqttSinkConfig {
     pub off_delay: BTreeMap<String, Duration>,
     /// `off_delay` for categories not in [`MqttSinkConfig::off_delay`].
     pub default_off_delay: Duration,
+    /// Time after the last picture showing an object label until its "<Label> detected"
+    /// sensor turns `OFF` and its count goes back to 0 (`[detector] off_delay`; at least
+    /// 1 s is used).
+    pub object_off_delay: Duration,
     /// Safety cap for an alarm-status ON that never gets its OFF.
     pub alarm_max_hold: Duration,
     /// Name of the bridge (HA device name, `origin`).
@@ -476,6 +483,7 @@ impl MqttSinkConfig {
             images: ImageConfig::default(),
             off_delay: default_off_delays(),
             default_off_delay: Duration::from_secs(30),
+            object_off_delay: super::discovery::DEFAULT_OBJECT_OFF_DELAY,
             alarm_max_hold: Duration::from_secs(600),
             bridge_name: "camqtt".to_owned(),
             state_dir: None,

@@ -25,6 +25,10 @@ use crate::event::{Category, Device, HandleKind};
 
 pub use super::entities::{AlarmEntity, CategoryCaps, DeviceCaps};
 
+/// `off_delay` of the object labels' binary sensors unless configured (`[detector]
+/// off_delay`'s default).
+pub const DEFAULT_OBJECT_OFF_DELAY: Duration = Duration::from_secs(30);
+
 /// Builds discovery messages; holds what is the same for every device.
 #[derive(Debug, Clone)]
 pub struct Discovery {
@@ -208,8 +212,16 @@ impl Discovery {
             off_delays: OffDelays {
                 per_category: off_delay,
                 default: default_off_delay,
+                objects: DEFAULT_OBJECT_OFF_DELAY,
             },
         }
+    }
+
+    /// With `off_delay` for the object labels' "<Label> detected" sensors (default
+    /// [`DEFAULT_OBJECT_OFF_DELAY`]).
+    pub fn with_object_off_delay(mut self, off_delay: Duration) -> Discovery {
+        self.off_delays.objects = off_delay;
+        self
     }
 
     /// Identifier of the bridge's HA device (`camqtt_bridge_<client id slug>`).
@@ -726,5 +738,68 @@ mod tests {
         let v = parse(p);
         assert_eq!(v["availability"].as_array().unwrap().len(), 2);
         assert_eq!(v["availability_mode"], "all");
+    }
+
+    #[test]
+    fn object_label_entities() {
+        let dev = camera("gate", "58:5b:69:40:f4:0d");
+        let mut c = caps(&[Category::Snapshot]);
+        let snap = c.categories.get_mut("snapshot").unwrap();
+        snap.annotated = true;
+        snap.objects.insert("person".into(), "person".into());
+        snap.objects
+            .insert("traffic_light".into(), "traffic light".into());
+        // An `Other` category whose key is a label entity's: the category keeps it.
+        let odd = Category::Other("person_detected".into());
+        c.categories
+            .insert(odd.as_str().to_owned(), CategoryCaps::new(odd));
+        let d = disc(false).with_object_off_delay(Duration::from_secs(12));
+        let v = parse(&d.device_messages(&dev, &c)[0].1);
+        no_object_id(&v);
+        let comps = &v["components"];
+        let p = &comps["person_detected"];
+        assert_eq!(p["name"], "Person detected", "the category's, not replaced");
+        assert_eq!(p["state_topic"], "camera/gate/person_detected/state");
+        assert_eq!(
+            comps["person_count"]["state_topic"],
+            "camera/gate/objects/person/count"
+        );
+        assert_eq!(comps["person_count"]["icon"], "mdi:account-multiple");
+        let t = &comps["traffic_light_detected"];
+        assert_eq!(t["name"], "Traffic light detected");
+        assert_eq!(t["device_class"], "occupancy");
+        assert_eq!(t["off_delay"], 12);
+        assert_eq!(t["state_topic"], "camera/gate/objects/traffic_light/state");
+        assert_eq!(t["unique_id"], "camqtt_585b6940f40d_traffic_light_detected");
+        assert_eq!(
+            t["default_entity_id"],
+            "binary_sensor.gate_traffic_light_detected"
+        );
+        assert!(t.get("availability").is_none(), "the device's availability");
+        let n = &comps["traffic_light_count"];
+        assert_eq!(n["state_class"], "measurement");
+        assert_eq!(n["icon"], "mdi:counter");
+        assert!(n.get("device_class").is_none() && n.get("unit_of_measurement").is_none());
+        let a = &comps["snapshot_annotated"];
+        assert_eq!(a["platform"], "image");
+        assert_eq!(a["name"], "Snapshot annotated");
+        assert_eq!(a["image_topic"], "camera/gate/snapshot/annotated");
+        assert_eq!(a["content_type"], "image/jpeg");
+        assert_eq!(v["availability"].as_array().unwrap().len(), 2);
+
+        // Legacy: one config per entity, with availability.
+        let msgs = disc(true).device_messages(&dev, &c);
+        let (_, p) = msgs
+            .iter()
+            .find(|(t, _)| {
+                t == "homeassistant/binary_sensor/camqtt_585b6940f40d/traffic_light_detected/config"
+            })
+            .expect("legacy label sensor");
+        let v = parse(p);
+        assert_eq!(v["off_delay"], 30, "the default object off delay");
+        assert_eq!(v["availability_mode"], "all");
+        assert!(msgs.iter().any(|(t, _)| {
+            t == "homeassistant/image/camqtt_585b6940f40d/snapshot_annotated/config"
+        }));
     }
 }

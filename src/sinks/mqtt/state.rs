@@ -13,6 +13,14 @@
 //!   retained) and (re)starts an off timer of that category's `off_delay`; when it runs out,
 //!   `OFF` (retained). A rule's Stop publishes `OFF` at once. When the settle window (below)
 //!   delays the `ON`, the timers count from the moment it goes out.
+//! * Object labels (what an object detector found in a detection's picture,
+//!   `event.detection` with state `ok`): per device and label
+//!   ([`crate::event::caps::object_key`]; at most [`MAX_OBJECT_LABELS`] per device, those of
+//!   [`DeviceCaps::objects`]) the number of such objects in the picture on
+//!   `objects/<label>/count` (retained), then `ON` (not retained) on `objects/<label>/state`,
+//!   and an off timer of `object_off_delay`; when it runs out, count `0` and `OFF` (both
+//!   retained). The annotated picture goes to `<category>/annotated` as the overview goes to
+//!   `<category>/image`.
 //! * Alarm-status events (`attrs.alarm`): every element mirrors on `alarm/<name>[_<id>]`
 //!   (`ON` not retained, `OFF` retained). A status that names one category
 //!   ([`crate::event::AlarmState::covers`]): `active = true` turns that state `ON` and holds
@@ -37,7 +45,9 @@
 //!   queue behind it, so the device's order never changes. Other devices are not affected. While Home Assistant is known to be away (its status topic said `offline`)
 //!   a new entity's messages wait for its birth message plus the settle time, at most
 //!   [`HA_OFFLINE_WAIT`]. Announcing happens as early as the bridge knows of an entity: a
-//!   device's first post of any kind, a status post for its category.
+//!   device's first post of any kind, a status post for its category. A device's discovery
+//!   changes at most once per settle time ([`SinkState::sync`] says why); a later change
+//!   waits, and its new entities settle from when it goes out.
 //! * Devices: the pipeline's registry is the one record of them. At start the sink restores
 //!   what it knows ([`SinkState::restore`]: `offline` until they post, discovery on connect,
 //!   bridge-kept counters re-published); afterwards a [`Routed::Seen`] brings a device's
@@ -58,9 +68,10 @@ use super::discovery::{DeviceCaps, Discovery, device_identifier};
 use super::limits::PacketLimit;
 use super::payload::{event_json_with, image_json, rfc3339, unparsed_json};
 use super::topics::{Topics, alarm_key, counter_key};
+use crate::event::caps::{MAX_OBJECT_LABELS, object_key};
 use crate::event::{
-    AlarmState, Category, Device, Event, EventKind, Image, ImageRole, KnownDevices, Routed,
-    counted_classes,
+    AlarmState, Category, DetectionState, Device, Event, EventKind, Image, ImageRole, KnownDevices,
+    Routed, counted_classes,
 };
 
 /// Images (overview and crop per device and category) kept in memory to re-publish after a
@@ -162,6 +173,12 @@ impl Action {
     }
 }
 
+/// The image roles the sink publishes per device and category, and their topic leaves
+/// (`<base>/<device>/<category>/<leaf>`).
+const IMAGE_ROLES: [ImageRole; 3] = [ImageRole::Overview, ImageRole::Target, ImageRole::Annotated];
+/// See [`IMAGE_ROLES`].
+const IMAGE_LEAVES: [&str; 3] = ["image", "target", "annotated"];
+
 const ON: &[u8] = b"ON";
 const OFF: &[u8] = b"OFF";
 
@@ -194,12 +211,12 @@ struct ActiveAlarm {
 /// [`DeviceCaps::record`] and [`counted_classes`] follow the same rule for the entities
 /// (images and bridge counters come from detections only).
 ///
-/// | kind | images | plate, list, bridge counters | `targets` | `last` | event JSON | state |
-/// |---|---|---|---|---|---|---|
-/// | detection | yes | yes | – | yes | yes | ON, off timer; evidence for active statuses |
-/// | tracking | – | – | yes | yes (its own category) | yes (the rate-limited summary) | ON, off timer |
-/// | status | – | – | – | – | – | held ON / OFF by the device; `alarm/…` topic |
-/// | end | – | – | – | – | – | OFF (unless a status holds it) |
+/// | kind | images | plate, list, bridge counters | `targets` | `last` | objects | event JSON | state |
+/// |---|---|---|---|---|---|---|---|
+/// | detection | yes | yes | – | yes | yes | yes | ON, off timer; evidence for active statuses |
+/// | tracking | – | – | yes | yes (its own category) | – | yes (the rate-limited summary) | ON, off timer |
+/// | status | – | – | – | – | – | – | held ON / OFF by the device; `alarm/…` topic |
+/// | end | – | – | – | – | – | – | OFF (unless a status holds it) |
 ///
 /// Why: a status repeats (or ends, `alarmHoldTime` later) a detection the device already
 /// posted, so letting it set "Last plate read" makes reads look late and re-sends stale
@@ -218,6 +235,8 @@ struct Moves {
     detection_values: bool,
     /// The tracked-target count (`traject/targets`).
     tracking_values: bool,
+    /// What an object detector found in the picture (`objects/<label>/state` and `count`).
+    objects: bool,
     /// `<category>/last` (the HA "Last …" sensor).
     last: bool,
     /// The event JSON (`<category>/event`: the HA event entity and device trigger).
@@ -249,6 +268,7 @@ impl Moves {
                 images: true,
                 detection_values: true,
                 tracking_values: false,
+                objects: true,
                 last: true,
                 event: true,
                 state: StateRule::On { evidence: true },
@@ -257,6 +277,7 @@ impl Moves {
                 images: false,
                 detection_values: false,
                 tracking_values: true,
+                objects: false,
                 last: true,
                 event: true,
                 state: StateRule::On { evidence: false },
@@ -265,6 +286,7 @@ impl Moves {
                 images: false,
                 detection_values: false,
                 tracking_values: false,
+                objects: false,
                 last: false,
                 event: false,
                 state: StateRule::Alarm,
@@ -273,6 +295,7 @@ impl Moves {
                 images: false,
                 detection_values: false,
                 tracking_values: false,
+                objects: false,
                 last: false,
                 event: false,
                 state: StateRule::Off,
@@ -290,22 +313,25 @@ struct EventCtx<'a> {
     cat: &'a str,
     /// The category's `off_delay`.
     off_delay: Duration,
+    /// The object labels' `off_delay`.
+    object_off_delay: Duration,
     max_hold: Duration,
     now: Instant,
 }
 
 impl DevState {
-    /// The overview (`image`) and target crop (`target`) of the device and category, retained
-    /// with `retain_device`; their `image_json` form when configured (and when it fits).
+    /// The overview (`image`), target crop (`target`) and annotated overview (`annotated`) of
+    /// the device and category, retained with `retain_device`; their `image_json` form when
+    /// configured (and when it fits).
     fn publish_images(
         &mut self,
         ctx: &EventCtx<'_>,
         ev: &Event,
-        images: [Option<&Image>; 2],
+        images: [Option<&Image>; 3],
         out: &mut Vec<Action>,
     ) {
         let (id, now) = (self.device.id.clone(), ctx.now);
-        for (img, leaf) in images.into_iter().zip(["image", "target"]) {
+        for (img, leaf) in images.into_iter().zip(IMAGE_LEAVES) {
             let Some(img) = img else { continue };
             let t = ctx.topics.device_cat(&id, ctx.cat, leaf);
             if ctx.images.retain_device {
@@ -399,6 +425,74 @@ impl DevState {
         }
     }
 
+    /// What an object detector found in the event's picture (when it answered): per label the
+    /// device has an entity for ([`DeviceCaps::objects`]), the count of such objects
+    /// (retained) and `ON` (not retained), and the label's off timer restarted. Labels past
+    /// [`MAX_OBJECT_LABELS`] get nothing (logged once per device).
+    fn publish_objects(&mut self, ctx: &EventCtx<'_>, ev: &Event, out: &mut Vec<Action>) {
+        let Some(det) = (ev.detection.as_ref()).filter(|d| d.state == DetectionState::Ok) else {
+            return;
+        };
+        let mut found: BTreeMap<String, u64> = BTreeMap::new();
+        for o in &det.objects {
+            *found.entry(object_key(&o.label)).or_default() += 1;
+        }
+        if found.is_empty() {
+            return;
+        }
+        let known = self.caps.objects();
+        let now = ctx.now;
+        let left_out: Vec<String> = (found.keys())
+            .filter(|k| !known.contains_key(*k))
+            .cloned()
+            .collect();
+        found.retain(|k, _| known.contains_key(k));
+        // The counts first (retained, so a new sensor's count is not held back by the settle
+        // window): an automation fired by an ON reads them.
+        for (key, n) in &found {
+            let topic = ctx.topics.object(&self.device.id, key, "count");
+            self.put(topic, Bytes::from(n.to_string()), false, now, out);
+        }
+        for key in found.into_keys() {
+            let state_topic = ctx.topics.object(&self.device.id, &key, "state");
+            self.retained.remove(&state_topic);
+            self.emit(Action::transient(state_topic, ON), now, out);
+            let off_at = self.visible_from(now) + ctx.object_off_delay;
+            let bin = self.objects.entry(key).or_default();
+            bin.on = true;
+            bin.off_at = Some(off_at);
+        }
+        if !left_out.is_empty() && !self.objects_capped_warned {
+            self.objects_capped_warned = true;
+            let shown: Vec<&str> = left_out.iter().take(8).map(String::as_str).collect();
+            tracing::warn!(
+                device = %self.device.id,
+                max = MAX_OBJECT_LABELS,
+                left_out = %shown.join(","),
+                "object labels past the per-device maximum get no entities or topics; later ones are dropped silently"
+            );
+        }
+    }
+
+    /// The object labels whose off timer ran out: count `0`, then `OFF` (both retained).
+    fn expire_objects(&mut self, topics: &Topics, now: Instant, out: &mut Vec<Action>) {
+        let due: Vec<String> = (self.objects.iter())
+            .filter(|(_, b)| b.on && b.off_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(bin) = self.objects.get_mut(&key) {
+                bin.on = false;
+                bin.off_at = None;
+            }
+            let id = self.device.id.clone();
+            let zero = Bytes::from_static(b"0");
+            self.put(topics.object(&id, &key, "count"), zero, false, now, out);
+            let off = Bytes::from_static(OFF);
+            self.put(topics.object(&id, &key, "state"), off, false, now, out);
+        }
+    }
+
     /// The category's binary state (and, for a status, the raw alarm topic) by `rule`.
     fn apply_state(
         &mut self,
@@ -468,6 +562,10 @@ struct DevState {
     /// [`RETAINED_IMAGE_BYTES`]).
     image_put: BTreeMap<String, Instant>,
     binaries: BTreeMap<String, Binary>,
+    /// Binary state per object label ([`object_key`]): `on` and the off timer.
+    objects: BTreeMap<String, Binary>,
+    /// The object-label cap was logged for this device.
+    objects_capped_warned: bool,
     /// Active alarm-status elements by `alarm_key` (`perimeterAlarm_1`).
     alarms: BTreeMap<String, ActiveAlarm>,
     /// Bridge-kept counters (`enter_<class>`) as last published.
@@ -482,6 +580,11 @@ struct DevState {
     /// [`SinkState::sync`] builds and compares it again (most events change neither, and
     /// building a device's discovery costs more than the rest of an event).
     discovery_stale: bool,
+    /// When the device's discovery was last published.
+    discovery_at: Option<Instant>,
+    /// A changed discovery waiting for the previous one to be `settle` old (see
+    /// [`SinkState::sync`]); published by [`SinkState::on_tick`].
+    discovery_due: Option<Instant>,
 }
 
 impl DevState {
@@ -496,12 +599,16 @@ impl DevState {
             image_bytes: 0,
             image_put: BTreeMap::new(),
             binaries: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            objects_capped_warned: false,
             alarms: BTreeMap::new(),
             counts: BTreeMap::new(),
             settling: BTreeMap::new(),
             held: VecDeque::new(),
             components: BTreeMap::new(),
             discovery_stale: true,
+            discovery_at: None,
+            discovery_due: None,
         }
     }
 
@@ -737,6 +844,8 @@ pub struct SinkState {
     images: ImageConfig,
     off_delay: BTreeMap<String, Duration>,
     default_off_delay: Duration,
+    /// `off_delay` of the object labels (at least 1 s).
+    object_off_delay: Duration,
     alarm_max_hold: Duration,
     client_id: String,
     started: Instant,
@@ -778,6 +887,7 @@ impl SinkState {
                 cfg.off_delay.clone(),
                 cfg.default_off_delay,
             )
+            .with_object_off_delay(cfg.object_off_delay)
         });
         SinkState {
             topics,
@@ -785,6 +895,7 @@ impl SinkState {
             images: cfg.images.clone(),
             off_delay: cfg.off_delay.clone(),
             default_off_delay: cfg.default_off_delay,
+            object_off_delay: cfg.object_off_delay.max(Duration::from_secs(1)),
             alarm_max_hold: cfg.alarm_max_hold,
             client_id: cfg.client_id.clone(),
             started: now,
@@ -831,15 +942,16 @@ impl SinkState {
         self.global_retained.remove(topic);
     }
 
-    /// The event's overview and target, each only when it fits the broker's packet limit on
-    /// its longest topic (`<base>/<device>/<category>/image|target`; the category topic is
-    /// shorter). An image left out is counted in `images_oversize`, logged once per device,
-    /// category and role, and named in the returned notes for the event JSON's `warnings`.
+    /// The event's overview, target and annotated overview (in [`IMAGE_ROLES`] order), each
+    /// only when it fits the broker's packet limit on its longest topic
+    /// (`<base>/<device>/<category>/image|target|annotated`; the category topic is shorter).
+    /// An image left out is counted in `images_oversize`, logged once per device, category
+    /// and role, and named in the returned notes for the event JSON's `warnings`.
     fn publishable_images<'e>(
         &mut self,
         id: &str,
         ev: &'e Event,
-    ) -> (Option<&'e Image>, Option<&'e Image>, Vec<String>) {
+    ) -> ([Option<&'e Image>; 3], Vec<String>) {
         let cat = ev.category.as_str();
         let mut notes = Vec::new();
         let mut keep = |role: ImageRole, leaf: &str| {
@@ -878,9 +990,8 @@ impl SinkState {
             ));
             None
         };
-        let overview = keep(ImageRole::Overview, "image");
-        let target = keep(ImageRole::Target, "target");
-        (overview, target, notes)
+        let images = [0, 1, 2].map(|i| keep(IMAGE_ROLES[i], IMAGE_LEAVES[i]));
+        (images, notes)
     }
 
     /// The topic layout in use.
@@ -1037,10 +1148,35 @@ impl SinkState {
 
     /// Publish the device's discovery where it changed (nothing to do unless the device or
     /// its capabilities changed since the last time).
+    ///
+    /// A device's discovery is published at most once per `settle`: Home Assistant (2025.4)
+    /// handles the components of a device discovery message in order and, on the first one
+    /// still being set up from the previous message, queues that one's update and drops the
+    /// rest of the message (`mqtt/discovery.py`, a `return` in the component loop). Two
+    /// messages a few milliseconds apart, the registry's capabilities and then the labels an
+    /// object detector added to the same post, lost the second one's new entities. So a
+    /// change within `settle` of the last publish waits until then ([`SinkState::on_tick`]
+    /// publishes it); its new entities' topics start settling at once, counted from that
+    /// later publish, so their first messages are held until Home Assistant listens.
     fn sync(&mut self, id: &str, now: Instant, out: &mut Vec<Action>) {
+        let settle = self.settle;
         if let Some(dev) = self.devices.get_mut(id).filter(|d| d.discovery_stale) {
-            let ready = ready_after(self.ha, self.settle, now);
-            sync_discovery(self.discovery.as_ref(), dev, now, out, false, ready);
+            let publish_at = dev.discovery_at.map_or(now, |t| (t + settle).max(now));
+            let ready = ready_after(self.ha, settle, publish_at);
+            let publish = publish_at <= now;
+            sync_discovery(
+                self.discovery.as_ref(),
+                dev,
+                now,
+                out,
+                false,
+                ready,
+                publish,
+            );
+            if !publish {
+                tracing::debug!(device = %id, wait_ms = (publish_at - now).as_millis() as u64, "discovery change waits for Home Assistant to finish the previous one");
+                dev.discovery_due = Some(publish_at);
+            }
         }
     }
 
@@ -1056,11 +1192,12 @@ impl SinkState {
         out: &mut Vec<Action>,
     ) {
         let moves = Moves::of(ev.kind());
-        let (overview, target, notes) = if moves.images {
+        let (images, notes) = if moves.images {
             self.publishable_images(id, ev)
         } else {
-            (None, None, Vec::new())
+            ([None; 3], Vec::new())
         };
+        let overview = images[0];
         // A status: the categories it may stand for, with their off delays.
         let covers: Vec<(String, Duration)> = (ev.attrs.alarm.as_ref())
             .map(|a| status_covers(a, &ev.category))
@@ -1077,14 +1214,18 @@ impl SinkState {
             limit: &self.packet_limit,
             cat: ev.category.as_str(),
             off_delay: self.off_delay(ev.category.as_str()),
+            object_off_delay: self.object_off_delay,
             max_hold: self.alarm_max_hold,
             now,
         };
         let Some(dev) = self.devices.get_mut(id) else {
             return;
         };
-        dev.publish_images(&ctx, ev, [overview, target], out);
+        dev.publish_images(&ctx, ev, images, out);
         dev.publish_values(&ctx, ev, &moves, counts, out);
+        if moves.objects {
+            dev.publish_objects(&ctx, ev, out);
+        }
         if let Some(img) = overview {
             let t = ctx.topics.category_image(ctx.cat);
             if ctx.images.retain_category {
@@ -1107,9 +1248,15 @@ impl SinkState {
         let topics = self.topics.clone();
         let off_delays = self.off_delay.clone();
         let default_off_delay = self.default_off_delay;
+        let (disc, ha, settle) = (self.discovery.as_ref(), self.ha, self.settle);
         for (id, dev) in &mut self.devices {
+            if dev.discovery_due.is_some_and(|t| t <= now) {
+                let ready = ready_after(ha, settle, now);
+                sync_discovery(disc, dev, now, &mut out, false, ready, true);
+            }
             dev.release_settled(now, &mut out);
             dev.expire_alarms(&topics, now, &mut out);
+            dev.expire_objects(&topics, now, &mut out);
             let cats: Vec<String> = dev.binaries.keys().cloned().collect();
             for cat in cats {
                 let Some(mut bin) = dev.binaries.remove(&cat) else {
@@ -1171,6 +1318,16 @@ impl SinkState {
                 dev.retained.insert(t, (Bytes::from(n.to_string()), false));
                 dev.counts.insert(class.clone(), *n);
             }
+            // Nothing is detected after a restart: a count retained while a label was on
+            // (the bridge stopped before its OFF) must not stay.
+            for key in r.caps.objects().into_keys() {
+                let zero = (Bytes::from_static(b"0"), false);
+                dev.retained
+                    .insert(self.topics.object(&id, &key, "count"), zero);
+                let off = (Bytes::from_static(OFF), false);
+                dev.retained
+                    .insert(self.topics.object(&id, &key, "state"), off);
+            }
             self.devices.insert(id, dev);
         }
     }
@@ -1228,6 +1385,7 @@ impl SinkState {
             }
         };
         for dev in self.devices.values() {
+            consider(dev.discovery_due);
             if !dev.held.is_empty() {
                 consider(dev.settling.values().min().copied());
             }
@@ -1236,6 +1394,9 @@ impl SinkState {
                     consider(bin.off_at);
                 }
                 consider(bin.refresh_at);
+            }
+            for bin in dev.objects.values().filter(|b| b.on) {
+                consider(bin.off_at);
             }
             for alarm in dev.alarms.values() {
                 consider(Some(alarm.until));
@@ -1298,6 +1459,7 @@ impl SinkState {
                 &mut out,
                 true,
                 ready_after(self.ha, self.settle, now),
+                true,
             );
             if let Some(online) = dev.online {
                 let p = Bytes::from_static(if online { b"online" } else { b"offline" });
@@ -1326,6 +1488,17 @@ impl SinkState {
             for cat in on {
                 dev.emit(
                     Action::transient(topics.device_cat(id, &cat, "state"), ON),
+                    now,
+                    &mut out,
+                );
+            }
+            let objects: Vec<String> = (dev.objects.iter())
+                .filter(|(_, b)| b.on)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in objects {
+                dev.emit(
+                    Action::transient(topics.object(id, &key, "state"), ON),
                     now,
                     &mut out,
                 );
@@ -1404,7 +1577,8 @@ fn ready_after(ha: HaPresence, settle: Duration, now: Instant) -> Instant {
 /// Publish the device's discovery when it differs from what was last published (or always
 /// with `force`). The listening topics of components that are new or changed since the last
 /// announcement settle until `ready` (an unchanged component needs no wait: Home Assistant
-/// already listens to it, also after a forced re-publish).
+/// already listens to it, also after a forced re-publish). Without `publish` only that is
+/// done, and the messages wait for a later call ([`SinkState::sync`]).
 fn sync_discovery(
     disc: Option<&Discovery>,
     dev: &mut DevState,
@@ -1412,6 +1586,7 @@ fn sync_discovery(
     out: &mut Vec<Action>,
     force: bool,
     ready: Instant,
+    publish: bool,
 ) {
     let Some(disc) = disc else { return };
     let comps = disc.device_components(&dev.device, &dev.caps);
@@ -1427,16 +1602,21 @@ fn sync_discovery(
         components.insert(c.key().to_owned(), config);
     }
     dev.components = components;
+    dev.settling.retain(|_, t| *t > now);
+    dev.discovery_stale = false;
+    if !publish {
+        return;
+    }
     let msgs = disc.device_messages_of(&dev.device, comps);
     for (t, p) in &msgs {
         let same = !force && dev.discovery.iter().any(|(ot, op)| ot == t && op == p);
         if !same {
             out.push(Action::retained(t.clone(), p.clone()));
+            dev.discovery_at = Some(now);
         }
     }
-    dev.settling.retain(|_, t| *t > now);
     dev.discovery = msgs;
-    dev.discovery_stale = false;
+    dev.discovery_due = None;
 }
 
 #[cfg(test)]

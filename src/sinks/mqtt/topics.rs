@@ -129,6 +129,19 @@ impl Topics {
         })
     }
 
+    /// `<base>/<device>/objects/<key>/<leaf>`: the state (`ON` / `OFF`) or count of one object
+    /// label an object detector found in the device's pictures; `key` is the label's
+    /// [`crate::event::caps::object_key`].
+    pub fn object(&self, device: &str, key: &str, leaf: &str) -> String {
+        format!(
+            "{}/{}/objects/{}/{}",
+            self.base,
+            sanitize_segment(device),
+            sanitize_segment(key),
+            sanitize_segment(leaf)
+        )
+    }
+
     /// `<base>/<device>/alarm/<name>[_<id>]`.
     pub fn alarm(&self, device: &str, name: &str, id: Option<&str>) -> String {
         self.device_cat(device, "alarm", &alarm_key(name, id))
@@ -194,6 +207,10 @@ mod tests {
             "camera/cam1/alarm/motionAlarm"
         );
         assert_eq!(t.alarm("cam1", "x/y", Some("")), "camera/cam1/alarm/x_y");
+        assert_eq!(
+            t.object("cam1", "person", "count"),
+            "camera/cam1/objects/person/count"
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn custom(legacy: bool) -> Discovery {
         off,
         Duration::from_secs(12),
     )
+    .with_object_off_delay(Duration::from_secs(45))
 }
 
 fn cat_caps(category: Category, overview: bool, target: bool) -> CategoryCaps {
@@ -116,11 +117,17 @@ fn every_category() -> DeviceCaps {
     caps
 }
 
-/// A smaller set for the legacy and custom setups.
+/// A smaller set for the legacy and custom setups, with an annotated picture and two object
+/// labels.
 fn some_categories() -> DeviceCaps {
     let mut caps = DeviceCaps::default();
     add(&mut caps, cat_caps(Category::Lpr, true, true));
-    add(&mut caps, cat_caps(Category::Motion, true, false));
+    let mut motion = cat_caps(Category::Motion, true, false);
+    motion.annotated = true;
+    for (key, label) in [("person", "person"), ("traffic_light", "Traffic Light")] {
+        motion.objects.insert(key.into(), label.into());
+    }
+    add(&mut caps, motion);
     add(&mut caps, cat_caps(Category::Traject, false, false));
     add(
         &mut caps,

@@ -1,7 +1,7 @@
 //! What the bridge knows about categories, in one table ([`CATEGORIES`]): the names of a
 //! category's entities, its binary sensor's device class, its event type and the sensors it
-//! adds; plus the names of counter and alarm entities and the bridge device's sensors
-//! ([`BRIDGE_SENSORS`]). Code elsewhere never matches on a category: a category missing here
+//! adds; plus the names and icons of counter, alarm and object-label entities and the bridge
+//! device's sensors ([`BRIDGE_SENSORS`]). Code elsewhere never matches on a category: a category missing here
 //! (an [`Category::Other`]) gets generic names, no device class and the event type `detected`.
 
 use super::binary_sensor::BinaryClass as B;
@@ -38,6 +38,7 @@ struct OwnNames {
     event: &'static str,
     image: &'static str,
     target: &'static str,
+    annotated: &'static str,
     last: &'static str,
 }
 
@@ -81,6 +82,7 @@ const LPR_NAMES: Naming = Naming::Own(OwnNames {
     event: "Plate read",
     image: "Plate overview",
     target: "Plate image",
+    annotated: "Plate annotated",
     last: "Last plate read",
 });
 
@@ -89,6 +91,7 @@ const FACE_NAMES: Naming = Naming::Own(OwnNames {
     event: "Face detected",
     image: "Face snapshot",
     target: "Face image",
+    annotated: "Face annotated",
     last: "Last face",
 });
 
@@ -97,6 +100,7 @@ const SNAPSHOT_NAMES: Naming = Naming::Own(OwnNames {
     event: "Snapshot event",
     image: "Snapshot",
     target: "Snapshot target",
+    annotated: "Snapshot annotated",
     last: "Last snapshot",
 });
 
@@ -168,18 +172,22 @@ pub struct Names {
     pub image: String,
     /// Target crop image (`Plate image`).
     pub target: String,
+    /// The overview with an object detector's boxes drawn (`Plate annotated`).
+    pub annotated: String,
     /// Last-event timestamp sensor (`Last plate read`).
     pub last: String,
 }
 
 impl Names {
-    /// `<label>`, `<label> event`, `<label> snapshot`, `<label> target`, `Last <label>`.
+    /// `<label>`, `<label> event`, `<label> snapshot`, `<label> target`, `<label> annotated`,
+    /// `Last <label>`.
     pub fn generic(label: &str) -> Names {
         Names {
             binary: label.to_owned(),
             event: format!("{label} event"),
             image: format!("{label} snapshot"),
             target: format!("{label} target"),
+            annotated: format!("{label} annotated"),
             last: format!("Last {}", label.to_lowercase()),
         }
     }
@@ -194,6 +202,7 @@ pub fn names(category: &Category) -> Names {
             event: n.event.into(),
             image: n.image.into(),
             target: n.target.into(),
+            annotated: n.annotated.into(),
             last: n.last.into(),
         },
         Some(Naming::Generic(label)) => Names::generic(label),
@@ -247,6 +256,42 @@ pub fn counter_state_class(dir: &str) -> StateClass {
     } else {
         StateClass::TotalIncreasing
     }
+}
+
+/// Icons of the count sensors of common object labels (COCO names); others get
+/// [`COUNTER_ICON`].
+const OBJECT_ICONS: &[(&str, &str)] = &[
+    ("person", "mdi:account-multiple"),
+    ("car", "mdi:car"),
+    ("truck", "mdi:truck"),
+    ("bus", "mdi:bus"),
+    ("motorcycle", "mdi:motorbike"),
+    ("bicycle", "mdi:bicycle"),
+    ("dog", "mdi:dog"),
+    ("cat", "mdi:cat"),
+    ("bird", "mdi:bird"),
+    ("horse", "mdi:horse"),
+];
+
+/// Icon of the count sensor of the object label with key `key`
+/// ([`crate::event::caps::object_key`]).
+pub fn object_icon(key: &str) -> &'static str {
+    OBJECT_ICONS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(COUNTER_ICON, |(_, icon)| icon)
+}
+
+/// Names of an object label's entities: its binary sensor (`Person detected`) and count
+/// sensor (`Person count`); `label` is the readable label
+/// ([`crate::event::caps::object_label`]), its first letter upper-cased.
+pub fn object_names(label: &str) -> (String, String) {
+    let mut chars = label.chars();
+    let name: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => "Object".into(),
+    };
+    (format!("{name} detected"), format!("{name} count"))
 }
 
 /// A diagnostic sensor of the bridge device, read from the `<base>/bridge/info` JSON.
@@ -388,6 +433,23 @@ mod tests {
         assert!(extra_sensors(&Category::Face).is_empty());
         assert_eq!(counter_name("enter", "non_motor"), "Enter non motor");
         assert_eq!(counter_state_class("exist"), StateClass::Measurement);
+        assert_eq!(names(&Category::Snapshot).annotated, "Snapshot annotated");
+        assert_eq!(names(&Category::Intrusion).annotated, "Intrusion annotated");
+        assert_eq!(names(&Category::Lpr).annotated, "Plate annotated");
+    }
+
+    #[test]
+    fn object_entity_names_and_icons() {
+        assert_eq!(
+            object_names("person"),
+            ("Person detected".to_owned(), "Person count".to_owned())
+        );
+        assert_eq!(object_names("traffic light").0, "Traffic light detected");
+        assert_eq!(object_names("ärger").1, "Ärger count");
+        assert_eq!(object_names("").0, "Object detected");
+        assert_eq!(object_icon("person"), "mdi:account-multiple");
+        assert_eq!(object_icon("car"), "mdi:car");
+        assert_eq!(object_icon("toaster"), COUNTER_ICON);
     }
 
     #[test]

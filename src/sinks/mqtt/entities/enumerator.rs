@@ -7,26 +7,28 @@
 //! and counters) in [`DeviceCaps`], and this module turns every recorded category into the
 //! same set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::catalog::{self, BRIDGE_SENSORS, COUNTER_ICON};
 use super::{
-    Availability, BinarySensor, Button, DeviceTrigger, Entity, EventEntity, Image, Owner, Sensor,
-    SensorClass,
+    Availability, BinaryClass, BinarySensor, Button, DeviceTrigger, Entity, EventEntity, Image,
+    Owner, Sensor, SensorClass, StateClass,
 };
 use crate::sinks::mqtt::topics::{Topics, alarm_key, counter_key, slug};
 
 pub use crate::event::{AlarmEntity, CategoryCaps, DeviceCaps};
 
 /// `off_delay` of each category's binary sensor (configured per category name, else the
-/// default).
+/// default) and of the object labels' binary sensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffDelays {
     /// Per category name.
     pub per_category: BTreeMap<String, Duration>,
     /// For the others.
     pub default: Duration,
+    /// For every "<Label> detected" sensor (`[detector] off_delay`).
+    pub objects: Duration,
 }
 
 impl OffDelays {
@@ -35,12 +37,18 @@ impl OffDelays {
         let d = self.per_category.get(category).unwrap_or(&self.default);
         d.as_secs().max(1)
     }
+
+    /// Whole seconds for the object labels' binary sensors, at least 1.
+    pub fn object_seconds(&self) -> u64 {
+        self.objects.as_secs().max(1)
+    }
 }
 
 /// All entities of device `device_id` with capabilities `caps`, in this order: its
 /// connectivity; per category (by name) a binary sensor, an event entity, an image per role
 /// seen, a last-event timestamp, the category's extra sensors, a sensor per counter, a device
-/// trigger; per alarm entity a binary sensor.
+/// trigger; per alarm entity a binary sensor; per object label ([`DeviceCaps::objects`]) a
+/// binary sensor and a count sensor.
 pub fn device_entities(
     owner: &Owner,
     topics: &Topics,
@@ -70,7 +78,42 @@ pub fn device_entities(
             state_topic,
         )));
     }
+    let taken: BTreeSet<String> = out.iter().map(|e| e.key().to_owned()).collect();
+    for (key, label) in caps.objects() {
+        let entities = object_entities(owner, topics, device_id, &key, &label, off_delays);
+        out.extend(entities.into_iter().filter(|e| !taken.contains(e.key())));
+    }
     out
+}
+
+/// The entities of one object label (key [`crate::event::caps::object_key`], readable
+/// `label`): "<Label> detected", a binary sensor of device class `occupancy` on
+/// `<base>/<device>/objects/<key>/state` with the objects' `off_delay` (as Frigate's object
+/// sensors), and "<Label> count", a `measurement` sensor on `…/objects/<key>/count`. Their
+/// component keys are `<key>_detected` and `<key>_count` ([`device_entities`] leaves out one
+/// that another entity of the device already has, a category named `person_detected`, rather
+/// than replace it).
+fn object_entities(
+    owner: &Owner,
+    topics: &Topics,
+    device_id: &str,
+    key: &str,
+    label: &str,
+    off_delays: &OffDelays,
+) -> [Entity; 2] {
+    let (detected_name, count_name) = catalog::object_names(label);
+    let mut binary = BinarySensor::on_off(
+        owner.common::<BinarySensor>(&format!("{key}_detected"), &detected_name),
+        topics.object(device_id, key, "state"),
+    );
+    binary.device_class = Some(BinaryClass::Occupancy);
+    binary.off_delay = Some(off_delays.object_seconds());
+    let common = owner
+        .common::<Sensor>(&format!("{key}_count"), &count_name)
+        .with_icon(catalog::object_icon(key));
+    let count = Sensor::new(common, topics.object(device_id, key, "count"))
+        .state_class(Some(StateClass::Measurement));
+    [Entity::BinarySensor(binary), Entity::Sensor(count)]
 }
 
 /// The entities of category `name` (see [`device_entities`]); `topic(leaf)` is the
@@ -106,6 +149,7 @@ fn category_entities(
     for (seen, role, image_name) in [
         (cc.overview, "image", &names.image),
         (cc.target, "target", &names.target),
+        (cc.annotated, "annotated", &names.annotated),
     ] {
         if seen {
             let common = owner.common::<Image>(&format!("{key}_{role}"), image_name);

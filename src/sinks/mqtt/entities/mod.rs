@@ -11,7 +11,7 @@
 //! - [`binary_sensor`], [`button`], [`event`], [`image`], [`sensor`], [`device_trigger`]: one platform
 //!   each (the MQTT platform pages of the Home Assistant docs, linked on each type).
 //! - [`catalog`]: the one table of category knowledge (entity names, device classes, event
-//!   types, extra sensors), plus the names of counters and alarm entities.
+//!   types, extra sensors), plus the names of counters, alarm and object-label entities.
 //! - [`enumerator`]: what a device has shown ([`DeviceCaps`]) → its entities; the bridge's own
 //!   entities.
 //!

@@ -524,6 +524,7 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
         &ev_msg(event(Category::Intrusion, Phase::Pulse)),
         t1 + s(1.0),
     );
+    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_none());
     assert!(find(&acts, &t("intrusion/state")).is_none());
     assert!(find(&acts, &t("intrusion/event")).is_none());
     let acts = st.on_routed(
@@ -539,7 +540,15 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
         "{:?}",
         topics(&acts)
     );
-    let rel = st.on_tick(t1 + s(1.0) + DISCOVERY_SETTLE);
+    // The crop's discovery went out at t1: the intrusion's waits until it is `settle` old
+    // (Home Assistant may still be setting up the previous one), and the new entities'
+    // messages settle from then.
+    let disc = "homeassistant/device/camqtt_585b6940f40d/config";
+    assert_eq!(st.next_deadline(), Some(t1 + DISCOVERY_SETTLE));
+    let rel = st.on_tick(t1 + DISCOVERY_SETTLE);
+    assert_eq!(topics(&rel), [disc]);
+    assert!(payload_of(&rel, disc).unwrap().contains("intrusion_event"));
+    let rel = st.on_tick(t1 + DISCOVERY_SETTLE * 2);
     assert!(pos(&rel, &t("intrusion/event")) < pos(&rel, &t("lpr/event")));
     assert!(pos(&rel, &t("lpr/image")) < pos(&rel, &t("lpr/event")));
     // A forced re-publish (reconnect) announces nothing new: nothing is held.
@@ -1750,4 +1759,384 @@ fn images_kept_for_republishing_are_bounded_newest_first() {
         "{images} images re-sent"
     );
     assert!(images >= 16, "{images} images re-sent");
+}
+
+// ---- Object detection: annotated pictures, "<Label> detected" and "<Label> count" --------
+
+/// A snapshot with its overview, an annotated copy and what a detector found: `labels`.
+fn detected(labels: &[&str]) -> Event {
+    use crate::event::{DetectedObject, Detection, PixelBox};
+    let mut e = event(Category::Snapshot, Phase::Pulse);
+    e.images = vec![
+        jpeg(ImageRole::Overview, 400),
+        jpeg(ImageRole::Annotated, 410),
+    ];
+    let bbox = PixelBox {
+        x_min: 1,
+        y_min: 2,
+        x_max: 30,
+        y_max: 40,
+    };
+    e.detection = Some(Detection {
+        state: DetectionState::Ok,
+        detector: "deepstack".into(),
+        objects: (labels.iter())
+            .map(|l| DetectedObject {
+                label: (*l).to_owned(),
+                confidence: 0.9,
+                bbox,
+            })
+            .collect(),
+        error: None,
+    });
+    e
+}
+
+fn obj(key: &str, leaf: &str) -> String {
+    t(&format!("objects/{key}/{leaf}"))
+}
+
+fn objects_cfg() -> MqttSinkConfig {
+    let mut c = cfg();
+    c.object_off_delay = s(5.0);
+    c
+}
+
+fn components(acts: &[Action]) -> serde_json::Map<String, Value> {
+    let disc = payload_of(acts, "homeassistant/device/camqtt_585b6940f40d/config")
+        .expect("device discovery");
+    let v: Value = serde_json::from_str(&disc).unwrap();
+    v["components"].as_object().unwrap().clone()
+}
+
+#[test]
+fn labels_turn_on_with_their_count_and_off_after_the_object_off_delay() {
+    let c = objects_cfg();
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(&ev_msg(detected(&["person", "car", "person"])), t0);
+    let comps = components(&acts);
+    let person = &comps["person_detected"];
+    assert_eq!(person["platform"], "binary_sensor");
+    assert_eq!(person["name"], "Person detected");
+    assert_eq!(person["device_class"], "occupancy");
+    assert_eq!(person["off_delay"], 5);
+    assert_eq!(person["state_topic"], obj("person", "state"));
+    assert_eq!(person["unique_id"], "camqtt_585b6940f40d_person_detected");
+    assert_eq!(
+        person["default_entity_id"],
+        format!("binary_sensor.{DEV}_person_detected")
+    );
+    let count = &comps["person_count"];
+    assert_eq!(count["platform"], "sensor");
+    assert_eq!(count["name"], "Person count");
+    assert_eq!(count["state_class"], "measurement");
+    assert_eq!(count["state_topic"], obj("person", "count"));
+    assert_eq!(
+        count["default_entity_id"],
+        format!("sensor.{DEV}_person_count")
+    );
+    assert_eq!(comps["car_count"]["icon"], "mdi:car");
+    let annotated = &comps["snapshot_annotated"];
+    assert_eq!(annotated["platform"], "image");
+    assert_eq!(annotated["name"], "Snapshot annotated");
+    assert_eq!(annotated["image_topic"], t("snapshot/annotated"));
+
+    // Counts (retained) at once; the new sensors' ON waits for Home Assistant to subscribe.
+    let got = view(&acts);
+    assert!(
+        got.contains(&(obj("person", "count"), "2".into(), true)),
+        "{:?}",
+        topics(&acts)
+    );
+    assert!(got.contains(&(obj("car", "count"), "1".into(), true)));
+    assert!(find(&acts, &obj("person", "state")).is_none());
+    let img = find(&acts, &t("snapshot/annotated")).expect("annotated image");
+    assert!(img.is_retained());
+    assert!(pos(&acts, &t("snapshot/annotated")) < pos(&acts, &obj("person", "count")));
+
+    let rel = st.on_tick(t0 + DISCOVERY_SETTLE);
+    let got = view(&rel);
+    assert!(
+        got.contains(&(obj("person", "state"), "ON".into(), false)),
+        "{:?}",
+        topics(&acts)
+    );
+    assert!(got.contains(&(obj("car", "state"), "ON".into(), false)));
+    assert!(pos(&rel, &obj("person", "state")) < pos(&rel, &t("snapshot/event")));
+    // The timers count from when HA saw the ON: t0 + 1.5 s + 5 s.
+    assert_eq!(st.next_deadline(), Some(t0 + s(6.5)));
+
+    // Only a person in the next picture: its count and timer move, the car's do not.
+    let acts = st.on_routed(&ev_msg(detected(&["person"])), t0 + s(3.0));
+    let got = view(&acts);
+    assert!(
+        got.contains(&(obj("person", "count"), "1".into(), true)),
+        "{:?}",
+        topics(&acts)
+    );
+    assert!(got.contains(&(obj("person", "state"), "ON".into(), false)));
+    assert!(find(&acts, &obj("car", "count")).is_none());
+    assert!(
+        !topics(&acts)
+            .iter()
+            .any(|t| t.starts_with("homeassistant/"))
+    );
+
+    assert!(
+        !topics(&st.on_tick(t0 + s(6.4)))
+            .iter()
+            .any(|t| t.contains("/objects/"))
+    );
+    let off = st.on_tick(t0 + s(6.5));
+    assert_eq!(
+        view(&off)
+            .into_iter()
+            .filter(|(t, _, _)| t.contains("/objects/"))
+            .collect::<Vec<_>>(),
+        [
+            (obj("car", "count"), "0".into(), true),
+            (obj("car", "state"), "OFF".into(), true),
+        ]
+    );
+    assert_eq!(st.next_deadline(), Some(t0 + s(8.0)));
+    let off = st.on_tick(t0 + s(8.0));
+    assert_eq!(
+        payload_of(&off, &obj("person", "count")).as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        payload_of(&off, &obj("person", "state")).as_deref(),
+        Some("OFF")
+    );
+    assert!(
+        st.on_tick(t0 + s(20.0))
+            .iter()
+            .all(|a| !a.topic().contains("/objects/"))
+    );
+}
+
+#[test]
+fn only_a_detection_with_an_answer_moves_objects() {
+    let c = objects_cfg();
+    let (mut st, t0) = state_with(&c);
+    // The detector did not answer: no labels, no entities (the annotated image may exist).
+    let mut down = detected(&["person"]);
+    if let Some(d) = down.detection.as_mut() {
+        d.state = DetectionState::Unavailable;
+    }
+    let acts = st.on_routed(&ev_msg(down), t0);
+    assert!(!topics(&acts).iter().any(|t| t.contains("/objects/")));
+    assert!(!components(&acts).contains_key("person_detected"));
+
+    // An end or a status carrying objects moves nothing of them.
+    let end = Event {
+        phase: Phase::Stop,
+        ..detected(&["dog"])
+    };
+    let acts = st.on_routed(&ev_msg(end), t0 + s(1.0));
+    assert!(!topics(&acts).iter().any(|t| t.contains("/objects/")));
+    let mut status = detected(&["dog"]);
+    status.attrs.alarm = Some(AlarmState {
+        name: "motionAlarm".into(),
+        id: None,
+        active: true,
+        covers: vec![Category::Snapshot],
+    });
+    let acts = st.on_routed(&ev_msg(status), t0 + s(2.0));
+    assert!(!topics(&acts).iter().any(|t| t.contains("/objects/")));
+    assert!(!topics(&acts).iter().any(|t| t.ends_with("/annotated")));
+}
+
+#[test]
+fn hostile_labels_are_capped_slugged_and_stay_single_level() {
+    let c = objects_cfg();
+    let (mut st, t0) = state_with(&c);
+    let mut labels: Vec<String> = (0..40).map(|i| format!("thing {i:02}")).collect();
+    labels.splice(
+        0..0,
+        [
+            "../#/+".to_owned(),
+            "Traffic Light".to_owned(),
+            "人".to_owned(),
+            "a/b\u{0}c".to_owned(),
+            "x".repeat(5000),
+        ],
+    );
+    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let acts = st.on_routed(&ev_msg(detected(&refs)), t0);
+    let comps = components(&acts);
+    let detected_keys: Vec<&String> = comps.keys().filter(|k| k.ends_with("_detected")).collect();
+    assert_eq!(detected_keys.len(), MAX_OBJECT_LABELS, "{detected_keys:?}");
+    assert_eq!(
+        comps.keys().filter(|k| k.ends_with("_count")).count(),
+        MAX_OBJECT_LABELS
+    );
+    for (key, comp) in &comps {
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{key}"
+        );
+        let uid = comp["unique_id"].as_str().unwrap_or("camqtt_");
+        assert!(uid.len() < 80, "{uid}");
+    }
+    assert_eq!(
+        comps["traffic_light_detected"]["name"],
+        "Traffic Light detected"
+    );
+    assert_eq!(comps["a_b_c_count"]["name"], "A/b c count");
+    let key = object_key("人");
+    assert!(key.starts_with("label_"), "{key}");
+    assert!(comps.contains_key(&format!("{key}_detected")));
+    assert!(
+        comps.contains_key("x_detected")
+            || comps.contains_key(&format!("{}_detected", "x".repeat(32)))
+    );
+    // Topics only for the labels that have entities, each a single level.
+    let object_topics: Vec<String> = topics(&acts)
+        .into_iter()
+        .filter(|t| t.contains("/objects/"))
+        .collect();
+    assert_eq!(object_topics.len(), MAX_OBJECT_LABELS, "{object_topics:?}");
+    for tp in &object_topics {
+        assert_eq!(tp.split('/').count(), 5, "{tp}");
+        assert!(!tp.contains(['+', '#', '\0']), "{tp}");
+    }
+    // Further new labels get nothing, neither entities nor topics.
+    let acts = st.on_routed(&ev_msg(detected(&["zebra"])), t0 + s(1.0));
+    assert!(!topics(&acts).iter().any(|t| t.contains("/objects/")));
+    assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_none());
+}
+
+#[test]
+fn annotated_image_follows_the_image_options_and_the_packet_limit() {
+    let mut c = objects_cfg();
+    c.images.retain_device = false;
+    c.images.json_base64 = true;
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(&ev_msg(detected(&[])), t0);
+    // Not retained: it waits for Home Assistant to subscribe to the new image entity.
+    assert!(find(&acts, &t("snapshot/annotated")).is_none());
+    let mut acts = st.on_tick(t0 + DISCOVERY_SETTLE);
+    let img = find(&acts, &t("snapshot/annotated")).expect("annotated image");
+    assert!(!img.is_retained());
+    acts.extend(st.on_routed(&ev_msg(detected(&[])), t0 + s(2.0)));
+    let roles: Vec<String> = acts
+        .iter()
+        .filter(|a| a.topic() == t("snapshot/image_json"))
+        .filter_map(|Action::Publish { payload, .. }| serde_json::from_slice::<Value>(payload).ok())
+        .map(|v| v["role"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(roles, ["overview", "annotated", "overview", "annotated"]);
+
+    // Larger than the broker takes: left out, named in the event's warnings.
+    let mut c = objects_cfg();
+    c.max_packet_size = Some(2048);
+    let (mut st, t0) = state_with(&c);
+    let mut e = detected(&["person"]);
+    e.images[1] = jpeg(ImageRole::Annotated, 4096);
+    let mut acts = st.on_routed(&ev_msg(e), t0);
+    acts.extend(st.on_tick(t0 + DISCOVERY_SETTLE));
+    assert!(find(&acts, &t("snapshot/annotated")).is_none());
+    assert!(find(&acts, &t("snapshot/image")).is_some());
+    let ev: Value =
+        serde_json::from_str(&payload_of(&acts, &t("snapshot/event")).unwrap()).unwrap();
+    let warnings = ev["warnings"].to_string();
+    assert!(
+        warnings.contains("annotated image of 4096 bytes"),
+        "{warnings}"
+    );
+    assert_eq!(
+        payload_of(&acts, &obj("person", "state")).as_deref(),
+        Some("ON")
+    );
+}
+
+#[test]
+fn labels_on_are_republished_and_a_restart_starts_them_at_zero() {
+    let c = objects_cfg();
+    let (mut st, t0) = state_with(&c);
+    let t1 = settled(&mut st, t0, detected(&["person"]));
+    let acts = st.on_ha_online(t1);
+    assert_eq!(
+        payload_of(&acts, &obj("person", "state")).as_deref(),
+        Some("ON")
+    );
+    assert_eq!(
+        payload_of(&acts, &obj("person", "count")).as_deref(),
+        Some("1")
+    );
+    assert!(
+        find(&acts, &t("snapshot/annotated")).is_none(),
+        "images stay on the broker"
+    );
+    let acts = st.on_connected(t1 + s(0.1));
+    assert!(find(&acts, &t("snapshot/annotated")).is_some());
+
+    // After a restart nothing is on: the labels it knows start at 0 / OFF.
+    let (mut st2, t2) = state_with(&c);
+    st2.restore(&known(vec![(dev(), vec![detected(&["person"])], &[])]));
+    let acts = st2.on_connected(t2);
+    let got = view(&acts);
+    assert!(
+        got.contains(&(obj("person", "count"), "0".into(), true)),
+        "{:?}",
+        topics(&acts)
+    );
+    assert!(got.contains(&(obj("person", "state"), "OFF".into(), true)));
+    let comps = components(&acts);
+    assert!(comps.contains_key("person_detected") && comps.contains_key("snapshot_annotated"));
+}
+
+/// The pipeline's registry announces a device's capabilities before its detector stage adds
+/// the labels of the same post: two discovery changes a moment apart. Home Assistant drops
+/// the rest of a device discovery message while a component of the previous one is still
+/// being set up, so the second waits until the first is `settle` old, and the new label
+/// sensors' ON waits until Home Assistant listens to them.
+#[test]
+fn a_second_discovery_change_waits_until_the_first_has_settled() {
+    let c = objects_cfg();
+    let (mut st, t0) = state_with(&c);
+    let with_labels = detected(&["person"]);
+    let mut caps = crate::event::DeviceCaps::default();
+    caps.record(&Event {
+        detection: None,
+        images: vec![jpeg(ImageRole::Overview, 400)],
+        ..with_labels.clone()
+    });
+    let disc = "homeassistant/device/camqtt_585b6940f40d/config";
+    let acts = st.on_routed(
+        &Routed::Seen {
+            device: dev(),
+            caps: Arc::new(caps),
+        },
+        t0,
+    );
+    assert!(!components(&acts).contains_key("person_detected"));
+    let acts = st.on_routed(&ev_msg(with_labels), t0 + s(0.002));
+    assert!(find(&acts, disc).is_none(), "{:?}", topics(&acts));
+    assert_eq!(
+        payload_of(&acts, &obj("person", "count")).as_deref(),
+        Some("1")
+    );
+    assert!(find(&acts, &obj("person", "state")).is_none());
+    assert_eq!(st.next_deadline(), Some(t0 + DISCOVERY_SETTLE));
+
+    let acts = st.on_tick(t0 + DISCOVERY_SETTLE);
+    let comps = components(&acts);
+    assert!(comps.contains_key("person_detected") && comps.contains_key("snapshot_annotated"));
+    assert!(
+        find(&acts, &obj("person", "state")).is_none(),
+        "not before HA listens"
+    );
+    let acts = st.on_tick(t0 + DISCOVERY_SETTLE * 2);
+    assert_eq!(
+        payload_of(&acts, &obj("person", "state")).as_deref(),
+        Some("ON")
+    );
+    // The ON is visible for the whole off delay, counted from when it went out.
+    assert_eq!(st.next_deadline(), Some(t0 + DISCOVERY_SETTLE * 2 + s(5.0)));
+    // A change long after the last discovery goes out at once.
+    let acts = st.on_routed(&ev_msg(detected(&["car"])), t0 + s(60.0));
+    assert!(components(&acts).contains_key("car_detected"));
 }
