@@ -76,6 +76,41 @@ async fn objects_reach_the_event_and_pictures_without_a_wanted_one_are_suppresse
         (t.detector_requests.get(), t.detector_objects.get()),
         (1, 1)
     );
+    // The annotated copy (archived beside the overview): the box's edge is drawn, the rest of
+    // the picture is the camera's. (The archive is written beside MQTT delivery: wait.)
+    let deadline = std::time::Instant::now() + T;
+    let annotated = loop {
+        let found = annotated_files(archive.path());
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(annotated.len(), 1, "{annotated:?}");
+    let img = image::load_from_memory(&std::fs::read(&annotated[0]).unwrap())
+        .expect("a JPEG")
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (320, 240));
+    let background = [90i32, 120, 160];
+    let distance = |x: u32, y: u32| {
+        let p = img.get_pixel(x, y).0;
+        (0..3)
+            .map(|i| (i32::from(p[i]) - background[i]).abs())
+            .sum::<i32>()
+    };
+    assert!(distance(40, 110) > 60, "the box's left edge is drawn");
+    assert!(distance(80, 20) > 60, "the box's top edge is drawn");
+    assert!(distance(80, 110) < 20, "inside the box is the picture");
+    assert!(distance(250, 60) < 20, "outside the box is the picture");
+    // The annotated picture went to MQTT too, beside the overview.
+    let mqtt = col
+        .wait_for(|m| m.topic == format!("camera/{id}/intrusion/annotated"), T)
+        .await
+        .expect("annotated picture published");
+    assert_eq!(
+        mqtt.payload.as_ref(),
+        std::fs::read(&annotated[0]).unwrap().as_slice()
+    );
 
     // Nothing wanted in the next picture: suppressed, never published.
     det.set_reply(Reply::Objects(vec![Prediction::new(

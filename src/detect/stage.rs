@@ -1,9 +1,11 @@
-//! The detector stage of the pipeline: between routing and the buffer, each event whose
-//! settings ask for it ([`DetectorConfig::effective`]) has its overview looked at by the
+//! The detector stage of the pipeline: before routing (so the device registry records the
+//! labels found, and the first discovery of a device already has their entities), each event
+//! whose settings ask for it ([`DetectorConfig::effective`]) has its overview looked at by the
 //! detector; the objects that pass the filters ([`filter`]) go into the event
 //! ([`Detection`]), their boxes are drawn on a copy of the overview (an
 //! [`ImageRole::Annotated`] image), and an event without a wanted object is suppressed when
-//! its settings say so.
+//! its settings say so: it then counts as a heartbeat of its device (seen, nothing
+//! published).
 //!
 //! The stage runs in the pipeline's batch (at most [`crate::pipeline::BATCH_INPUTS`] posts)
 //! with up to `concurrency` pictures at the detector at once, so the cameras' replies wait
@@ -11,8 +13,6 @@
 //! (refused, timeout, error status, unreadable answer) is not asked again for `retry_after`;
 //! meanwhile events go on at once, marked `detection: unavailable`, and are never suppressed.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,9 +20,7 @@ use futures_util::StreamExt as _;
 
 use super::client::Client;
 use super::config::{DetectOverride, DetectorConfig, Effective, Unmatched, Zone};
-use crate::event::{
-    DetectedObject, Detection, DetectionState, Event, EventKind, Image, ImageRole, Routed,
-};
+use crate::event::{DetectedObject, Detection, DetectionState, Event, EventKind, Image, ImageRole};
 use crate::telemetry::Telemetry;
 
 /// The objects of `objects` that the settings want: a wanted label (all when `labels` is
@@ -111,17 +109,20 @@ impl Stage {
             .or_else(|| ev.images.iter().find(|i| i.role != ImageRole::Annotated))
     }
 
-    /// Look at every event of `routed` whose settings ask for it, in place; events without a
-    /// wanted object are removed when their settings suppress them. `overrides[i]` is the
-    /// `[[devices]] detect` table of the device of `routed[i]`, if any.
-    pub async fn apply(&mut self, routed: &mut Vec<Routed>, overrides: &[Option<DetectOverride>]) {
-        let jobs: Vec<Job> = routed
+    /// Look at every event of `events` whose settings ask for it, in place (`detection`, the
+    /// annotated picture). `overrides[i]` is the `[[devices]] detect` table of the device of
+    /// `events[i]`, if any. Returns, per event, whether it is to be suppressed: the detector
+    /// answered, found no wanted object, and its settings say `suppress`.
+    pub async fn apply(
+        &mut self,
+        events: &mut [&mut Event],
+        overrides: &[Option<DetectOverride>],
+    ) -> Vec<bool> {
+        let mut suppress = vec![false; events.len()];
+        let jobs: Vec<Job> = events
             .iter()
             .enumerate()
-            .filter_map(|(index, r)| {
-                let Routed::Event { event, .. } = r else {
-                    return None;
-                };
+            .filter_map(|(index, event)| {
                 if event.kind() != EventKind::Detection {
                     return None;
                 }
@@ -136,14 +137,10 @@ impl Stage {
             })
             .collect();
         if jobs.is_empty() {
-            return;
+            return suppress;
         }
         let answers = self.ask(&jobs).await;
-        let mut suppressed = BTreeSet::new();
         for (job, answer) in jobs.into_iter().zip(answers) {
-            let Routed::Event { event, .. } = &mut routed[job.index] else {
-                continue;
-            };
             let size = crate::sources::jpeg::dimensions(&job.picture);
             let detection = match answer {
                 Ok(objects) => Detection {
@@ -168,12 +165,12 @@ impl Stage {
                 && detection.objects.is_empty()
                 && job.settings.unmatched == Unmatched::Suppress
             {
-                suppressed.insert(job.index);
+                suppress[job.index] = true;
             }
             self.telemetry
                 .detector_objects
                 .add(detection.objects.len() as u64);
-            let ev = Arc::make_mut(event);
+            let ev = &mut *events[job.index];
             if let Some(data) = annotated {
                 ev.images.push(Image {
                     role: ImageRole::Annotated,
@@ -186,17 +183,9 @@ impl Stage {
             }
             ev.detection = Some(detection);
         }
-        if !suppressed.is_empty() {
-            self.telemetry
-                .detector_suppressed
-                .add(suppressed.len() as u64);
-            let mut i = 0;
-            routed.retain(|_| {
-                let keep = !suppressed.contains(&i);
-                i += 1;
-                keep
-            });
-        }
+        let n = suppress.iter().filter(|s| **s).count();
+        self.telemetry.detector_suppressed.add(n as u64);
+        suppress
     }
 
     /// Every job's answer, in order: the objects, or why there are none. While resting after

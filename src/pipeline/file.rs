@@ -114,6 +114,12 @@ pub struct SavedCategory {
     /// Device counters seen, `(dir, class)`.
     #[serde(default)]
     pub counters: Vec<(String, String)>,
+    /// An annotated picture (object detector) was seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub annotated: bool,
+    /// Object labels the detector found: key → display label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, String>,
 }
 
 fn jpeg() -> String {
@@ -133,6 +139,8 @@ impl SavedDevice {
                     target: c.target,
                     content_type: c.content_type.to_owned(),
                     counters: c.counters.iter().cloned().collect(),
+                    annotated: c.annotated,
+                    objects: c.objects.clone(),
                 };
                 (k.clone(), saved)
             })
@@ -164,6 +172,13 @@ impl SavedDevice {
                     target: c.target,
                     content_type: static_mime(&c.content_type),
                     counters: c.counters.into_iter().collect(),
+                    annotated: c.annotated,
+                    // As the registry records them: safe keys, readable labels, bounded.
+                    objects: (c.objects.into_iter())
+                        .filter(|(k, _)| *k == crate::event::caps::object_key(k))
+                        .map(|(k, l)| (k, crate::event::caps::object_label(&l)))
+                        .take(crate::event::caps::MAX_OBJECT_LABELS)
+                        .collect(),
                     ..CategoryCaps::new(category)
                 };
                 (name, caps)
@@ -487,6 +502,8 @@ mod tests {
                     target: false,
                     content_type: "image/jpeg".into(),
                     counters: vec![("enter".into(), "person".into())],
+                    annotated: true,
+                    objects: BTreeMap::from([("person".to_owned(), "person".to_owned())]),
                 },
             )]),
             counts: BTreeMap::from([("person".to_owned(), 7)]),

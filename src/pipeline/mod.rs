@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeviceSection};
-use crate::event::{KnownDevices, Routed};
+use crate::event::{Event, KnownDevices, Message, Routed};
 use crate::sources::{DevicePolicy, Input};
 use crate::spool::Buffer;
 use crate::telemetry::Telemetry;
@@ -109,6 +109,28 @@ impl Output {
     /// before the event that carries the count is stored: once the event can be published
     /// (or replayed after a crash), the count it carries is never restored lower.
     async fn route(&mut self, registry: &mut Registry, inputs: Vec<Input>) {
+        let mut inputs = inputs;
+        let suppress = match self.detector.as_mut() {
+            Some(d) => {
+                let overrides: Vec<_> = (inputs.iter())
+                    .filter_map(|i| match &i.msg {
+                        Message::Event(e) => {
+                            Some(registry.section(&e.device).and_then(|s| s.detect.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let mut events: Vec<&mut Event> = (inputs.iter_mut())
+                    .filter_map(|i| match &mut i.msg {
+                        Message::Event(e) => Some(e.as_mut()),
+                        _ => None,
+                    })
+                    .collect();
+                d.apply(&mut events, &overrides).await
+            }
+            None => Vec::new(),
+        };
+        let mut suppress = suppress.into_iter();
         let mut routed = Vec::with_capacity(2 * inputs.len());
         let mut acks = Vec::with_capacity(inputs.len());
         for Input {
@@ -117,19 +139,13 @@ impl Output {
             durable,
         } in inputs
         {
+            // A picture in which the detector found nothing wanted: its device was heard from.
+            let msg = match msg {
+                Message::Event(e) if suppress.next() == Some(true) => Message::Heartbeat(e.device),
+                m => m,
+            };
             routed.extend(registry.route(source, msg, Instant::now()));
             acks.extend(durable);
-        }
-        if let Some(d) = self.detector.as_mut() {
-            let overrides: Vec<_> = (routed.iter())
-                .map(|r| match r {
-                    Routed::Event { event, .. } => registry
-                        .section(&event.device)
-                        .and_then(|s| s.detect.clone()),
-                    _ => None,
-                })
-                .collect();
-            d.apply(&mut routed, &overrides).await;
         }
         let counted = (routed.iter())
             .any(|r| matches!(r, Routed::Event { counts, .. } if !counts.is_empty()));
