@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need on a fresh Debian/Ubuntu
-# machine (Mosquitto, curl, Chromium and chromedriver; Home Assistant into tests/ha/venv from
-# PyPI), then runs the Rust tests (unit, fixtures, shared samples, real-Mosquitto integration,
-# the web page in a real browser) and the real-Home-Assistant end-to-end test.
+# machine (Mosquitto, curl, Chromium and chromedriver; Home Assistant into tests/ha/venv and the
+# add-on checks' tools into tests/addon/venv from PyPI), runs the add-on checks (community
+# linter, hadolint), then the Rust tests (unit, fixtures, shared samples, real-Mosquitto
+# integration, the web page in a real browser) and the real-Home-Assistant end-to-end test.
 #   scripts/test.sh            everything
 #   SKIP_HA=1 scripts/test.sh  without the Home Assistant end-to-end test
 #   SKIP_RELEASE=1 / SKIP_FUZZ=1 skip the release build / the bounded fuzz run
@@ -33,6 +34,15 @@ else
 fi
 # Mosquitto must not be running as a system service on 1883 for the tests' sake; the tests
 # start their own brokers on free ports, so a running service is harmless.
+
+# The add-on under the tools its users and reviewers run: the community add-on linter's schemas
+# and rules (tests/addon/lint.py, from ../shared) and hadolint, in tests/addon/venv from PyPI.
+log "add-on checks: community linter and hadolint (tests/addon/run.sh)"
+tests/addon/run.sh
+[ -f ../shared/homeassistant/addon-linter/config.schema.json ] ||
+    log "WARNING: no ../shared/homeassistant/addon-linter: the add-on linter checks skipped"
+# tests/addon.rs runs the Supervisor's `match(...)` patterns through Python's re: it must not skip.
+export CAMQTT_REQUIRE_PYTHON=1
 
 if command -v cargo-nextest >/dev/null 2>&1; then
     log "cargo nextest run"

@@ -357,6 +357,25 @@ const KNOWN_KEYS: &[&str] = &[
     "breaking_versions",
 ];
 
+/// The map types (`MappingType`) and the first Supervisor release that knows each; `None`:
+/// every release the manifest is checked against (2026.02–2026.08). A release that does not know
+/// a type ignores the entry without a word, so the add-on would start without that folder.
+/// From 2026.07.1 `addon_config` and `all_addon_configs` still work and log a "legacy" warning.
+const MAP_TYPES: &[(&str, Option<&str>)] = &[
+    ("data", None),
+    ("config", None),
+    ("ssl", None),
+    ("addons", None),
+    ("backup", None),
+    ("share", None),
+    ("media", None),
+    ("homeassistant_config", None),
+    ("all_addon_configs", None),
+    ("addon_config", None),
+    // The new name of `addon_config` (the folder moved to /app_configs in 2026.06).
+    ("app_config", Some("2026.07.1")),
+];
+
 #[test]
 fn manifest_follows_the_supervisor_rules() {
     let dir = root().join("addon");
@@ -489,7 +508,8 @@ fn manifest_follows_the_supervisor_rules() {
         }
     }
     assert!(services.contains(&"mqtt:want"), "{services:?}");
-    // Maps: RE_VOLUME.
+    // Maps: RE_VOLUME, with a type every Supervisor of 2026.02–2026.08 honours (see
+    // MAP_TYPES: a newer name is silently ignored by older Supervisors).
     for v in m
         .get("map")
         .and_then(Value::as_sequence)
@@ -498,20 +518,15 @@ fn manifest_follows_the_supervisor_rules() {
     {
         let s = v.as_str().expect("map entries are strings here");
         let (kind, mode) = s.split_once(':').unwrap_or((s, "ro"));
-        let kinds = [
-            "data",
-            "config",
-            "ssl",
-            "addons",
-            "backup",
-            "share",
-            "media",
-            "homeassistant_config",
-            "all_addon_configs",
-            "addon_config",
-        ];
-        if !kinds.contains(&kind) || !matches!(mode, "rw" | "ro") {
-            errors.push(format!("map entry `{s}`"));
+        match MAP_TYPES.iter().find(|(name, _)| *name == kind) {
+            None => errors.push(format!("map entry `{s}`: unknown type")),
+            Some((_, Some(since))) => errors.push(format!(
+                "map entry `{s}`: only Supervisor {since} and later know `{kind}`; older ones ignore it silently"
+            )),
+            Some((_, None)) => {}
+        }
+        if !matches!(mode, "rw" | "ro") {
+            errors.push(format!("map entry `{s}`: mode `{mode}`"));
         }
     }
     // Ports: `5002/tcp: 5002`, described, and the receiver's default port is mapped.
@@ -702,6 +717,107 @@ fn add_on_files_icon_logo_docs_and_repository() {
 /// The release build command; the Dockerfile must run exactly this.
 const RELEASE_BUILD: &str = "cargo build --release --locked";
 
+/// Docker's name (BuildKit's `TARGETARCH`) for each Home Assistant architecture.
+const DOCKER_ARCH: &[(&str, &str)] = &[("amd64", "amd64"), ("aarch64", "arm64")];
+
+/// One `FROM` and the instructions after it.
+struct Stage {
+    base: String,
+    name: Option<String>,
+    instructions: Vec<String>,
+}
+
+/// A Dockerfile as (global instructions before the first `FROM`, stages): continuation lines
+/// joined, comments (parser directives and `# hadolint` pragmas included) and blank lines left
+/// out.
+fn dockerfile(text: &str) -> (Vec<String>, Vec<Stage>) {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || t.is_empty() {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part.trim_end());
+                current.push(' ');
+            }
+            None => {
+                current.push_str(t);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    assert!(current.is_empty(), "Dockerfile ends in a continuation");
+    let (mut global, mut stages) = (Vec::new(), Vec::<Stage>::new());
+    for i in instructions {
+        if let Some(from) = i.strip_prefix("FROM ") {
+            let words: Vec<&str> = from
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            let name = match words.as_slice() {
+                [_, kw, name] if kw.eq_ignore_ascii_case("as") => Some((*name).to_owned()),
+                [_] => None,
+                other => panic!("FROM {other:?}"),
+            };
+            stages.push(Stage {
+                base: words[0].to_owned(),
+                name,
+                instructions: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.instructions.push(i);
+        } else {
+            global.push(i);
+        }
+    }
+    (global, stages)
+}
+
+/// `key=value` pairs of a `LABEL` instruction, values unquoted.
+fn labels(instruction: &str) -> Vec<(String, String)> {
+    let Some(rest) = instruction.strip_prefix("LABEL ") else {
+        return Vec::new();
+    };
+    let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+        .iter()
+        .map(|w| {
+            let (k, v) = w.split_once('=').unwrap_or_else(|| panic!("LABEL {w}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// A stage's base with `${TARGETARCH}` replaced by each Docker architecture of the manifest
+/// (the base itself when it does not use it).
+fn per_platform(base: &str) -> Vec<String> {
+    if base.contains("${TARGETARCH}") {
+        DOCKER_ARCH
+            .iter()
+            .map(|(_, docker)| base.replace("${TARGETARCH}", docker))
+            .collect()
+    } else {
+        vec![base.to_owned()]
+    }
+}
+
 #[test]
 fn dockerfile_is_pinned_multi_stage_with_the_release_build_and_a_healthcheck() {
     let df = std::fs::read_to_string(root().join("addon/Dockerfile")).unwrap();
@@ -710,27 +826,35 @@ fn dockerfile_is_pinned_multi_stage_with_the_release_build_and_a_healthcheck() {
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .collect();
-    let args: BTreeMap<&str, &str> = lines
+    let (global, stages) = dockerfile(&df);
+    let args: BTreeMap<&str, &str> = global
         .iter()
         .filter_map(|l| l.strip_prefix("ARG "))
         .filter_map(|a| a.split_once('='))
         .collect();
-    let froms: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("FROM "))
-        .map(|f| {
-            let image = f.split_whitespace().next().unwrap();
-            // Resolve `${ARG}` from its default.
-            match image.strip_prefix("${").and_then(|i| i.strip_suffix('}')) {
-                Some(arg) => args
-                    .get(arg)
-                    .unwrap_or_else(|| panic!("ARG {arg} has no default"))
-                    .to_string(),
-                None => image.to_owned(),
-            }
-        })
-        .collect();
-    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    // The images the stages start from; a FROM naming an earlier stage (for every platform,
+    // `${TARGETARCH}` expanded) is not an image.
+    let mut froms = Vec::new();
+    for (n, stage) in stages.iter().enumerate() {
+        let earlier = |b: &String| stages[..n].iter().any(|s| s.name.as_ref() == Some(b));
+        if per_platform(&stage.base).iter().all(earlier) {
+            continue;
+        }
+        // Resolve `${ARG}` from its default.
+        let image = match stage
+            .base
+            .strip_prefix("${")
+            .and_then(|i| i.strip_suffix('}'))
+        {
+            Some(arg) => args
+                .get(arg)
+                .unwrap_or_else(|| panic!("ARG {arg} has no default"))
+                .to_string(),
+            None => stage.base.clone(),
+        };
+        froms.push(image);
+    }
+    assert!(stages.len() >= 2, "multi-stage: {froms:?}");
     for image in &froms {
         assert!(
             !image.contains("BUILD_FROM"),
@@ -821,6 +945,571 @@ fn dockerfile_is_pinned_multi_stage_with_the_release_build_and_a_healthcheck() {
         assert!(
             ignore.lines().any(|l| l.trim() == needed),
             ".dockerignore keeps {needed}"
+        );
+    }
+}
+
+#[test]
+fn image_is_labelled_per_platform_from_targetarch() {
+    // `docker buildx build --platform linux/amd64,linux/arm64` builds the file once per
+    // platform with BuildKit's TARGETARCH set (amd64, arm64). The label must come from it,
+    // mapped to Home Assistant's names: the final stage starts from a per-architecture stage
+    // that carries `io.hass.arch` (an image inherits its base's labels).
+    let df = std::fs::read_to_string(root().join("addon/Dockerfile")).unwrap();
+    let (global, stages) = dockerfile(&df);
+    assert!(
+        global.iter().any(|i| i == "ARG TARGETARCH"),
+        "`ARG TARGETARCH` (no default: BuildKit sets it) before the first FROM: {global:?}"
+    );
+    let last = stages.last().expect("stages");
+    assert!(
+        last.base.contains("${TARGETARCH}"),
+        "the final stage starts from a stage chosen by TARGETARCH: FROM {}",
+        last.base
+    );
+    let arch_labels = |s: &Stage| -> Vec<String> {
+        s.instructions
+            .iter()
+            .flat_map(|i| labels(i))
+            .filter(|(k, _)| k == "io.hass.arch")
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let m = map(&yaml(&root().join("addon/config.yaml")));
+    let archs: BTreeSet<&str> = m["arch"]
+        .as_sequence()
+        .expect("arch list")
+        .iter()
+        .map(|a| a.as_str().expect("arch string"))
+        .collect();
+    assert_eq!(
+        archs,
+        DOCKER_ARCH.iter().map(|(ha, _)| *ha).collect(),
+        "every architecture of the manifest has its Docker name here"
+    );
+    let mut labelled = BTreeSet::new();
+    for (ha, docker) in DOCKER_ARCH {
+        let name = last.base.replace("${TARGETARCH}", docker);
+        let stage = stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no stage `{name}` for --platform linux/{docker}"));
+        assert_eq!(
+            arch_labels(stage),
+            vec![ha.to_string()],
+            "stage {name}: io.hass.arch for linux/{docker}"
+        );
+        labelled.insert(name);
+    }
+    // No other stage (the final one included, which would override it) sets the label, and
+    // nothing takes it from BUILD_ARCH, which a buildx build does not set per platform.
+    for s in &stages {
+        if !s.name.as_ref().is_some_and(|n| labelled.contains(n)) {
+            assert!(
+                arch_labels(s).is_empty(),
+                "io.hass.arch set in stage FROM {}",
+                s.base
+            );
+        }
+    }
+    assert!(!df.contains("BUILD_ARCH"), "io.hass.arch from BUILD_ARCH");
+    let final_labels: BTreeMap<String, String> =
+        last.instructions.iter().flat_map(|i| labels(i)).collect();
+    assert_eq!(
+        final_labels.get("io.hass.type").map(String::as_str),
+        Some("app")
+    );
+    assert_eq!(
+        final_labels.get("io.hass.version").map(String::as_str),
+        Some("${BUILD_VERSION}")
+    );
+}
+
+/// The add-on linter's schemas, when `../shared` is there.
+fn linter_schema(file: &str) -> Option<serde_json::Value> {
+    let path = root()
+        .join("../shared/homeassistant/addon-linter")
+        .join(file);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!(
+            "skipping: {} is absent (the add-on linter's schema lives in ../shared)",
+            path.display()
+        );
+        return None;
+    };
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Equal as JSON values (numbers by value, `true` is not `1`).
+fn json_same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
+        (J::Array(x), J::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_same(a, b))
+        }
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The linter's default-value rule: every top-level key whose value equals the schema's
+/// `default`.
+fn repeated_defaults(manifest: &serde_json::Value, schema: &serde_json::Value) -> Vec<String> {
+    let props = schema["properties"].as_object().expect("schema properties");
+    manifest
+        .as_object()
+        .expect("manifest mapping")
+        .iter()
+        .filter_map(|(k, v)| {
+            let default = props.get(k)?.get("default")?;
+            json_same(v, default).then(|| format!("`{k}: {v}` repeats the default"))
+        })
+        .collect()
+}
+
+#[test]
+fn manifest_repeats_no_linter_default() {
+    // The community add-on linter refuses a top-level key equal to its schema default
+    // (tests/addon/lint.py runs the whole linter; this is the same rule for `cargo nextest`).
+    let Some(schema) = linter_schema("config.schema.json") else {
+        return;
+    };
+    let manifest =
+        serde_json::to_value(yaml(&root().join("addon/config.yaml"))).expect("manifest as JSON");
+    let problems = repeated_defaults(&manifest, &schema);
+    assert!(
+        problems.is_empty(),
+        "addon/config.yaml (remove them; a comment may say the value):\n  {}",
+        problems.join("\n  ")
+    );
+    // The rule itself finds what the linter found before: the four keys at their defaults,
+    // and `ingress_port` written as 8099; a value other than the default passes.
+    let mut old = manifest.clone();
+    let o = old.as_object_mut().unwrap();
+    for (k, v) in [
+        ("startup", serde_json::json!("application")),
+        ("boot", serde_json::json!("auto")),
+        ("init", serde_json::json!(true)),
+        ("backup", serde_json::json!("hot")),
+        ("ingress_port", serde_json::json!(8099)),
+        ("stage", serde_json::json!("experimental")),
+    ] {
+        o.insert(k.into(), v);
+    }
+    let found = repeated_defaults(&old, &schema);
+    for k in ["startup", "boot", "init", "backup", "ingress_port"] {
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("`{k}:"))),
+            "{k} not reported: {found:?}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        5,
+        "`stage: experimental` is not the default: {found:?}"
+    );
+}
+
+/// Python's `re.match(pattern, value)` for each case: how the Supervisor applies a
+/// `match(...)` option type (voluptuous `Match`). `None` when there is no python3.
+fn python_re_match(cases: &[(String, String)]) -> Option<Vec<bool>> {
+    const SCRIPT: &str = "import json, re, sys\n\
+        print(json.dumps([re.match(p, v) is not None for p, v in json.load(sys.stdin)]))";
+    let child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CAMQTT_REQUIRE_PYTHON").is_none(),
+                "CAMQTT_REQUIRE_PYTHON is set but there is no python3"
+            );
+            eprintln!("skipping: no python3 to run the Supervisor's regular expressions");
+            return None;
+        }
+        Err(e) => panic!("python3: {e}"),
+    };
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(&serde_json::to_vec(cases).unwrap())
+            .unwrap();
+    }
+    let out = child.wait_with_output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 re: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("python3 answer"))
+}
+
+/// Every `match(...)` option in the schema: (path such as `cameras[].mac`, pattern, optional).
+fn match_fields(schema: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match schema {
+        Value::Mapping(_) => {
+            for (k, v) in map(schema) {
+                match_fields(&v, &join(&k), out);
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                match_fields(item, &format!("{path}[]"), out);
+            }
+        }
+        Value::String(t) => {
+            let (t, optional) = match t.strip_suffix('?') {
+                Some(t) => (t, true),
+                None => (t.as_str(), false),
+            };
+            if let Some(p) = t.strip_prefix("match(").and_then(|p| p.strip_suffix(')')) {
+                out.push((path.to_owned(), p.to_owned(), optional));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Each `match(...)` option: a value it must take and one it must refuse.
+const MATCH_SAMPLES: &[(&str, &str, &str)] = &[
+    ("mqtt.broker", "mqtt://10.0.0.2:1884", "mqtt://host/path"),
+    ("base_topic", "camera", "a/#"),
+    ("discovery_prefix", "homeassistant", "home assistant"),
+    ("cameras[].mac", "58:5b:69:40:f4:0d", "zz"),
+    ("cameras[].id", "gate", "Gate!"),
+    ("ftp.passive_address", "192.168.1.10", "host.local"),
+    ("poll[].id", "driveway", "Drive Way"),
+];
+
+#[test]
+fn optional_match_fields_accept_the_empty_string_and_refuse_bad_values() {
+    // The UI sends "" for an optional field the user cleared; the Supervisor checks it against
+    // the pattern like any value, so an optional pattern that refuses "" makes the options
+    // unsavable (for the broker, "" means "ask the Supervisor").
+    let m = map(&yaml(&root().join("addon/config.yaml")));
+    let mut fields = Vec::new();
+    match_fields(&m["schema"], "", &mut fields);
+    let paths: BTreeSet<&str> = fields.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        MATCH_SAMPLES.iter().map(|(p, _, _)| *p).collect(),
+        "every match(...) option has samples here"
+    );
+    let mut cases = Vec::new();
+    for (path, pattern, optional) in &fields {
+        let (_, good, bad) = MATCH_SAMPLES.iter().find(|(p, _, _)| p == path).unwrap();
+        cases.push((path.clone(), pattern.clone(), good.to_string(), true));
+        cases.push((path.clone(), pattern.clone(), bad.to_string(), false));
+        // "" must pass an optional pattern; a required one may refuse it.
+        if *optional {
+            cases.push((path.clone(), pattern.clone(), String::new(), true));
+        }
+    }
+    let input: Vec<(String, String)> = cases
+        .iter()
+        .map(|(_, p, v, _)| (p.clone(), v.clone()))
+        .collect();
+    let Some(results) = python_re_match(&input) else {
+        return;
+    };
+    let wrong: Vec<String> = cases
+        .iter()
+        .zip(&results)
+        .filter(|((.., want), got)| want != *got)
+        .map(|((path, pattern, value, want), _)| {
+            format!(
+                "{path}: `{pattern}` {} {value:?}",
+                if *want { "refuses" } else { "accepts" }
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "match patterns:\n  {}",
+        wrong.join("\n  ")
+    );
+    assert!(
+        fields.iter().filter(|(_, _, optional)| *optional).count() >= 4,
+        "the optional match fields were found: {fields:?}"
+    );
+}
+
+/// The item an option list gets in [`a_cleared_optional_match_field_is_unset_in_add_on_mode`]
+/// (a camera needs a way to be matched: here its serial).
+const LIST_ITEM: &[(&str, &str)] = &[("cameras", r#"{"name": "Gate", "serial": "N123"}"#)];
+
+/// The default options with `path` (`group.field`, `list[].field` or `field`) set to `value`,
+/// or left out with `None`. The field's group is switched on when it has `enabled`.
+fn options_with(path: &str, value: Option<&str>) -> serde_json::Value {
+    let m = map(&yaml(&root().join("addon/config.yaml")));
+    let mut options = serde_json::to_value(&m["options"]).expect("options as JSON");
+    let set = |obj: &mut serde_json::Value, field: &str| {
+        let obj = obj.as_object_mut().expect("an options mapping");
+        match value {
+            Some(v) => obj.insert(field.to_owned(), v.into()),
+            None => obj.remove(field),
+        };
+    };
+    if let Some((list, field)) = path.split_once("[].") {
+        let (_, item) = LIST_ITEM
+            .iter()
+            .find(|(l, _)| *l == list)
+            .unwrap_or_else(|| panic!("no LIST_ITEM for `{list}`"));
+        let mut item: serde_json::Value = serde_json::from_str(item).unwrap();
+        set(&mut item, field);
+        options[list] = serde_json::json!([item]);
+    } else if let Some((group, field)) = path.split_once('.') {
+        let g = options
+            .as_object_mut()
+            .unwrap()
+            .entry(group)
+            .or_insert_with(|| serde_json::json!({}));
+        if map(&map(&m["schema"])[group]).contains_key("enabled") {
+            g["enabled"] = true.into();
+        }
+        set(g, field);
+    } else {
+        set(&mut options, path);
+    }
+    options
+}
+
+#[test]
+fn a_cleared_optional_match_field_is_unset_in_add_on_mode() {
+    // What the Supervisor writes to options.json for a cleared optional field, "", must mean
+    // the same to camqtt as the field left out, for every optional match(...) field; a real
+    // value must change the configuration (or the comparison proves nothing).
+    let m = map(&yaml(&root().join("addon/config.yaml")));
+    let mut fields = Vec::new();
+    match_fields(&m["schema"], "", &mut fields);
+    let svc = camqtt::addon::parse_mqtt_service(
+        200,
+        br#"{"result":"ok","data":{"addon":"core_mosquitto","host":"core-mosquitto","port":1883,"ssl":false,"username":"addons","password":"x"}}"#,
+    )
+    .unwrap();
+    let host: std::net::Ipv4Addr = "10.0.0.9".parse().unwrap();
+    let config = |options: &serde_json::Value| {
+        let opts = camqtt::addon::parse_options(&options.to_string())
+            .unwrap_or_else(|e| panic!("{options}: {e}"));
+        let c = opts
+            .apply_with(
+                camqtt::config::Config::default(),
+                Path::new("/data"),
+                Some(&svc),
+                Some(host),
+            )
+            .unwrap_or_else(|p| panic!("{options}: {p:?}"));
+        (opts.needs_service(), format!("{c:?}"))
+    };
+    let mut checked = BTreeSet::new();
+    for (path, _, optional) in &fields {
+        if !optional {
+            continue;
+        }
+        let (_, good, _) = MATCH_SAMPLES.iter().find(|(p, _, _)| p == path).unwrap();
+        let unset = config(&options_with(path, None));
+        let cleared = config(&options_with(path, Some("")));
+        let set = config(&options_with(path, Some(good)));
+        assert!(cleared == unset, "{path}: \"\" is not the same as unset");
+        assert!(set != unset, "{path}: {good:?} changes nothing");
+        checked.insert(path.as_str());
+    }
+    assert_eq!(
+        checked,
+        BTreeSet::from([
+            "mqtt.broker",
+            "cameras[].mac",
+            "cameras[].id",
+            "ftp.passive_address"
+        ]),
+        "the optional match fields"
+    );
+    // The broker in particular: "" asks the Supervisor.
+    let (needs, _) = config(&options_with("mqtt.broker", Some("")));
+    assert!(needs, "an empty broker asks the Supervisor");
+}
+
+#[test]
+fn config_folder_map_works_on_every_supervisor_and_is_documented() {
+    // camqtt reads /config/camqtt.toml: the `addon_config` map puts the add-on's own folder
+    // there. Its new name, `app_config` (Supervisor 2026.07.1), is silently ignored by older
+    // Supervisors and unknown to the add-on linter; `addon_config` works on all of them (from
+    // 2026.07.1 with a "legacy" warning in the Supervisor's log).
+    assert!(camqtt::addon::ADVANCED_CONFIG_PATH.starts_with("/config/"));
+    let m = map(&yaml(&root().join("addon/config.yaml")));
+    let maps: Vec<&str> = m["map"]
+        .as_sequence()
+        .expect("map list")
+        .iter()
+        .map(|v| v.as_str().expect("map entries are strings"))
+        .collect();
+    assert!(
+        maps.contains(&"addon_config:rw"),
+        "addon_config:rw mapped: {maps:?}"
+    );
+    assert!(
+        !maps
+            .iter()
+            .any(|v| matches!(v.split(':').next(), Some("app_config" | "config"))),
+        "one map type for /config, the one every Supervisor honours: {maps:?}"
+    );
+    // The user finds the folder under either name, and the reason for the map type.
+    let docs = std::fs::read_to_string(root().join("addon/DOCS.md")).unwrap();
+    for needle in [
+        "/addon_configs/<id>_camqtt",
+        "/app_configs/<id>_camqtt",
+        "2026.06",
+        "`app_config`",
+        "2026.07.1",
+        "/config/camqtt.toml",
+    ] {
+        assert!(docs.contains(needle), "DOCS.md does not mention {needle}");
+    }
+    // ... and which name goes with which Supervisor (the table rows).
+    let row =
+        |folder: &str, when: &str| docs.lines().any(|l| l.contains(folder) && l.contains(when));
+    assert!(
+        row("/addon_configs/<id>_camqtt", "before 2026.06"),
+        "DOCS.md: /addon_configs before 2026.06"
+    );
+    assert!(
+        row("/app_configs/<id>_camqtt", "2026.06 and later"),
+        "DOCS.md: /app_configs from 2026.06"
+    );
+}
+
+/// Files under `dir`, relative, with their bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk_files(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p.strip_prefix(dir).unwrap().to_owned(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn local_add_on_folder_has_everything_its_dockerfile_copies() {
+    // The Supervisor builds a local add-on (a folder in /addons without `image:`) with that
+    // folder as the context. scripts/addon-local.sh assembles such a folder: addon/ plus the
+    // sources the Dockerfile copies, and no `image:`.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("camqtt");
+    let run = Command::new("bash")
+        .arg(root().join("scripts/addon-local.sh"))
+        .arg(&out)
+        .output()
+        .expect("bash scripts/addon-local.sh");
+    assert!(
+        run.status.success(),
+        "addon-local.sh: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // The manifest: the same, less `image:` (so the Supervisor builds instead of pulling).
+    let mut want = map(&yaml(&root().join("addon/config.yaml")));
+    assert!(
+        want.remove("image").is_some(),
+        "addon/config.yaml has image:"
+    );
+    assert_eq!(map(&yaml(&out.join("config.yaml"))), want);
+    // Every other add-on file, and every COPY source of the Dockerfile, byte for byte.
+    let addon = tree(&root().join("addon"));
+    let built = tree(&out);
+    for (rel, bytes) in &addon {
+        if rel != Path::new("config.yaml") {
+            assert!(built.get(rel) == Some(bytes), "{} differs", rel.display());
+        }
+    }
+    let df = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    let (_, stages) = dockerfile(&df);
+    let mut sources = Vec::new();
+    for i in stages.iter().flat_map(|s| &s.instructions) {
+        let Some(rest) = i.strip_prefix("COPY ") else {
+            continue;
+        };
+        if rest.contains("--from") {
+            continue;
+        }
+        let words: Vec<&str> = rest
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        sources.extend(words[..words.len() - 1].iter().map(|s| s.to_string()));
+    }
+    assert!(
+        ["Cargo.toml", "Cargo.lock", "src"]
+            .iter()
+            .all(|s| sources.iter().any(|c| c == s)),
+        "COPY sources: {sources:?}"
+    );
+    for src in &sources {
+        let (have, repo) = (out.join(src), root().join(src));
+        assert!(
+            have.exists(),
+            "COPY source {src} missing in the local folder"
+        );
+        if repo.is_dir() {
+            assert!(
+                tree(&have) == tree(&repo),
+                "{src}/ differs from the repository's"
+            );
+        } else {
+            assert!(
+                std::fs::read(&have).unwrap() == std::fs::read(&repo).unwrap(),
+                "{src} differs"
+            );
+        }
+    }
+    // Cargo finds every target of the crate (lib, bins, benches) inside the folder.
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let meta = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(out.join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        meta.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    let targets = meta["packages"][0]["targets"].as_array().expect("targets");
+    assert!(targets.len() >= 3, "{targets:?}");
+    let out_real = out.canonicalize().unwrap();
+    for t in targets {
+        let src = PathBuf::from(t["src_path"].as_str().unwrap());
+        assert!(
+            src.exists() && src.starts_with(&out_real),
+            "target {} at {}",
+            t["name"],
+            src.display()
         );
     }
 }
