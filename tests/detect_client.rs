@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use camqtt::detect::client::{Client, DetectError};
 use camqtt::detect::{DetectorConfig, DetectorKind};
-use camqtt::event::{DetectedObject, PixelBox};
+use camqtt::event::DetectedObject;
 use common::detector::{Api, Detector, Prediction, Reply, jpeg, sha256_hex};
 use secrecy::SecretString;
 
@@ -26,16 +26,7 @@ fn config(kind: DetectorKind, url: &str) -> DetectorConfig {
 }
 
 fn object(label: &str, confidence: f64, b: [u32; 4]) -> DetectedObject {
-    DetectedObject {
-        label: label.into(),
-        confidence,
-        bbox: PixelBox {
-            x_min: b[0],
-            y_min: b[1],
-            x_max: b[2],
-            y_max: b[3],
-        },
-    }
+    DetectedObject::new(label, confidence, b)
 }
 
 async fn detect(cfg: &DetectorConfig, picture: &[u8]) -> Result<Vec<DetectedObject>, DetectError> {

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::bridge::Bridge;
-use common::camera::{ipc_intrusion_with_images, mac_slug, post_with, send_close};
+use common::camera::{ipc_intrusion_with_images, mac_slug, post_ok};
 use common::detector::{Detector, Prediction, Reply, jpeg, sha256_hex};
 use common::{Collector, Mosquitto};
 
@@ -17,18 +17,11 @@ const T: Duration = Duration::from_secs(10);
 
 async fn post_intrusion(bridge: &Bridge, overview: &[u8]) {
     let crop = jpeg(40, 80, [200, 200, 200]);
-    let body = ipc_intrusion_with_images(MAC, overview, &crop);
-    let request = post_with(
-        "/API",
-        &["Host: 127.0.0.1", "Connection: close"],
-        body.as_bytes(),
-    );
-    let reply = send_close(bridge.addr, &request).await;
-    assert!(
-        reply.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
+    post_ok(
+        bridge.addr,
+        ipc_intrusion_with_images(MAC, overview, &crop).as_bytes(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::Mosquitto;
 use common::bridge::Bridge;
-use common::camera::{image, ipc_lpr, mac_slug, post_with, send_close};
+use common::camera::{image, ipc_lpr, mac_slug, post_ok};
 
 const MAC: &str = "58:5b:69:40:f4:0d";
 
@@ -54,18 +54,7 @@ async fn wait_json(
 }
 
 async fn post_lpr(bridge: &Bridge, plate: &str, overview: &[u8], crop: &[u8]) {
-    let body = ipc_lpr(MAC, plate, overview, crop);
-    let request = post_with(
-        "/API",
-        &["Host: 127.0.0.1", "Connection: close"],
-        body.as_bytes(),
-    );
-    let reply = send_close(bridge.addr, &request).await;
-    assert!(
-        reply.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
+    post_ok(bridge.addr, ipc_lpr(MAC, plate, overview, crop).as_bytes()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

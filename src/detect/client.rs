@@ -583,16 +583,7 @@ mod tests {
     use crate::detect::DetectOverride;
 
     fn obj(label: &str, confidence: f64, b: [u32; 4]) -> DetectedObject {
-        DetectedObject {
-            label: label.into(),
-            confidence,
-            bbox: PixelBox {
-                x_min: b[0],
-                y_min: b[1],
-                x_max: b[2],
-                y_max: b[3],
-            },
-        }
+        DetectedObject::new(label, confidence, b)
     }
 
     /// A DeepStack answer as its docs show one (pixel boxes, confidence 0..1).

@@ -270,19 +270,9 @@ async fn annotate(picture: Bytes, objects: Vec<DetectedObject>) -> Option<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::PixelBox;
 
     fn obj(label: &str, confidence: f64, b: [u32; 4]) -> DetectedObject {
-        DetectedObject {
-            label: label.into(),
-            confidence,
-            bbox: PixelBox {
-                x_min: b[0],
-                y_min: b[1],
-                x_max: b[2],
-                y_max: b[3],
-            },
-        }
+        DetectedObject::new(label, confidence, b)
     }
 
     fn settings(labels: &[&str], min: f64, zone: Option<[f64; 4]>) -> Effective {

@@ -659,6 +659,23 @@ pub struct DetectedObject {
     pub bbox: PixelBox,
 }
 
+impl DetectedObject {
+    /// An object `label` found with `confidence` (0 to 1) in the box `[x_min, y_min, x_max,
+    /// y_max]` (pixels).
+    pub fn new(label: &str, confidence: f64, [x_min, y_min, x_max, y_max]: [u32; 4]) -> Self {
+        DetectedObject {
+            label: label.into(),
+            confidence,
+            bbox: PixelBox {
+                x_min,
+                y_min,
+                x_max,
+                y_max,
+            },
+        }
+    }
+}
+
 /// A box in pixels: `x_min <= x_max`, `y_min <= y_max`, origin at the top left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PixelBox {

@@ -107,6 +107,18 @@ pub fn post_with(target: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Post `body` to `/API` on a one-shot connection (`Connection: close`) and assert the
+/// camera got its `200`.
+pub async fn post_ok(addr: SocketAddr, body: &[u8]) {
+    let request = post_with("/API", &["Host: 127.0.0.1", "Connection: close"], body);
+    let reply = send_close(addr, &request).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
 /// A plain post: `Host: 127.0.0.1`, `Content-Type: application/xml`, `Content-Length`.
 pub fn post(target: &str, body: &[u8]) -> Vec<u8> {
     post_with(
