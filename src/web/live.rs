@@ -158,33 +158,34 @@ impl Live {
         let _ = self.0.updates.send(Arc::new(u));
     }
 
+    /// Change `device`'s entry (made when new) under the lock; its summary afterwards.
+    fn change(
+        &self,
+        device: &Device,
+        f: impl FnOnce(&mut DeviceSummary, &mut BTreeMap<String, LatestImage>),
+    ) -> DeviceSummary {
+        let mut st = self.state();
+        let (s, images) = st
+            .devices
+            .entry(device.id.clone())
+            .or_insert_with(|| (summary(device), BTreeMap::new()));
+        f(s, images);
+        s.clone()
+    }
+
     /// A device was heard from or changed, at `now`.
     pub fn seen(&self, device: &Device, now: SystemTime) {
-        let d = {
-            let mut st = self.state();
-            let entry = st
-                .devices
-                .entry(device.id.clone())
-                .or_insert_with(|| (summary(device), BTreeMap::new()));
-            entry.0.name.clone_from(&device.name);
-            entry.0.available = true;
-            entry.0.last_seen = Some(rfc3339(now));
-            entry.0.clone()
-        };
+        let d = self.change(device, |s, _| {
+            s.name.clone_from(&device.name);
+            s.available = true;
+            s.last_seen = Some(rfc3339(now));
+        });
         self.publish(Update::Device { device: d });
     }
 
     /// A device went offline.
     pub fn offline(&self, device: &Device) {
-        let d = {
-            let mut st = self.state();
-            let entry = st
-                .devices
-                .entry(device.id.clone())
-                .or_insert_with(|| (summary(device), BTreeMap::new()));
-            entry.0.available = false;
-            entry.0.clone()
-        };
+        let d = self.change(device, |s, _| s.available = false);
         self.publish(Update::Device { device: d });
     }
 
@@ -203,13 +204,7 @@ impl Live {
         let picture = event
             .image(ImageRole::Overview)
             .or_else(|| event.images.first());
-        let d = {
-            let mut st = self.state();
-            let entry = st
-                .devices
-                .entry(device.id.clone())
-                .or_insert_with(|| (summary(device), BTreeMap::new()));
-            let (s, images) = entry;
+        let d = self.change(device, |s, images| {
             s.name.clone_from(&device.name);
             s.available = true;
             s.last_seen = Some(rfc3339(now));
@@ -232,13 +227,14 @@ impl Live {
                     ),
                 );
             }
-            let d = s.clone();
+        });
+        {
+            let mut st = self.state();
             if st.recent.len() == RECENT_EVENTS {
                 st.recent.pop_back();
             }
             st.recent.push_front(record.clone());
-            d
-        };
+        }
         self.publish(Update::Event { record, device: d });
     }
 
