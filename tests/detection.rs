@@ -136,6 +136,20 @@ async fn objects_reach_the_event_and_pictures_without_a_wanted_one_are_suppresse
     bridge.stop().await;
 }
 
+/// Post an intrusion with `overview` and return the event JSON published on `topic`.
+async fn post_and_read(
+    bridge: &Bridge,
+    col: &Collector,
+    topic: &str,
+    overview: &[u8],
+) -> serde_json::Value {
+    post_intrusion(bridge, overview).await;
+    col.wait_for(|m| m.topic == topic, T)
+        .await
+        .expect("event")
+        .json()
+}
+
 /// Every `*_annotated.jpg` under `dir`.
 fn annotated_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -171,12 +185,7 @@ async fn a_failing_detector_never_holds_events_and_is_left_alone_for_a_while() {
     let overview = jpeg(320, 240, [90, 120, 160]);
     let topic = format!("camera/{id}/intrusion/event");
 
-    post_intrusion(&bridge, &overview).await;
-    let j = col
-        .wait_for(|m| m.topic == topic, T)
-        .await
-        .expect("event")
-        .json();
+    let j = post_and_read(&bridge, &col, &topic, &overview).await;
     assert_eq!(j["detection"], "unavailable", "{j}");
     assert_eq!(j["objects"], serde_json::json!([]));
     let why = j["detection_error"].as_str().expect("the reason");
@@ -188,12 +197,7 @@ async fn a_failing_detector_never_holds_events_and_is_left_alone_for_a_while() {
 
     // Within retry_after: not asked, the event goes on at once.
     col.clear();
-    post_intrusion(&bridge, &overview).await;
-    let j = col
-        .wait_for(|m| m.topic == topic, T)
-        .await
-        .expect("event")
-        .json();
+    let j = post_and_read(&bridge, &col, &topic, &overview).await;
     assert_eq!(j["detection"], "unavailable", "{j}");
     assert!(
         j["detection_error"]

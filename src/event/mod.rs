@@ -829,6 +829,21 @@ pub struct Device {
     pub area: Option<String>,
 }
 
+#[cfg(test)]
+impl Device {
+    /// A camera `id` named "`id` camera", with no identity facts (unit tests).
+    pub(crate) fn for_test(id: &str) -> Device {
+        Device {
+            id: id.into(),
+            name: format!("{id} camera"),
+            info: DeviceInfo::default(),
+            hw_key: id.into(),
+            parent: None,
+            area: None,
+        }
+    }
+}
+
 /// What the pipeline hands to sinks (serialisable: the spool stores it). Fields added since
 /// camqtt 0.1.0 have defaults, so records spooled by that release still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]

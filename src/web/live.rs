@@ -292,14 +292,7 @@ mod tests {
     use crate::event::{Category, DeviceInfo, Image, Phase};
 
     fn device(id: &str) -> Device {
-        Device {
-            id: id.into(),
-            name: format!("{id} camera"),
-            info: DeviceInfo::default(),
-            hw_key: id.into(),
-            parent: None,
-            area: None,
-        }
+        Device::for_test(id)
     }
 
     fn record(device: &str, category: &str) -> EventRecord {

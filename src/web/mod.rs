@@ -393,8 +393,8 @@ async fn archive_file(State(s): State<AppState>, Path(rel): Path<String>) -> Res
         Some((mime, data)) => (
             [
                 (header::CONTENT_TYPE, mime),
-                // Archive files never change once visible (latest*.jpg are not served here
-                // by name... they are, so keep it short).
+                // Pictures never change once visible, but `latest*.jpg` and the day's
+                // `events.jsonl` do: a short lifetime serves both.
                 (header::CACHE_CONTROL, "max-age=60"),
             ],
             data,

@@ -22,14 +22,7 @@ fn at(s: &str) -> SystemTime {
 }
 
 fn device(id: &str) -> Device {
-    Device {
-        id: id.into(),
-        name: format!("{id} camera"),
-        info: DeviceInfo::default(),
-        hw_key: id.into(),
-        parent: None,
-        area: None,
-    }
+    Device::for_test(id)
 }
 
 fn image(role: ImageRole, fill: u8, len: usize) -> Image {
