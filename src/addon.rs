@@ -494,9 +494,9 @@ impl AddonOptions {
     /// options win over the service's.
     fn apply_mqtt(&self, base: &mut Config, service: Option<&MqttService>) {
         if let Some(b) = non_empty(&self.mqtt.broker) {
-            base.mqtt.url = Some(broker_url(&b));
+            base.mqtt.url = vec![broker_url(&b)];
         } else if let Some(s) = service {
-            base.mqtt.url = Some(s.url());
+            base.mqtt.url = vec![s.url()];
             base.mqtt.username = s.username.clone().filter(|u| !u.is_empty());
             base.mqtt.password = non_empty_secret(&s.password);
             base.mqtt.password_file = None;
@@ -1175,7 +1175,7 @@ mod tests {
         let c = o
             .apply(Config::default(), Path::new("/data"), Some(&svc()))
             .expect("valid");
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
+        assert_eq!(c.mqtt.url, ["mqtt://core-mosquitto:1883"]);
         assert_eq!(c.mqtt.username.as_deref(), Some("addons"));
         assert_eq!(
             c.mqtt.password.as_ref().map(|p| p.expose_secret()),
@@ -1212,7 +1212,7 @@ mod tests {
         let c = o
             .apply(Config::default(), Path::new("/data"), Some(&svc()))
             .expect("valid");
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://10.0.0.2:1884"));
+        assert_eq!(c.mqtt.url, ["mqtt://10.0.0.2:1884"]);
         assert_eq!(c.mqtt.username.as_deref(), Some("me"));
         assert_eq!(
             c.mqtt.password.as_ref().map(|p| p.expose_secret()),
@@ -1223,7 +1223,7 @@ mod tests {
         let c = o
             .apply(Config::default(), Path::new("/d"), Some(&svc()))
             .expect("valid");
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
+        assert_eq!(c.mqtt.url, ["mqtt://core-mosquitto:1883"]);
         assert_eq!(c.mqtt.username.as_deref(), Some("me"));
         let tls = MqttService {
             ssl: true,

@@ -108,16 +108,16 @@ pub async fn start(_addr: SocketAddr, _max_payload: usize) -> Result<(), BrokerE
     Err(BrokerError::NotBuilt)
 }
 
-/// The broker the MQTT sink connects to: the one `[mqtt] url` names (credentials and TLS
-/// applied, TLS files checked), or, without a URL, the embedded broker, started now on
-/// `mqtt.embedded_listen` with `mqtt.max_packet_size` (default [`DEFAULT_MAX_PACKET`]) as its
-/// packet limit. Errors: a bad URL or TLS file (as a configuration problem), or the embedded
-/// broker not starting.
-pub async fn target(mqtt: &MqttSection) -> Result<BrokerAddr, TargetError> {
+/// The broker nodes the MQTT sink connects to, never empty: the ones `[mqtt] url` names, in
+/// order (credentials and TLS applied, TLS files checked), or, without a URL, the embedded
+/// broker, started now on `mqtt.embedded_listen` with `mqtt.max_packet_size` (default
+/// [`DEFAULT_MAX_PACKET`]) as its packet limit. Errors: a bad URL or TLS file (as a
+/// configuration problem), or the embedded broker not starting.
+pub async fn target(mqtt: &MqttSection) -> Result<Vec<BrokerAddr>, TargetError> {
     // `broker` reads the TLS files (and the system's CA certificates) and keeps the TLS
     // client configuration it builds for every connection of the sink: off the runtime.
     let section = mqtt.clone();
-    let named = tokio::task::spawn_blocking(move || section.broker())
+    let named = tokio::task::spawn_blocking(move || section.brokers())
         .await
         .map_err(|e| {
             TargetError::Config(Problem::new(
@@ -125,13 +125,13 @@ pub async fn target(mqtt: &MqttSection) -> Result<BrokerAddr, TargetError> {
                 format!("loading the TLS files failed: {e}"),
             ))
         })??;
-    if let Some(b) = named {
-        return Ok(b);
+    if !named.is_empty() {
+        return Ok(named);
     }
     let addr = mqtt.embedded_listen;
     tracing::info!(listen = %addr, "no MQTT broker configured; starting the embedded broker");
     start(addr, mqtt.max_packet_size.unwrap_or(DEFAULT_MAX_PACKET)).await?;
-    Ok(BrokerAddr::tcp(addr.ip().to_string(), addr.port()))
+    Ok(vec![BrokerAddr::tcp(addr.ip().to_string(), addr.port())])
 }
 
 /// Why [`target`] has no broker.

@@ -64,9 +64,9 @@ struct RunArgs {
     /// Address of the Viewtron HTTP receiver [default: 0.0.0.0:5002].
     #[arg(long, env = "CAMQTT_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Broker URL, mqtt://[user:pass@]host[:port]. Without one an embedded broker is started on 127.0.0.1:1883.
+    /// Broker URL, mqtt://[user:pass@]host[:port]. Repeat it (or separate URLs with commas) for the nodes of a broker cluster, tried in turn. Without one an embedded broker is started on 127.0.0.1:1883.
     #[arg(long, env = "CAMQTT_MQTT_URL", hide_env_values = true)]
-    mqtt_url: Option<String>,
+    mqtt_url: Vec<String>,
     /// Root of all published topics [default: camera].
     #[arg(long, env = "CAMQTT_BASE_TOPIC")]
     base_topic: Option<String>,
@@ -226,7 +226,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     config.apply(&Overrides {
         listen: args.listen,
-        mqtt_url: args.mqtt_url,
+        mqtt_url: (!args.mqtt_url.is_empty()).then_some(args.mqtt_url),
         base_topic: args.base_topic,
         discovery_prefix: args.discovery_prefix,
         client_id: args.client_id,
@@ -453,11 +453,16 @@ fn summary(file: &Path, c: &Config) -> Vec<String> {
         format!("{}: OK", file.display()),
         format!(
             "  broker: {}",
-            c.mqtt
-                .url
-                .as_deref()
-                .map(redact_url)
-                .unwrap_or_else(|| format!("embedded on {}", c.mqtt.embedded_listen))
+            if c.mqtt.url.is_empty() {
+                format!("embedded on {}", c.mqtt.embedded_listen)
+            } else {
+                c.mqtt
+                    .url
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         ),
         format!(
             "  viewtron receiver: {}",

@@ -212,6 +212,12 @@ metrics_set! {
         mqtt_errors,
         /// MQTT (re)connections.
         mqtt_connects,
+        /// Connections made to another broker node than the one before (`[mqtt] url` lists the
+        /// nodes of a cluster): failovers.
+        mqtt_failovers,
+        /// `bridge/info` messages from another client id under this bridge's base topic: a second
+        /// instance shares the base topic (each instance needs its own, README "Scaling out").
+        mqtt_topic_conflicts,
         /// Images not published because they exceed the broker's packet limit (`[mqtt]
         /// max_packet_size`, the broker's MQTT 5 CONNACK, or learned).
         images_oversize,

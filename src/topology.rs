@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 use crate::event::KnownDevices;
-use crate::sinks::mqtt::config::SinkInputs;
+use crate::sinks::mqtt::config::{BrokerAddr, SinkInputs};
 use crate::sources::{Source, SourceContext, SourceError, SourceHandle};
 use crate::spool::Buffer;
 use crate::telemetry::Telemetry;
@@ -70,7 +70,8 @@ pub struct Running {
     pub viewtron_addr: Option<SocketAddr>,
     /// Every started source with its address.
     pub sources: Vec<(&'static str, Option<SocketAddr>)>,
-    /// MQTT broker in use.
+    /// The MQTT broker node(s) configured, as `mqtt://host:port`, comma-separated in the
+    /// order they are tried (no credentials).
     pub broker: String,
     /// The bridge's metrics.
     pub telemetry: Telemetry,
@@ -118,10 +119,16 @@ pub async fn start_with(
     // runs (broker, spool, listeners).
     let mut sources = sources::configured(&config).map_err(invalid)?;
     sources.extend(extra);
-    let broker_addr = broker::target(&config.mqtt).await?;
-    let broker_desc = format!("{}:{}", broker_addr.host, broker_addr.port);
+    let mut nodes = broker::target(&config.mqtt).await?;
+    let broker_desc = nodes
+        .iter()
+        .map(BrokerAddr::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
+    let first = nodes.remove(0);
     let sink_cfg = config.mqtt.sink_config(
-        broker_addr,
+        first,
+        nodes,
         SinkInputs {
             homeassistant: &config.homeassistant,
             images: &config.images,

@@ -592,7 +592,7 @@ fn manifest_defaults_parse_as_add_on_options() {
             Some(&svc),
         )
         .expect("defaults are valid");
-    assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://core-mosquitto:1883"));
+    assert_eq!(c.mqtt.url, ["mqtt://core-mosquitto:1883"]);
     assert_eq!(c.spool.dir, Path::new("/data/spool"));
     assert_eq!(c.viewtron.listen.port(), 5002);
     assert!(c.viewtron.tls.is_none(), "HTTPS is off by default");

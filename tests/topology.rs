@@ -95,7 +95,7 @@ async fn start(
     let mut cfg: Config = config::load_str("[homeassistant]\nenabled = false\n").unwrap();
     cfg.apply(&config::Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        mqtt_url: Some(broker.url()),
+        mqtt_url: Some(vec![broker.url()]),
         client_id: Some(format!("two-{name}-{}", broker.port)),
         ..Default::default()
     });

@@ -82,8 +82,9 @@ pub struct Config {
 pub struct Overrides {
     /// `--listen`
     pub listen: Option<SocketAddr>,
-    /// `--mqtt-url`
-    pub mqtt_url: Option<String>,
+    /// `--mqtt-url` (repeatable; each value may itself be a comma-separated list of URLs).
+    /// `None`: not given.
+    pub mqtt_url: Option<Vec<String>>,
     /// `--base-topic`
     pub base_topic: Option<String>,
     /// `--discovery-prefix`
@@ -103,14 +104,18 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// Apply command-line / environment overrides. An empty `--mqtt-url` clears the URL (the
-    /// embedded broker).
+    /// Apply command-line / environment overrides. `--mqtt-url` replaces the file's URLs
+    /// ([`crate::sinks::mqtt::config::split_url_list`] on each value); an empty one clears
+    /// them (the embedded broker).
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(listen) = o.listen {
             self.viewtron.listen = listen;
         }
-        if let Some(url) = &o.mqtt_url {
-            self.mqtt.url = (!url.trim().is_empty()).then(|| url.clone());
+        if let Some(urls) = &o.mqtt_url {
+            self.mqtt.url = urls
+                .iter()
+                .flat_map(|u| crate::sinks::mqtt::config::split_url_list(u))
+                .collect();
         }
         if let Some(t) = &o.base_topic {
             self.mqtt.base_topic = t.clone();
@@ -180,7 +185,7 @@ impl Config {
             problems.extend(self.ftp.logins().err());
         }
         problems.extend(self.smtp.check_files());
-        problems.extend(self.mqtt.broker().err());
+        problems.extend(self.mqtt.brokers().err());
         if self.web.listen.is_some() {
             problems.extend(self.web.access().err());
         }
@@ -218,7 +223,7 @@ mod tests {
         assert_eq!(c.mqtt.base_topic, "camera");
         assert_eq!(c.viewtron.listen.port(), 5002);
         assert_eq!(c.viewtron.body_limit, 16 * 1024 * 1024);
-        assert!(c.mqtt.url.is_none());
+        assert!(c.mqtt.url.is_empty());
     }
 
     #[test]
@@ -303,7 +308,7 @@ mod tests {
             _ => Err(std::io::Error::other("missing")),
         };
         assert!(c.resolve_secrets(&env, &read).is_empty());
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://broker:1883"));
+        assert_eq!(c.mqtt.url, ["mqtt://broker:1883"]);
         assert_eq!(c.mqtt.username.as_deref(), Some("bridge"));
         assert_eq!(
             c.mqtt.password.as_ref().map(|p| p.expose_secret()),
@@ -404,11 +409,11 @@ mod tests {
     fn overrides_win() {
         let mut c = load_str("[mqtt]\nurl = \"mqtt://a\"\n").expect("valid");
         c.apply(&Overrides {
-            mqtt_url: Some("mqtt://b:1884".into()),
+            mqtt_url: Some(vec!["mqtt://b:1884".into()]),
             base_topic: Some("cams".into()),
             ..Default::default()
         });
-        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://b:1884"));
+        assert_eq!(c.mqtt.url, ["mqtt://b:1884"]);
         assert_eq!(c.mqtt.base_topic, "cams");
     }
 
@@ -482,7 +487,7 @@ mod tests {
             !text.contains("mqtt-secret") && !text.contains("cam-secret"),
             "{text}"
         );
-        let broker = c.mqtt.broker().unwrap().unwrap();
+        let broker = c.mqtt.brokers().unwrap().remove(0);
         assert_eq!(broker.to_string(), "mqtt://u:***@h:1883");
         let text = format!("{broker:?}");
         assert!(!text.contains("secret"), "{text}");

@@ -255,8 +255,8 @@ impl Config {
         };
         let [url, user, pass, vuser, vpass] = VARIABLES.map(|(name, key)| src.value(name, key));
         let m = &mut self.mqtt;
-        if url.is_some() {
-            m.url = url.filter(|u| !u.trim().is_empty());
+        if let Some(u) = url {
+            m.url = crate::sinks::mqtt::config::split_url_list(&u);
         }
         if user.is_some() {
             m.username = user;

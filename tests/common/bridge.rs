@@ -43,7 +43,7 @@ impl Bridge {
         let mut cfg: Config = config::load_str(toml).expect("test config");
         cfg.apply(&config::Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            mqtt_url,
+            mqtt_url: mqtt_url.map(|u| vec![u]),
             client_id: Some(client_id),
             ..Default::default()
         });

@@ -62,6 +62,17 @@ impl BrokerAddr {
         }
     }
 
+    /// `mqtt://host:port` or `mqtts://host:port` (IPv6 in brackets): which node this is,
+    /// without the user name or password; for logs, `bridge/info` and comparing nodes.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
     /// Build the TLS client configuration now and keep it for every connection to this broker
     /// (reconnects, the MQTT 3.1.1 fallback): reads the CA file or the system's roots and the
     /// client certificate and key, once. Blocking file I/O: call it at start, off the async

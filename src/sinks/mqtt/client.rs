@@ -42,11 +42,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::SinkError;
-use super::config::MqttSinkConfig;
+use super::config::{BrokerAddr, MqttSinkConfig};
 use super::dead_letter::{DeadLetters, Letter};
 use super::limits::{KillGuard, PacketLimit, PublishKey, Verdict};
 use super::link::{
-    CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session, TryPublishError,
+    BridgeWatch, CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session, TryPublishError,
 };
 use super::outbox::{Outbox, Pending};
 use super::payload::unparsed_json;
@@ -102,7 +102,12 @@ struct Shell {
     listen: Listen,
     will_topic: String,
     unparsed_topic: String,
+    /// The broker node in use or last used (`mqtt://host:port`).
     broker: String,
+    /// Its index in [`MqttSinkConfig::nodes`], once connected.
+    node: Option<usize>,
+    /// Client ids already warned about publishing under this bridge's base topic.
+    conflicts: HashSet<String>,
     outbox: Outbox,
     in_flight: JoinSet<(u64, Delivery)>,
     flying: HashMap<u64, Flying>,
@@ -380,6 +385,11 @@ impl Shell {
     fn link_up(&mut self, st: &mut SinkState, session: &Session) {
         self.connected = true;
         self.more = true;
+        // A connection to another node (failover) says nothing about the publishes lost with
+        // the old one: the old node went away, they did not kill it.
+        let same_node = self.node.replace(session.node).is_none_or(|n| n == session.node);
+        session.broker.clone_into(&mut self.broker);
+        st.set_node(&session.broker);
         self.limit
             .connected(session.protocol, session.max_packet_size);
         st.set_packet_limit(self.limit.clone());
@@ -388,7 +398,10 @@ impl Shell {
         // them before it reports the drop, and reconnecting takes at least one backoff step.
         let lost = std::mem::take(&mut self.lost);
         let keys = lost.iter().map(|f| f.key.clone()).collect();
-        match self.guard.on_drop(keys, session.failed_attempts == 0) {
+        match self
+            .guard
+            .on_drop(keys, session.failed_attempts == 0 && same_node)
+        {
             Verdict::Outage => {}
             Verdict::Suspect(n) => {
                 let largest = lost.iter().max_by_key(|f| f.key.packet).map(|f| &f.key);
@@ -426,13 +439,41 @@ impl Shell {
         }
     }
 
-    /// The broker refused MQTT 5: speak 3.1.1 from now on (when the configuration allows).
-    fn downgrade(&mut self, cfg: &MqttSinkConfig, st: &mut SinkState) -> Result<(), SinkError> {
-        info!(broker = %self.broker, "MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (its packet limit is then only known from [mqtt] max_packet_size)");
-        self.link = Link::start(cfg, &self.will_topic, Protocol::V311, self.listen.clone())?;
+    /// The broker (node `node`) refused MQTT 5: speak 3.1.1 from now on, to every node, starting
+    /// with that one (when the configuration allows).
+    fn downgrade(
+        &mut self,
+        cfg: &MqttSinkConfig,
+        st: &mut SinkState,
+        node: usize,
+    ) -> Result<(), SinkError> {
+        let broker = cfg.nodes().nth(node).map(BrokerAddr::endpoint);
+        info!(broker = broker.as_deref().unwrap_or_default(), "MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (its packet limit is then only known from [mqtt] max_packet_size)");
+        self.link = Link::start(
+            cfg,
+            &self.will_topic,
+            Protocol::V311,
+            node,
+            self.listen.clone(),
+        )?;
         self.limit = PacketLimit::new(Protocol::V311, cfg.max_packet_size);
         st.set_packet_limit(self.limit.clone());
         Ok(())
+    }
+
+    /// Before a new connection is used, take in the outcomes of the old one's publishes (the
+    /// driver failed them before it reported the drop) so that they are judged with that drop:
+    /// a failover brings the link back at once, possibly before they were collected. Only the
+    /// old connection's publishes can be in flight here (nothing is sent while down).
+    async fn settle_in_flight(&mut self, st: &mut SinkState) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(until, self.in_flight.join_next()).await {
+                Ok(Some(Ok((id, delivery)))) => self.completed(st, id, delivery),
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
 
     /// A report from the driver.
@@ -451,6 +492,7 @@ impl Shell {
                     timers.scan = self.subscribe(h);
                 }
                 self.subscribe_commands();
+                self.subscribe_bridge();
                 let first = st
                     .on_connected(Instant::now())
                     .into_iter()
@@ -471,9 +513,31 @@ impl Shell {
                 timers.scan = None;
                 self.link_down(st, packet_too_large);
             }
-            Conn::Unsupported => {
+            Conn::Unsupported { node } => {
                 if self.choice == ProtocolChoice::Auto && self.link.protocol() == Protocol::V5 {
-                    self.downgrade(cfg, st)?;
+                    self.downgrade(cfg, st, node)?;
+                }
+            }
+            Conn::StateOffline => {
+                // Our last will, fired by a broker node that lost an earlier connection of
+                // ours (a cluster can fire it late, after the bridge reconnected to another
+                // node), or someone else's `offline`: the bridge is running, so it says so.
+                if self.connected {
+                    info!(topic = %self.will_topic, "bridge state set to offline while the bridge is connected (the last will of an earlier connection); publishing online again");
+                    self.outbox.push_front_all(vec![Pending {
+                        topic: self.will_topic.clone(),
+                        payload: Bytes::from_static(b"online"),
+                        retain: true,
+                        momentary: false,
+                        image: false,
+                        tag: None,
+                    }]);
+                }
+            }
+            Conn::PeerInfo { client_id } => {
+                self.telemetry.mqtt_topic_conflicts.inc();
+                if self.conflicts.len() < 64 && self.conflicts.insert(client_id.clone()) {
+                    error!(other_client_id = %client_id, base_topic = %cfg.base_topic, "another bridge publishes bridge/info under this base topic: two instances share it and overwrite each other's bridge state; give each instance its own [mqtt] base_topic (README \"Scaling out\")");
                 }
             }
             Conn::HaStatus(p) => {
@@ -496,6 +560,17 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// Subscribe to the bridge's own `bridge/state` and `bridge/info` (see [`BridgeWatch`]);
+    /// after every connect (the session is clean).
+    fn subscribe_bridge(&mut self) {
+        for topic in [&self.listen.bridge.state, &self.listen.bridge.info] {
+            if let Err(e) = self.link.try_subscribe(topic) {
+                self.telemetry.mqtt_errors.inc();
+                warn!(topic = %topic, error = %e, "MQTT subscribe failed");
+            }
+        }
     }
 
     /// Subscribe to the command topics (`<base>/+/snapshot/take`) when a source takes
@@ -632,7 +707,7 @@ impl Shell {
                         self.completed(st, id, delivery);
                     }
                 }
-                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up(_) | Conn::HaStatus(_) | Conn::Retained(..))) { return },
+                ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up(_) | Conn::HaStatus(_) | Conn::Retained(..) | Conn::StateOffline | Conn::PeerInfo { .. })) { return },
                 () = self.reader.wait(), if !offline_queued && !self.more => self.more = true,
                 _ = tokio::time::sleep_until(wake) => {
                     if offline_queued {
@@ -685,7 +760,12 @@ pub(crate) async fn run(
             biased;
             _ = shutdown.cancelled() => break,
             ev = conn_rx.recv() => match ev {
-                Some(ev) => sh.on_conn(ev, &mut st, &mut timers, &cfg)?,
+                Some(ev) => {
+                    if matches!(ev, Conn::Up(_)) {
+                        sh.settle_in_flight(&mut st).await;
+                    }
+                    sh.on_conn(ev, &mut st, &mut timers, &cfg)?;
+                }
                 None => {
                     error!("MQTT event loop ended");
                     break;
@@ -736,10 +816,20 @@ fn start(
             topics: st.topics().clone(),
             tx,
         }),
+        bridge: BridgeWatch {
+            state: will_topic.clone(),
+            info: st.topics().bridge_info(),
+            client_id: cfg.client_id.clone(),
+        },
     };
     let first = cfg.protocol.first();
-    let link = Link::start(cfg, &will_topic, first, listen.clone())?;
-    info!(broker = %cfg.broker, client_id = %cfg.client_id, base_topic = %cfg.base_topic, protocol = ?cfg.protocol, "MQTT sink started");
+    let link = Link::start(cfg, &will_topic, first, 0, listen.clone())?;
+    let nodes = cfg
+        .nodes()
+        .map(BrokerAddr::endpoint)
+        .collect::<Vec<_>>()
+        .join(",");
+    info!(broker = %cfg.broker, nodes = %nodes, client_id = %cfg.client_id, base_topic = %cfg.base_topic, protocol = ?cfg.protocol, "MQTT sink started");
     let limit = PacketLimit::new(first, cfg.max_packet_size);
     st.set_packet_limit(limit.clone());
     Ok(Shell {
@@ -748,7 +838,9 @@ fn start(
         listen,
         unparsed_topic: st.topics().bridge_unparsed(),
         will_topic,
-        broker: cfg.broker.to_string(),
+        broker: cfg.broker.endpoint(),
+        node: None,
+        conflicts: HashSet::new(),
         outbox: Outbox::default(),
         in_flight: JoinSet::new(),
         flying: HashMap::new(),

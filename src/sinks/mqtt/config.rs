@@ -36,9 +36,13 @@ const MQTT_MAX_PACKET: usize = 268_435_460;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
-    /// `mqtt://[user:pass@]host[:port]` or `mqtts://…`. Unset: start the embedded broker.
-    /// May hold a password: print it with [`redact_url`] only.
-    pub url: Option<String>,
+    /// The broker: `mqtt://[user:pass@]host[:port]` or `mqtts://…`. Several URLs (a TOML
+    /// list, or one string with the URLs separated by commas, [`split_url_list`]) are the nodes
+    /// of one broker cluster: the first is tried first, then the others in turn on every
+    /// reconnect ([`MqttSinkConfig::failover`]). Empty: start the embedded broker. May hold a
+    /// password: print it with [`redact_url`] only.
+    #[serde(deserialize_with = "url_list")]
+    pub url: Vec<String>,
     /// Client id; must be unique per bridge instance (1 to 128 characters). Default:
     /// `camqtt-<hostname>-<receiver port>`.
     pub client_id: Option<String>,
@@ -73,7 +77,7 @@ pub struct MqttSection {
 impl Default for MqttSection {
     fn default() -> Self {
         MqttSection {
-            url: None,
+            url: Vec::new(),
             client_id: None,
             base_topic: "camera".into(),
             keep_alive: Duration::from_secs(30),
@@ -115,7 +119,10 @@ impl std::fmt::Debug for MqttSection {
             tls,
         } = self;
         f.debug_struct("MqttSection")
-            .field("url", &url.as_deref().map(RedactedUrl))
+            .field(
+                "url",
+                &url.iter().map(|u| RedactedUrl(u)).collect::<Vec<_>>(),
+            )
             .field("client_id", client_id)
             .field("base_topic", base_topic)
             .field("keep_alive", keep_alive)
@@ -216,11 +223,7 @@ impl MqttSection {
         if let Err(m) = check_topic_root(&self.base_topic) {
             problems.push(Problem::new("mqtt.base_topic", m));
         }
-        if let Some(url) = &self.url
-            && let Err(e) = BrokerAddr::from_url(url)
-        {
-            problems.push(Problem::new("mqtt.url", e.to_string()));
-        }
+        problems.extend(self.url_problems());
         if let Some(id) = &self.client_id
             && (id.is_empty() || id.len() > 128)
         {
@@ -246,49 +249,87 @@ impl MqttSection {
         problems
     }
 
-    /// The broker named by `url`, with `username` / `password` overriding the URL's and the
-    /// `[mqtt.tls]` settings applied; `None` without a URL (the embedded broker). Builds the
-    /// TLS client configuration now ([`BrokerAddr::prepare_tls`]: the TLS files are read once,
-    /// errors at `mqtt.tls`), so that a bad file stops the start instead of failing in the
-    /// sink, and the sink's connections reuse it. Blocking file I/O: call it off the async
-    /// runtime.
-    pub fn broker(&self) -> Result<Option<BrokerAddr>, Problem> {
-        let Some(url) = &self.url else {
-            return Ok(None);
+    /// Problems of `url`: every URL must parse ([`BrokerAddr::from_url`]), and no node may be
+    /// listed twice. Paths `mqtt.url`, or `mqtt.url[<i>]` when there are several.
+    fn url_problems(&self) -> Vec<Problem> {
+        let key = |i: usize| {
+            if self.url.len() > 1 {
+                format!("mqtt.url[{i}]")
+            } else {
+                "mqtt.url".to_owned()
+            }
         };
-        let mut b =
-            BrokerAddr::from_url(url).map_err(|e| Problem::new("mqtt.url", e.to_string()))?;
-        if let Some(u) = &self.username {
-            b.username = Some(u.clone());
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for (i, url) in self.url.iter().enumerate() {
+            match BrokerAddr::from_url(url) {
+                Ok(b) => {
+                    let node = b.endpoint();
+                    if seen.contains(&node) {
+                        problems.push(Problem::new(key(i), format!("{node} is listed twice")));
+                    }
+                    seen.push(node);
+                }
+                Err(e) => problems.push(Problem::new(key(i), e.to_string())),
+            }
         }
-        if let Some(p) = &self.password {
-            b.password = Some(p.clone());
-        }
-        b.tls |= self.tls.enabled;
-        b.tls_options = TlsOptions {
-            ca_file: self.tls.ca_file.clone(),
-            cert_file: self.tls.cert_file.clone(),
-            key_file: self.tls.key_file.clone(),
-            server_name: self.tls.server_name.clone(),
-        };
-        b.prepare_tls()
-            .map_err(|e| Problem::new("mqtt.tls", e.to_string()))?;
-        Ok(Some(b))
+        problems
     }
 
-    /// The sink's runtime configuration: this section, the `broker` to use (from
-    /// [`MqttSection::broker`] or the embedded one) and what the sink reads from elsewhere.
-    /// The embedded broker (no `url`) is always spoken to in MQTT 3.1.1.
-    pub fn sink_config(&self, broker: BrokerAddr, inputs: SinkInputs<'_>) -> MqttSinkConfig {
+    /// The broker nodes named by `url`, in order, each with `username` / `password` overriding
+    /// the URL's and the `[mqtt.tls]` settings applied; empty without a URL (the embedded
+    /// broker). Builds each node's TLS client configuration now ([`BrokerAddr::prepare_tls`]:
+    /// the TLS files are read once, errors at `mqtt.tls`), so that a bad file stops the start
+    /// instead of failing in the sink, and the sink's connections reuse it. Blocking file I/O:
+    /// call it off the async runtime.
+    pub fn brokers(&self) -> Result<Vec<BrokerAddr>, Problem> {
+        if let Some(p) = self.url_problems().into_iter().next() {
+            return Err(p);
+        }
+        let mut out = Vec::with_capacity(self.url.len());
+        for url in &self.url {
+            let mut b = BrokerAddr::from_url(url)
+                .map_err(|e| Problem::new("mqtt.url", e.to_string()))?;
+            if let Some(u) = &self.username {
+                b.username = Some(u.clone());
+            }
+            if let Some(p) = &self.password {
+                b.password = Some(p.clone());
+            }
+            b.tls |= self.tls.enabled;
+            b.tls_options = TlsOptions {
+                ca_file: self.tls.ca_file.clone(),
+                cert_file: self.tls.cert_file.clone(),
+                key_file: self.tls.key_file.clone(),
+                server_name: self.tls.server_name.clone(),
+            };
+            b.prepare_tls()
+                .map_err(|e| Problem::new("mqtt.tls", e.to_string()))?;
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// The sink's runtime configuration: this section, the broker nodes to use (`broker`
+    /// first, then `failover`: from [`MqttSection::brokers`], or the embedded broker alone)
+    /// and what the sink reads from elsewhere. The embedded broker (no `url`) is always spoken
+    /// to in MQTT 3.1.1.
+    pub fn sink_config(
+        &self,
+        broker: BrokerAddr,
+        failover: Vec<BrokerAddr>,
+        inputs: SinkInputs<'_>,
+    ) -> MqttSinkConfig {
         let mut off_delay = default_off_delays();
         off_delay.extend(inputs.off_delays);
         MqttSinkConfig {
             broker,
+            failover,
             client_id: self.client_id.clone().unwrap_or(inputs.default_client_id),
             base_topic: self.base_topic.clone(),
             keep_alive: self.keep_alive,
             max_packet_size: self.max_packet_size,
-            protocol: match (self.protocol, self.url.is_some()) {
+            protocol: match (self.protocol, !self.url.is_empty()) {
                 // The embedded broker (rumqttd) listens for MQTT 3.1.1.
                 (_, false) => ProtocolChoice::V311,
                 (MqttProtocol::Auto, true) => ProtocolChoice::Auto,
@@ -301,7 +342,7 @@ impl MqttSection {
             default_off_delay: Duration::from_secs(30),
             object_off_delay: inputs.object_off_delay,
             alarm_max_hold: Duration::from_secs(600),
-            bridge_name: "camqtt".into(),
+            bridge_name: bridge_name(&self.base_topic),
             state_dir: inputs.state_dir,
         }
     }
@@ -415,6 +456,80 @@ pub fn check_off_delays<'a>(
     problems
 }
 
+/// The bridge's name in Home Assistant: `camqtt` with the default base topic, else `camqtt
+/// <base topic>`, so that instances side by side (each with its own base topic, README
+/// "Scaling out") are told apart in HA's device list ("camqtt site-b bridge").
+fn bridge_name(base_topic: &str) -> String {
+    if base_topic == MqttSection::default().base_topic {
+        "camqtt".to_owned()
+    } else {
+        format!("camqtt {base_topic}")
+    }
+}
+
+/// Split a list of broker URLs written as one string (`CAMQTT_MQTT_URL`, `--mqtt-url`, a
+/// string `url`): at each comma that is followed (after optional spaces) by a URL scheme
+/// (`mqtt://`, `mqtts://`, …) or ends the text, so a comma inside a password stays part of its
+/// URL. Parts are trimmed; empty parts are dropped (an empty string is an empty list: the
+/// embedded broker).
+pub fn split_url_list(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in text.match_indices(',') {
+        let rest = text[i + 1..].trim_start();
+        if rest.is_empty() || starts_with_scheme(rest) {
+            out.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&text[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `scheme://` at the start of `s` (RFC 3986 §3.1: a letter, then letters, digits, `+`, `-`,
+/// `.`).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `[mqtt] url`: a string (one URL, or several separated by commas, [`split_url_list`]) or a
+/// list of strings. The error never echoes a value (it may hold a password).
+fn url_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct UrlList;
+    impl<'de> serde::de::Visitor<'de> for UrlList {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a broker URL or a list of broker URLs")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(split_url_list(v))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(u) = seq.next_element::<String>()? {
+                out.extend(split_url_list(&u));
+            }
+            Ok(out)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(UrlList)
+}
+
 /// A topic root (`mqtt.base_topic`, `homeassistant.discovery_prefix`): not empty, no
 /// wildcards or control characters, no empty levels.
 fn check_topic_root(t: &str) -> Result<(), String> {
@@ -433,8 +548,14 @@ fn check_topic_root(t: &str) -> Result<(), String> {
 /// Everything the MQTT sink needs.
 #[derive(Debug, Clone)]
 pub struct MqttSinkConfig {
-    /// Where the broker is.
+    /// Where the broker is: the node tried first.
     pub broker: BrokerAddr,
+    /// Further nodes of the same broker (a cluster), tried in turn after [`Self::broker`]
+    /// whenever a connection attempt fails or the connection drops; empty for one broker.
+    /// The nodes must share retained messages and sessions (one cluster, DESIGN §7): the
+    /// bridge re-publishes its states and discovery on every connect, but does not copy
+    /// retained messages from one node to another.
+    pub failover: Vec<BrokerAddr>,
     /// MQTT client id; must be unique per bridge instance (a duplicate kicks the other
     /// connection and fires its last will).
     pub client_id: String,
@@ -474,6 +595,7 @@ impl MqttSinkConfig {
     pub fn new(broker: BrokerAddr) -> MqttSinkConfig {
         MqttSinkConfig {
             broker,
+            failover: Vec::new(),
             client_id: "camqtt".to_owned(),
             base_topic: "camera".to_owned(),
             keep_alive: Duration::from_secs(30),
@@ -488,6 +610,12 @@ impl MqttSinkConfig {
             bridge_name: "camqtt".to_owned(),
             state_dir: None,
         }
+    }
+
+    /// Every broker node, in the order they are tried: [`Self::broker`], then
+    /// [`Self::failover`].
+    pub fn nodes(&self) -> impl Iterator<Item = &BrokerAddr> {
+        std::iter::once(&self.broker).chain(&self.failover)
     }
 
     /// The `off_delay` for a category name.
@@ -648,6 +776,88 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn section(toml_text: &str) -> MqttSection {
+        toml::from_str(toml_text).expect("valid [mqtt]")
+    }
+
+    #[test]
+    fn url_lists_split_at_a_comma_before_a_scheme_only() {
+        assert_eq!(
+            split_url_list("mqtt://a:1883, mqtts://b,tcp://c:1"),
+            ["mqtt://a:1883", "mqtts://b", "tcp://c:1"]
+        );
+        // A comma inside a password is part of its URL.
+        assert_eq!(
+            split_url_list("mqtt://u:p,w@a,mqtt://b"),
+            ["mqtt://u:p,w@a", "mqtt://b"]
+        );
+        assert_eq!(split_url_list("mqtt://u:p,mqtt://x@a"), ["mqtt://u:p", "mqtt://x@a"]);
+        assert!(split_url_list("").is_empty());
+        assert!(split_url_list(" , ").is_empty());
+        assert_eq!(split_url_list("mqtt://a,"), ["mqtt://a"]);
+    }
+
+    #[test]
+    fn url_is_a_string_a_comma_list_or_a_toml_list() {
+        assert_eq!(section("url = \"mqtt://a\"").url, ["mqtt://a"]);
+        assert_eq!(
+            section("url = \"mqtt://a,mqtt://b:1884\"").url,
+            ["mqtt://a", "mqtt://b:1884"]
+        );
+        assert_eq!(
+            section("url = [\"mqtt://a\", \"mqtts://b\"]").url,
+            ["mqtt://a", "mqtts://b"]
+        );
+        assert!(section("").url.is_empty());
+        assert!(section("url = \"\"").url.is_empty());
+        let e = toml::from_str::<MqttSection>("url = 5").unwrap_err().to_string();
+        assert!(e.contains("a broker URL or a list of broker URLs"), "{e}");
+    }
+
+    #[test]
+    fn brokers_keep_the_order_and_share_credentials_and_tls() {
+        let s = section(
+            "url = [\"mqtt://a:1\", \"mqtt://b:2\"]\nusername = \"u\"\npassword = \"p\"\n",
+        );
+        let nodes = s.brokers().expect("valid");
+        let ends: Vec<_> = nodes.iter().map(BrokerAddr::endpoint).collect();
+        assert_eq!(ends, ["mqtt://a:1", "mqtt://b:2"]);
+        assert!(nodes.iter().all(|b| b.username.as_deref() == Some("u")));
+        assert!(nodes.iter().all(|b| b.password.is_some()));
+        let cfg = s.sink_config(
+            nodes[0].clone(),
+            nodes[1..].to_vec(),
+            SinkInputs {
+                homeassistant: &HomeAssistantSection::default(),
+                images: &ImageConfig::default(),
+                off_delays: BTreeMap::new(),
+                object_off_delay: Duration::from_secs(30),
+                state_dir: None,
+                default_client_id: "id".into(),
+            },
+        );
+        let order: Vec<_> = cfg.nodes().map(BrokerAddr::endpoint).collect();
+        assert_eq!(order, ["mqtt://a:1", "mqtt://b:2"]);
+        assert!(section("").brokers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn each_bad_or_repeated_node_is_a_problem_at_its_index() {
+        let p = section("url = [\"mqtt://a\", \"http://b\", \"mqtt://a:1883\"]").validate();
+        let keys: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(keys, ["mqtt.url[1]", "mqtt.url[2]"], "{p:?}");
+        assert!(p[1].message.contains("listed twice"), "{p:?}");
+        // One URL: the key is the plain one.
+        let p = section("url = \"http://b\"").validate();
+        assert_eq!(p[0].path, "mqtt.url");
+    }
+
+    #[test]
+    fn instances_with_their_own_base_topic_get_their_own_bridge_name() {
+        assert_eq!(bridge_name("camera"), "camqtt");
+        assert_eq!(bridge_name("camera/site-b"), "camqtt camera/site-b");
+    }
 
     #[test]
     fn validate_catches_problems() {

@@ -13,6 +13,11 @@
 //! version", MQTT 3.1.1 §3.2.2.3) or closes the connection; the driver then reports
 //! [`Conn::Unsupported`] and the shell starts a 3.1.1 link, which it keeps for the life of the
 //! process.
+//!
+//! Broker nodes ([`MqttSinkConfig::nodes`]): with several (the nodes of one cluster), a failed
+//! connection attempt or a dropped connection moves the link to the next node in turn at once;
+//! the backoff pause comes only after every node failed once since the last connect. The link
+//! stays on the node it reached (no return to the first: the nodes serve the same cluster).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::SinkError;
-use super::config::MqttSinkConfig;
+use super::config::{BrokerAddr, MqttSinkConfig};
 use super::stale;
 use crate::telemetry::Telemetry;
 
@@ -81,6 +86,10 @@ pub struct Session {
     /// Failed connection attempts before this one succeeded (0: the first attempt after the
     /// link went down succeeded, i.e. the broker was reachable all along).
     pub failed_attempts: u32,
+    /// Index of the node connected to, in [`MqttSinkConfig::nodes`] order.
+    pub node: usize,
+    /// That node, `mqtt://host:port` ([`BrokerAddr::endpoint`]).
+    pub broker: String,
 }
 
 /// What the driver reports to the shell.
@@ -94,11 +103,22 @@ pub enum Conn {
         packet_too_large: bool,
     },
     /// The broker refused MQTT 5 before ever accepting it (only when [`Listen::fallback`]).
-    Unsupported,
+    Unsupported {
+        /// The node that refused ([`MqttSinkConfig::nodes`] order): the 3.1.1 link starts there.
+        node: usize,
+    },
     /// A message on Home Assistant's status topic.
     HaStatus(Bytes),
     /// A retained discovery config (topic, payload) seen during the stale scan.
     Retained(String, Bytes),
+    /// `offline` on the bridge's own `bridge/state` ([`BridgeWatch`]).
+    StateOffline,
+    /// A live (not retained) `bridge/info` from another client id under the bridge's base
+    /// topic: a second instance shares it ([`BridgeWatch`]).
+    PeerInfo {
+        /// The other bridge's client id (from its `bridge/info`; `?` when it has none).
+        client_id: String,
+    },
 }
 
 /// The outcome of one QoS 1 publish.
@@ -175,6 +195,26 @@ pub struct Listen {
     /// Command topics (`<base>/+/snapshot/take`) and where their commands go, when a source
     /// takes commands.
     pub commands: Option<CommandRoute>,
+    /// The bridge's own topics, watched.
+    pub bridge: BridgeWatch,
+}
+
+/// The bridge watches its own `<base>/bridge/state` and `<base>/bridge/info`:
+/// * `offline` on the state while connected is the last will of an earlier connection, fired
+///   late (a broker cluster fires the will of a connection that lived on a node that went
+///   away when it notices, which can be after the bridge reconnected to another node): the
+///   bridge publishes `online` again;
+/// * a live `bridge/info` carrying another client id means a second instance uses the same
+///   base topic (each instance needs its own): logged once per client id, counted
+///   (`mqtt_topic_conflicts`). Retained ones are left alone: they may be an earlier run's.
+#[derive(Clone, Debug)]
+pub struct BridgeWatch {
+    /// `<base>/bridge/state`.
+    pub state: String,
+    /// `<base>/bridge/info`.
+    pub info: String,
+    /// This bridge's client id.
+    pub client_id: String,
 }
 
 /// Commands arriving on `<base>/<device>/snapshot/take` go to the sources.
@@ -187,26 +227,44 @@ pub struct CommandRoute {
 }
 
 impl Link {
-    /// Build the client for `protocol` and spawn its driver; it connects on its own.
+    /// Build the client for `protocol` and spawn its driver; it connects on its own, to node
+    /// `first` of [`MqttSinkConfig::nodes`] first (taken modulo their number).
     pub fn start(
         cfg: &MqttSinkConfig,
         will_topic: &str,
         protocol: Protocol,
+        first: usize,
         listen: Listen,
     ) -> Result<Link, SinkError> {
-        let broker = cfg.broker.to_string();
+        let endpoints: Vec<String> = cfg.nodes().map(BrokerAddr::endpoint).collect();
+        let first = first % endpoints.len();
+        let rc = Reconnect::new(endpoints, first, listen.telemetry.clone());
         let (client, task) = match protocol {
             Protocol::V5 => {
-                let (c, el) = rumqttc5::AsyncClient::builder(v5_options(cfg, will_topic)?)
+                let options = cfg
+                    .nodes()
+                    .map(|b| v5_options(cfg, b, will_topic))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (c, el) = rumqttc5::AsyncClient::builder(options[first].clone())
                     .capacity(REQUEST_CAPACITY)
                     .build();
-                (Client::V5(c), tokio::spawn(drive_v5(el, listen, broker)))
+                (
+                    Client::V5(c),
+                    tokio::spawn(drive_v5(el, options, listen, rc)),
+                )
             }
             Protocol::V311 => {
-                let (c, el) = rumqttc::AsyncClient::builder(v4_options(cfg, will_topic)?)
+                let options = cfg
+                    .nodes()
+                    .map(|b| v4_options(cfg, b, will_topic))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (c, el) = rumqttc::AsyncClient::builder(options[first].clone())
                     .capacity(REQUEST_CAPACITY)
                     .build();
-                (Client::V4(c), tokio::spawn(drive_v4(el, listen, broker)))
+                (
+                    Client::V4(c),
+                    tokio::spawn(drive_v4(el, options, listen, rc)),
+                )
             }
         };
         Ok(Link {
@@ -348,12 +406,13 @@ macro_rules! auth_and_tls {
     };
 }
 
-/// Build the MQTT 5 options: clean start, last will, keep alive, packet limits, auth, TLS.
+/// Build the MQTT 5 options for broker node `b`: clean start, last will, keep alive, packet
+/// limits, auth, TLS.
 pub(crate) fn v5_options(
     cfg: &MqttSinkConfig,
+    b: &BrokerAddr,
     will_topic: &str,
 ) -> Result<rumqttc5::MqttOptions, SinkError> {
-    let b = &cfg.broker;
     let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
     let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
     let mut o = rumqttc5::MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
@@ -373,13 +432,13 @@ pub(crate) fn v5_options(
     Ok(o)
 }
 
-/// Build the MQTT 3.1.1 options (same settings; the outgoing packet limit is the configured
-/// broker limit, else the protocol maximum).
+/// Build the MQTT 3.1.1 options for broker node `b` (same settings; the outgoing packet limit
+/// is the configured broker limit, else the protocol maximum).
 pub(crate) fn v4_options(
     cfg: &MqttSinkConfig,
+    b: &BrokerAddr,
     will_topic: &str,
 ) -> Result<rumqttc::MqttOptions, SinkError> {
-    let b = &cfg.broker;
     let name_override = b.tls_options.server_name.clone().filter(|_| b.tls);
     let tls_host = name_override.clone().unwrap_or_else(|| b.host.clone());
     let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
@@ -442,15 +501,46 @@ fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Opti
     {
         return Some(Conn::HaStatus(payload));
     }
+    if topic == listen.bridge.state.as_bytes() {
+        return (payload.as_ref() == b"offline").then_some(Conn::StateOffline);
+    }
+    if topic == listen.bridge.info.as_bytes() {
+        if retain {
+            return None;
+        }
+        return info_client_id(&payload)
+            .filter(|id| *id != listen.bridge.client_id)
+            .map(|client_id| Conn::PeerInfo { client_id });
+    }
     let prefix = listen.discovery_prefix.as_deref()?;
     let topic = std::str::from_utf8(topic).ok()?;
     (retain && stale::config_object_id(prefix, topic).is_some())
         .then(|| Conn::Retained(topic.to_owned(), payload))
 }
 
-/// Reconnect bookkeeping shared by both drivers: backoff, one log line per outage.
+/// The `client_id` of a `bridge/info` payload; `?` for JSON without one, `None` for what is not
+/// JSON.
+fn info_client_id(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Info {
+        client_id: Option<String>,
+    }
+    let info: Info = serde_json::from_slice(payload).ok()?;
+    Some(info.client_id.unwrap_or_else(|| "?".to_owned()))
+}
+
+/// Reconnect bookkeeping shared by both drivers: which node, backoff, one log line per outage.
 struct Reconnect {
-    broker: String,
+    /// The nodes, `mqtt://host:port`.
+    nodes: Vec<String>,
+    /// Index of the node in use or being tried.
+    current: usize,
+    /// The node of the last connection, once there was one.
+    last_up: Option<usize>,
+    /// Failed attempts since the last connect or the last pause.
+    tried: usize,
+    /// The move to another node was logged in this outage.
+    switch_logged: bool,
     telemetry: Telemetry,
     backoff: Duration,
     up: bool,
@@ -461,9 +551,13 @@ struct Reconnect {
 }
 
 impl Reconnect {
-    fn new(broker: String, telemetry: Telemetry) -> Self {
+    fn new(nodes: Vec<String>, first: usize, telemetry: Telemetry) -> Self {
         Reconnect {
-            broker,
+            nodes,
+            current: first,
+            last_up: None,
+            tried: 0,
+            switch_logged: false,
             telemetry,
             backoff: MIN_BACKOFF,
             up: false,
@@ -474,23 +568,41 @@ impl Reconnect {
         }
     }
 
+    /// The node in use or being tried.
+    fn broker(&self) -> &str {
+        &self.nodes[self.current]
+    }
+
     fn connected(&mut self, protocol: Protocol, max_packet_size: Option<usize>) -> Session {
         let s = Session {
             protocol,
             max_packet_size,
             failed_attempts: self.failed,
+            node: self.current,
+            broker: self.broker().to_owned(),
         };
         self.up = true;
         self.ever_up = true;
         self.backoff = MIN_BACKOFF;
         self.failed = 0;
+        self.tried = 0;
+        self.switch_logged = false;
         self.telemetry.mqtt_connects.inc();
         self.telemetry.mqtt_connected.set(1);
+        let previous = self.last_up.replace(self.current);
         let limit = max_packet_size.map_or_else(|| "none".to_owned(), |n| n.to_string());
-        if self.in_outage {
-            info!(broker = %self.broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
-        } else {
-            info!(broker = %self.broker, protocol = %protocol, broker_max_packet = %limit, "MQTT connected");
+        let broker = self.broker();
+        match previous {
+            Some(p) if p != self.current => {
+                self.telemetry.mqtt_failovers.inc();
+                info!(broker = %broker, previous = %self.nodes[p], protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connected to another broker node (failover)");
+            }
+            _ if self.in_outage => {
+                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
+            }
+            _ => {
+                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, "MQTT connected");
+            }
         }
         self.in_outage = false;
         s
@@ -500,9 +612,10 @@ impl Reconnect {
     fn failed(&mut self, error: &str, broker_reason: Option<String>) -> Option<Conn> {
         self.telemetry.mqtt_connected.set(0);
         let was_up = std::mem::replace(&mut self.up, false);
+        let broker = &self.nodes[self.current];
         if self.in_outage {
             self.failed += 1;
-            debug!(broker = %self.broker, error = %error, "MQTT reconnect failed");
+            debug!(broker = %broker, error = %error, "MQTT reconnect failed");
         } else {
             self.in_outage = true;
             self.since = Instant::now();
@@ -510,12 +623,17 @@ impl Reconnect {
                 self.failed += 1;
             }
             self.telemetry.mqtt_errors.inc();
+            let next = if self.nodes.len() > 1 {
+                "trying the next broker node"
+            } else {
+                "reconnecting with backoff"
+            };
             match &broker_reason {
                 Some(r) => {
-                    warn!(broker = %self.broker, error = %error, broker_reason = %r, "MQTT broker closed the connection, reconnecting with backoff")
+                    warn!(broker = %broker, error = %error, broker_reason = %r, next, "MQTT broker closed the connection")
                 }
                 None => {
-                    warn!(broker = %self.broker, error = %error, "MQTT broker unavailable, reconnecting with backoff")
+                    warn!(broker = %broker, error = %error, next, "MQTT broker unavailable")
                 }
             }
         }
@@ -524,16 +642,52 @@ impl Reconnect {
         })
     }
 
-    async fn pause(&mut self) {
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    /// After a failed attempt or a dropped connection: waits ([`Reconnect::next_step`]), then
+    /// returns the node to switch to, if any.
+    async fn advance(&mut self) -> Option<usize> {
+        let (wait, next) = self.next_step();
+        if let Some(d) = wait {
+            tokio::time::sleep(d).await;
+        }
+        next
+    }
+
+    /// The next step after a failed attempt or a dropped connection: the backoff pause to take
+    /// first, once every node failed since the last connect or the last pause (doubling, up to
+    /// [`MAX_BACKOFF`]); and the node to switch to, the next one in turn, when there are
+    /// several.
+    fn next_step(&mut self) -> (Option<Duration>, Option<usize>) {
+        self.tried += 1;
+        let mut wait = None;
+        if self.tried >= self.nodes.len() {
+            self.tried = 0;
+            wait = Some(self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        if self.nodes.len() == 1 {
+            return (wait, None);
+        }
+        let from = self.current;
+        self.current = (self.current + 1) % self.nodes.len();
+        if self.switch_logged {
+            debug!(from = %self.nodes[from], to = %self.broker(), "MQTT trying the next broker node");
+        } else {
+            self.switch_logged = true;
+            info!(from = %self.nodes[from], to = %self.broker(), "MQTT trying the next broker node");
+        }
+        (wait, Some(self.current))
     }
 }
 
 /// Poll the MQTT 5 event loop forever; report connection changes and interesting messages.
-async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
+/// `options` holds each node's options (the event loop starts with those of `rc.current`).
+async fn drive_v5(
+    mut el: rumqttc5::EventLoop,
+    options: Vec<rumqttc5::MqttOptions>,
+    listen: Listen,
+    mut rc: Reconnect,
+) {
     use rumqttc5::{ConnectionError, Event, Packet};
-    let mut rc = Reconnect::new(broker, listen.telemetry.clone());
     let mut broker_reason: Option<String> = None;
     loop {
         let report = match el.poll().await {
@@ -562,8 +716,11 @@ async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
                 el.drain_pending_as_failed(rumqttc5::NoticeFailureReason::SessionReset);
                 if listen.fallback && !rc.ever_up && refuses_v5(&e) {
                     listen.telemetry.mqtt_connected.set(0);
-                    info!(error = %e, "MQTT broker refused MQTT 5; trying MQTT 3.1.1");
-                    let _ = listen.tx.send(Conn::Unsupported).await;
+                    info!(broker = %rc.broker(), error = %e, "MQTT broker refused MQTT 5; trying MQTT 3.1.1");
+                    let _ = listen
+                        .tx
+                        .send(Conn::Unsupported { node: rc.current })
+                        .await;
                     return;
                 }
                 let down = rc.failed(&e.to_string(), broker_reason.take());
@@ -572,7 +729,9 @@ async fn drive_v5(mut el: rumqttc5::EventLoop, listen: Listen, broker: String) {
                 {
                     return;
                 }
-                rc.pause().await;
+                if let Some(next) = rc.advance().await {
+                    el.options = options[next].clone();
+                }
                 el.clean();
                 el.drain_pending_as_failed(rumqttc5::NoticeFailureReason::SessionReset);
                 None
@@ -619,9 +778,14 @@ fn is_closed_after_connect(e: &rumqttc5::ConnectionError) -> bool {
 }
 
 /// Poll the MQTT 3.1.1 event loop forever; report connection changes and interesting messages.
-async fn drive_v4(mut el: rumqttc::EventLoop, listen: Listen, broker: String) {
+/// `options` holds each node's options (the event loop starts with those of `rc.current`).
+async fn drive_v4(
+    mut el: rumqttc::EventLoop,
+    options: Vec<rumqttc::MqttOptions>,
+    listen: Listen,
+    mut rc: Reconnect,
+) {
     use rumqttc::{ConnectionError, Event, Packet};
-    let mut rc = Reconnect::new(broker, listen.telemetry.clone());
     loop {
         let report = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -640,7 +804,9 @@ async fn drive_v4(mut el: rumqttc::EventLoop, listen: Listen, broker: String) {
                 {
                     return;
                 }
-                rc.pause().await;
+                if let Some(next) = rc.advance().await {
+                    el.mqtt_options = options[next].clone();
+                }
                 el.clean();
                 el.drain_pending_as_failed(rumqttc::NoticeFailureReason::SessionReset);
                 None
@@ -665,9 +831,94 @@ mod tests {
         c
     }
 
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("mqtt://n{i}:1883")).collect()
+    }
+
+    #[test]
+    fn one_broker_waits_with_doubling_backoff_and_never_switches() {
+        let mut rc = Reconnect::new(nodes(1), 0, Telemetry::new());
+        assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), None));
+        assert_eq!(rc.next_step(), (Some(MIN_BACKOFF * 2), None));
+        for _ in 0..20 {
+            rc.next_step();
+        }
+        assert_eq!(rc.next_step(), (Some(MAX_BACKOFF), None));
+    }
+
+    #[test]
+    fn failover_goes_to_the_next_node_at_once_and_waits_after_a_full_round() {
+        let t = Telemetry::new();
+        let mut rc = Reconnect::new(nodes(3), 0, t.clone());
+        // Node 0 unreachable at start: nodes 1 and 2 are tried at once, then a pause before
+        // node 0 again.
+        assert_eq!(rc.next_step(), (None, Some(1)));
+        assert_eq!(rc.next_step(), (None, Some(2)));
+        assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), Some(0)));
+        assert_eq!(rc.next_step(), (None, Some(1)));
+        let s = rc.connected(Protocol::V311, None);
+        assert_eq!((s.node, s.broker.as_str()), (1, "mqtt://n1:1883"));
+        // The first connection is no failover.
+        assert_eq!(t.values()["mqtt_failovers"], 0);
+        // Node 1 goes away: straight to node 2, which takes the bridge (a failover), with the
+        // backoff back at its minimum.
+        assert!(matches!(rc.failed("reset", None), Some(Conn::Down { .. })));
+        assert_eq!(rc.next_step(), (None, Some(2)));
+        let s = rc.connected(Protocol::V311, None);
+        assert_eq!(s.node, 2);
+        assert_eq!(t.values()["mqtt_failovers"], 1);
+        assert!(matches!(rc.failed("reset", None), Some(Conn::Down { .. })));
+        assert_eq!(rc.next_step(), (None, Some(0)));
+        assert_eq!(rc.next_step(), (None, Some(1)));
+        assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), Some(2)));
+        // Back on the same node after a round: reconnected, not failed over.
+        rc.connected(Protocol::V311, None);
+        assert_eq!(t.values()["mqtt_failovers"], 1);
+    }
+
+    #[test]
+    fn bridge_info_from_another_client_id_is_a_conflict_and_our_own_is_not() {
+        assert_eq!(
+            info_client_id(br#"{"client_id":"other","devices":[]}"#).as_deref(),
+            Some("other")
+        );
+        assert_eq!(info_client_id(b"{}").as_deref(), Some("?"));
+        assert_eq!(info_client_id(b"not json"), None);
+        let (tx, _rx) = mpsc::channel(1);
+        let listen = Listen {
+            tx,
+            ha_status: None,
+            discovery_prefix: None,
+            fallback: false,
+            telemetry: Telemetry::new(),
+            commands: None,
+            bridge: BridgeWatch {
+                state: "camera/bridge/state".into(),
+                info: "camera/bridge/info".into(),
+                client_id: "me".into(),
+            },
+        };
+        let info = |id: &str| Bytes::from(format!(r#"{{"client_id":"{id}"}}"#));
+        assert!(matches!(
+            incoming(&listen, b"camera/bridge/info", info("other"), false),
+            Some(Conn::PeerInfo { client_id }) if client_id == "other"
+        ));
+        assert!(incoming(&listen, b"camera/bridge/info", info("me"), false).is_none());
+        // Retained: an earlier run's, not a live second instance.
+        assert!(incoming(&listen, b"camera/bridge/info", info("other"), true).is_none());
+        assert!(matches!(
+            incoming(&listen, b"camera/bridge/state", Bytes::from_static(b"offline"), false),
+            Some(Conn::StateOffline)
+        ));
+        assert!(
+            incoming(&listen, b"camera/bridge/state", Bytes::from_static(b"online"), false)
+                .is_none()
+        );
+    }
+
     #[test]
     fn mqtt5_options_set_will_session_and_limits() {
-        let o = v5_options(&cfg("mqtt://u:p@127.0.0.1:1999"), "camera/bridge/state").unwrap();
+        let o = { let c = cfg("mqtt://u:p@127.0.0.1:1999"); v5_options(&c, &c.broker, "camera/bridge/state") }.unwrap();
         assert_eq!(o.client_id(), "cid");
         assert!(o.clean_start());
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
@@ -682,7 +933,7 @@ mod tests {
     #[test]
     fn mqtt311_options_set_will_and_session() {
         // (The outgoing limit has no getter; tests/broker_limits.rs checks it against Mosquitto.)
-        let o = v4_options(&cfg("mqtt://127.0.0.1:1999"), "camera/bridge/state").unwrap();
+        let o = { let c = cfg("mqtt://127.0.0.1:1999"); v4_options(&c, &c.broker, "camera/bridge/state") }.unwrap();
         assert_eq!(o.max_packet_size(), INCOMING_MAX);
         assert!(o.clean_session());
         let will = o.last_will().expect("last will");
@@ -705,22 +956,23 @@ mod tests {
             "url = \"mqtts://127.0.0.1:18883\"\n[tls]\nca_file = {ca_file:?}\n"
         ))
         .unwrap();
-        let broker = section.broker().expect("CA loads").expect("a broker URL");
+        let broker = section.brokers().expect("CA loads").remove(0);
         std::fs::remove_file(&ca_file).unwrap();
         let mut c = MqttSinkConfig::new(broker);
         c.client_id = "cid".into();
-        let o = v5_options(&c, "t").expect("no file read at link start");
+        let o = v5_options(&c, &c.broker, "t").expect("no file read at link start");
         assert!(!matches!(o.transport(), rumqttc5::Transport::Tcp));
-        let o = v4_options(&c, "t").expect("no file read at link start");
+        let o = v4_options(&c, &c.broker, "t").expect("no file read at link start");
         assert!(!matches!(o.transport(), rumqttc::Transport::Tcp));
         // Options changed after start (code): built from them, not the stale configuration.
         c.broker.tls_options.ca_file = Some(dir.path().join("other.pem"));
-        assert!(matches!(v5_options(&c, "t"), Err(SinkError::Tls(_))));
+        assert!(matches!(v5_options(&c, &c.broker, "t"), Err(SinkError::Tls(_))));
     }
 
     #[test]
     fn tls_is_configured_or_reports_an_error() {
-        match v5_options(&cfg("mqtts://broker.example"), "t") {
+        let c = cfg("mqtts://broker.example");
+        match v5_options(&c, &c.broker, "t") {
             Ok(o) => assert!(!matches!(o.transport(), rumqttc5::Transport::Tcp)),
             Err(e) => assert!(matches!(e, SinkError::Tls(_)), "{e}"),
         }

@@ -867,6 +867,10 @@ pub struct SinkState {
     telemetry: crate::telemetry::Telemetry,
     /// Home Assistant's MQTT presence.
     ha: HaPresence,
+    /// The broker nodes configured (`mqtt://host:port`, in the order they are tried).
+    nodes: Vec<String>,
+    /// The node of the current (or last) connection.
+    node: Option<String>,
 }
 
 impl SinkState {
@@ -912,7 +916,14 @@ impl SinkState {
                 .map_or(DISCOVERY_SETTLE, |h| h.discovery_settle),
             ha: HaPresence::Unknown,
             telemetry,
+            nodes: cfg.nodes().map(super::config::BrokerAddr::endpoint).collect(),
+            node: None,
         }
+    }
+
+    /// The broker node connected to (`mqtt://host:port`); `bridge/info` shows it.
+    pub fn set_node(&mut self, endpoint: &str) {
+        endpoint.clone_into(self.node.get_or_insert_with(String::new));
     }
 
     /// The broker's packet limit changed (connect, learned): images that cannot fit are not
@@ -1554,6 +1565,8 @@ impl SinkState {
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
             "client_id": self.client_id,
             "mqtt": {
+                "broker": self.node,
+                "brokers": self.nodes,
                 "protocol": self.packet_limit.protocol(),
                 "max_packet_size": self.packet_limit.max().map(|(n, _)| n),
                 "max_packet_size_from": self.packet_limit.max().map(|(_, s)| s.describe()),
