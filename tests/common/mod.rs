@@ -18,6 +18,7 @@ pub mod camera;
 pub mod detector;
 pub mod logs;
 pub mod process;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};

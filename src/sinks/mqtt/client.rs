@@ -46,7 +46,8 @@ use super::config::{BrokerAddr, MqttSinkConfig};
 use super::dead_letter::{DeadLetters, Letter};
 use super::limits::{KillGuard, PacketLimit, PublishKey, Verdict};
 use super::link::{
-    BridgeWatch, CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session, TryPublishError,
+    BridgeWatch, CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session,
+    TryPublishError,
 };
 use super::outbox::{Outbox, Pending};
 use super::payload::unparsed_json;
@@ -387,7 +388,10 @@ impl Shell {
         self.more = true;
         // A connection to another node (failover) says nothing about the publishes lost with
         // the old one: the old node went away, they did not kill it.
-        let same_node = self.node.replace(session.node).is_none_or(|n| n == session.node);
+        let same_node = self
+            .node
+            .replace(session.node)
+            .is_none_or(|n| n == session.node);
         session.broker.clone_into(&mut self.broker);
         st.set_node(&session.broker);
         self.limit
@@ -448,7 +452,10 @@ impl Shell {
         node: usize,
     ) -> Result<(), SinkError> {
         let broker = cfg.nodes().nth(node).map(BrokerAddr::endpoint);
-        info!(broker = broker.as_deref().unwrap_or_default(), "MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (its packet limit is then only known from [mqtt] max_packet_size)");
+        info!(
+            broker = broker.as_deref().unwrap_or_default(),
+            "MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (its packet limit is then only known from [mqtt] max_packet_size)"
+        );
         self.link = Link::start(
             cfg,
             &self.will_topic,
@@ -509,9 +516,14 @@ impl Shell {
                     }
                 }
             }
-            Conn::Down { packet_too_large } => {
+            Conn::Down {
+                packet_too_large,
+                stopped,
+            } => {
                 timers.scan = None;
                 self.link_down(st, packet_too_large);
+                // Not connected any more: nothing is handed to the client until `Up`.
+                let _ = stopped.send(());
             }
             Conn::Unsupported { node } => {
                 if self.choice == ProtocolChoice::Auto && self.link.protocol() == Protocol::V5 {

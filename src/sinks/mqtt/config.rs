@@ -288,8 +288,8 @@ impl MqttSection {
         }
         let mut out = Vec::with_capacity(self.url.len());
         for url in &self.url {
-            let mut b = BrokerAddr::from_url(url)
-                .map_err(|e| Problem::new("mqtt.url", e.to_string()))?;
+            let mut b =
+                BrokerAddr::from_url(url).map_err(|e| Problem::new("mqtt.url", e.to_string()))?;
             if let Some(u) = &self.username {
                 b.username = Some(u.clone());
             }
@@ -513,7 +513,10 @@ fn url_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
             Ok(split_url_list(v))
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
             let mut out = Vec::new();
             while let Some(u) = seq.next_element::<String>()? {
                 out.extend(split_url_list(&u));
@@ -792,7 +795,10 @@ mod tests {
             split_url_list("mqtt://u:p,w@a,mqtt://b"),
             ["mqtt://u:p,w@a", "mqtt://b"]
         );
-        assert_eq!(split_url_list("mqtt://u:p,mqtt://x@a"), ["mqtt://u:p", "mqtt://x@a"]);
+        assert_eq!(
+            split_url_list("mqtt://u:p,mqtt://x@a"),
+            ["mqtt://u:p", "mqtt://x@a"]
+        );
         assert!(split_url_list("").is_empty());
         assert!(split_url_list(" , ").is_empty());
         assert_eq!(split_url_list("mqtt://a,"), ["mqtt://a"]);
@@ -811,15 +817,16 @@ mod tests {
         );
         assert!(section("").url.is_empty());
         assert!(section("url = \"\"").url.is_empty());
-        let e = toml::from_str::<MqttSection>("url = 5").unwrap_err().to_string();
+        let e = toml::from_str::<MqttSection>("url = 5")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a broker URL or a list of broker URLs"), "{e}");
     }
 
     #[test]
     fn brokers_keep_the_order_and_share_credentials_and_tls() {
-        let s = section(
-            "url = [\"mqtt://a:1\", \"mqtt://b:2\"]\nusername = \"u\"\npassword = \"p\"\n",
-        );
+        let s =
+            section("url = [\"mqtt://a:1\", \"mqtt://b:2\"]\nusername = \"u\"\npassword = \"p\"\n");
         let nodes = s.brokers().expect("valid");
         let ends: Vec<_> = nodes.iter().map(BrokerAddr::endpoint).collect();
         assert_eq!(ends, ["mqtt://a:1", "mqtt://b:2"]);

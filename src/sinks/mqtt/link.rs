@@ -101,6 +101,9 @@ pub enum Conn {
     Down {
         /// The broker's DISCONNECT said a packet was too large (MQTT 5 reason code 0x95).
         packet_too_large: bool,
+        /// The shell answers once it has stopped handing publishes to the client: only then
+        /// does the driver connect again (see `handed_over`).
+        stopped: tokio::sync::oneshot::Sender<()>,
     },
     /// The broker refused MQTT 5 before ever accepting it (only when [`Listen::fallback`]).
     Unsupported {
@@ -529,6 +532,20 @@ fn info_client_id(payload: &[u8]) -> Option<String> {
     Some(info.client_id.unwrap_or_else(|| "?".to_owned()))
 }
 
+/// Report a drop to the shell and wait until it has taken it in; `false` when the shell is
+/// gone. Until then the shell may still hand publishes to the client; they must not go out on
+/// the next connection ahead of the records the shell replays (they would overtake them, and
+/// a failover connects at once), so the driver fails them (`clean`, then
+/// `drain_pending_as_failed`) only after this, right before connecting again.
+async fn handed_over(listen: &Listen, packet_too_large: bool) -> bool {
+    let (stopped, taken) = tokio::sync::oneshot::channel();
+    let down = Conn::Down {
+        packet_too_large,
+        stopped,
+    };
+    listen.tx.send(down).await.is_ok() && taken.await.is_ok()
+}
+
 /// Reconnect bookkeeping shared by both drivers: which node, backoff, one log line per outage.
 struct Reconnect {
     /// The nodes, `mqtt://host:port`.
@@ -582,7 +599,7 @@ impl Reconnect {
             broker: self.broker().to_owned(),
         };
         self.up = true;
-        self.ever_up = true;
+        let first = !std::mem::replace(&mut self.ever_up, true);
         self.backoff = MIN_BACKOFF;
         self.failed = 0;
         self.tried = 0;
@@ -597,7 +614,7 @@ impl Reconnect {
                 self.telemetry.mqtt_failovers.inc();
                 info!(broker = %broker, previous = %self.nodes[p], protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connected to another broker node (failover)");
             }
-            _ if self.in_outage => {
+            _ if self.in_outage && !first => {
                 info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
             }
             _ => {
@@ -608,8 +625,9 @@ impl Reconnect {
         s
     }
 
-    /// The link failed; returns the `Down` report when it had been up.
-    fn failed(&mut self, error: &str, broker_reason: Option<String>) -> Option<Conn> {
+    /// The link failed; when it had been up, returns whether the broker said a packet was
+    /// too large (for the `Down` report).
+    fn failed(&mut self, error: &str, broker_reason: Option<String>) -> Option<bool> {
         self.telemetry.mqtt_connected.set(0);
         let was_up = std::mem::replace(&mut self.up, false);
         let broker = &self.nodes[self.current];
@@ -637,9 +655,7 @@ impl Reconnect {
                 }
             }
         }
-        was_up.then(|| Conn::Down {
-            packet_too_large: broker_reason.as_deref() == Some("PacketTooLarge"),
-        })
+        was_up.then(|| broker_reason.as_deref() == Some("PacketTooLarge"))
     }
 
     /// After a failed attempt or a dropped connection: waits ([`Reconnect::next_step`]), then
@@ -717,15 +733,12 @@ async fn drive_v5(
                 if listen.fallback && !rc.ever_up && refuses_v5(&e) {
                     listen.telemetry.mqtt_connected.set(0);
                     info!(broker = %rc.broker(), error = %e, "MQTT broker refused MQTT 5; trying MQTT 3.1.1");
-                    let _ = listen
-                        .tx
-                        .send(Conn::Unsupported { node: rc.current })
-                        .await;
+                    let _ = listen.tx.send(Conn::Unsupported { node: rc.current }).await;
                     return;
                 }
                 let down = rc.failed(&e.to_string(), broker_reason.take());
-                if let Some(d) = down
-                    && listen.tx.send(d).await.is_err()
+                if let Some(too_large) = down
+                    && !handed_over(&listen, too_large).await
                 {
                     return;
                 }
@@ -799,9 +812,7 @@ async fn drive_v4(
             Err(e) => {
                 el.clean();
                 el.drain_pending_as_failed(rumqttc::NoticeFailureReason::SessionReset);
-                if let Some(d) = rc.failed(&e.to_string(), None)
-                    && listen.tx.send(d).await.is_err()
-                {
+                if rc.failed(&e.to_string(), None).is_some() && !handed_over(&listen, false).await {
                     return;
                 }
                 if let Some(next) = rc.advance().await {
@@ -862,12 +873,12 @@ mod tests {
         assert_eq!(t.values()["mqtt_failovers"], 0);
         // Node 1 goes away: straight to node 2, which takes the bridge (a failover), with the
         // backoff back at its minimum.
-        assert!(matches!(rc.failed("reset", None), Some(Conn::Down { .. })));
+        assert_eq!(rc.failed("reset", None), Some(false));
         assert_eq!(rc.next_step(), (None, Some(2)));
         let s = rc.connected(Protocol::V311, None);
         assert_eq!(s.node, 2);
         assert_eq!(t.values()["mqtt_failovers"], 1);
-        assert!(matches!(rc.failed("reset", None), Some(Conn::Down { .. })));
+        assert_eq!(rc.failed("reset", None), Some(false));
         assert_eq!(rc.next_step(), (None, Some(0)));
         assert_eq!(rc.next_step(), (None, Some(1)));
         assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), Some(2)));
@@ -907,18 +918,32 @@ mod tests {
         // Retained: an earlier run's, not a live second instance.
         assert!(incoming(&listen, b"camera/bridge/info", info("other"), true).is_none());
         assert!(matches!(
-            incoming(&listen, b"camera/bridge/state", Bytes::from_static(b"offline"), false),
+            incoming(
+                &listen,
+                b"camera/bridge/state",
+                Bytes::from_static(b"offline"),
+                false
+            ),
             Some(Conn::StateOffline)
         ));
         assert!(
-            incoming(&listen, b"camera/bridge/state", Bytes::from_static(b"online"), false)
-                .is_none()
+            incoming(
+                &listen,
+                b"camera/bridge/state",
+                Bytes::from_static(b"online"),
+                false
+            )
+            .is_none()
         );
     }
 
     #[test]
     fn mqtt5_options_set_will_session_and_limits() {
-        let o = { let c = cfg("mqtt://u:p@127.0.0.1:1999"); v5_options(&c, &c.broker, "camera/bridge/state") }.unwrap();
+        let o = {
+            let c = cfg("mqtt://u:p@127.0.0.1:1999");
+            v5_options(&c, &c.broker, "camera/bridge/state")
+        }
+        .unwrap();
         assert_eq!(o.client_id(), "cid");
         assert!(o.clean_start());
         assert_eq!(o.keep_alive(), Duration::from_secs(30));
@@ -933,7 +958,11 @@ mod tests {
     #[test]
     fn mqtt311_options_set_will_and_session() {
         // (The outgoing limit has no getter; tests/broker_limits.rs checks it against Mosquitto.)
-        let o = { let c = cfg("mqtt://127.0.0.1:1999"); v4_options(&c, &c.broker, "camera/bridge/state") }.unwrap();
+        let o = {
+            let c = cfg("mqtt://127.0.0.1:1999");
+            v4_options(&c, &c.broker, "camera/bridge/state")
+        }
+        .unwrap();
         assert_eq!(o.max_packet_size(), INCOMING_MAX);
         assert!(o.clean_session());
         let will = o.last_will().expect("last will");
@@ -966,7 +995,10 @@ mod tests {
         assert!(!matches!(o.transport(), rumqttc::Transport::Tcp));
         // Options changed after start (code): built from them, not the stale configuration.
         c.broker.tls_options.ca_file = Some(dir.path().join("other.pem"));
-        assert!(matches!(v5_options(&c, &c.broker, "t"), Err(SinkError::Tls(_))));
+        assert!(matches!(
+            v5_options(&c, &c.broker, "t"),
+            Err(SinkError::Tls(_))
+        ));
     }
 
     #[test]

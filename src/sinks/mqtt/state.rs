@@ -916,7 +916,10 @@ impl SinkState {
                 .map_or(DISCOVERY_SETTLE, |h| h.discovery_settle),
             ha: HaPresence::Unknown,
             telemetry,
-            nodes: cfg.nodes().map(super::config::BrokerAddr::endpoint).collect(),
+            nodes: cfg
+                .nodes()
+                .map(super::config::BrokerAddr::endpoint)
+                .collect(),
             node: None,
         }
     }
