@@ -22,4 +22,4 @@ echo "ha-run: setup and build took $((SECONDS - t0)) s; bridge: $CAMQTT_BIN"
 
 cd "$DIR"
 export PYTHONDONTWRITEBYTECODE=1
-exec "$DIR/venv/bin/python" -m pytest "$@" test_harness.py test_e2e.py test_sources.py test_blueprints.py test_detection.py test_fresh_start.py
+exec "$DIR/venv/bin/python" -m pytest "$@" test_harness.py test_e2e.py test_sources.py test_blueprints.py test_detection.py test_instances.py test_fresh_start.py
