@@ -302,13 +302,15 @@ mod tests {
             _ => None,
         };
         let read = |p: &Path| match p.to_str() {
-            Some("/run/secrets/url") => Ok("mqtt://broker:1883\n".to_string()),
+            Some("/run/secrets/url") => {
+                Ok("mqtt://broker:1883, mqtt://broker-2:1883\n".to_string())
+            }
             Some("/run/secrets/mqtt") => Ok("s3cret\n".to_string()),
             Some("/run/secrets/cam") => Ok("campass".to_string()),
             _ => Err(std::io::Error::other("missing")),
         };
         assert!(c.resolve_secrets(&env, &read).is_empty());
-        assert_eq!(c.mqtt.url, ["mqtt://broker:1883"]);
+        assert_eq!(c.mqtt.url, ["mqtt://broker:1883", "mqtt://broker-2:1883"]);
         assert_eq!(c.mqtt.username.as_deref(), Some("bridge"));
         assert_eq!(
             c.mqtt.password.as_ref().map(|p| p.expose_secret()),
@@ -415,6 +417,17 @@ mod tests {
         });
         assert_eq!(c.mqtt.url, ["mqtt://b:1884"]);
         assert_eq!(c.mqtt.base_topic, "cams");
+        // `--mqtt-url` repeated, each value possibly a comma-separated list; "" clears.
+        c.apply(&Overrides {
+            mqtt_url: Some(vec!["mqtt://n1,mqtt://n2".into(), "mqtt://n3".into()]),
+            ..Default::default()
+        });
+        assert_eq!(c.mqtt.url, ["mqtt://n1", "mqtt://n2", "mqtt://n3"]);
+        c.apply(&Overrides {
+            mqtt_url: Some(vec![String::new()]),
+            ..Default::default()
+        });
+        assert!(c.mqtt.url.is_empty());
     }
 
     #[test]
