@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need on a fresh Debian/Ubuntu
-# machine (Mosquitto, curl, Chromium and chromedriver; Home Assistant into tests/ha/venv and the
-# add-on checks' tools into tests/addon/venv from PyPI), runs the add-on checks (community
-# linter, hadolint), then the Rust tests (unit, fixtures, shared samples, real-Mosquitto
-# integration, the web page in a real browser) and the real-Home-Assistant end-to-end test.
+# machine (Mosquitto, curl, Chromium and chromedriver; redis-server and a clustered broker, Aedes
+# from npm, into tests/cluster/node_modules; Home Assistant into tests/ha/venv and the add-on
+# checks' tools into tests/addon/venv from PyPI), runs the add-on checks (community linter,
+# hadolint), then the Rust tests (unit, fixtures, shared samples, real-Mosquitto integration, a
+# two-node broker cluster, the web page in a real browser) and the real-Home-Assistant
+# end-to-end test.
 #   scripts/test.sh            everything
 #   SKIP_HA=1 scripts/test.sh  without the Home Assistant end-to-end test
 #   SKIP_RELEASE=1 / SKIP_FUZZ=1 skip the release build / the bounded fuzz run
@@ -43,6 +45,12 @@ tests/addon/run.sh
     log "WARNING: no ../shared/homeassistant/addon-linter: the add-on linter checks skipped"
 # tests/addon.rs runs the Supervisor's `match(...)` patterns through Python's re: it must not skip.
 export CAMQTT_REQUIRE_PYTHON=1
+
+# A real clustered broker for tests/cluster.rs: two Aedes nodes (Node.js) sharing a redis-server
+# (tests/common/cluster.rs). Installed or found, the cluster tests must run, not skip.
+log "clustered broker: redis-server and Aedes (tests/cluster/install.sh)"
+tests/cluster/install.sh
+export CAMQTT_REQUIRE_CLUSTER=1
 
 if command -v cargo-nextest >/dev/null 2>&1; then
     log "cargo nextest run"

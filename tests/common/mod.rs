@@ -15,6 +15,7 @@
 pub mod bridge;
 pub mod browser;
 pub mod camera;
+pub mod cluster;
 pub mod detector;
 pub mod logs;
 pub mod process;
