@@ -12,29 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::BridgeProcess;
-use common::stream::{Stream, Tally};
+use common::stream::{Stream, Tally, arrivals, wait_arrivals};
 use common::{Collector, Mosquitto};
-
-/// Plates of the LPR events `col` received, in arrival order, with the arrival time of each.
-fn plates(col: &Collector) -> Vec<(String, Instant)> {
-    col.all()
-        .iter()
-        .filter(|m| m.topic.ends_with("/lpr/event"))
-        .filter_map(|m| Some((m.json()["plate"].as_str()?.to_owned(), m.at)))
-        .collect()
-}
-
-/// Wait until `col` holds at least `n` LPR events; panics after `max`.
-async fn wait_events(col: &Collector, n: usize, max: Duration, what: &str) {
-    let end = Instant::now() + max;
-    while plates(col).len() < n {
-        assert!(
-            Instant::now() < end,
-            "{what}: fewer than {n} events within {max:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The newest `bridge/info` on `col` whose `mqtt.broker` is `broker`.
 async fn info_naming(col: &Collector, broker: &str) -> serde_json::Value {
@@ -82,7 +61,7 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
     let col_b = Collector::start(b.port, "camera/#").await;
     // One value with both URLs: the comma-separated form of CAMQTT_MQTT_URL / --mqtt-url.
     let bridge = BridgeProcess::spawn(format!("{},{}", a.url(), b.url()), "camqtt-failover")
-        .toml("[homeassistant]\nenabled = false\n[mqtt]\nkeep_alive = 5\n")
+        .toml("[homeassistant]\nenabled = false\n[mqtt]\nkeep_alive = 5\nprotocol = \"3.1.1\"\n")
         .start();
     bridge.wait_for_log("MQTT connected", Duration::from_secs(20));
     let info = info_naming(&col_a, &a.url()).await;
@@ -92,7 +71,7 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
     );
 
     let stream = Stream::start(bridge.addr, 'F', 3);
-    wait_events(&col_a, 30, Duration::from_secs(20), "node A").await;
+    wait_arrivals(&col_a, "camera/", 30, Duration::from_secs(20), "node A").await;
     let gone = Instant::now();
     match how {
         Failure::Kill => a.stop(),
@@ -100,8 +79,9 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
     }
     let before = stream.replied_now();
     // The cameras go on posting through the switch; then enough arrives on node B.
-    wait_events(
+    wait_arrivals(
         &col_b,
+        "camera/",
         30,
         Duration::from_secs(30),
         "node B after the failover",
@@ -114,7 +94,7 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (tally, on_a, on_b) = loop {
-        let (on_a, on_b) = (plates(&col_a), plates(&col_b));
+        let (on_a, on_b) = (arrivals(&col_a, "camera/"), arrivals(&col_b, "camera/"));
         let arrived: Vec<String> = on_a.iter().chain(&on_b).map(|(p, _)| p.clone()).collect();
         let tally = Tally::of(&replied, &arrived);
         let settled = match how {

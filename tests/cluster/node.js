@@ -28,7 +28,8 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: process.env.CLUSTER_PORT },
     redis: { type: 'string', default: process.env.CLUSTER_REDIS },
     id: { type: 'string', default: process.env.CLUSTER_NODE_ID },
-    'heartbeat-ms': { type: 'string', default: process.env.CLUSTER_HEARTBEAT_MS || '500' }
+    'heartbeat-ms': { type: 'string', default: process.env.CLUSTER_HEARTBEAT_MS || '500' },
+    'log-received': { type: 'string', default: process.env.CLUSTER_LOG_RECEIVED }
   }
 })
 
@@ -83,15 +84,38 @@ const broker = await Aedes.createBroker({
   // minutes). Much lower, and a node busy for a moment would be taken for dead.
   heartbeatInterval: heartbeatMs,
   // camqtt's client ids are longer than MQTT 3.1's 23 characters (3.1.1 has no limit here).
-  maxClientsIdLength: 256
+  maxClientsIdLength: 256,
+  // With --log-received <suffix>: one line `received <client> <topic> <payload>` for each
+  // PUBLISH whose topic ends with <suffix>, written (synchronously: stderr is a file) before
+  // Aedes acknowledges it. Aedes sends its PUBACK before it passes a message on to Redis
+  // (lib/handlers/publish.js), so after a crash this log tells which messages the node had
+  // acknowledged and possibly not passed on.
+  authorizePublish: (client, packet, callback) => {
+    if (args['log-received'] && client && packet.topic.endsWith(args['log-received'])) {
+      log(`received ${client.id} ${packet.topic} ${packet.payload.toString('utf8', 0, 2048)}`)
+    }
+    callback(null)
+  }
 })
 // No size limit applies to a PUBLISH: Aedes's parser (mqtt-packet) accepts the protocol's own
 // maximum (256 MiB), msgpack and Redis (512 MiB per value) carry it; redis-server is started
 // with no pub/sub output buffer limit (tests/common/cluster.rs) so a burst of large messages to
 // a slow node is not cut.
 
+// Aedes drops, per subscriber, every message whose broker counter is not above the highest one
+// that subscriber has seen from the same node (lib/client.js `dedupe`), assuming messages
+// arrive in the order they were published. They do not: a retained message is stored in Redis
+// before it is passed on and is overtaken by plain messages published after it, so a `#`
+// subscriber silently lost e.g. the retained `bridge/state` and discovery a client published
+// right after connecting, followed by its events. mqemitter-redis already drops the second copy
+// of a message Redis delivers twice (its id cache), so the counter check is turned off here.
+const noDedupe = new Proxy(Object.create(null), { get: () => 0, set: () => true })
+
 broker.on('error', (err) => log(`broker: ${err.message}`))
-broker.on('client', (c) => log(`client ${c.id} connected (protocol level ${c.version})`))
+broker.on('client', (c) => {
+  c.duplicates = noDedupe
+  log(`client ${c.id} connected (protocol level ${c.version})`)
+})
 broker.on('clientDisconnect', (c) => log(`client ${c.id} disconnected`))
 broker.on('clientError', (c, err) => log(`client ${c.id}: ${err.message}`))
 broker.on('connectionError', (c, err) => log(`connection: ${err.message}`))

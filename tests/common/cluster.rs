@@ -44,6 +44,10 @@ pub const REQUIRE_VAR: &str = "CAMQTT_REQUIRE_CLUSTER";
 /// its clients' wills are published by a surviving node at its next check (every 4).
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// Each node logs `received <client> <topic> <payload>` for the PUBLISHes whose topic ends with
+/// this (`--log-received`), before it acknowledges them: [`Cluster::received`] reads them.
+pub const LOG_RECEIVED: &str = "/event";
+
 /// True when `CAMQTT_REQUIRE_CLUSTER=1`: the cluster tests must run, not skip.
 pub fn required() -> bool {
     std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1")
@@ -297,6 +301,19 @@ impl Cluster {
         }
     }
 
+    /// The payloads (as text, at most 2 KiB each) of the PUBLISHes node `i` received on topics
+    /// ending with [`LOG_RECEIVED`], in order, over all its starts. A node acknowledges a
+    /// message after logging it: what it received before a crash is what it may have
+    /// acknowledged.
+    pub fn received(&self, i: usize) -> Vec<String> {
+        self.log(i)
+            .lines()
+            .filter_map(|l| l.split_once("] received ").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.splitn(3, ' ').nth(2))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Start node `i` on its port; false when it did not listen within `max` (port busy).
     fn spawn_node(&mut self, i: usize, max: Duration) -> bool {
         self.nodes[i].starts += 1;
@@ -307,6 +324,7 @@ impl Cluster {
             .args(["--redis", &self.redis_port.to_string()])
             .args(["--id", &self.node_id(i)])
             .args(["--heartbeat-ms", &HEARTBEAT.as_millis().to_string()])
+            .args(["--log-received", LOG_RECEIVED])
             .current_dir(cluster_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

@@ -249,6 +249,17 @@ pub struct Collector {
 impl Collector {
     /// Connect to `127.0.0.1:<port>`, subscribe to `filter` (QoS 1) and wait for the SUBACK.
     pub async fn start(port: u16, filter: &str) -> Collector {
+        Collector::start_session(port, filter, false).await
+    }
+
+    /// [`Collector::start`] with a clean session: for brokers whose persistent sessions lose
+    /// messages under load (Aedes with its Redis persistence, `tests/scale_out.rs`); the
+    /// collector's own connection must then stay up for the whole test.
+    pub async fn start_clean(port: u16, filter: &str) -> Collector {
+        Collector::start_session(port, filter, true).await
+    }
+
+    async fn start_session(port: u16, filter: &str, clean: bool) -> Collector {
         // Unique per process and call: a duplicate client id makes the broker kick the other
         // connection.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -260,7 +271,7 @@ impl Collector {
         // A persistent session: when the collector's own connection drops (its keep-alive
         // runs out while a test freezes the broker), the broker keeps its QoS 1 messages for
         // it instead of losing them; the collector measures, it must not lose anything.
-        opts.set_clean_session(false);
+        opts.set_clean_session(clean);
         let (client, mut el) = AsyncClient::builder(opts).capacity(1000).build();
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());

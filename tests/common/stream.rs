@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use super::Collector;
 use super::camera::{self, image, post_keep_alive};
 
 /// Cameras posting unique plates until [`Stream::stop`].
@@ -92,6 +93,28 @@ impl Stream {
             let _ = t.await;
         }
         self.replied.lock().unwrap().clone()
+    }
+}
+
+/// Plates of the LPR events under topic root `base` that `col` received, in arrival order,
+/// each with its arrival time.
+pub fn arrivals(col: &Collector, base: &str) -> Vec<(String, Instant)> {
+    col.all()
+        .iter()
+        .filter(|m| m.topic.starts_with(base) && m.topic.ends_with("/lpr/event"))
+        .filter_map(|m| Some((m.json()["plate"].as_str()?.to_owned(), m.at)))
+        .collect()
+}
+
+/// Wait until `col` holds at least `n` LPR events under `base`; panics after `max`.
+pub async fn wait_arrivals(col: &Collector, base: &str, n: usize, max: Duration, what: &str) {
+    let end = Instant::now() + max;
+    while arrivals(col, base).len() < n {
+        assert!(
+            Instant::now() < end,
+            "{what}: fewer than {n} events within {max:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
