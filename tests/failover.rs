@@ -61,7 +61,7 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
     let col_b = Collector::start(b.port, "camera/#").await;
     // One value with both URLs: the comma-separated form of CAMQTT_MQTT_URL / --mqtt-url.
     let bridge = BridgeProcess::spawn(format!("{},{}", a.url(), b.url()), "camqtt-failover")
-        .toml("[homeassistant]\nenabled = false\n[mqtt]\nkeep_alive = 5\nprotocol = \"3.1.1\"\n")
+        .toml("[homeassistant]\nenabled = false\n[mqtt]\nkeep_alive = 5\n")
         .start();
     bridge.wait_for_log("MQTT connected", Duration::from_secs(20));
     let info = info_naming(&col_a, &a.url()).await;
