@@ -46,7 +46,7 @@ tests/addon/run.sh
 # tests/addon.rs runs the Supervisor's `match(...)` patterns through Python's re: it must not skip.
 export CAMQTT_REQUIRE_PYTHON=1
 
-# A real clustered broker for tests/cluster.rs: two Aedes nodes (Node.js) sharing a redis-server
+# A real clustered broker for tests/cluster.rs and tests/scale_out.rs: two Aedes nodes (Node.js) sharing a redis-server
 # (tests/common/cluster.rs). Installed or found, the cluster tests must run, not skip.
 log "clustered broker: redis-server and Aedes (tests/cluster/install.sh)"
 tests/cluster/install.sh
