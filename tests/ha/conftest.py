@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,48 @@ class Bridge:
 
 def bridge_binary() -> Path:
     return Path(os.environ.get("CAMQTT_BIN") or REPO / "target" / "debug" / "camqtt")
+
+
+@contextmanager
+def extra_bridge(stack: Stack, name: str, base: str, client_id: str,
+                 config: str | None = None) -> Iterator[tuple[int, Process]]:
+    """Another bridge instance beside the session's: ``camqtt run`` on a free port with base
+    topic ``base`` and client id ``client_id`` (and ``config`` as its TOML file, if given), in
+    its own working directory (its spool is its own), log ``<name>.log``. Yields (port,
+    process) once it published ``<base>/bridge/state = online``; stops it afterwards."""
+    binary = bridge_binary()
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
+    workdir = stack.run_dir / name
+    workdir.mkdir(exist_ok=True)
+    port = free_port()
+    argv = [str(binary), "run"]
+    if config is not None:
+        (workdir / "camqtt.toml").write_text(config)
+        argv += ["--config", str(workdir / "camqtt.toml")]
+    argv += [
+        "--listen", f"{LOOPBACK}:{port}",
+        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
+        "--base-topic", base,
+        "--discovery-prefix", DISCOVERY_PREFIX,
+        "--client-id", client_id,
+    ]
+    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
+    proc = Process(name, argv, stack.run_dir / f"{name}.log", env=env, cwd=workdir)
+    try:
+        try:
+            wait_until(f"{name} to listen on {LOOPBACK}:{port}",
+                       lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
+                       on_timeout=proc.tail)
+            wait_until(f"{name} to publish {base}/bridge/state = online",
+                       lambda: proc.check_alive() or any(
+                           m.payload == b"online" for m in stack.mqtt.find(f"{base}/bridge/state")),
+                       20, interval=0.05, on_timeout=proc.tail)
+        except (HarnessError, TimeoutError) as err:
+            pytest.fail(f"{name} did not start: {err}\ncommand: {' '.join(argv)}")
+        yield port, proc
+    finally:
+        proc.stop(grace=10)
 
 
 @dataclass

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import time
@@ -39,8 +38,8 @@ import pytest
 from deepstack_detector import DeepStackDetector, Prediction
 from PIL import Image
 
-from conftest import DISCOVERY_PREFIX, ENTITY_IDS, REPO, Stack, bridge_binary, observe
-from harness import LOOPBACK, HarnessError, Process, free_port, port_open, wait_until
+from conftest import ENTITY_IDS, REPO, Stack, extra_bridge, observe
+from harness import LOOPBACK, Process, wait_until
 from test_blueprints import (
     assert_acted,
     assert_rejected,
@@ -73,14 +72,8 @@ class DetectBridge:
 
 @pytest.fixture(scope="module")
 def detect_bridge(stack: Stack) -> Iterator[DetectBridge]:
-    binary = bridge_binary()
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
     detector = DeepStackDetector()
-    workdir = stack.run_dir / "detect"
-    workdir.mkdir(exist_ok=True)
-    config = workdir / "camqtt.toml"
-    config.write_text(
+    config = (
         "# written by tests/ha/test_detection.py\n"
         "[detector]\n"
         f'url = "{detector.url}"\n'
@@ -88,34 +81,10 @@ def detect_bridge(stack: Stack) -> Iterator[DetectBridge]:
         "min_confidence = 0.5\n"
         f"off_delay = {OBJECT_OFF_DELAY}\n"
     )
-    port = free_port()
-    argv = [
-        str(binary), "run",
-        "--config", str(config),
-        "--listen", f"{LOOPBACK}:{port}",
-        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
-        "--base-topic", BASE,
-        "--discovery-prefix", DISCOVERY_PREFIX,
-        "--client-id", CLIENT_ID,
-    ]
-    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
-    # Its own working directory: its spool (`camqtt-spool`) must not be the main bridge's.
-    proc = Process("camqtt-detect", argv, stack.run_dir / "camqtt-detect.log", env=env,
-                   cwd=workdir)
     try:
-        try:
-            wait_until(f"camqtt-detect to listen on {LOOPBACK}:{port}",
-                       lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
-                       on_timeout=proc.tail)
-            wait_until(f"camqtt-detect to publish {BASE}/bridge/state = online",
-                       lambda: proc.check_alive() or any(
-                           m.payload == b"online" for m in stack.mqtt.find(f"{BASE}/bridge/state")),
-                       20, interval=0.05, on_timeout=proc.tail)
-        except (HarnessError, TimeoutError) as err:
-            pytest.fail(f"bridge with a detector did not start: {err}\ncommand: {' '.join(argv)}")
-        yield DetectBridge(port, proc, detector)
+        with extra_bridge(stack, "camqtt-detect", BASE, CLIENT_ID, config) as (port, proc):
+            yield DetectBridge(port, proc, detector)
     finally:
-        proc.stop(grace=10)
         detector.close()
 
 

@@ -10,14 +10,13 @@ and the other instance's camera stays available.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import BRIDGE_CLIENT_ID, DISCOVERY_PREFIX, Bridge, Stack, bridge_binary, observe
-from harness import LOOPBACK, HarnessError, Process, free_port, port_open, wait_until
+from conftest import BRIDGE_CLIENT_ID, Bridge, Stack, extra_bridge, observe
+from harness import LOOPBACK, Process, wait_until
 from viewtron import SUCCESS_REPLY, CameraLink, Device, intrusion_post, make_jpeg
 
 SOUTH_BASE = "camera/south"
@@ -35,36 +34,8 @@ def slug(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def south(stack: Stack) -> Iterator[tuple[int, Process]]:
-    binary = bridge_binary()
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
-    workdir = stack.run_dir / "south"
-    workdir.mkdir(exist_ok=True)
-    port = free_port()
-    argv = [
-        str(binary), "run",
-        "--listen", f"{LOOPBACK}:{port}",
-        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
-        "--base-topic", SOUTH_BASE,
-        "--discovery-prefix", DISCOVERY_PREFIX,
-        "--client-id", SOUTH_CLIENT_ID,
-    ]
-    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
-    # Its own working directory: its spool must not be the other bridge's.
-    proc = Process("camqtt-south", argv, stack.run_dir / "camqtt-south.log", env=env,
-                   cwd=workdir)
-    try:
-        try:
-            wait_until(f"camqtt-south to publish {SOUTH_BASE}/bridge/state = online",
-                       lambda: proc.check_alive() or (port_open(port) and any(
-                           m.payload == b"online"
-                           for m in stack.mqtt.find(f"{SOUTH_BASE}/bridge/state"))),
-                       20, interval=0.05, on_timeout=proc.tail)
-        except (HarnessError, TimeoutError) as err:
-            pytest.fail(f"second instance did not start: {err}\ncommand: {' '.join(argv)}")
-        yield port, proc
-    finally:
-        proc.stop(grace=10)
+    with extra_bridge(stack, "camqtt-south", SOUTH_BASE, SOUTH_CLIENT_ID) as bridge:
+        yield bridge
 
 
 def post(port: int, dev: Device) -> None:
