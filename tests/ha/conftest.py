@@ -132,6 +132,44 @@ def bridge_binary() -> Path:
     return Path(os.environ.get("CAMQTT_BIN") or REPO / "target" / "debug" / "camqtt")
 
 
+def bridge_argv(stack: Stack, port: int, base: str, client_id: str,
+                config: Path | None) -> list[str]:
+    """``camqtt run`` on ``LOOPBACK:port`` against the stack's Mosquitto, with base topic
+    ``base``, the stack's discovery prefix and client id ``client_id``."""
+    binary = bridge_binary()
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
+    argv = [str(binary), "run"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return argv + [
+        "--listen", f"{LOOPBACK}:{port}",
+        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
+        "--base-topic", base,
+        "--discovery-prefix", DISCOVERY_PREFIX,
+        "--client-id", client_id,
+    ]
+
+
+def bridge_env() -> dict[str, str]:
+    return {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
+
+
+def wait_bridge_up(stack: Stack, proc: Process, port: int, base: str, argv: list[str]) -> None:
+    """Wait until the bridge listens on ``port`` and published ``<base>/bridge/state =
+    online``; fails the test with the command and the log's tail otherwise."""
+    try:
+        wait_until(f"{proc.name} to listen on {LOOPBACK}:{port}",
+                   lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
+                   on_timeout=proc.tail)
+        wait_until(f"{proc.name} to publish {base}/bridge/state = online",
+                   lambda: proc.check_alive() or any(
+                       m.payload == b"online" for m in stack.mqtt.find(f"{base}/bridge/state")),
+                   20, interval=0.05, on_timeout=proc.tail)
+    except (HarnessError, TimeoutError) as err:
+        pytest.fail(f"{proc.name} did not start: {err}\ncommand: {' '.join(argv)}")
+
+
 @contextmanager
 def extra_bridge(stack: Stack, name: str, base: str, client_id: str,
                  config: str | None = None) -> Iterator[tuple[int, Process]]:
@@ -139,36 +177,17 @@ def extra_bridge(stack: Stack, name: str, base: str, client_id: str,
     topic ``base`` and client id ``client_id`` (and ``config`` as its TOML file, if given), in
     its own working directory (its spool is its own), log ``<name>.log``. Yields (port,
     process) once it published ``<base>/bridge/state = online``; stops it afterwards."""
-    binary = bridge_binary()
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
     workdir = stack.run_dir / name
     workdir.mkdir(exist_ok=True)
-    port = free_port()
-    argv = [str(binary), "run"]
+    config_path = None
     if config is not None:
-        (workdir / "camqtt.toml").write_text(config)
-        argv += ["--config", str(workdir / "camqtt.toml")]
-    argv += [
-        "--listen", f"{LOOPBACK}:{port}",
-        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
-        "--base-topic", base,
-        "--discovery-prefix", DISCOVERY_PREFIX,
-        "--client-id", client_id,
-    ]
-    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
-    proc = Process(name, argv, stack.run_dir / f"{name}.log", env=env, cwd=workdir)
+        config_path = workdir / "camqtt.toml"
+        config_path.write_text(config)
+    port = free_port()
+    argv = bridge_argv(stack, port, base, client_id, config_path)
+    proc = Process(name, argv, stack.run_dir / f"{name}.log", env=bridge_env(), cwd=workdir)
     try:
-        try:
-            wait_until(f"{name} to listen on {LOOPBACK}:{port}",
-                       lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
-                       on_timeout=proc.tail)
-            wait_until(f"{name} to publish {base}/bridge/state = online",
-                       lambda: proc.check_alive() or any(
-                           m.payload == b"online" for m in stack.mqtt.find(f"{base}/bridge/state")),
-                       20, interval=0.05, on_timeout=proc.tail)
-        except (HarnessError, TimeoutError) as err:
-            pytest.fail(f"{name} did not start: {err}\ncommand: {' '.join(argv)}")
+        wait_bridge_up(stack, proc, port, base, argv)
         yield port, proc
     finally:
         proc.stop(grace=10)
@@ -201,9 +220,6 @@ def sources(stack: Stack) -> Iterator[Sources]:
 
 @pytest.fixture(scope="session")
 def bridge(stack: Stack, sources: Sources) -> Iterator[Bridge]:
-    binary = bridge_binary()
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"bridge binary {binary} not found; run `cargo build` or set CAMQTT_BIN")
     config = stack.run_dir / "camqtt.toml"
     config.write_text(
         "# written by tests/ha/conftest.py\n"
@@ -214,35 +230,18 @@ def bridge(stack: Stack, sources: Sources) -> Iterator[Bridge]:
         f"username = \"{POLL_USER}\"\npassword = \"{POLL_PASSWORD}\"\ninterval = \"1h\"\n"
     )
     port = free_port()
-    argv = [
-        str(binary), "run",
-        "--config", str(config),
-        "--listen", f"{LOOPBACK}:{port}",
-        "--mqtt-url", f"mqtt://{LOOPBACK}:{stack.mqtt_port}",
-        "--base-topic", BASE_TOPIC,
-        "--discovery-prefix", DISCOVERY_PREFIX,
-        "--client-id", BRIDGE_CLIENT_ID,
+    argv = bridge_argv(stack, port, BASE_TOPIC, BRIDGE_CLIENT_ID, config) + [
         "--ftp-listen", f"{LOOPBACK}:{sources.ftp_port}",
         "--smtp-listen", f"{LOOPBACK}:{sources.smtp_port}",
     ]
-    env = {"CAMQTT_LOG": os.environ.get("CAMQTT_LOG", "info,camqtt=debug"), "NO_COLOR": "1"}
     t0 = time.monotonic()
     # cwd = run/: anything the bridge writes relative to its working directory (the
     # default spool directory `camqtt-spool`) stays in the run and is wiped with it, so no
     # spooled message of one run can be replayed into the next.
-    proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=env, cwd=stack.run_dir)
+    proc = Process("camqtt", argv, stack.run_dir / "camqtt.log", env=bridge_env(),
+                   cwd=stack.run_dir)
     try:
-        try:
-            wait_until(f"camqtt to listen on {LOOPBACK}:{port}",
-                       lambda: proc.check_alive() or port_open(port), 20, interval=0.05,
-                       on_timeout=proc.tail)
-            wait_until(f"camqtt to publish {BASE_TOPIC}/bridge/state = online",
-                       lambda: proc.check_alive() or any(
-                           m.payload == b"online"
-                           for m in stack.mqtt.find(f"{BASE_TOPIC}/bridge/state")),
-                       20, interval=0.05, on_timeout=proc.tail)
-        except (HarnessError, TimeoutError) as err:
-            pytest.fail(f"bridge did not start: {err}\ncommand: {' '.join(argv)}")
+        wait_bridge_up(stack, proc, port, BASE_TOPIC, argv)
         TIMINGS["bridge_ready_s"] = time.monotonic() - t0
         yield Bridge(port, proc, config)
     finally:
