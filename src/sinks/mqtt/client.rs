@@ -399,7 +399,8 @@ impl Shell {
         st.set_packet_limit(self.limit.clone());
         self.reader.set_draining(true);
         // Every publish of the old connection has come back as lost by now: the driver fails
-        // them before it reports the drop, and reconnecting takes at least one backoff step.
+        // them before it connects again, and the loop collects them before it handles `Up`
+        // (`settle_in_flight`).
         let lost = std::mem::take(&mut self.lost);
         let keys = lost.iter().map(|f| f.key.clone()).collect();
         match self

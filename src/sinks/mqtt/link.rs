@@ -203,7 +203,7 @@ pub struct Listen {
 }
 
 /// The bridge watches its own `<base>/bridge/state` and `<base>/bridge/info`:
-/// * `offline` on the state while connected is the last will of an earlier connection, fired
+/// * a live `offline` on the state while connected is the last will of an earlier connection, fired
 ///   late (a broker cluster fires the will of a connection that lived on a node that went
 ///   away when it notices, which can be after the bridge reconnected to another node): the
 ///   bridge publishes `online` again;
@@ -505,7 +505,9 @@ fn incoming(listen: &Listen, topic: &[u8], payload: Bytes, retain: bool) -> Opti
         return Some(Conn::HaStatus(payload));
     }
     if topic == listen.bridge.state.as_bytes() {
-        return (payload.as_ref() == b"offline").then_some(Conn::StateOffline);
+        // A retained `offline` comes with the subscription after a connect, and the bridge's
+        // own `online` (published on every connect) follows it anyway.
+        return (!retain && payload.as_ref() == b"offline").then_some(Conn::StateOffline);
     }
     if topic == listen.bridge.info.as_bytes() {
         if retain {
@@ -935,6 +937,10 @@ mod tests {
             )
             .is_none()
         );
+        // A retained `offline` (the will, with the subscription): the bridge's own `online`
+        // follows on every connect anyway.
+        let retained_offline = Bytes::from_static(b"offline");
+        assert!(incoming(&listen, b"camera/bridge/state", retained_offline, true).is_none());
     }
 
     #[test]
