@@ -219,3 +219,55 @@ async fn a_first_node_that_is_down_at_start_is_skipped() {
         "{log}"
     );
 }
+
+/// A new camera's events wait until Home Assistant listens to its new entities
+/// (`homeassistant.discovery_settle`). A broker node that dies meanwhile must not make them go
+/// out twice: the buffer replays their records, so the waiting copies are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_discovery_go_out_once_after_a_failover() {
+    let Some(mut a) = Mosquitto::try_start() else {
+        return;
+    };
+    let b = Mosquitto::start();
+    let col_b = Collector::start(b.port, "camera/+/lpr/event").await;
+    let bridge = BridgeProcess::spawn(format!("{},{}", a.url(), b.url()), "camqtt-held")
+        .toml("[homeassistant]\ndiscovery_settle = 3\n")
+        .start();
+    bridge.wait_for_log("MQTT connected", Duration::from_secs(20));
+    let (overview, crop) = (
+        common::camera::image("overview.jpg"),
+        common::camera::image("crop.jpg"),
+    );
+    let post = |plate: &str| common::camera::ipc_lpr("58:5b:69:fd:77:01", plate, &overview, &crop);
+    for i in 0..5 {
+        common::camera::post_ok(bridge.addr, post(&format!("H{i}")).as_bytes()).await;
+    }
+    // Still within the settle time: the events wait in the bridge.
+    a.stop();
+    wait_arrivals(
+        &col_b,
+        "camera/",
+        5,
+        Duration::from_secs(30),
+        "the held events on B",
+    )
+    .await;
+    // A marker behind them: the device's messages keep their order, so once it is in,
+    // everything before it has come out.
+    common::camera::post_ok(bridge.addr, post("END").as_bytes()).await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while !arrivals(&col_b, "camera/").iter().any(|(p, _)| p == "END") {
+        assert!(Instant::now() < end, "no marker on B:\n{}", bridge.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plates: Vec<String> = arrivals(&col_b, "camera/")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        plates,
+        ["H0", "H1", "H2", "H3", "H4", "END"],
+        "{}",
+        bridge.log()
+    );
+}

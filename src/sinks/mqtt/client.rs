@@ -177,8 +177,10 @@ impl Shell {
         }
     }
 
-    /// The connection broke: replay every unacknowledged record once it is back.
-    fn rewind(&mut self) {
+    /// The connection broke: replay every unacknowledged record once it is back (and forget
+    /// the settle queues' copies of their publishes, [`SinkState::forget_held`]).
+    fn rewind(&mut self, st: &mut SinkState) {
+        st.forget_held();
         let (again, dup) = self.reader.rewind();
         self.more = true;
         self.outbox.drop_tagged();
@@ -343,7 +345,7 @@ impl Shell {
                 let p = f.pending.clone();
                 self.lost.push(f);
                 match p.tag {
-                    Some(tag) if self.reader.is_current(tag) => self.rewind(),
+                    Some(tag) if self.reader.is_current(tag) => self.rewind(st),
                     Some(_) => {}
                     None if p.momentary => {
                         self.outbox.push_back(p);
@@ -377,7 +379,7 @@ impl Shell {
             self.lost.clear();
         }
         self.outbox.keep_momentary();
-        self.rewind();
+        self.rewind(st);
     }
 
     /// The link is up. Judge the publishes lost with the previous connection: when the broker

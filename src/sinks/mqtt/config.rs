@@ -469,15 +469,15 @@ fn bridge_name(base_topic: &str) -> String {
 
 /// Split a list of broker URLs written as one string (`CAMQTT_MQTT_URL`, `--mqtt-url`, a
 /// string `url`): at each comma that is followed (after optional spaces) by a URL scheme
-/// (`mqtt://`, `mqtts://`, …) or ends the text, so a comma inside a password stays part of its
-/// URL. Parts are trimmed; empty parts are dropped (an empty string is an empty list: the
+/// (`mqtt://`, `mqtts://`, …), by another comma, or ends the text, so a comma inside a password
+/// stays part of its URL. Parts are trimmed; empty parts are dropped (an empty string is an empty list: the
 /// embedded broker).
 pub fn split_url_list(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = 0;
     for (i, _) in text.match_indices(',') {
         let rest = text[i + 1..].trim_start();
-        if rest.is_empty() || starts_with_scheme(rest) {
+        if rest.is_empty() || rest.starts_with(',') || starts_with_scheme(rest) {
             out.push(&text[start..i]);
             start = i + 1;
         }
@@ -802,6 +802,10 @@ mod tests {
         assert!(split_url_list("").is_empty());
         assert!(split_url_list(" , ").is_empty());
         assert_eq!(split_url_list("mqtt://a,"), ["mqtt://a"]);
+        assert_eq!(
+            split_url_list("mqtt://a,,mqtt://b"),
+            ["mqtt://a", "mqtt://b"]
+        );
     }
 
     #[test]

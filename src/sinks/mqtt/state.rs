@@ -1384,6 +1384,17 @@ impl SinkState {
         .collect()
     }
 
+    /// The buffer replays every record not yet released (after a broken connection): drop the
+    /// publishes waiting in the settle queues. They all come from such records (a record with
+    /// held work is not released until that work came out), so the replay makes them again;
+    /// kept, they would go out twice. States made by timers in between are re-published on
+    /// connect ([`SinkState::on_connected`]).
+    pub fn forget_held(&mut self) {
+        for d in self.devices.values_mut() {
+            d.held.clear();
+        }
+    }
+
     /// True while any device's publishes wait in the discovery settle queue (they come out
     /// of a later [`SinkState::on_tick`]).
     pub fn has_held(&self) -> bool {
