@@ -52,6 +52,18 @@ struct Sink {
 }
 
 impl Sink {
+    /// A Mosquitto, a collector on `#` and a sink with client id `client_id` that is online
+    /// (`camera/bridge/state`); `None` (the test skips) without Mosquitto.
+    async fn online(client_id: &str) -> Option<(Mosquitto, Collector, Sink)> {
+        let broker = Mosquitto::try_start()?;
+        let col = Collector::start(broker.port, "#").await;
+        let sink = Sink::start(cfg(broker.port, client_id));
+        col.wait_payload("camera/bridge/state", "online", T)
+            .await
+            .expect("bridge online");
+        Some((broker, col, sink))
+    }
+
     fn start(cfg: MqttSinkConfig) -> Sink {
         let telemetry = Telemetry::new();
         let buffer = Buffer::memory(MemoryConfig::default(), telemetry.clone());
@@ -180,14 +192,9 @@ fn payloads(col: &Collector, t: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_picture_and_label_sensors_turn_on_count_and_off() {
-    let Some(broker) = Mosquitto::try_start() else {
+    let Some((broker, col, sink)) = Sink::online("detect-a").await else {
         return;
     };
-    let col = Collector::start(broker.port, "#").await;
-    let sink = Sink::start(cfg(broker.port, "detect-a"));
-    col.wait_payload("camera/bridge/state", "online", T)
-        .await
-        .expect("bridge online");
 
     let (overview, annotated) = (jpeg(30_000, 1), jpeg(31_000, 2));
     sink.send(detected(
@@ -343,14 +350,9 @@ async fn annotated_picture_and_label_sensors_turn_on_count_and_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_labels_are_capped_and_stay_single_level() {
-    let Some(broker) = Mosquitto::try_start() else {
+    let Some((_broker, col, sink)) = Sink::online("detect-b").await else {
         return;
     };
-    let col = Collector::start(broker.port, "#").await;
-    let sink = Sink::start(cfg(broker.port, "detect-b"));
-    col.wait_payload("camera/bridge/state", "online", T)
-        .await
-        .expect("bridge online");
     let mut labels: Vec<String> = vec![
         "../../#".into(),
         "+/+".into(),
@@ -502,14 +504,9 @@ async fn an_annotated_picture_over_the_broker_limit_is_left_out_not_the_event() 
 /// the previous one), and their ON only after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_added_right_after_the_registry_announce_come_in_a_later_discovery() {
-    let Some(broker) = Mosquitto::try_start() else {
+    let Some((_broker, col, sink)) = Sink::online("detect-d").await else {
         return;
     };
-    let col = Collector::start(broker.port, "#").await;
-    let sink = Sink::start(cfg(broker.port, "detect-d"));
-    col.wait_payload("camera/bridge/state", "online", T)
-        .await
-        .expect("bridge online");
     let routed = detected(&["person"], jpeg(3_000, 9), jpeg(3_100, 10));
     let Routed::Event { event, .. } = &routed else {
         unreachable!()
