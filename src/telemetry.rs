@@ -228,8 +228,11 @@ metrics_set! {
         /// Publishes set aside (refused, or closed the connection twice in a row): reported on
         /// `bridge/unparsed` and kept in the dead-letter folder.
         mqtt_set_aside,
-        /// Records appended to the disk spool.
+        /// Records written to the disk spool's files.
         spool_appended,
+        /// Records that left the disk spool without being written to its files: the broker
+        /// acknowledged them within `WRITE_BEHIND` (50 ms) of their arrival.
+        spool_writes_saved,
         /// Spool records the size or age bound pushed out before they were delivered.
         spool_dropped,
         /// Spool records delivered again after some of their publishes had been acknowledged

@@ -189,3 +189,64 @@ async fn sigterm_with_a_frozen_broker_exits_0_and_loses_no_post_answered_200() {
         missing.iter().take(5).collect::<Vec<_>>(),
     );
 }
+
+/// With a broker that keeps up, the disk is out of the way (README "Performance"): every post
+/// answered `200` is delivered, and records the broker acknowledged within the spool's
+/// write-behind time were never written to its files (`spool_writes_saved`). The frozen-broker
+/// tests above show the other side: what the broker does not acknowledge is written before
+/// the camera hears `200`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_broker_that_keeps_up_delivered_records_skip_the_disk() {
+    let Some(broker) = Mosquitto::try_start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = camqtt::config::load_str("[homeassistant]\nenabled = false\n").unwrap();
+    cfg.apply(&camqtt::config::Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        mqtt_url: Some(vec![broker.url()]),
+        client_id: Some(format!("write-behind-{}", broker.port)),
+        ..Default::default()
+    });
+    cfg.spool.dir = dir.path().to_path_buf();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = camqtt::start(cfg, shutdown.clone()).await.expect("starts");
+    let addr = running.viewtron_addr.unwrap();
+    let events = Collector::start(broker.port, "camera/+/lpr/event").await;
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/viewtron/ipc-lpr-test123.xml");
+    const POSTS: usize = 10;
+    for _ in 0..POSTS {
+        let code = tokio::task::block_in_place(|| {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", fixture.display()))
+                .arg(format!("http://{addr}/API"))
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        assert_eq!(code, "200");
+    }
+    let got = events
+        .wait_count(|_| true, POSTS, Duration::from_secs(20))
+        .await;
+    assert_eq!(got.len(), POSTS, "every post answered 200 is delivered");
+    let t = running.telemetry.clone();
+    let (saved, written) = (t.spool_writes_saved.get(), t.spool_appended.get());
+    println!("records delivered without a disk write: {saved}; written: {written}");
+    assert!(
+        saved >= 1,
+        "each post waited for its PUBACK one at a time, yet every record was written to disk \
+         ({written})"
+    );
+    shutdown.cancel();
+    running.wait().await.unwrap();
+}

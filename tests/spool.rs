@@ -894,3 +894,76 @@ async fn expired_records_are_logged_once_per_pass_with_their_count() {
     assert!(lines[1].contains("records=30"), "{}", lines[1]);
     assert_eq!(plates(&drain(&mut r).await), ["NEW"]);
 }
+
+/// Write-behind: while the sink delivers, a record the broker acknowledges within
+/// `WRITE_BEHIND` of its arrival is never written to disk, and its append counts as stored
+/// once it is delivered; one the broker does not acknowledge in time is written before its
+/// append counts as stored, so a kill right after loses nothing.
+#[tokio::test]
+async fn a_record_delivered_in_time_is_never_written_and_a_late_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _, t) = open(cfg(dir.path()));
+    let mut r = b.reader();
+    r.set_draining(true);
+
+    let fast = b.push_all(vec![
+        plate_event("FAST1", 50_000),
+        plate_event("FAST2", 50_000),
+    ]);
+    let got = drain(&mut r).await;
+    assert_eq!(plates(&got), ["FAST1", "FAST2"]);
+    release_through(&mut r, &got, fast[1]);
+    b.stored(fast[1]).await;
+    assert_eq!(
+        t.spool_writes_saved.get(),
+        2,
+        "delivered before they were due"
+    );
+    assert_eq!(t.spool_appended.get(), 0, "nothing written");
+    assert!(segments(dir.path()).is_empty(), "no segment file at all");
+
+    let slow = b.push_all(vec![plate_event("SLOW", 50_000)]);
+    let got = drain(&mut r).await;
+    assert_eq!(plates(&got), ["SLOW"]);
+    b.stored(slow[0]).await;
+    assert_eq!(
+        t.spool_appended.get(),
+        1,
+        "not acknowledged in time: written"
+    );
+    assert_eq!(t.spool_writes_saved.get(), 2);
+
+    // A kill now (nothing flushed, the release position still at FAST2): the next start
+    // has SLOW, and only SLOW.
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
+    assert_eq!(report.records, 1);
+    assert_eq!(plates(&drain(&mut b.reader()).await), ["SLOW"]);
+}
+
+/// Record numbers of a spool whose delivered records were never written have gaps on disk:
+/// the numbers go on growing across a restart, and a record written after a gap is read back.
+#[tokio::test]
+async fn numbers_skipped_on_disk_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _, _) = open(cfg(dir.path()));
+    let mut r = b.reader();
+    r.set_draining(true);
+    let first = b.push_all(vec![plate_event("GONE", 1_000)]);
+    let got = drain(&mut r).await;
+    release_through(&mut r, &got, first[0]);
+    b.stored(first[0]).await;
+    r.set_draining(false);
+    let kept = b.append(plate_event("KEPT", 1_000)).await;
+    assert!(kept > first[0]);
+    r.flush().await;
+    drop((r, b));
+    let (b, report, _) = open(cfg(dir.path()));
+    assert_eq!((report.records, report.released), (1, first[0]));
+    let mut r = b.reader();
+    let got = drain(&mut r).await;
+    assert_eq!(plates(&got), ["KEPT"]);
+    assert_eq!(got[0].seq, kept);
+    let next = b.append(plate_event("NEXT", 1_000)).await;
+    assert!(next > kept, "numbers only grow: {next} after {kept}");
+}

@@ -152,17 +152,29 @@ impl Output {
         if counted && let Some(s) = self.saver.as_mut() {
             s.write_now(registry).await;
         }
-        self.store(routed).await;
-        for d in acks {
-            let _ = d.send(());
+        let last = self.store(routed).await;
+        if acks.is_empty() {
+            return;
         }
+        // The cameras are answered once their records are safe (delivered, or written to
+        // disk); meanwhile the next inputs are routed and stored.
+        let buffer = self.buffer.clone();
+        tokio::spawn(async move {
+            if let Some(seq) = last {
+                buffer.stored(seq).await;
+            }
+            for d in acks {
+                let _ = d.send(());
+            }
+        });
     }
 
     /// Append `routed` in order, each batch once the buffer has room (the whole batch may
-    /// pass the backlog bound by its own size: at most [`BATCH_INPUTS`] posts).
-    async fn store(&mut self, routed: Vec<Routed>) {
+    /// pass the backlog bound by its own size: at most [`BATCH_INPUTS`] posts). The last
+    /// record number; [`Buffer::stored`] tells when it is safe.
+    async fn store(&mut self, routed: Vec<Routed>) -> Option<u64> {
         if routed.is_empty() {
-            return;
+            return None;
         }
         if !self.buffer.has_room() {
             self.held();
@@ -170,7 +182,7 @@ impl Output {
         }
         self.observe(&routed);
         let tapped = self.tap.as_ref().map(|_| routed.clone());
-        self.buffer.append_all(routed).await;
+        let last = self.buffer.push_all(routed).last().copied();
         if let (Some(tap), Some(tapped)) = (&self.tap, tapped) {
             for r in tapped {
                 if tap.send(r).await.is_err() {
@@ -180,6 +192,7 @@ impl Output {
                 }
             }
         }
+        last
     }
 
     /// The labelled metrics of what is being stored: events by source and category, each

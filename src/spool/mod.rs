@@ -89,6 +89,13 @@ pub const BACKLOG_RECORDS: u64 = 1024;
 pub const BACKLOG_BYTES: u64 = 16 * 1024 * 1024;
 /// Decoded records kept in memory beside the disk copy, bytes.
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// While the sink delivers (broker connected), a record is written to disk only if the broker
+/// has not acknowledged it this long after it was stored: one the broker took sooner was
+/// delivered, and is never written (see the module docs, "Write-behind").
+pub const WRITE_BEHIND: Duration = Duration::from_millis(50);
+/// Appends wait while the records not yet safe (neither delivered nor written) hold this many
+/// bytes: they live in memory only, so a disk slower than the cameras holds the replies.
+pub const UNSAFE_BYTES: u64 = 16 * 1024 * 1024;
 /// One batch of records read back from disk: at most this many records ...
 const FILL_RECORDS: usize = 64;
 /// ... and this many bytes.
@@ -148,10 +155,14 @@ struct Entry {
     time_ms: u64,
     /// Bytes (disk: the record's size; memory: the images plus a small overhead).
     len: u64,
-    /// The decoded message, when kept in memory.
+    /// The decoded message, when kept in memory (always, until it is on disk).
     msg: Option<Routed>,
     /// Read from disk and found damaged.
     broken: bool,
+    /// Disk spool: the record is in a segment file.
+    on_disk: bool,
+    /// Disk spool: the record body, until it is written (or delivered first).
+    unwritten: Option<codec::BodyParts>,
 }
 
 /// Flow-control state (see the module docs).
@@ -170,8 +181,11 @@ struct Flow {
 #[derive(Debug)]
 struct State {
     entries: VecDeque<Entry>,
-    /// Memory buffer: the next record number.
+    /// The next record number.
     next_seq: u64,
+    /// Disk spool: every record up to this one is on disk, delivered, or could not be
+    /// written (then kept in memory and counted): the point up to which appends are safe.
+    written: u64,
     read_next: u64,
     released: u64,
     pending_bytes: u64,
@@ -209,6 +223,10 @@ struct Shared {
     store: Option<Arc<Mutex<DiskStore>>>,
     appended: Notify,
     room: Notify,
+    /// Records were released or written ([`Buffer::stored`] waits for it).
+    safe: Notify,
+    /// One write to disk at a time, so records go to the files in order.
+    writer: tokio::sync::Mutex<()>,
     limits: Limits,
     telemetry: Telemetry,
 }
@@ -274,6 +292,8 @@ impl Buffer {
                 len,
                 msg: None,
                 broken: false,
+                on_disk: true,
+                unwritten: None,
             })
             .collect();
         telemetry.spool_replayed.add(report.records);
@@ -282,10 +302,12 @@ impl Buffer {
         } else {
             info!(dir = %dir.display(), "spool opened");
         }
+        let next_seq = store.next_seq();
         let state = State {
             pending_bytes: entries.iter().map(|e| e.len).sum(),
             entries,
-            next_seq: 0,
+            next_seq,
+            written: next_seq - 1,
             read_next: report.released + 1,
             released: report.released,
             cached_bytes: 0,
@@ -299,6 +321,8 @@ impl Buffer {
             store: Some(Arc::new(Mutex::new(store))),
             appended: Notify::new(),
             room: Notify::new(),
+            safe: Notify::new(),
+            writer: tokio::sync::Mutex::new(()),
             limits,
             telemetry,
         }));
@@ -312,6 +336,7 @@ impl Buffer {
             state: Mutex::new(State {
                 entries: VecDeque::new(),
                 next_seq: 1,
+                written: 0,
                 read_next: 1,
                 released: 0,
                 pending_bytes: 0,
@@ -324,6 +349,8 @@ impl Buffer {
             store: None,
             appended: Notify::new(),
             room: Notify::new(),
+            safe: Notify::new(),
+            writer: tokio::sync::Mutex::new(()),
             limits: Limits {
                 max_age: cfg.max_age,
                 image_max_age: cfg.max_age,
@@ -394,6 +421,23 @@ impl Buffer {
     }
 
     fn has_room_in(&self, s: &State) -> bool {
+        self.unsafe_bytes(s) < UNSAFE_BYTES && self.has_backlog_room(s)
+    }
+
+    /// Disk spool: bytes of the records not yet safe (neither delivered nor written), the
+    /// newest ones.
+    fn unsafe_bytes(&self, s: &State) -> u64 {
+        if self.0.store.is_none() {
+            return 0;
+        }
+        let safe = s.written.max(s.released);
+        (s.entries.iter().rev())
+            .take_while(|e| e.seq > safe)
+            .map(|e| e.len)
+            .sum()
+    }
+
+    fn has_backlog_room(&self, s: &State) -> bool {
         !s.flow.draining
             || s.flow.closing
             || ((s.entries.len() as u64) < BACKLOG_RECORDS.max(s.flow.floor_records)
@@ -406,6 +450,7 @@ impl Buffer {
     pub fn close_flow(&self) {
         self.state().flow.closing = true;
         self.0.room.notify_waiters();
+        self.0.safe.notify_waiters();
     }
 
     /// Wait until an append may go ahead: at once unless the consumer is draining and the
@@ -423,10 +468,11 @@ impl Buffer {
         }
     }
 
-    /// Store one message; returns its record number once it is durable (disk: written, off
-    /// the runtime; memory: held). A message the disk cannot take (disk full, I/O error) is
+    /// Store one message; returns its record number once it is safe: delivered (the broker
+    /// acknowledged every publish made of it) or written to disk, off the runtime (see the
+    /// module docs, "Write-behind"). A message the disk cannot take (disk full, I/O error) is
     /// counted (`spool_errors`), logged and kept in memory only: still delivered unless the
-    /// bridge dies first.
+    /// bridge dies first. Memory buffer: at once.
     pub async fn append(&self, r: Routed) -> u64 {
         self.append_at(r, now_ms()).await
     }
@@ -437,45 +483,125 @@ impl Buffer {
         self.append_all_at(vec![r], time_ms).await[0]
     }
 
-    /// [`Buffer::append`] of several messages, in order, with one trip to the disk writer
-    /// (the pipeline stores what arrived together: under load one hand-off to a blocking
-    /// thread for many records instead of one each). Their record numbers, in order.
+    /// [`Buffer::append`] of several messages, in order, with at most one trip to the disk
+    /// writer for all of them. Their record numbers, in order.
     pub async fn append_all(&self, rs: Vec<Routed>) -> Vec<u64> {
         self.append_all_at(rs, now_ms()).await
     }
 
     async fn append_all_at(&self, rs: Vec<Routed>, time_ms: u64) -> Vec<u64> {
-        let Some(store) = self.0.store.clone() else {
+        let seqs = self.push_all_at(rs, time_ms);
+        if let Some(&last) = seqs.last() {
+            self.stored(last).await;
+        }
+        seqs
+    }
+
+    /// Take messages, in order, and hand them to the reader at once; returns their record
+    /// numbers. They are not safe yet: [`Buffer::stored`] waits until they are. (The pipeline
+    /// goes on with the next inputs meanwhile and answers the cameras once their records are
+    /// safe.)
+    pub fn push_all(&self, rs: Vec<Routed>) -> Vec<u64> {
+        self.push_all_at(rs, now_ms())
+    }
+
+    fn push_all_at(&self, rs: Vec<Routed>, time_ms: u64) -> Vec<u64> {
+        if self.0.store.is_none() {
             return (rs.into_iter())
                 .map(|r| self.append_memory(r, time_ms))
                 .collect();
+        }
+        let mut s = self.state();
+        let seqs = (rs.into_iter())
+            .map(|r| {
+                let parts = codec::encode_parts(&r);
+                let len = (format::RECORD_HEADER + parts.len()) as u64;
+                let seq = s.next_seq;
+                s.next_seq += 1;
+                s.cached_bytes += len;
+                s.pending_bytes += len;
+                s.entries.push_back(Entry {
+                    seq,
+                    time_ms,
+                    len,
+                    msg: Some(r),
+                    broken: false,
+                    on_disk: false,
+                    unwritten: Some(parts),
+                });
+                seq
+            })
+            .collect();
+        self.gauges(&s);
+        drop(s);
+        self.0.appended.notify_one();
+        seqs
+    }
+
+    /// Wait until record `seq`, and every one before it, is safe: delivered or written to
+    /// disk (or kept in memory after a write failed, counted in `spool_errors`). While the
+    /// sink delivers, the write waits up to [`WRITE_BEHIND`] for the broker's
+    /// acknowledgement; while it does not (broker away) or the bridge is shutting down, it
+    /// happens at once. Memory buffer: at once, memory is all there is.
+    pub async fn stored(&self, seq: u64) {
+        if self.0.store.is_none() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + WRITE_BEHIND;
+        loop {
+            let notified = self.0.safe.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.state();
+                if seq <= s.written.max(s.released) {
+                    return;
+                }
+                if !s.flow.draining || s.flow.closing {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.write_through(seq).await;
+    }
+
+    /// Write every record up to `seq` that is neither on disk nor delivered, in order, with
+    /// one trip to a blocking thread and, with `spool.fsync`, one `fdatasync` for all of
+    /// them (group commit) before any counts as written.
+    async fn write_through(&self, seq: u64) {
+        let Some(store) = self.0.store.clone() else {
+            return;
         };
-        let bodies: Vec<_> = rs.iter().map(codec::encode_parts).collect();
+        let _turn = self.0.writer.lock().await;
+        let batch: Vec<(u64, u64, codec::BodyParts)> = {
+            let mut s = self.state();
+            let from = s.written.max(s.released) + 1;
+            if from > seq {
+                return;
+            }
+            let start = s.entries.partition_point(|e| e.seq < from);
+            (s.entries.range_mut(start..))
+                .take_while(|e| e.seq <= seq)
+                .filter_map(|e| e.unwritten.take().map(|p| (e.seq, e.time_ms, p)))
+                .collect()
+        };
+        let seqs: Vec<u64> = batch.iter().map(|b| b.0).collect();
         let write = move || {
             let mut store = lock(&store);
-            let mut results: Vec<_> = (bodies.iter())
-                .map(|body| {
+            let mut results: Vec<_> = (batch.iter())
+                .map(|(seq, time_ms, body)| {
                     let pieces: Vec<&[u8]> = body.slices().collect();
-                    store.append_unsynced(&pieces, time_ms)
+                    store.write_at(*seq, &pieces, *time_ms)
                 })
                 .collect();
             // `spool.fsync`: one flush for the batch (group commit), before any is answered.
             if let Err(e) = store.sync() {
-                let failed = |e: &SpoolError| match e {
-                    SpoolError::Io { what, path, source } => SpoolError::Io {
-                        what,
-                        path: path.clone(),
-                        source: std::io::Error::new(source.kind(), source.to_string()),
-                    },
-                    other => SpoolError::Io {
-                        what: "flush",
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(other.to_string()),
-                    },
-                };
-                for (_, r) in &mut results {
+                for r in results.iter_mut().flatten() {
                     if r.is_ok() {
-                        *r = Err(failed(&e));
+                        *r = Err(copy_error(&e));
                     }
                 }
             }
@@ -484,75 +610,74 @@ impl Buffer {
         let results = match tokio::task::spawn_blocking(write).await {
             Ok(v) => v,
             Err(e) => {
-                let error = std::io::Error::other(e.to_string());
-                (rs.iter())
-                    .map(|_| {
-                        let source = std::io::Error::new(error.kind(), error.to_string());
-                        (
-                            0,
-                            Err(SpoolError::Io {
-                                what: "append",
-                                path: PathBuf::new(),
-                                source,
-                            }),
-                        )
-                    })
+                let failed = SpoolError::Io {
+                    what: "append",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                };
+                seqs.iter()
+                    .map(|_| Some(Err(copy_error(&failed))))
                     .collect()
             }
         };
         let mut s = self.state();
-        let seqs = (rs.into_iter().zip(results))
-            .map(|(r, (seq, written))| self.record_appended(&mut s, r, seq, written, time_ms))
-            .collect();
+        for (seq, written) in seqs.into_iter().zip(results) {
+            self.record_written(&mut s, seq, written);
+        }
+        s.written = s.written.max(seq);
+        // Keep at most CACHE_BYTES decoded: the newest records on disk not yet handed out
+        // leave memory first (the reader reads them back when it gets there).
+        let State {
+            entries,
+            cached_bytes,
+            read_next,
+            ..
+        } = &mut *s;
+        for e in entries.iter_mut().rev() {
+            if *cached_bytes <= CACHE_BYTES || e.seq < *read_next {
+                break;
+            }
+            if e.on_disk && e.msg.take().is_some() {
+                *cached_bytes -= e.len;
+            }
+        }
         self.gauges(&s);
         drop(s);
-        self.0.appended.notify_one();
-        seqs
+        self.0.safe.notify_waiters();
+        self.0.room.notify_waiters();
     }
 
-    /// Account for one message the store was asked to write (`written`: what it did).
-    fn record_appended(
+    /// Account for one record the store was asked to write (`written`: what it did; `None`:
+    /// it was delivered meanwhile).
+    fn record_written(
         &self,
         s: &mut State,
-        r: Routed,
         seq: u64,
-        written: Result<store::Appended, SpoolError>,
-        time_ms: u64,
-    ) -> u64 {
-        let (len, on_disk) = match written {
-            Ok(done) => {
-                self.0.telemetry.spool_appended.inc();
+        written: Option<Result<store::Appended, SpoolError>>,
+    ) {
+        let t = &self.0.telemetry;
+        match written {
+            None => t.spool_writes_saved.inc(),
+            Some(Ok(done)) => {
+                t.spool_appended.inc();
                 if let Some(through) = done.dropped_through {
                     let n = self.drop_through(s, through);
-                    self.0.telemetry.spool_dropped.add(n);
+                    t.spool_dropped.add(n);
                 }
-                (done.len, true)
+                let i = s.entries.partition_point(|e| e.seq < seq);
+                if let Some(e) = s.entries.get_mut(i).filter(|e| e.seq == seq) {
+                    debug_assert_eq!(e.len, done.len, "record {seq}: length changed");
+                    e.on_disk = true;
+                }
             }
-            Err(error) => {
-                let t = &self.0.telemetry;
+            Some(Err(error)) => {
                 t.spool_errors.inc();
                 let failures = t.spool_errors.get();
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::error!(%error, failures, "cannot write to the spool; message kept in memory only");
                 }
-                (memory_len(&r), false)
             }
-        };
-        // Kept decoded while the cache has room (a sink that keeps up never reads it back);
-        // a message that is not on disk is always kept.
-        let keep = !on_disk || s.cached_bytes + len <= CACHE_BYTES;
-        if keep {
-            s.cached_bytes += len;
         }
-        s.pending_bytes += len;
-        s.entries.push_back(Entry {
-            seq,
-            time_ms,
-            len,
-            msg: keep.then_some(r),
-            broken: false,
-        });
-        seq
     }
 
     fn append_memory(&self, r: Routed, time_ms: u64) -> u64 {
@@ -568,6 +693,8 @@ impl Buffer {
             len,
             msg: Some(r),
             broken: false,
+            on_disk: false,
+            unwritten: None,
         });
         if let Some(bound) = self.0.limits.memory {
             let mut dropped = 0;
@@ -601,6 +728,9 @@ impl Buffer {
         let (mut n, mut freed) = (0u64, 0u64);
         while s.entries.front().is_some_and(|e| e.seq <= seq) {
             if let Some(e) = s.entries.pop_front() {
+                if e.unwritten.is_some() {
+                    self.0.telemetry.spool_writes_saved.inc();
+                }
                 s.pending_bytes -= e.len;
                 freed += e.len;
                 if e.msg.is_some() {
@@ -839,6 +969,7 @@ impl BufferReader {
         b.gauges(&s);
         drop(s);
         b.0.room.notify_waiters();
+        b.0.safe.notify_waiters();
         if let Some(store) = b.0.store.clone() {
             tokio::task::spawn_blocking(move || lock(&store).release_through(seq));
         }
@@ -867,6 +998,7 @@ impl BufferReader {
         s.flow.draining = draining;
         drop(s);
         b.0.room.notify_waiters();
+        b.0.safe.notify_waiters();
     }
 
     /// Periodic work: the age bound and a pending ledger write.
@@ -893,6 +1025,7 @@ impl BufferReader {
         b.gauges(&s);
         drop(s);
         b.0.room.notify_waiters();
+        b.0.safe.notify_waiters();
         if let Some(store) = b.0.store.clone() {
             tokio::task::spawn_blocking(move || {
                 let mut g = lock(&store);
@@ -913,9 +1046,13 @@ impl BufferReader {
             b.log_expired(&mut s);
         }
         b.0.room.notify_waiters();
+        b.0.safe.notify_waiters();
         let Some(store) = b.0.store.clone() else {
             return;
         };
+        // What the broker has not acknowledged yet goes to disk now.
+        let last = b.state().next_seq.saturating_sub(1);
+        b.write_through(last).await;
         let released = b.state().released;
         let _ = tokio::task::spawn_blocking(move || {
             let mut g = lock(&store);
@@ -930,6 +1067,22 @@ impl BufferReader {
                 "undelivered records stay in the spool for the next start"
             );
         }
+    }
+}
+
+/// A copy of a write error, for each record of a batch it failed.
+fn copy_error(e: &SpoolError) -> SpoolError {
+    match e {
+        SpoolError::Io { what, path, source } => SpoolError::Io {
+            what,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => SpoolError::Io {
+            what: "flush",
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 

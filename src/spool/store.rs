@@ -174,6 +174,7 @@ impl DiskStore {
     /// [`DiskStore::append_parts`] without the `fdatasync` of `spool.fsync`: several records,
     /// then one [`DiskStore::sync`] for all of them (group commit). Until that sync
     /// succeeds, the records are written but not durable against a power cut.
+    #[cfg(test)]
     pub fn append_unsynced(
         &mut self,
         body: &[&[u8]],
@@ -205,6 +206,31 @@ impl DiskStore {
             Ok(()) => Ok(()),
             Err(e) => Err(io("flush", &path())(e)),
         }
+    }
+
+    /// Write record `seq` (given by the buffer, which numbers records when they arrive)
+    /// without the `fdatasync` of `spool.fsync` ([`DiskStore::sync`] follows the batch).
+    /// Numbers only grow: `seq` is above every record written before; numbers in between
+    /// belong to records delivered without ever being written (a segment may skip them).
+    /// `None`: `seq` was already released, nothing to write.
+    pub fn write_at(
+        &mut self,
+        seq: u64,
+        body: &[&[u8]],
+        time_ms: u64,
+    ) -> Option<Result<Appended, SpoolError>> {
+        if seq <= self.released {
+            return None;
+        }
+        debug_assert!(seq >= self.next_seq, "record {seq} written out of order");
+        self.next_seq = self.next_seq.max(seq + 1);
+        Some(self.write(seq, body, time_ms))
+    }
+
+    /// The number the next record gets unless the buffer numbers it ([`DiskStore::write_at`]):
+    /// above every record found at open and the release position.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     fn write(&mut self, seq: u64, body: &[&[u8]], time_ms: u64) -> Result<Appended, SpoolError> {
