@@ -196,6 +196,11 @@ struct State {
     aged_images: u64,
     /// Records the reader skipped as expired, not logged yet.
     expired: Expired,
+    /// Disk spool: a released record was in the files (the store has segments to delete).
+    released_on_disk: bool,
+    /// Disk spool: when the store last heard of a release (it persists the position at most
+    /// every [`LEDGER_INTERVAL`]; [`BufferReader::maintain`] tells it the rest).
+    store_told: Option<std::time::Instant>,
 }
 
 /// A run of records the reader skipped because they outlived `max_age` (logged as one line).
@@ -315,6 +320,8 @@ impl Buffer {
             filling: false,
             aged_images: 0,
             expired: Expired::default(),
+            released_on_disk: false,
+            store_told: None,
         };
         let b = Buffer(Arc::new(Shared {
             state: Mutex::new(state),
@@ -345,6 +352,8 @@ impl Buffer {
                 filling: false,
                 aged_images: 0,
                 expired: Expired::default(),
+                released_on_disk: false,
+                store_told: None,
             }),
             store: None,
             appended: Notify::new(),
@@ -731,6 +740,7 @@ impl Buffer {
                 if e.unwritten.is_some() {
                     self.0.telemetry.spool_writes_saved.inc();
                 }
+                s.released_on_disk |= e.on_disk;
                 s.pending_bytes -= e.len;
                 freed += e.len;
                 if e.msg.is_some() {
@@ -967,10 +977,19 @@ impl BufferReader {
         let mut s = b.state();
         b.drop_through(&mut s, seq);
         b.gauges(&s);
+        // The files hear of it when a released record was in them, or once per ledger
+        // interval (a blocking-thread trip per release would cost more than the release).
+        let now = std::time::Instant::now();
+        let tell = std::mem::take(&mut s.released_on_disk)
+            || s.store_told
+                .is_none_or(|t| now.duration_since(t) >= LEDGER_INTERVAL);
+        if tell {
+            s.store_told = Some(now);
+        }
         drop(s);
         b.0.room.notify_waiters();
         b.0.safe.notify_waiters();
-        if let Some(store) = b.0.store.clone() {
+        if let (true, Some(store)) = (tell, b.0.store.clone()) {
             tokio::task::spawn_blocking(move || lock(&store).release_through(seq));
         }
     }
@@ -1001,7 +1020,8 @@ impl BufferReader {
         b.0.safe.notify_waiters();
     }
 
-    /// Periodic work: the age bound and a pending ledger write.
+    /// Periodic work (every 250 ms from the MQTT sink): the age bound, the release position
+    /// for the files, and a pending ledger write.
     pub fn maintain(&mut self) {
         let b = &self.buffer;
         let cutoff = now_ms().saturating_sub(millis(b.0.limits.max_age));
@@ -1023,15 +1043,17 @@ impl BufferReader {
             );
         }
         b.gauges(&s);
+        // The files learn the release position (also what `release` left for later).
+        let released = s.released;
+        s.released_on_disk = false;
+        s.store_told = Some(std::time::Instant::now());
         drop(s);
         b.0.room.notify_waiters();
         b.0.safe.notify_waiters();
         if let Some(store) = b.0.store.clone() {
             tokio::task::spawn_blocking(move || {
                 let mut g = lock(&store);
-                if let Some(seq) = old {
-                    g.release_through(seq);
-                }
+                g.release_through(released);
                 g.flush();
             });
         }

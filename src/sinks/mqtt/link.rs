@@ -409,6 +409,10 @@ macro_rules! auth_and_tls {
     };
 }
 
+/// Most QoS 1 publishes (and subscriptions) the client keeps unacknowledged: the sink's own
+/// cap ([`super::client::MAX_IN_FLIGHT`]) and room for the subscriptions beside it.
+const OUTGOING_INFLIGHT: u16 = 2 * super::client::MAX_IN_FLIGHT as u16;
+
 /// Build the MQTT 5 options for broker node `b`: clean start, last will, keep alive, packet
 /// limits, auth, TLS.
 pub(crate) fn v5_options(
@@ -424,6 +428,10 @@ pub(crate) fn v5_options(
     // Largest packet we accept; the broker's own limit comes back in its CONNACK and the
     // client enforces it on what we send.
     o.set_max_packet_size(Some(INCOMING_MAX as u32));
+    // The client sizes its in-flight table by the broker's Receive Maximum (MQTT 5
+    // §3.2.2.3.3; Mosquitto says 65,535: 14 MB of slots, all touched), though the sink never
+    // has more than `MAX_IN_FLIGHT` publishes out.
+    o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     o.set_last_will(rumqttc5::LastWill::new(
         will_topic,
         "offline",
