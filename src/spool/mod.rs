@@ -4,13 +4,14 @@
 //! A sink never sees a file.
 //!
 //! Two kinds, one behaviour:
-//! * **disk** ([`Buffer::open`], the default): records are appended to segment files
-//!   ([`store`], [`format`], [`codec`]) before the camera gets its reply, so what was answered
-//!   survives a broker outage and a kill of the bridge (SIGKILL; a power cut with
-//!   [`SpoolConfig::fsync`]). The files are written and read on blocking threads, never on the
-//!   async runtime. Records are also kept decoded in memory (up to [`CACHE_BYTES`]), so a sink
-//!   that keeps up never reads back what was just written; older ones (after a restart or a
-//!   long outage) are read from disk in batches.
+//! * **disk** ([`Buffer::open`], the default): a record is safe — and its camera gets its
+//!   reply ([`Buffer::stored`]) — once the broker has acknowledged it or it is written to a
+//!   segment file ([`store`], [`format`], [`codec`]), so what was answered survives a broker
+//!   outage and a kill of the bridge (SIGKILL; a power cut with [`SpoolConfig::fsync`]). The
+//!   files are written and read on blocking threads, never on the async runtime. Records are
+//!   kept decoded in memory until written, and then up to [`CACHE_BYTES`], so a sink that keeps
+//!   up never reads back what was just written; older ones (after a restart or a long outage)
+//!   are read from disk in batches.
 //! * **memory** ([`Buffer::memory`], spool off): the same records in memory only, bounded by
 //!   [`MemoryConfig`]; nothing survives a restart.
 //!
@@ -22,6 +23,17 @@
 //! * The disk ledger (highest released record) is rewritten at most every
 //!   [`LEDGER_INTERVAL`] and on [`BufferReader::flush`]; after a crash the records released in
 //!   that window are delivered again (counted in `spool_replayed` at start).
+//!
+//! # Write-behind
+//! A record goes to the reader when it is appended ([`Buffer::push_all`]). While the sink
+//! delivers (broker connected), the write to disk waits up to [`WRITE_BEHIND`] for the
+//! record's release: a record the broker acknowledged by then is never written (counted in
+//! `spool_writes_saved`). While the sink does not deliver (broker away), and at shutdown
+//! ([`BufferReader::flush`]), records are written at once. Records neither released nor written
+//! are held in memory only and their cameras are not answered yet; appends wait while they
+//! hold [`UNSAFE_BYTES`]. Record numbers come from the buffer, so a segment skips the numbers
+//! of records never written; numbers only rise, across restarts too (the ledger keeps the
+//! highest released one).
 //!
 //! # Bounds
 //! * Size: disk — when the segment files exceed `max_bytes` the oldest segment is deleted;

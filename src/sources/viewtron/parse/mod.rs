@@ -179,7 +179,9 @@ pub fn parse_post(body: &[u8], meta: &PostMeta) -> Result<Post, ParseError> {
     if rest[start] != b'<' {
         return Err(ParseError::NotXml { first: rest[start] });
     }
-    let text = std::str::from_utf8(rest).map_err(|e| ParseError::InvalidUtf8 {
+    // `simdutf8`: the same answer as `std::str::from_utf8` (the `compat` flavour also gives
+    // the offset), several times faster over a megabyte of base64 (SIMD, runtime-detected).
+    let text = simdutf8::compat::from_utf8(rest).map_err(|e| ParseError::InvalidUtf8 {
         offset: bom + e.valid_up_to(),
     })?;
     let offset = (bom + start) as u64;
