@@ -147,12 +147,21 @@ impl Collector {
             return false;
         };
         if role == ImageRole::Target && self.targets.len() >= MAX_TARGET_IMAGES {
-            if !data.text().is_empty() {
+            if !data.raw_text().is_empty() {
                 self.skipped += 1;
             }
             return false;
         }
-        match decode_jpeg(data.text()) {
+        // The text as sent: no control-character pass over a megabyte of base64. Should it
+        // hold control characters (which the decoder refuses), decode it without them, as the
+        // tree gives every other text.
+        let decoded = match decode_jpeg(data.raw_text()) {
+            Err(Rejected::InvalidBase64(_)) if data.text().len() != data.raw_text().len() => {
+                decode_jpeg(data.text())
+            }
+            other => other,
+        };
+        match decoded {
             Ok(Some(bytes)) => {
                 let image = Image {
                     role,

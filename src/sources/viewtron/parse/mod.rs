@@ -840,6 +840,28 @@ mod tests {
         assert!(e.image(ImageRole::Overview).is_none());
     }
 
+    /// A long base64 image is read as sent (no control-character pass while the tree is
+    /// built); one with control characters in it is still decoded without them, as before.
+    #[test]
+    fn long_base64_images_decode_with_and_without_control_characters() {
+        use base64::Engine as _;
+        let jpeg: Vec<u8> = [0xFF, 0xD8, 0xFF, 0xE0]
+            .into_iter()
+            .chain((0..6000u32).map(|i| (i * 7) as u8))
+            .chain([0xFF, 0xD9])
+            .collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+        let (head, tail) = b64.split_at(4000);
+        for text in [b64.clone(), format!("{head}\u{1b}\u{0}{tail}")] {
+            let e = one(&format!(
+                "<config><smartType>AOIENTRY</smartType><sourceDataInfo><sourceBase64Data>{text}</sourceBase64Data></sourceDataInfo></config>"
+            ));
+            let overview = e.image(ImageRole::Overview).expect("decoded");
+            assert_eq!(overview.data.as_ref(), jpeg.as_slice());
+            assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+        }
+    }
+
     #[test]
     fn namespaces_and_bom() {
         let body = "\u{feff}\n <v:config xmlns:v='http://www.ipc.com/ver10' version='1.7'><v:smartType>VSD</v:smartType></v:config>";

@@ -10,6 +10,7 @@
 //! put whole commented-out documents there; some devices may pad the body).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event as XmlEvent};
@@ -18,6 +19,11 @@ use quick_xml::events::{BytesStart, Event as XmlEvent};
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Maximum number of elements plus attributes in one document.
 pub(crate) const MAX_NODES: usize = 200_000;
+/// Text pieces this long (bytes) are not scanned for control characters while the tree is
+/// built, but when their text is first asked for ([`Node::text`]). In camera posts they are
+/// base64 images, read with [`Node::raw_text`] by a decoder that refuses every byte outside
+/// its alphabet anyway: one pass less over about a megabyte per post.
+const SCAN_LATER: usize = 4096;
 
 /// One element.
 #[derive(Debug, Default)]
@@ -25,6 +31,10 @@ pub(crate) struct Node<'a> {
     name: String,
     attrs: Vec<(String, Cow<'a, str>)>,
     text: Cow<'a, str>,
+    /// A piece of `text` was not scanned for control characters ([`SCAN_LATER`]).
+    unscanned: bool,
+    /// `text` without its control characters, if it has any: made on first use.
+    clean: OnceCell<Option<String>>,
     children: Vec<Node<'a>>,
 }
 
@@ -51,7 +61,12 @@ struct Frame<'a> {
 
 impl<'a> Frame<'a> {
     fn push_text(&mut self, piece: Cow<'a, str>) {
-        let piece = strip_controls(piece);
+        let piece = if piece.len() >= SCAN_LATER {
+            self.node.unscanned = true;
+            piece
+        } else {
+            strip_controls(piece)
+        };
         if piece.is_empty() {
             return;
         }
@@ -262,6 +277,8 @@ fn element<'a>(
         name,
         attrs,
         text: Cow::Borrowed(""),
+        unscanned: false,
+        clean: OnceCell::new(),
         children: Vec::new(),
     })
 }
@@ -335,8 +352,27 @@ impl<'a> Node<'a> {
         Some(node)
     }
 
-    /// Trimmed text directly inside this element ("" when empty).
+    /// Trimmed text directly inside this element ("" when empty), without control characters
+    /// other than ASCII whitespace.
     pub(crate) fn text(&self) -> &str {
+        let text = match self.unscanned {
+            false => &self.text,
+            true => self
+                .clean
+                .get_or_init(|| match strip_controls(Cow::Borrowed(&self.text)) {
+                    Cow::Owned(clean) => Some(clean),
+                    Cow::Borrowed(_) => None,
+                })
+                .as_deref()
+                .unwrap_or(&self.text),
+        };
+        text.trim_matches(|c: char| c.is_ascii_whitespace())
+    }
+
+    /// [`Node::text`] as it is in the document: control characters in long text
+    /// ([`SCAN_LATER`]) are not removed. Only for text whose reader refuses them itself
+    /// (base64).
+    pub(crate) fn raw_text(&self) -> &str {
         self.text.trim_matches(|c: char| c.is_ascii_whitespace())
     }
 
@@ -467,6 +503,24 @@ mod tests {
         let data = root.child("data").unwrap();
         assert!(matches!(data.text, Cow::Borrowed(_)));
         assert_eq!(data.text().len(), 100_000);
+    }
+
+    #[test]
+    fn control_characters_in_long_text_are_removed_when_the_text_is_read() {
+        let long = format!("{}\u{1b}[31m{}\u{0}", "A".repeat(3000), "B".repeat(3000));
+        let doc = format!("<config><data>{long}</data><short>x\u{1b}y</short></config>");
+        let root = parse(&doc).unwrap();
+        let data = root.child("data").unwrap();
+        assert_eq!(data.raw_text(), long, "as in the document");
+        let clean = format!("{}[31m{}", "A".repeat(3000), "B".repeat(3000));
+        assert_eq!(data.text(), clean);
+        assert_eq!(data.text(), clean, "the second read gives the same");
+        assert_eq!(root.child_text("short"), Some("xy"));
+        assert_eq!(
+            root.child("short").unwrap().raw_text(),
+            "xy",
+            "short text: at once"
+        );
     }
 
     #[test]
