@@ -213,27 +213,9 @@ async fn with_a_broker_that_keeps_up_delivered_records_skip_the_disk() {
     let running = camqtt::start(cfg, shutdown.clone()).await.expect("starts");
     let addr = running.viewtron_addr.unwrap();
     let events = Collector::start(broker.port, "camera/+/lpr/event").await;
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/viewtron/ipc-lpr-test123.xml");
     const POSTS: usize = 10;
     for _ in 0..POSTS {
-        let code = tokio::task::block_in_place(|| {
-            let out = std::process::Command::new("curl")
-                .args([
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--data-binary",
-                ])
-                .arg(format!("@{}", fixture.display()))
-                .arg(format!("http://{addr}/API"))
-                .output()
-                .expect("curl");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        });
-        assert_eq!(code, "200");
+        tokio::task::block_in_place(|| camera::curl_fixture(addr, "ipc-lpr-test123.xml"));
     }
     let got = events
         .wait_count(|_| true, POSTS, Duration::from_secs(20))

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use camqtt::config::{self, Config};
 use camqtt::sources::{Source, SourceContext, SourceHandle, Starting};
 use common::Mosquitto;
+use common::camera::curl_fixture;
 use tokio_util::sync::CancellationToken;
 
 /// A source that starts fine and panics 200 ms later.
@@ -67,26 +67,6 @@ async fn a_source_that_panics_at_run_time_ends_the_bridge_with_an_error() {
     }
 }
 
-fn post(addr: SocketAddr, fixture: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/viewtron")
-        .join(fixture);
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", path.display()))
-        .arg(format!("http://{addr}/API"))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-}
-
 async fn start(
     broker: &Mosquitto,
     dir: &std::path::Path,
@@ -133,13 +113,13 @@ async fn a_second_bridge_on_a_locked_spool_dir_writes_nothing_there_and_says_so(
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["spool_unavailable"], true);
 
-    tokio::task::block_in_place(|| post(addr_a, "ipc-lpr-test123.xml"));
+    tokio::task::block_in_place(|| curl_fixture(addr_a, "ipc-lpr-test123.xml"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         ids(dir.path()).contains(&"02_00_5e_10_30_01".to_owned()),
         "the lock holder saved its camera"
     );
-    tokio::task::block_in_place(|| post(addr_b, "nvr-counting-by-line.xml"));
+    tokio::task::block_in_place(|| curl_fixture(addr_b, "nvr-counting-by-line.xml"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     stop_b.cancel();

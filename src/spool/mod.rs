@@ -215,6 +215,33 @@ struct State {
     store_told: Option<std::time::Instant>,
 }
 
+impl State {
+    /// Take `msg` (`len` bytes) in memory under the next record number, which it returns;
+    /// `unwritten`: its record body, still to be written (disk spool).
+    fn push(
+        &mut self,
+        msg: Routed,
+        time_ms: u64,
+        len: u64,
+        unwritten: Option<codec::BodyParts>,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending_bytes += len;
+        self.cached_bytes += len;
+        self.entries.push_back(Entry {
+            seq,
+            time_ms,
+            len,
+            msg: Some(msg),
+            broken: false,
+            on_disk: false,
+            unwritten,
+        });
+        seq
+    }
+}
+
 /// A run of records the reader skipped because they outlived `max_age` (logged as one line).
 #[derive(Debug, Default)]
 struct Expired {
@@ -537,20 +564,7 @@ impl Buffer {
             .map(|r| {
                 let parts = codec::encode_parts(&r);
                 let len = (format::RECORD_HEADER + parts.len()) as u64;
-                let seq = s.next_seq;
-                s.next_seq += 1;
-                s.cached_bytes += len;
-                s.pending_bytes += len;
-                s.entries.push_back(Entry {
-                    seq,
-                    time_ms,
-                    len,
-                    msg: Some(r),
-                    broken: false,
-                    on_disk: false,
-                    unwritten: Some(parts),
-                });
-                seq
+                s.push(r, time_ms, len, Some(parts))
             })
             .collect();
         self.gauges(&s);
@@ -704,19 +718,7 @@ impl Buffer {
     fn append_memory(&self, r: Routed, time_ms: u64) -> u64 {
         let mut s = self.state();
         let len = memory_len(&r);
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        s.pending_bytes += len;
-        s.cached_bytes += len;
-        s.entries.push_back(Entry {
-            seq,
-            time_ms,
-            len,
-            msg: Some(r),
-            broken: false,
-            on_disk: false,
-            unwritten: None,
-        });
+        let seq = s.push(r, time_ms, len, None);
         if let Some(bound) = self.0.limits.memory {
             let mut dropped = 0;
             while (s.entries.len() as u64 > bound.max_records || s.pending_bytes > bound.max_bytes)

@@ -119,6 +119,29 @@ pub async fn post_ok(addr: SocketAddr, body: &[u8]) {
     );
 }
 
+/// Post the fixture `tests/fixtures/viewtron/<fixture>` to `http://<addr>/API` with curl (a
+/// real HTTP client; it blocks, so call it in `block_in_place` from a test's runtime) and
+/// assert the camera got its `200`.
+pub fn curl_fixture(addr: SocketAddr, fixture: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/viewtron")
+        .join(fixture);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", path.display()))
+        .arg(format!("http://{addr}/API"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{fixture}");
+}
+
 /// A plain post: `Host: 127.0.0.1`, `Content-Type: application/xml`, `Content-Length`.
 pub fn post(target: &str, body: &[u8]) -> Vec<u8> {
     post_with(
