@@ -32,8 +32,9 @@
 //! ([`BufferReader::flush`]), records are written at once. Records neither released nor written
 //! are held in memory only and their cameras are not answered yet; appends wait while they
 //! hold [`UNSAFE_BYTES`]. Record numbers come from the buffer, so a segment skips the numbers
-//! of records never written; numbers only rise, across restarts too (the ledger keeps the
-//! highest released one).
+//! of records never written. After a restart numbers go on above every record in the files
+//! and the ledger's release position; numbers of delivered records never written may come
+//! again after a kill (the ledger lags), which is harmless: they are in no file.
 //!
 //! # Bounds
 //! * Size: disk — when the segment files exceed `max_bytes` the oldest segment is deleted;
@@ -559,13 +560,17 @@ impl Buffer {
                 .map(|r| self.append_memory(r, time_ms))
                 .collect();
         }
-        let mut s = self.state();
-        let seqs = (rs.into_iter())
+        // Encoded before the lock is taken: the sink's reader waits for it.
+        let encoded: Vec<_> = (rs.into_iter())
             .map(|r| {
                 let parts = codec::encode_parts(&r);
                 let len = (format::RECORD_HEADER + parts.len()) as u64;
-                s.push(r, time_ms, len, Some(parts))
+                (r, len, parts)
             })
+            .collect();
+        let mut s = self.state();
+        let seqs = (encoded.into_iter())
+            .map(|(r, len, parts)| s.push(r, time_ms, len, Some(parts)))
             .collect();
         self.gauges(&s);
         drop(s);
@@ -606,7 +611,15 @@ impl Buffer {
     /// Write every record up to `seq` that is neither on disk nor delivered, in order, with
     /// one trip to a blocking thread and, with `spool.fsync`, one `fdatasync` for all of
     /// them (group commit) before any counts as written.
+    ///
+    /// The work runs in a task of its own: a caller that stops waiting (a timeout) cannot
+    /// leave records taken for writing but never accounted for.
     async fn write_through(&self, seq: u64) {
+        let b = self.clone();
+        let _ = tokio::spawn(async move { b.write_through_now(seq).await }).await;
+    }
+
+    async fn write_through_now(&self, seq: u64) {
         let Some(store) = self.0.store.clone() else {
             return;
         };
@@ -626,23 +639,16 @@ impl Buffer {
         let seqs: Vec<u64> = batch.iter().map(|b| b.0).collect();
         let write = move || {
             let mut store = lock(&store);
-            let mut results: Vec<_> = (batch.iter())
+            let results: Vec<_> = (batch.iter())
                 .map(|(seq, time_ms, body)| {
                     let pieces: Vec<&[u8]> = body.slices().collect();
                     store.write_at(*seq, &pieces, *time_ms)
                 })
                 .collect();
             // `spool.fsync`: one flush for the batch (group commit), before any is answered.
-            if let Err(e) = store.sync() {
-                for r in results.iter_mut().flatten() {
-                    if r.is_ok() {
-                        *r = Err(copy_error(&e));
-                    }
-                }
-            }
-            results
+            (results, store.sync().err())
         };
-        let results = match tokio::task::spawn_blocking(write).await {
+        let (results, unsynced) = match tokio::task::spawn_blocking(write).await {
             Ok(v) => v,
             Err(e) => {
                 let failed = SpoolError::Io {
@@ -650,14 +656,15 @@ impl Buffer {
                     path: PathBuf::new(),
                     source: std::io::Error::other(e.to_string()),
                 };
-                seqs.iter()
+                let results = (seqs.iter())
                     .map(|_| Some(Err(copy_error(&failed))))
-                    .collect()
+                    .collect();
+                (results, None)
             }
         };
         let mut s = self.state();
         for (seq, written) in seqs.into_iter().zip(results) {
-            self.record_written(&mut s, seq, written);
+            self.record_written(&mut s, seq, written, unsynced.as_ref());
         }
         s.written = s.written.max(seq);
         // Keep at most CACHE_BYTES decoded: the newest records on disk not yet handed out
@@ -683,34 +690,49 @@ impl Buffer {
     }
 
     /// Account for one record the store was asked to write (`written`: what it did; `None`:
-    /// it was delivered meanwhile).
+    /// it was delivered meanwhile). `unsynced`: the batch's `fdatasync` (`spool.fsync`)
+    /// failed, so its records are written but not safe from a power cut: counted as failed
+    /// writes, kept in memory.
     fn record_written(
         &self,
         s: &mut State,
         seq: u64,
         written: Option<Result<store::Appended, SpoolError>>,
+        unsynced: Option<&SpoolError>,
     ) {
         let t = &self.0.telemetry;
-        match written {
-            None => t.spool_writes_saved.inc(),
+        let failed = match written {
+            None => {
+                t.spool_writes_saved.inc();
+                None
+            }
             Some(Ok(done)) => {
-                t.spool_appended.inc();
+                // The size bound deleted older segments to make room: whether or not the
+                // flush went well, those records are gone.
                 if let Some(through) = done.dropped_through {
-                    let n = self.drop_through(s, through);
+                    let n = self.drop_through(s, through, false);
                     t.spool_dropped.add(n);
                 }
-                let i = s.entries.partition_point(|e| e.seq < seq);
-                if let Some(e) = s.entries.get_mut(i).filter(|e| e.seq == seq) {
-                    debug_assert_eq!(e.len, done.len, "record {seq}: length changed");
-                    e.on_disk = true;
+                match unsynced {
+                    Some(e) => Some(copy_error(e)),
+                    None => {
+                        t.spool_appended.inc();
+                        let i = s.entries.partition_point(|e| e.seq < seq);
+                        if let Some(e) = s.entries.get_mut(i).filter(|e| e.seq == seq) {
+                            debug_assert_eq!(e.len, done.len, "record {seq}: length changed");
+                            e.on_disk = true;
+                        }
+                        None
+                    }
                 }
             }
-            Some(Err(error)) => {
-                t.spool_errors.inc();
-                let failures = t.spool_errors.get();
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::error!(%error, failures, "cannot write to the spool; message kept in memory only");
-                }
+            Some(Err(error)) => Some(error),
+        };
+        if let Some(error) = failed {
+            t.spool_errors.inc();
+            let failures = t.spool_errors.get();
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::error!(%error, failures, "cannot write to the spool; message kept in memory only");
             }
         }
     }
@@ -727,7 +749,7 @@ impl Buffer {
                 let Some(first) = s.entries.front().map(|e| e.seq) else {
                     break;
                 };
-                dropped += self.drop_through(&mut s, first);
+                dropped += self.drop_through(&mut s, first, false);
             }
             if dropped > 0 {
                 self.0.telemetry.dropped.add(dropped);
@@ -745,13 +767,13 @@ impl Buffer {
         seq
     }
 
-    /// Forget every record up to `seq` (delivered, or dropped by a bound); returns how many
+    /// Forget every record up to `seq` (`delivered`, or dropped by a bound); returns how many
     /// unreleased records that was.
-    fn drop_through(&self, s: &mut State, seq: u64) -> u64 {
+    fn drop_through(&self, s: &mut State, seq: u64, delivered: bool) -> u64 {
         let (mut n, mut freed) = (0u64, 0u64);
         while s.entries.front().is_some_and(|e| e.seq <= seq) {
             if let Some(e) = s.entries.pop_front() {
-                if e.unwritten.is_some() {
+                if delivered && e.unwritten.is_some() {
                     self.0.telemetry.spool_writes_saved.inc();
                 }
                 s.released_on_disk |= e.on_disk;
@@ -989,7 +1011,7 @@ impl BufferReader {
         };
         let b = &self.buffer;
         let mut s = b.state();
-        b.drop_through(&mut s, seq);
+        b.drop_through(&mut s, seq, true);
         b.gauges(&s);
         // The files hear of it when a released record was in them, or once per ledger
         // interval (a blocking-thread trip per release would cost more than the release).
@@ -1048,7 +1070,7 @@ impl BufferReader {
             .last()
             .map(|e| e.seq);
         if let Some(seq) = old {
-            let n = b.drop_through(&mut s, seq);
+            let n = b.drop_through(&mut s, seq, false);
             b.0.telemetry.spool_dropped.add(n);
             warn!(
                 records = n,
