@@ -35,9 +35,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use rand::Rng as _;
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -46,8 +47,8 @@ use super::config::{BrokerAddr, MqttSinkConfig};
 use super::dead_letter::{DeadLetters, Letter};
 use super::limits::{KillGuard, PacketLimit, PublishKey, Verdict};
 use super::link::{
-    BridgeWatch, CommandRoute, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice, Session,
-    TryPublishError,
+    BridgeWatch, CommandRoute, Completion, Conn, Delivery, Link, Listen, Protocol, ProtocolChoice,
+    Session, TryPublishError,
 };
 use super::outbox::{Outbox, Pending};
 use super::payload::unparsed_json;
@@ -73,6 +74,27 @@ const MAINTAIN: Duration = Duration::from_millis(250);
 /// Topics remembered as already warned about (oversize); beyond this the set is cleared, so
 /// a warning may repeat.
 const WARNED_MAX: usize = 4096;
+
+/// The outcome of a publish handed to the client, with its id in `Shell::flying`. Polled in
+/// the sink loop's own task (a `FuturesUnordered`), not spawned: the outcome arrives on a
+/// channel from the client's event loop, and a task per publish cost an allocation and a
+/// scheduler round trip for each of an event's eight publishes.
+struct Flight {
+    id: u64,
+    done: Completion,
+}
+
+impl std::future::Future for Flight {
+    type Output = (u64, Delivery);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let id = self.id;
+        self.done.as_mut().poll(cx).map(|d| (id, d))
+    }
+}
 
 /// A publish handed to the client.
 struct Flying {
@@ -110,7 +132,7 @@ struct Shell {
     /// Client ids already warned about publishing under this bridge's base topic.
     conflicts: HashSet<String>,
     outbox: Outbox,
-    in_flight: JoinSet<(u64, Delivery)>,
+    in_flight: FuturesUnordered<Flight>,
     flying: HashMap<u64, Flying>,
     next_id: u64,
     connected: bool,
@@ -231,7 +253,7 @@ impl Shell {
                             sent: Instant::now(),
                         },
                     );
-                    self.in_flight.spawn(async move { (id, done.await) });
+                    self.in_flight.push(Flight { id, done });
                 }
                 Err(TryPublishError::Full) => {
                     // Retried after the next completion.
@@ -478,9 +500,8 @@ impl Shell {
     async fn settle_in_flight(&mut self, st: &mut SinkState) {
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
         while !self.in_flight.is_empty() {
-            match tokio::time::timeout_at(until, self.in_flight.join_next()).await {
-                Ok(Some(Ok((id, delivery)))) => self.completed(st, id, delivery),
-                Ok(Some(Err(_))) => {}
+            match tokio::time::timeout_at(until, self.in_flight.next()).await {
+                Ok(Some((id, delivery))) => self.completed(st, id, delivery),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -669,10 +690,10 @@ impl Shell {
     async fn shutdown(mut self, st: &mut SinkState, conn_rx: &mut mpsc::Receiver<Conn>) {
         if self.connected {
             self.flush_before_offline(st, conn_rx).await;
-            self.in_flight.abort_all();
+            self.in_flight.clear();
             self.link.disconnect(Duration::from_secs(2)).await;
         } else {
-            self.in_flight.abort_all();
+            self.in_flight.clear();
             drop(self.link);
         }
         self.reader.flush().await;
@@ -717,10 +738,8 @@ impl Shell {
                 drain_until
             };
             tokio::select! {
-                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    if let Ok((id, delivery)) = done {
-                        self.completed(st, id, delivery);
-                    }
+                Some((id, delivery)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.completed(st, id, delivery);
                 }
                 ev = conn_rx.recv() => if !matches!(ev, Some(Conn::Up(_) | Conn::HaStatus(_) | Conn::Retained(..) | Conn::StateOffline | Conn::PeerInfo { .. })) { return },
                 () = self.reader.wait(), if !offline_queued && !self.more => self.more = true,
@@ -786,10 +805,8 @@ pub(crate) async fn run(
                     break;
                 }
             },
-            Some(done) = sh.in_flight.join_next(), if !sh.in_flight.is_empty() => {
-                if let Ok((id, delivery)) = done {
-                    sh.completed(&mut st, id, delivery);
-                }
+            Some((id, delivery)) = sh.in_flight.next(), if !sh.in_flight.is_empty() => {
+                sh.completed(&mut st, id, delivery);
             }
             () = sh.reader.wait(), if idle => sh.more = true,
             _ = maintain.tick() => {
@@ -857,7 +874,7 @@ fn start(
         node: None,
         conflicts: HashSet::new(),
         outbox: Outbox::default(),
-        in_flight: JoinSet::new(),
+        in_flight: FuturesUnordered::new(),
         flying: HashMap::new(),
         next_id: 0,
         connected: false,
