@@ -234,6 +234,8 @@ pub struct CameraOption {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ImageOptions {
+    /// Publish `camera/<category>/image` at all.
+    pub per_category: Option<bool>,
     /// Retain `camera/<device>/<category>/image|target`.
     pub retain_per_camera: Option<bool>,
     /// Retain `camera/<category>/image`.
@@ -531,6 +533,9 @@ impl AddonOptions {
         let i = &self.images;
         if let Some(v) = i.retain_per_camera {
             base.images.retain_device = v;
+        }
+        if let Some(v) = i.per_category {
+            base.images.category_topic = v;
         }
         if let Some(v) = i.retain_per_category {
             base.images.retain_category = v;
@@ -1167,7 +1172,7 @@ mod tests {
                        {"name":"NVR ch 2","serial":"N123","channel":2},
                        {"name":"Yard","peer":"192.168.1.50"}],
             "off_delays":{"lpr":15,"intrusion":45},
-            "images":{"retain_per_camera":false,"retain_per_category":true},
+            "images":{"retain_per_camera":false,"per_category":false,"retain_per_category":true},
             "receiver":{"username":"cam","password":"pw","allow":["192.168.1.0/24"," "]}}"#,
         );
         assert!(o.needs_service());
@@ -1194,6 +1199,7 @@ mod tests {
             Some(Duration::from_secs(45))
         );
         assert!(!c.images.retain_device && c.images.retain_category);
+        assert!(!c.images.category_topic);
         let auth = c.viewtron.auth.as_ref().expect("auth");
         assert_eq!(auth.username, "cam");
         assert_eq!(

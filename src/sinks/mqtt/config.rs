@@ -725,6 +725,10 @@ impl Default for HaConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
+    /// Publish `<base>/<category>/image`, the newest overview of a category from any device
+    /// (default yes). Each image event then carries its overview twice: off halves the image
+    /// bytes for a bridge whose consumers all use the per-device topics (Home Assistant does).
+    pub category_topic: bool,
     /// Retain `<base>/<category>/image` (default no).
     pub retain_category: bool,
     /// Retain `<base>/<device>/<category>/image` and `/target` (default yes).
@@ -736,6 +740,7 @@ pub struct ImageConfig {
 impl Default for ImageConfig {
     fn default() -> Self {
         ImageConfig {
+            category_topic: true,
             retain_category: false,
             retain_device: true,
             json_base64: false,

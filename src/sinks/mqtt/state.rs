@@ -1240,7 +1240,7 @@ impl SinkState {
         if moves.objects {
             dev.publish_objects(&ctx, ev, out);
         }
-        if let Some(img) = overview {
+        if let Some(img) = overview.filter(|_| ctx.images.category_topic) {
             let t = ctx.topics.category_image(ctx.cat);
             if ctx.images.retain_category {
                 self.global_retained.insert(t.clone(), img.data.clone());

@@ -923,6 +923,7 @@ fn image_options() {
     let mut c = cfg();
     c.homeassistant = None;
     c.images = ImageConfig {
+        category_topic: true,
         retain_category: true,
         retain_device: false,
         json_base64: true,
@@ -947,6 +948,30 @@ fn image_options() {
     let acts = st.on_connected(t0 + s(1.0));
     assert!(find(&acts, "camera/lpr/image").is_some());
     assert!(find(&acts, &t("lpr/image")).is_none());
+}
+
+#[test]
+fn the_category_topic_can_be_switched_off() {
+    let mut c = cfg();
+    c.homeassistant = None;
+    c.images.category_topic = false;
+    c.images.retain_category = true;
+    let (mut st, t0) = state_with(&c);
+    let acts = st.on_routed(
+        &Routed::Event {
+            device: dev(),
+            event: lpr_event(),
+            counts: Default::default(),
+        },
+        t0,
+    );
+    assert!(find(&acts, "camera/lpr/image").is_none());
+    assert!(find(&acts, &t("lpr/image")).is_some());
+    assert!(find(&acts, &t("lpr/target")).is_some());
+    assert!(find(&acts, &t("lpr/event")).is_some());
+    // Nothing of it is kept to be re-published on reconnect either.
+    let acts = st.on_connected(t0 + s(1.0));
+    assert!(find(&acts, "camera/lpr/image").is_none());
 }
 
 #[test]
