@@ -33,10 +33,10 @@ fn dev() -> Device {
     camera(DEV, "58:5b:69:40:f4:0d")
 }
 
-fn ev_msg(e: Event) -> Routed {
+fn ev_msg(e: impl Into<Arc<Event>>) -> Routed {
     Routed::Event {
         device: dev(),
-        event: Arc::new(e),
+        event: e.into(),
         counts: Default::default(),
     }
 }
@@ -100,14 +100,7 @@ fn settled(st: &mut SinkState, t0: Instant, e: Event) -> Instant {
 fn first_event_discovery_then_settle_in_order() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0,
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0);
     let tp = topics(&acts);
     let n_disc = tp
         .iter()
@@ -173,14 +166,7 @@ fn first_event_discovery_then_settle_in_order() {
     assert_eq!(v["event_type"], "plate_read");
 
     // Second event of the same category: no discovery, nothing held.
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0 + s(3.0),
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0 + s(3.0));
     let tp = topics(&acts);
     assert!(
         !tp.iter().any(|t| t.starts_with("homeassistant/")),
@@ -200,14 +186,7 @@ fn images_are_shared_not_copied() {
     let t1 = settled(&mut st, t0, event(Category::Intrusion, Phase::Pulse));
     let e = lpr_event();
     let src = e.image(ImageRole::Overview).unwrap().data.as_ptr();
-    let mut acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: e.clone(),
-            counts: Default::default(),
-        },
-        t1,
-    );
+    let mut acts = st.on_routed(&ev_msg(e.clone()), t1);
     acts.extend(st.on_tick(t1 + DISCOVERY_SETTLE));
     let Some(Action::Publish {
         payload: a,
@@ -502,14 +481,7 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
     let t1 = settled(&mut st, t0, first);
     // A read that brings a plate crop adds a (retained) image entity: discovery changes, but
     // nothing of it is lost to HA, so the known event and ON are not held.
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t1,
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t1);
     assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_some());
     assert!(find(&acts, &t("lpr/target")).is_some());
     assert!(
@@ -527,14 +499,7 @@ fn only_new_entities_start_a_hold_and_the_device_order_is_kept() {
     assert!(find(&acts, "homeassistant/device/camqtt_585b6940f40d/config").is_none());
     assert!(find(&acts, &t("intrusion/state")).is_none());
     assert!(find(&acts, &t("intrusion/event")).is_none());
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t1 + s(1.2),
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t1 + s(1.2));
     assert!(
         find(&acts, &t("lpr/event")).is_none(),
         "{:?}",
@@ -566,14 +531,7 @@ fn while_home_assistant_is_away_new_entities_wait_for_its_birth() {
     c.homeassistant.as_mut().unwrap().discovery_settle = s(0.5);
     let (mut st, t0) = state_with(&c);
     st.on_ha_status(b"offline", t0);
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0 + s(1.0),
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0 + s(1.0));
     assert!(find(&acts, &t("lpr/event")).is_none());
     assert_eq!(st.next_deadline(), Some(t0 + s(1.0) + HA_OFFLINE_WAIT));
     // Long past the settle time, HA still away: still held.
@@ -645,14 +603,7 @@ fn a_device_restored_from_the_registry_settles_once() {
 fn ha_online_republishes_discovery_and_states_not_events() {
     let c = cfg();
     let (mut st, t0) = state_with(&c);
-    st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0,
-    );
+    st.on_routed(&ev_msg(lpr_event()), t0);
     let t1 = t0 + DISCOVERY_SETTLE;
     st.on_tick(t1);
     let acts = st.on_ha_online(t1 + s(1.0));
@@ -896,14 +847,7 @@ fn without_homeassistant_no_discovery_no_settle() {
     let mut c = cfg();
     c.homeassistant = None;
     let (mut st, t0) = state_with(&c);
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0,
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0);
     let tp = topics(&acts);
     assert!(!tp.iter().any(|t| t.starts_with("homeassistant/")));
     assert!(
@@ -929,14 +873,7 @@ fn image_options() {
         json_base64: true,
     };
     let (mut st, t0) = state_with(&c);
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0,
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0);
     assert!(find(&acts, "camera/lpr/image").unwrap().is_retained());
     assert!(!find(&acts, &t("lpr/image")).unwrap().is_retained());
     let json: Vec<_> = acts
@@ -957,14 +894,7 @@ fn the_category_topic_can_be_switched_off() {
     c.images.category_topic = false;
     c.images.retain_category = true;
     let (mut st, t0) = state_with(&c);
-    let acts = st.on_routed(
-        &Routed::Event {
-            device: dev(),
-            event: lpr_event(),
-            counts: Default::default(),
-        },
-        t0,
-    );
+    let acts = st.on_routed(&ev_msg(lpr_event()), t0);
     assert!(find(&acts, "camera/lpr/image").is_none());
     assert!(find(&acts, &t("lpr/image")).is_some());
     assert!(find(&acts, &t("lpr/target")).is_some());
