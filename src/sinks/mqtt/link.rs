@@ -481,7 +481,7 @@ fn v4_client(options: rumqttc::MqttOptions) -> (rumqttc::AsyncClient, rumqttc::E
 /// With it on, a small publish (state, event JSON) written while an image's last segment is
 /// unacknowledged waited for that ACK, which the broker may delay (RFC 1122 §4.2.3.2: up to
 /// 500 ms, Linux about 40 ms); the camera's reply waited with it. Measured on the benchmark
-/// (487 kB and 946 kB posts, 16 connections): reply p99 51–55 ms → 16–27 ms, and up to twice
+/// (487 kB and 946 kB posts, 16 connections): reply p99 51–55 ms → 16–32 ms, and up to twice
 /// the events/s when fewer image bytes go out (`images.category_topic = false`).
 fn network_options() -> rumqttc::NetworkOptions {
     let mut n = rumqttc::NetworkOptions::new();
