@@ -118,8 +118,9 @@ struct RunArgs {
 ///   the kernel only when more than [`TRIM_THRESHOLD`] of it is free. glibc's own adaptive
 ///   thresholds gave the top back after nearly every burst and took it again moments later:
 ///   on the 487 kB NVR benchmark post at 16 connections, 56 `brk` calls and 3,500 page faults
-///   (each a freshly zeroed page) per second; with these two settings, none and about 50, peak
-///   RSS unchanged (23–25 MB). Setting only the trim threshold would be worse than neither:
+///   (each a freshly zeroed page) per second; with these two settings, none and 20–75, peak
+///   RSS unchanged (23–25 MB); with 500 cameras (`camqtt-soak`) 110 MiB against 94–105.
+///   Setting only the trim threshold would be worse than neither:
 ///   it switches the adaptive mmap threshold off, and every buffer over 128 KiB became its own
 ///   `mmap` (CPU per event doubled).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -150,7 +151,7 @@ const MMAP_THRESHOLD: libc::c_int = 4 << 20;
 /// Free memory at the heap's top (bytes) that glibc keeps rather than gives back
 /// ([`tune_malloc`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 16 << 20;
+const TRIM_THRESHOLD: libc::c_int = 4 << 20;
 
 /// The async runtime: one worker thread unless `TOKIO_WORKER_THREADS` says otherwise (plus
 /// tokio's blocking pool for the spool's files). Every hop of an event (receiver, pipeline,
