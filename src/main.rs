@@ -105,9 +105,9 @@ struct RunArgs {
 }
 
 /// glibc malloc settings for a process that allocates and frees about a megabyte per camera
-/// post (`mallopt(3)`); each is left alone when the user set it (`MALLOC_ARENA_MAX`,
-/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or any `glibc.malloc` tunable in
-/// `GLIBC_TUNABLES`).
+/// post (`mallopt(3)`); each is left alone when the user set it, by its environment variable
+/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) or its tunable in
+/// `GLIBC_TUNABLES` (`glibc.malloc.arena_max`, `.mmap_threshold`, `.trim_threshold`).
 ///
 /// - One arena instead of up to eight per core. A post and its images are allocated on one
 ///   runtime thread and freed on another; with an arena per thread, each arena keeps its own
@@ -126,15 +126,21 @@ struct RunArgs {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() {
-    let set = |name: &str| std::env::var_os(name).is_some();
-    let tunables = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
-    if !set("MALLOC_ARENA_MAX") && !tunables {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    let set = |variable: &str, tunable: &str| {
+        std::env::var_os(variable).is_some()
+            || tunables.contains(&format!("glibc.malloc.{tunable}="))
+    };
+    if !set("MALLOC_ARENA_MAX", "arena_max") {
         // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
-    if !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") && !tunables {
+    // Both or neither: either one set switches glibc's adaptive thresholds off.
+    if !set("MALLOC_MMAP_THRESHOLD_", "mmap_threshold")
+        && !set("MALLOC_TRIM_THRESHOLD_", "trim_threshold")
+    {
         // SAFETY: as above.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
