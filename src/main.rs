@@ -118,7 +118,7 @@ struct RunArgs {
 ///   the kernel only when more than [`TRIM_THRESHOLD`] of it is free. glibc's own adaptive
 ///   thresholds gave the top back after nearly every burst and took it again moments later:
 ///   on the 487 kB NVR benchmark post at 16 connections, 56 `brk` calls and 3,500 page faults
-///   (each a freshly zeroed page) per second; with these two settings, none and 20–75, peak
+///   (each a freshly zeroed page) per second; with these two settings, 0–1 and 20–75, peak
 ///   RSS unchanged (23–25 MB); with 500 cameras (`camqtt-soak`) 110 MiB against 94–105.
 ///   Setting only the trim threshold would be worse than neither:
 ///   it switches the adaptive mmap threshold off, and every buffer over 128 KiB became its own
