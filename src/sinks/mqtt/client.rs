@@ -8,7 +8,8 @@
 //! * the **sink loop** ([`run`]) reads records from the buffer ([`BufferReader`]) while the
 //!   broker is connected and only as fast as it acknowledges, runs the state machine, and feeds
 //!   the resulting publishes from the outbox to the client, at most [`MAX_IN_FLIGHT`] at a
-//!   time. Every publish is QoS 1 and tracked; a record is acknowledged to the buffer once all
+//!   time and never more than the broker's Receive Maximum.
+//!   Every publish is QoS 1 and tracked; a record is acknowledged to the buffer once all
 //!   of its publishes were. A broken connection makes the buffer replay every unacknowledged
 //!   record (at-least-once; duplicates counted).
 //!
@@ -35,6 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use rand::Rng as _;
@@ -59,7 +61,8 @@ use crate::spool::acks::Tag;
 use crate::spool::{BufferReader, Next};
 use crate::telemetry::Telemetry;
 
-/// Publishes handed to the client and not yet acknowledged, at most.
+/// Publishes handed to the client and not yet acknowledged, at most (fewer when the broker's
+/// Receive Maximum is lower: [`Session::receive_maximum`]).
 pub const MAX_IN_FLIGHT: usize = 64;
 /// How long shutdown waits for the outbox and the `offline` publish.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
@@ -133,6 +136,15 @@ struct Shell {
     conflicts: HashSet<String>,
     outbox: Outbox,
     in_flight: FuturesUnordered<Flight>,
+    /// Publishes this connection may have in flight: [`MAX_IN_FLIGHT`], or the broker's
+    /// Receive Maximum when that is lower (Mosquitto's is 20). Beyond it the client only
+    /// queues them and sends each one alone, in its own socket write, as an acknowledgement
+    /// frees a slot: eight writes per camera event. Within it, what the sink hands over
+    /// together goes out in one write ([`Shell::completed_ready`], the client's request
+    /// batch). Refilling only after several acknowledgements was tried and stalls: a broker
+    /// with Nagle's algorithm on (Mosquitto's default) holds its next PUBACK until our TCP
+    /// acknowledgement, which the kernel delays (~40 ms) while we send nothing.
+    window: usize,
     flying: HashMap<u64, Flying>,
     next_id: u64,
     connected: bool,
@@ -225,7 +237,7 @@ impl Shell {
         for tag in self.outbox.take_lost() {
             self.ack(Some(tag), false);
         }
-        let cap = self.guard.max_in_flight(MAX_IN_FLIGHT);
+        let cap = self.guard.max_in_flight(self.window);
         while self.connected && self.in_flight.len() < cap {
             let Some(p) = self.outbox.pop_front() else {
                 break;
@@ -342,6 +354,14 @@ impl Shell {
         self.ack(p.tag, false);
     }
 
+    /// [`Shell::completed`] for every other outcome that has already come back too, so that
+    /// the slots they free are refilled together.
+    fn completed_ready(&mut self, st: &mut SinkState) {
+        while let Some(Some((id, delivery))) = self.in_flight.next().now_or_never() {
+            self.completed(st, id, delivery);
+        }
+    }
+
     /// A publish's outcome came back.
     fn completed(&mut self, st: &mut SinkState, id: u64, delivery: Delivery) {
         let Some(f) = self.flying.remove(&id) else {
@@ -420,6 +440,9 @@ impl Shell {
         st.set_node(&session.broker);
         self.limit
             .connected(session.protocol, session.max_packet_size);
+        self.window = session
+            .receive_maximum
+            .map_or(MAX_IN_FLIGHT, |n| MAX_IN_FLIGHT.min(usize::from(n).max(1)));
         st.set_packet_limit(self.limit.clone());
         self.reader.set_draining(true);
         // Every publish of the old connection has come back as lost by now: the driver fails
@@ -807,6 +830,7 @@ pub(crate) async fn run(
             },
             Some((id, delivery)) = sh.in_flight.next(), if !sh.in_flight.is_empty() => {
                 sh.completed(&mut st, id, delivery);
+                sh.completed_ready(&mut st);
             }
             () = sh.reader.wait(), if idle => sh.more = true,
             _ = maintain.tick() => {
@@ -875,6 +899,7 @@ fn start(
         conflicts: HashSet::new(),
         outbox: Outbox::default(),
         in_flight: FuturesUnordered::new(),
+        window: MAX_IN_FLIGHT,
         flying: HashMap::new(),
         next_id: 0,
         connected: false,

@@ -83,6 +83,10 @@ pub struct Session {
     /// The broker's Maximum Packet Size in bytes (MQTT 5 CONNACK property 0x27); `None` when
     /// it announced none (no limit below the protocol maximum) or speaks 3.1.1.
     pub max_packet_size: Option<usize>,
+    /// The broker's Receive Maximum (MQTT 5 CONNACK property 0x21, §3.2.2.3.3): how many QoS 1
+    /// publishes it takes unacknowledged at a time (Mosquitto: its `max_inflight_messages`,
+    /// 20 by default). `None` when it announced none (65,535) or speaks 3.1.1.
+    pub receive_maximum: Option<u16>,
     /// Failed connection attempts before this one succeeded (0: the first attempt after the
     /// link went down succeeded, i.e. the broker was reachable all along).
     pub failed_attempts: u32,
@@ -411,6 +415,13 @@ macro_rules! auth_and_tls {
 /// cap ([`super::client::MAX_IN_FLIGHT`]) and room for the subscriptions beside it.
 const OUTGOING_INFLIGHT: u16 = 2 * super::client::MAX_IN_FLIGHT as u16;
 
+/// Most queued requests (publishes, mostly) the client takes in one event-loop turn and sends
+/// in one write. rumqttc's default is one per turn, and with `TCP_NODELAY` every publish was
+/// then its own `writev`, TCP segment and broker wake-up; the small ones (plate, state, event
+/// JSON) cost about as much kernel time each as a large one. Only requests already queued are
+/// taken, so nothing waits for a batch to fill.
+const REQUEST_BATCH: usize = super::client::MAX_IN_FLIGHT;
+
 /// Build the MQTT 5 options for broker node `b`: clean start, last will, keep alive, packet
 /// limits, auth, TLS.
 pub(crate) fn v5_options(
@@ -430,6 +441,7 @@ pub(crate) fn v5_options(
     // §3.2.2.3.3; Mosquitto says 65,535: 14 MB of slots, all touched), though the sink never
     // has more than `MAX_IN_FLIGHT` publishes out.
     o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
+    o.set_max_request_batch(REQUEST_BATCH);
     o.set_network_options(network_options());
     o.set_last_will(rumqttc5::LastWill::new(
         will_topic,
@@ -454,6 +466,7 @@ pub(crate) fn v4_options(
     let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), (tls_host, b.port));
     o.set_keep_alive(keep_alive_secs(cfg));
     o.set_clean_session(true);
+    o.set_max_request_batch(REQUEST_BATCH);
     o.set_max_packet_size(
         INCOMING_MAX,
         cfg.max_packet_size.unwrap_or(PROTOCOL_MAX_PACKET),
@@ -620,10 +633,16 @@ impl Reconnect {
         &self.nodes[self.current]
     }
 
-    fn connected(&mut self, protocol: Protocol, max_packet_size: Option<usize>) -> Session {
+    fn connected(
+        &mut self,
+        protocol: Protocol,
+        max_packet_size: Option<usize>,
+        receive_maximum: Option<u16>,
+    ) -> Session {
         let s = Session {
             protocol,
             max_packet_size,
+            receive_maximum,
             failed_attempts: self.failed,
             node: self.current,
             broker: self.broker().to_owned(),
@@ -739,12 +758,10 @@ async fn drive_v5(
         let report = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 broker_reason = None;
-                let max = ack
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.max_packet_size)
-                    .map(|n| n as usize);
-                Some(Conn::Up(rc.connected(Protocol::V5, max)))
+                let props = ack.properties.as_ref();
+                let max = props.and_then(|p| p.max_packet_size).map(|n| n as usize);
+                let receive = props.and_then(|p| p.receive_max);
+                Some(Conn::Up(rc.connected(Protocol::V5, max, receive)))
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 incoming(&listen, &p.topic, p.payload, p.retain)
@@ -832,7 +849,7 @@ async fn drive_v4(
     loop {
         let report = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                Some(Conn::Up(rc.connected(Protocol::V311, None)))
+                Some(Conn::Up(rc.connected(Protocol::V311, None, None)))
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 incoming(&listen, &p.topic, p.payload, p.retain)
@@ -897,7 +914,7 @@ mod tests {
         assert_eq!(rc.next_step(), (None, Some(2)));
         assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), Some(0)));
         assert_eq!(rc.next_step(), (None, Some(1)));
-        let s = rc.connected(Protocol::V311, None);
+        let s = rc.connected(Protocol::V311, None, None);
         assert_eq!((s.node, s.broker.as_str()), (1, "mqtt://n1:1883"));
         // The first connection is no failover.
         assert_eq!(t.values()["mqtt_failovers"], 0);
@@ -905,7 +922,7 @@ mod tests {
         // backoff back at its minimum.
         assert_eq!(rc.failed("reset", None), Some(false));
         assert_eq!(rc.next_step(), (None, Some(2)));
-        let s = rc.connected(Protocol::V311, None);
+        let s = rc.connected(Protocol::V311, None, None);
         assert_eq!(s.node, 2);
         assert_eq!(t.values()["mqtt_failovers"], 1);
         assert_eq!(rc.failed("reset", None), Some(false));
@@ -913,7 +930,7 @@ mod tests {
         assert_eq!(rc.next_step(), (None, Some(1)));
         assert_eq!(rc.next_step(), (Some(MIN_BACKOFF), Some(2)));
         // Back on the same node after a round: reconnected, not failed over.
-        rc.connected(Protocol::V311, None);
+        rc.connected(Protocol::V311, None, None);
         assert_eq!(t.values()["mqtt_failovers"], 1);
     }
 

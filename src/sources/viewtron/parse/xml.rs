@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::io::BufRead as _;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event as XmlEvent};
@@ -134,10 +135,37 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
                 });
             }
         };
+        let opened = matches!(event, XmlEvent::Start(_));
         if let Some(root) = tree.feed(event, reader.buffer_position())? {
             return Ok(root);
         }
+        if opened && let Some(text) = take_long_text(&mut reader, doc) {
+            tree.inner(reader.buffer_position(), "text outside the root element")?
+                .push_text(Cow::Borrowed(text));
+        }
     }
+}
+
+/// Right after a start tag: the element's text up to the next markup, taken from `doc`
+/// past the reader, when it is at least [`SCAN_LATER`] bytes long and holds no reference
+/// (`&`); `None` (nothing consumed) otherwise, and the reader reads the text as usual.
+///
+/// quick-xml (0.42) checks the UTF-8 of every text event it returns, with a scalar loop that
+/// cost more than a base64 image's decoding. `doc` is a `&str`, checked once already
+/// (`simdutf8`), and the text ends where markup starts, on a character boundary. The bytes
+/// are skipped through [`Reader::stream`], quick-xml's way of reading raw input in the
+/// middle of a document: its position and its check of end-tag names stay right.
+fn take_long_text<'a>(reader: &mut Reader<&'a [u8]>, doc: &'a str) -> Option<&'a str> {
+    let mut input = reader.stream();
+    let start = doc.len() - input.fill_buf().ok()?.len();
+    let rest = doc.as_bytes().get(start..)?;
+    let len = memchr::memchr2(b'<', b'&', rest).filter(|&i| rest[i] == b'<')?;
+    if len < SCAN_LATER {
+        return None;
+    }
+    let text = doc.get(start..start + len)?;
+    input.consume(len);
+    Some(text)
 }
 
 /// The open elements while a document is read, innermost last.
@@ -493,6 +521,100 @@ mod tests {
         }
         assert_eq!(root.child_u64("deviceNo."), Some(7));
         assert_eq!(root.child_text("a"), Some("x & yA"));
+    }
+
+    /// Long text is taken past the reader ([`take_long_text`]); what follows it is read as
+    /// before, and every way such text can end gives the tree the reader itself would give.
+    #[test]
+    fn long_text_taken_past_the_reader_ends_as_the_reader_would_end_it() {
+        let long = "QUJD".repeat(SCAN_LATER / 4 + 1);
+        let at =
+            |doc: &str| parse(doc).map(|root| root.child("d").map(|d| d.raw_text().to_owned()));
+        // Followed by the end tag, a child, CDATA, a comment, a reference.
+        assert_eq!(at(&format!("<a><d>{long}</d></a>")), Ok(Some(long.clone())));
+        let doc = format!("<a><d>{long}<e>1</e>{long}</d></a>");
+        let root = parse(&doc).unwrap();
+        let d = root.child("d").unwrap();
+        assert_eq!(
+            d.raw_text(),
+            format!("{long}{long}"),
+            "text on both sides of a child"
+        );
+        assert_eq!(d.child_text("e"), Some("1"));
+        assert_eq!(
+            at(&format!("<a><d>{long}<![CDATA[<x>]]></d></a>")),
+            Ok(Some(format!("{long}<x>")))
+        );
+        assert_eq!(
+            at(&format!("<a><d>{long}<!-- c --></d></a>")),
+            Ok(Some(long.clone()))
+        );
+        assert_eq!(
+            at(&format!("<a><d>{long}&amp;{long}</d></a>")),
+            Ok(Some(format!("{long}&{long}")))
+        );
+        // Multi-byte characters and control characters in it.
+        let mixed = format!("{long}é\u{1b}ü");
+        let doc = format!("<a><d>{mixed}</d></a>");
+        let root = parse(&doc).unwrap();
+        assert_eq!(root.child("d").unwrap().raw_text(), mixed);
+        assert_eq!(root.child("d").unwrap().text(), format!("{long}éü"));
+        // Errors after it: the end tag's name is still checked, positions are still right.
+        let doc = format!("<a><d>{long}</x></a>");
+        match parse(&doc) {
+            Err(DomError::Syntax { position, message }) => {
+                assert_eq!(position as usize, doc.find("</x>").unwrap(), "{message}");
+                assert!(message.contains("x"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&format!("<a><d>{long}")),
+            Err(DomError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("<a><d>{long}</d>")),
+            Err(DomError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("<a><d>{long}&bad;</d></a>")),
+            Err(DomError::Syntax { .. })
+        ));
+        // One byte under the limit: read by the reader, the same tree.
+        let short = "Q".repeat(SCAN_LATER - 1);
+        assert_eq!(at(&format!("<a><d>{short}</d></a>")), Ok(Some(short)));
+    }
+
+    #[test]
+    fn long_text_is_taken_only_when_long_and_plain() {
+        let long = "QUJD".repeat(SCAN_LATER / 4);
+        let take = |doc: &str| {
+            let mut reader = Reader::from_str(doc);
+            assert!(matches!(reader.read_event(), Ok(XmlEvent::Start(_))));
+            let before = reader.buffer_position();
+            let taken = take_long_text(&mut reader, doc).map(str::len);
+            let moved = reader.buffer_position() - before;
+            (
+                taken,
+                moved,
+                reader
+                    .read_event()
+                    .is_ok_and(|e| matches!(e, XmlEvent::End(_))),
+            )
+        };
+        let n = long.len();
+        assert_eq!(take(&format!("<d>{long}</d>")), (Some(n), n as u64, true));
+        assert_eq!(
+            take(&format!("<d>{}</d>", &long[1..])),
+            (None, 0, false),
+            "too short"
+        );
+        assert_eq!(
+            take(&format!("<d>{long}&amp;</d>")),
+            (None, 0, false),
+            "a reference"
+        );
+        assert_eq!(take(&format!("<d>{long}")).0, None, "no markup after it");
     }
 
     #[test]
