@@ -594,3 +594,56 @@ async fn field_13_broker_packet_limit() {
         logs.clear();
     }
 }
+
+/// A broker that takes one unacknowledged publish at a time (Mosquitto
+/// `max_inflight_messages 1`: MQTT 5 Receive Maximum 1 in its CONNACK, §3.2.2.3.3). The sink
+/// reads it (logged on connect), keeps within it, and every event of a burst from several
+/// cameras at once is delivered, each camera answered 200.
+#[tokio::test]
+async fn receive_maximum_one_every_event_of_a_burst_is_delivered() {
+    if !common::Mosquitto::available() {
+        eprintln!("skipping: {} not installed", common::MOSQUITTO);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = ConfiguredMosquitto::start(dir, 1, |p| {
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_inflight_messages 1\n",
+            p[0]
+        )
+    });
+    let logs = Logs::capture();
+    let (bridge, col) = start(&broker, "", "receive-max-one").await;
+    let connected = logs.lines_with(&["MQTT connected", "broker_receive_maximum=1"]);
+    assert_eq!(connected.len(), 1, "{}", logs.text());
+    let (overview, crop) = (camera::big_jpeg(200_000), camera::image("crop.jpg"));
+    let cameras = 4;
+    let per_camera = 5;
+    let mut posts = Vec::new();
+    for c in 0..cameras {
+        let body = camera::ipc_lpr(&format!("02:00:00:00:1f:0{c}"), "RCV1", &overview, &crop);
+        let addr = bridge.addr;
+        posts.push(tokio::spawn(async move {
+            for _ in 0..per_camera {
+                post(addr, &body).await;
+            }
+        }));
+    }
+    for p in posts {
+        p.await.expect("camera task");
+    }
+    let events = col
+        .wait_count(
+            |m| m.topic.ends_with("/lpr/event"),
+            cameras * per_camera,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(events.len(), cameras * per_camera, "every event delivered");
+    let images = col.on("camera/lpr/image");
+    assert_eq!(images.len(), cameras * per_camera);
+    assert!(images.iter().all(|m| m.payload[..] == overview[..]));
+    assert_eq!(counter(&col, "mqtt_connects"), 1, "no reconnect");
+    bridge.stop().await;
+}

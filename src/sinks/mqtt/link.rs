@@ -657,17 +657,18 @@ impl Reconnect {
         self.telemetry.mqtt_connected.set(1);
         let previous = self.last_up.replace(self.current);
         let limit = max_packet_size.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        let receive = receive_maximum.map_or_else(|| "none".to_owned(), |n| n.to_string());
         let broker = self.broker();
         match previous {
             Some(p) if p != self.current => {
                 self.telemetry.mqtt_failovers.inc();
-                info!(broker = %broker, previous = %self.nodes[p], protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connected to another broker node (failover)");
+                info!(broker = %broker, previous = %self.nodes[p], protocol = %protocol, broker_max_packet = %limit, broker_receive_maximum = %receive, down_s = self.since.elapsed().as_secs(), "MQTT connected to another broker node (failover)");
             }
             _ if self.in_outage && !first => {
-                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
+                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, broker_receive_maximum = %receive, down_s = self.since.elapsed().as_secs(), "MQTT connection restored");
             }
             _ => {
-                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, "MQTT connected");
+                info!(broker = %broker, protocol = %protocol, broker_max_packet = %limit, broker_receive_maximum = %receive, "MQTT connected");
             }
         }
         self.in_outage = false;
