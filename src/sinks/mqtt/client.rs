@@ -141,8 +141,9 @@ struct Shell {
     /// queues them and sends each one alone, in its own socket write, as an acknowledgement
     /// frees a slot: eight writes per camera event. Within it, what the sink hands over
     /// together goes out in one write ([`Shell::completed_ready`], the client's request
-    /// batch). Refilling only after several acknowledgements was tried and stalls: a broker
-    /// with Nagle's algorithm on (Mosquitto's default) holds its next PUBACK until our TCP
+    /// batch). Refilling only after several acknowledgements was tried: against Mosquitto it
+    /// stalled (a tenth of the rate, replies 100 ms late), most likely because a broker with
+    /// Nagle's algorithm on (Mosquitto's default) holds its next PUBACK until our TCP
     /// acknowledgement, which the kernel delays (~40 ms) while we send nothing.
     window: usize,
     flying: HashMap<u64, Flying>,
