@@ -441,9 +441,7 @@ impl Shell {
         st.set_node(&session.broker);
         self.limit
             .connected(session.protocol, session.max_packet_size);
-        self.window = session
-            .receive_maximum
-            .map_or(MAX_IN_FLIGHT, |n| MAX_IN_FLIGHT.min(usize::from(n).max(1)));
+        self.window = window(session.receive_maximum);
         st.set_packet_limit(self.limit.clone());
         self.reader.set_draining(true);
         // Every publish of the old connection has come back as lost by now: the driver fails
@@ -913,4 +911,30 @@ fn start(
         more: true,
         telemetry,
     })
+}
+
+/// The in-flight window for a broker that announced `receive_maximum` (MQTT 5 CONNACK
+/// property 0x21; `None`: none announced, or MQTT 3.1.1): [`MAX_IN_FLIGHT`] or that number,
+/// whichever is lower, and at least 1 (0 is a protocol error, §3.2.2.3.3; never let it stop
+/// the sink).
+fn window(receive_maximum: Option<u16>) -> usize {
+    receive_maximum.map_or(MAX_IN_FLIGHT, |n| MAX_IN_FLIGHT.min(usize::from(n).max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_within_the_brokers_receive_maximum() {
+        assert_eq!(window(None), MAX_IN_FLIGHT, "3.1.1 or none announced");
+        assert_eq!(window(Some(20)), 20, "Mosquitto's default");
+        assert_eq!(window(Some(1)), 1);
+        assert_eq!(
+            window(Some(0)),
+            1,
+            "a broken announcement never stops the sink"
+        );
+        assert_eq!(window(Some(u16::MAX)), MAX_IN_FLIGHT);
+    }
 }
