@@ -146,20 +146,41 @@ pub(crate) fn parse(doc: &str) -> Result<Node<'_>, DomError> {
     }
 }
 
-/// Right after a start tag: the element's text up to the next markup, taken from `doc`
-/// past the reader, when it is at least [`SCAN_LATER`] bytes long and holds no reference
-/// (`&`); `None` (nothing consumed) otherwise, and the reader reads the text as usual.
+/// Right after a start tag: the element's text up to the next markup, or the content of a
+/// CDATA section that starts it (after optional whitespace), taken from `doc` past the reader
+/// when it is at least [`SCAN_LATER`] bytes long; plain text must hold no reference (`&`).
+/// `None` (nothing consumed) otherwise, and the reader reads the text as usual.
 ///
-/// quick-xml (0.42) checks the UTF-8 of every text event it returns (`std::str::from_utf8`):
-/// over a post's base64 images that was 3–4 % of the bridge's CPU per event, a third of what
-/// decoding them costs (`perf`, 487 kB NVR post). `doc` is a `&str`, checked once already
+/// quick-xml (0.42) checks the UTF-8 of every text and CDATA event it returns
+/// (`std::str::from_utf8`): over a post's base64 images that was 3–4 % of the bridge's CPU
+/// per NVR post, a third of what decoding them costs, and 5.5 % per IPC post, whose images
+/// come in CDATA sections (the IPC "HTTP POST" format, config 1.x), with another 2 % for its
+/// search of the section's end (`perf`). `doc` is a `&str`, checked once already
 /// (`simdutf8`), and the text ends where markup starts, on a character boundary. The bytes
 /// are skipped through [`Reader::stream`], quick-xml's way of reading raw input in the
-/// middle of a document: its position and its check of end-tag names stay right.
+/// middle of a document: its position and its check of end-tag names stay right. Whitespace
+/// before the section is dropped, as the tree drops an element's leading whitespace anyway.
 fn take_long_text<'a>(reader: &mut Reader<&'a [u8]>, doc: &'a str) -> Option<&'a str> {
+    const CDATA_OPEN: &[u8] = b"<![CDATA[";
+    const CDATA_CLOSE: &[u8] = b"]]>";
     let mut input = reader.stream();
     let start = doc.len() - input.fill_buf().ok()?.len();
     let rest = doc.as_bytes().get(start..)?;
+    let lead = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    if let Some(section) = rest[lead..].strip_prefix(CDATA_OPEN) {
+        // The first `>` preceded by `]]`: one `memchr` pass over base64, which holds no `>`
+        // (a pass 3× faster than `memmem` over a two-byte prefilter, `perf`).
+        let len = memchr::memchr_iter(b'>', section)
+            .find(|&i| i >= 2 && &section[i - 2..i] == b"]]")?
+            - 2;
+        if len < SCAN_LATER {
+            return None;
+        }
+        let from = start + lead + CDATA_OPEN.len();
+        let text = doc.get(from..from + len)?;
+        input.consume(lead + CDATA_OPEN.len() + len + CDATA_CLOSE.len());
+        return Some(text);
+    }
     let len = memchr::memchr2(b'<', b'&', rest).filter(|&i| rest[i] == b'<')?;
     if len < SCAN_LATER {
         return None;
@@ -586,6 +607,65 @@ mod tests {
         assert_eq!(at(&format!("<a><d>{short}</d></a>")), Ok(Some(short)));
     }
 
+    /// A long CDATA section at the start of an element (an IPC post's image) is taken past the
+    /// reader too, and gives the tree the reader would give: markup characters, `]]` and line
+    /// breaks inside it, whitespace around it, text, a child or more CDATA after it.
+    #[test]
+    fn long_cdata_taken_past_the_reader_ends_as_the_reader_would_end_it() {
+        let long = "QUJD".repeat(SCAN_LATER / 4);
+        let at =
+            |doc: &str| parse(doc).map(|root| root.child("d").map(|d| d.raw_text().to_owned()));
+        for body in [
+            format!("<![CDATA[{long}]]>"),
+            format!("\n    <![CDATA[{long}]]>\n  "),
+            format!("\t\r\n<![CDATA[{long}]]><!-- c -->"),
+        ] {
+            assert_eq!(
+                at(&format!("<a><d>{body}</d></a>")),
+                Ok(Some(long.clone())),
+                "{body:?}"
+            );
+        }
+        let odd = format!("{long}<e>&amp;]]\r\n]>x");
+        assert_eq!(
+            at(&format!("<a><d><![CDATA[{odd}]]></d></a>")),
+            Ok(Some(odd.clone()))
+        );
+        // The reader keeps such content as it is too (no line-break normalisation).
+        assert_eq!(
+            at("<a><d><![CDATA[<e>&amp;]]\r\n]>x]]></d></a>"),
+            Ok(Some("<e>&amp;]]\r\n]>x".to_owned()))
+        );
+        assert_eq!(
+            at(&format!(
+                "<a><d><![CDATA[{long}]]>tail<![CDATA[!]]></d></a>"
+            )),
+            Ok(Some(format!("{long}tail!")))
+        );
+        let doc = format!("<a><d><![CDATA[{long}]]><e>1</e></d></a>");
+        let root = parse(&doc).unwrap();
+        assert_eq!(root.child("d").unwrap().raw_text(), long);
+        assert_eq!(root.child("d").unwrap().child_text("e"), Some("1"));
+        // Errors: an unterminated section, a wrong end tag after it (at its offset).
+        assert!(matches!(
+            parse(&format!("<a><d><![CDATA[{long}</d></a>")),
+            Err(DomError::Syntax { .. })
+        ));
+        let doc = format!("<a><d><![CDATA[{long}]]></x></a>");
+        match parse(&doc) {
+            Err(DomError::Syntax { position, message }) => {
+                assert_eq!(position as usize, doc.find("</x>").unwrap(), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // One byte under the limit: read by the reader, the same tree.
+        let short = &long[1..];
+        assert_eq!(
+            at(&format!("<a><d> <![CDATA[{short}]]></d></a>")),
+            Ok(Some(short.to_owned()))
+        );
+    }
+
     #[test]
     fn long_text_is_taken_only_when_long_and_plain() {
         let long = "QUJD".repeat(SCAN_LATER / 4);
@@ -616,6 +696,25 @@ mod tests {
             "a reference"
         );
         assert_eq!(take(&format!("<d>{long}")).0, None, "no markup after it");
+        // CDATA: the whole section is consumed, with the whitespace before it.
+        assert_eq!(
+            take(&format!("<d><![CDATA[{long}]]></d>")),
+            (Some(n), n as u64 + 12, true)
+        );
+        assert_eq!(
+            take(&format!("<d>\n <![CDATA[{long}]]></d>")),
+            (Some(n), n as u64 + 14, true)
+        );
+        assert_eq!(
+            take(&format!("<d><![CDATA[{}]]></d>", &long[1..])),
+            (None, 0, false),
+            "too short"
+        );
+        assert_eq!(
+            take(&format!("<d><![CDATA[{long}</d>")),
+            (None, 0, false),
+            "no end of the section"
+        );
     }
 
     #[test]
